@@ -1,0 +1,214 @@
+"""
+The admin HTTP API (Klein): manage and deploy MCP proxy APIs.
+
+JSON in and out; every route except C{/health} and C{/openapi.json} needs
+C{Authorization: Bearer <token>}. Errors are C{{"error": ..., "field": ...}}.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import json
+from typing import Any, Awaitable, Callable, Dict, Optional
+
+import attrs
+from klein import Klein
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+
+from mcpgated import __version__
+from mcpgated.admin.openapi import openapi_document
+from mcpgated.model import STARTED, STOPPED, InvalidField, parse_definition
+from mcpgated.routing import RouteTable
+from mcpgated.store import Conflict, IApiStore, NotFound
+
+log = Logger()
+
+Handler = Callable[..., Awaitable[Any]]
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str, field: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+
+
+def _json(request: IRequest, status: int, body: Any) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", b"no-store")
+    return json.dumps(body, indent=None).encode("utf-8")
+
+
+def _error(request: IRequest, status: int, message: str, field: Optional[str] = None) -> bytes:
+    return _json(request, status, {"error": message, "field": field})
+
+
+def endpoint(authenticated: bool = True) -> Callable[[Handler], Handler]:
+    """
+    Wrap a handler: check the token, turn domain errors into JSON answers.
+    """
+
+    def decorate(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def wrapper(self: "AdminAPI", request: IRequest, *args: Any, **kwargs: Any) -> Any:
+            if authenticated and not self.authorized(request):
+                request.setHeader(b"www-authenticate", b'Bearer realm="mcpgated-admin"')
+                return _error(request, 401, "missing or wrong admin token (Authorization: Bearer <token>)")
+            try:
+                await self.routes.when_ready()
+                status, body = await handler(self, request, *args, **kwargs)
+            except HTTPError as e:
+                return _error(request, e.status, e.message, e.field)
+            except InvalidField as e:
+                return _error(request, 400, e.message, e.field)
+            except NotFound:
+                return _error(request, 404, "no API with this id", "id")
+            except Conflict as e:
+                return _error(request, 409, e.message, e.field)
+            if body is None:
+                request.setResponseCode(status)
+                return b""
+            return _json(request, status, body)
+
+        return wrapper
+
+    return decorate
+
+
+def _read_json(request: IRequest) -> Any:
+    content_type = request.getHeader(b"content-type") or b""
+    if content_type and not content_type.split(b";")[0].strip().lower().endswith(b"json"):
+        raise HTTPError(415, "Content-Type must be application/json", None)
+    raw = request.content.read()
+    if not raw.strip():
+        raise HTTPError(400, "the body is empty; a JSON object is required", None)
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise HTTPError(400, f"malformed JSON: {e}", None)
+
+
+@attrs.define(slots=False)
+class AdminAPI:
+    """
+    @ivar store: where definitions live.
+    @ivar routes: the gateway's routing table, updated after each commit.
+    @ivar clock: for timestamps.
+    @ivar token: the bearer token clients must send.
+    """
+
+    store: IApiStore
+    routes: RouteTable
+    clock: IReactorTime
+    token: str = attrs.field(repr=False)
+
+    app = Klein()
+
+    def authorized(self, request: IRequest) -> bool:
+        if not self.token:
+            return False
+        header = request.getHeader(b"authorization") or b""
+        scheme, _, credential = header.partition(b" ")
+        if scheme.lower() != b"bearer" or not credential:
+            return False
+        return hmac.compare_digest(credential.strip(), self.token.encode("utf-8"))
+
+    def resource(self):  # type: ignore[no-untyped-def]
+        return self.app.resource()
+
+    # --- unauthenticated -----------------------------------------------------------
+
+    @app.route("/health", methods=["GET"])
+    @endpoint(authenticated=False)
+    async def health(self, request: IRequest) -> Any:
+        return 200, {"status": "ok", "version": __version__,
+                     "apisStarted": len(self.routes.routes())}
+
+    @app.route("/openapi.json", methods=["GET"])
+    @endpoint(authenticated=False)
+    async def openapi(self, request: IRequest) -> Any:
+        return 200, openapi_document()
+
+    # --- APIs -------------------------------------------------------------------------
+
+    @app.route("/apis", methods=["GET"])
+    @endpoint()
+    async def list_apis(self, request: IRequest) -> Any:
+        records = await self.store.list_apis()
+        return 200, {"data": [record.to_json() for record in records]}
+
+    @app.route("/apis", methods=["POST"])
+    @endpoint()
+    async def create_api(self, request: IRequest) -> Any:
+        definition = parse_definition(_read_json(request))
+        record = await self.store.create_api(definition, self.clock.seconds())
+        log.info("API {api_id} created at {context_path}", api_id=record.id,
+                 context_path=definition.context_path)
+        request.setHeader(b"location", f"/apis/{record.id}".encode("ascii"))
+        return 201, record.to_json()
+
+    @app.route("/apis/<string:api_id>", methods=["GET"])
+    @endpoint()
+    async def get_api(self, request: IRequest, api_id: str) -> Any:
+        return 200, (await self.store.get_api(api_id)).to_json()
+
+    @app.route("/apis/<string:api_id>", methods=["PUT"])
+    @endpoint()
+    async def update_api(self, request: IRequest, api_id: str) -> Any:
+        body = _read_json(request)
+        definition = parse_definition(body)
+        if isinstance(body, dict) and body.get("id") not in (None, api_id):
+            raise InvalidField("id", "id in the body does not match the URL")
+        record = await self.store.update_api(api_id, definition, self.clock.seconds())
+        return 200, record.to_json()
+
+    @app.route("/apis/<string:api_id>", methods=["DELETE"])
+    @endpoint()
+    async def delete_api(self, request: IRequest, api_id: str) -> Any:
+        await self.store.delete_api(api_id)
+        self.routes.remove(api_id)
+        log.info("API {api_id} deleted", api_id=api_id)
+        return 204, None
+
+    @app.route("/apis/<string:api_id>/_deploy", methods=["POST"])
+    @endpoint()
+    async def deploy_api(self, request: IRequest, api_id: str) -> Any:
+        record = await self.store.deploy_api(api_id, self.clock.seconds())
+        self.routes.apply(record)
+        log.info("API {api_id} deployed and started at {context_path}", api_id=api_id,
+                 context_path=record.definition.context_path)
+        return 200, record.to_json()
+
+    @app.route("/apis/<string:api_id>/_start", methods=["POST"])
+    @endpoint()
+    async def start_api(self, request: IRequest, api_id: str) -> Any:
+        record = await self.store.set_state(api_id, STARTED, self.clock.seconds())
+        self.routes.apply(record)
+        log.info("API {api_id} started", api_id=api_id)
+        return 200, record.to_json()
+
+    @app.route("/apis/<string:api_id>/_stop", methods=["POST"])
+    @endpoint()
+    async def stop_api(self, request: IRequest, api_id: str) -> Any:
+        record = await self.store.set_state(api_id, STOPPED, self.clock.seconds())
+        self.routes.apply(record)
+        log.info("API {api_id} stopped", api_id=api_id)
+        return 200, record.to_json()
+
+    # --- anything else ------------------------------------------------------------------
+
+    @app.handle_errors(Exception)
+    def unexpected(self, request: IRequest, failure: Any) -> bytes:
+        from werkzeug.exceptions import MethodNotAllowed, NotFound as RouteNotFound
+
+        if failure.check(RouteNotFound):
+            return _error(request, 404, "no such admin endpoint; see /openapi.json")
+        if failure.check(MethodNotAllowed):
+            return _error(request, 405, "method not allowed on this endpoint")
+        log.failure("admin API request failed", failure)
+        return _error(request, 500, "internal error; see the daemon log")

@@ -1,0 +1,357 @@
+"""
+The INI configuration: read once, validated whole, turned into frozen records.
+
+Every section and key mcpgated knows is declared in L{_SCHEMA}; anything else
+in the file is an error, so a typo never silently falls back to a default.
+Errors name the file, the section and the key.
+"""
+
+from __future__ import annotations
+
+import configparser
+import ipaddress
+import re
+from pathlib import Path
+from typing import Callable, Dict, Optional, Tuple, Union
+
+import attrs
+from twisted.logger import LogLevel
+
+IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+
+class ConfigError(Exception):
+    """
+    A problem in the configuration file, located by file, section and key.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        path: Optional[str] = None,
+        section: Optional[str] = None,
+        key: Optional[str] = None,
+    ) -> None:
+        self.message = message
+        self.path = path
+        self.section = section
+        self.key = key
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = []
+        if self.path:
+            where.append(f"{self.path}:")
+        if self.section:
+            where.append(f"[{self.section}]")
+        if self.key:
+            where.append(f"{self.key}:")
+        return " ".join(where + [self.message])
+
+
+# --- value parsers -----------------------------------------------------------
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_size(value: str) -> int:
+    """
+    Parse C{"4MB"}, C{"512k"}, C{"1048576"} into bytes (binary multiples).
+    """
+    match = _SIZE.match(value)
+    if match is None:
+        raise ValueError(f"{value!r} is not a size (examples: 4096, 512KB, 10MB)")
+    number, unit = match.groups()
+    return int(number) * _SIZE_UNITS[(unit or "").lower()[:1]]
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.IGNORECASE)
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: str) -> float:
+    """
+    Parse C{"10s"}, C{"500ms"}, C{"5m"}, C{"2h"}, C{"30"} (seconds) into seconds.
+    """
+    match = _DURATION.match(value)
+    if match is None:
+        raise ValueError(f"{value!r} is not a duration (examples: 500ms, 10s, 5m, 1h)")
+    number, unit = match.groups()
+    return float(number) * _DURATION_UNITS[(unit or "").lower()]
+
+
+_TRUE = {"1", "yes", "true", "on"}
+_FALSE = {"0", "no", "false", "off"}
+
+
+def parse_bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(f"{value!r} is not a boolean (use on/off, yes/no, true/false)")
+
+
+def parse_endpoints(value: str) -> Tuple[str, ...]:
+    parts = tuple(value.split())
+    for part in parts:
+        kind = part.split(":", 1)[0].lower()
+        if kind not in {"tcp", "tcp6", "ssl", "unix", "systemd"}:
+            raise ValueError(
+                f"{part!r} is not a supported endpoint "
+                "(tcp:PORT[:interface=ADDR], ssl:PORT:privateKey=..:certKey=.., unix:PATH)"
+            )
+    return parts
+
+
+def parse_level(value: str) -> LogLevel:
+    try:
+        return LogLevel.levelWithName(value.strip().lower())
+    except Exception:
+        raise ValueError(f"{value!r} is not a level (debug, info, warn, error, critical)")
+
+
+def parse_networks(value: str) -> Tuple[IPNetwork, ...]:
+    networks = []
+    for part in value.replace(",", " ").split():
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ValueError(f"{part!r} is not an IP address or network")
+    return tuple(networks)
+
+
+def parse_public_url(value: str) -> Optional[str]:
+    from urllib.parse import urlsplit
+
+    value = value.strip()
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{value!r} is not an absolute http(s) URL")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{value!r} must not have a query or fragment")
+    return value.rstrip("/")
+
+
+def _positive(parser: Callable[[str], float]) -> Callable[[str], float]:
+    def parse(value: str) -> float:
+        result = parser(value)
+        if result <= 0:
+            raise ValueError(f"{value!r} must be greater than zero")
+        return result
+
+    return parse
+
+
+def _non_negative_int(value: str) -> int:
+    try:
+        result = int(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a whole number")
+    if result < 0:
+        raise ValueError(f"{value!r} must not be negative")
+    return result
+
+
+def _text(value: str) -> str:
+    return value.strip()
+
+
+# --- the records --------------------------------------------------------------
+
+
+@attrs.frozen
+class GatewayConfig:
+    listen: Tuple[str, ...]
+    public_url: Optional[str]
+    trusted_proxies: Tuple[IPNetwork, ...]
+
+
+@attrs.frozen
+class AdminConfig:
+    listen: Tuple[str, ...]
+    token: Optional[str] = attrs.field(repr=False)
+    token_file: Optional[Path]
+
+
+@attrs.frozen
+class StorageConfig:
+    path: Path
+
+
+@attrs.frozen
+class LoggingConfig:
+    dir: Optional[Path]
+    level: LogLevel
+    max_bytes: int
+    keep: int
+    access_log: bool
+
+
+@attrs.frozen
+class LimitsConfig:
+    max_body: int
+    connect_timeout: float
+    header_timeout: float
+    idle_timeout: float
+
+
+@attrs.frozen
+class DaemonConfig:
+    ports_file: Optional[Path]
+
+
+@attrs.frozen
+class Config:
+    source: Optional[Path]
+    gateway: GatewayConfig
+    admin: AdminConfig
+    storage: StorageConfig
+    logging: LoggingConfig
+    limits: LimitsConfig
+    daemon: DaemonConfig
+
+
+# section -> key -> (default text, parser)
+_Parser = Callable[[str], object]
+_SCHEMA: Dict[str, Dict[str, Tuple[str, _Parser]]] = {
+    "gateway": {
+        "listen": ("tcp:8082", parse_endpoints),
+        "public_url": ("", parse_public_url),
+        "trusted_proxies": ("", parse_networks),
+    },
+    "admin": {
+        "listen": ("tcp:8083:interface=127.0.0.1", parse_endpoints),
+        "token": ("", _text),
+        "token_file": ("", _text),
+    },
+    "storage": {
+        "path": ("var/mcpgated.db", _text),
+    },
+    "logging": {
+        "dir": ("var/log", _text),
+        "level": ("info", parse_level),
+        "max_bytes": ("10MB", _positive(parse_size)),
+        "keep": ("10", _non_negative_int),
+        "access_log": ("on", parse_bool),
+    },
+    "limits": {
+        "max_body": ("4MB", _positive(parse_size)),
+        "connect_timeout": ("10s", _positive(parse_duration)),
+        "header_timeout": ("60s", _positive(parse_duration)),
+        "idle_timeout": ("300s", _positive(parse_duration)),
+    },
+    "daemon": {
+        "ports_file": ("", _text),
+    },
+}
+
+
+def _resolve(base: Path, value: str) -> Optional[Path]:
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def parse_text(text: str, path: Optional[str] = None, base: Optional[Path] = None) -> Config:
+    """
+    Parse configuration text; relative paths are resolved against C{base}.
+    """
+    parser = configparser.ConfigParser(
+        interpolation=None,
+        default_section="\x00no-default-section",
+        inline_comment_prefixes=(";", "#"),
+        strict=True,
+    )
+    try:
+        parser.read_string(text, source=path or "<config>")
+    except configparser.DuplicateSectionError as e:
+        raise ConfigError("section appears twice", path, e.section)
+    except configparser.DuplicateOptionError as e:
+        raise ConfigError("key appears twice", path, e.section, e.option)
+    except configparser.MissingSectionHeaderError as e:
+        raise ConfigError(f"line {e.lineno}: text before the first [section]", path)
+    except configparser.Error as e:
+        raise ConfigError(f"cannot parse: {e.message.splitlines()[0]}", path)
+
+    values: Dict[str, Dict[str, object]] = {}
+    for section in parser.sections():
+        if section not in _SCHEMA:
+            known = ", ".join(f"[{name}]" for name in _SCHEMA)
+            raise ConfigError(f"unknown section (known: {known})", path, section)
+    for section, keys in _SCHEMA.items():
+        given = parser[section] if parser.has_section(section) else {}
+        for key in given:
+            if key not in keys:
+                raise ConfigError(
+                    f"unknown key (known: {', '.join(keys)})", path, section, key
+                )
+        values[section] = {}
+        for key, (default, convert) in keys.items():
+            raw = given.get(key, default) if given else default
+            try:
+                values[section][key] = convert(raw)
+            except ValueError as e:
+                raise ConfigError(str(e), path, section, key)
+
+    base = base or Path.cwd()
+    gateway, admin, storage = values["gateway"], values["admin"], values["storage"]
+    logging, limits, daemon = values["logging"], values["limits"], values["daemon"]
+    if not gateway["listen"]:
+        raise ConfigError("at least one endpoint is required", path, "gateway", "listen")
+    if not admin["listen"]:
+        raise ConfigError("at least one endpoint is required", path, "admin", "listen")
+    if admin["token"] and admin["token_file"]:
+        raise ConfigError("set token or token_file, not both", path, "admin", "token_file")
+    storage_path = _resolve(base, str(storage["path"]))
+    if storage_path is None:
+        raise ConfigError("a SQLite file path is required", path, "storage", "path")
+    return Config(
+        source=Path(path) if path else None,
+        gateway=GatewayConfig(**gateway),  # type: ignore[arg-type]
+        admin=AdminConfig(
+            listen=admin["listen"],  # type: ignore[arg-type]
+            token=admin["token"] or None,  # type: ignore[arg-type]
+            token_file=_resolve(base, str(admin["token_file"])),
+        ),
+        storage=StorageConfig(path=storage_path),
+        logging=LoggingConfig(
+            dir=_resolve(base, str(logging["dir"])),
+            level=logging["level"],  # type: ignore[arg-type]
+            max_bytes=logging["max_bytes"],  # type: ignore[arg-type]
+            keep=logging["keep"],  # type: ignore[arg-type]
+            access_log=logging["access_log"],  # type: ignore[arg-type]
+        ),
+        limits=LimitsConfig(**limits),  # type: ignore[arg-type]
+        daemon=DaemonConfig(ports_file=_resolve(base, str(daemon["ports_file"]))),
+    )
+
+
+def load(path: str) -> Config:
+    """
+    Read and validate the INI file at C{path}.
+
+    @raise ConfigError: if the file is missing, unreadable or invalid.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ConfigError("file not found", path)
+    except OSError as e:
+        raise ConfigError(f"cannot read: {e.strerror}", path)
+    except UnicodeDecodeError:
+        raise ConfigError("not UTF-8 text", path)
+    return parse_text(text, path, Path(path).resolve().parent)
+
+
+def defaults() -> Dict[str, Dict[str, str]]:
+    """
+    Every section and key with its default, as text (for docs and tests).
+    """
+    return {s: {k: d for k, (d, _) in keys.items()} for s, keys in _SCHEMA.items()}

@@ -1,0 +1,315 @@
+"""
+API definitions: the values the admin API accepts, stores and deploys.
+
+L{parse_definition} turns untrusted JSON into an L{ApiDefinition} or raises
+L{InvalidField} naming the offending field; L{ApiRecord.to_json} is the shape
+the admin API answers with.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Dict, Mapping, Optional, Tuple
+from urllib.parse import urlsplit
+
+import attrs
+
+STOPPED = "STOPPED"
+STARTED = "STARTED"
+
+SECURITY_TYPES = ("KEY_LESS", "API_KEY", "JWT", "OAUTH2")
+# Plans the gateway can enforce in this version; the others are refused
+# rather than deployed unenforced.
+SUPPORTED_SECURITY = ("KEY_LESS",)
+PLAN_STATUSES = ("STAGING", "PUBLISHED", "CLOSED")
+
+_READ_ONLY = {
+    "id",
+    "state",
+    "createdAt",
+    "updatedAt",
+    "deployedAt",
+    "deploymentState",
+    "needsRedeploy",
+    "deployed",
+}
+_FIELDS = {"name", "version", "description", "contextPath", "backend", "plans"}
+_PLAN_FIELDS = {"name", "security", "status", "description"}
+_SEGMENT = re.compile(r"^[A-Za-z0-9._~!$&'()*+,;=:@%-]+$")
+
+
+class InvalidField(ValueError):
+    """
+    A field of an admin API request is missing or invalid.
+    """
+
+    def __init__(self, field: Optional[str], message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+@attrs.frozen
+class Plan:
+    name: str
+    security: str = "KEY_LESS"
+    status: str = "PUBLISHED"
+    description: str = ""
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            "name": self.name,
+            "security": self.security,
+            "status": self.status,
+            "description": self.description,
+        }
+
+
+@attrs.frozen
+class ApiDefinition:
+    name: str
+    version: str
+    description: str
+    context_path: str
+    backend: str
+    plans: Tuple[Plan, ...]
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "description": self.description,
+            "contextPath": self.context_path,
+            "backend": self.backend,
+            "plans": [plan.to_json() for plan in self.plans],
+        }
+
+
+@attrs.frozen
+class ApiRecord:
+    """
+    An API as stored: the edited definition, the deployed one, and its state.
+    """
+
+    id: str
+    definition: ApiDefinition
+    deployed: Optional[ApiDefinition]
+    state: str
+    created_at: float
+    updated_at: float
+    deployed_at: Optional[float]
+
+    @property
+    def needs_redeploy(self) -> bool:
+        return self.deployed is not None and self.deployed != self.definition
+
+    @property
+    def live(self) -> Optional[ApiDefinition]:
+        """
+        The definition the gateway serves, or L{None} when it serves nothing.
+        """
+        return self.deployed if self.state == STARTED else None
+
+    def to_json(self) -> Dict[str, Any]:
+        if self.deployed is None:
+            deployment = "NEVER_DEPLOYED"
+        elif self.needs_redeploy:
+            deployment = "NEED_REDEPLOY"
+        else:
+            deployment = "DEPLOYED"
+        body = {"id": self.id}
+        body.update(self.definition.to_json())
+        body.update(
+            {
+                "state": self.state,
+                "deploymentState": deployment,
+                "needsRedeploy": self.needs_redeploy,
+                "createdAt": _iso(self.created_at),
+                "updatedAt": _iso(self.updated_at),
+                "deployedAt": _iso(self.deployed_at),
+                "deployed": self.deployed.to_json() if self.deployed else None,
+            }
+        )
+        return body
+
+
+def _iso(when: Optional[float]) -> Optional[str]:
+    if when is None:
+        return None
+    import datetime
+
+    moment = datetime.datetime.fromtimestamp(when, datetime.timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _string(body: Mapping[str, Any], field: str, *, required: bool = True,
+            max_length: int = 200, default: str = "") -> str:
+    if field not in body or body[field] is None:
+        if required:
+            raise InvalidField(field, f"{field} is required")
+        return default
+    value = body[field]
+    if not isinstance(value, str):
+        raise InvalidField(field, f"{field} must be a string")
+    value = value.strip()
+    if required and not value:
+        raise InvalidField(field, f"{field} must not be empty")
+    if len(value) > max_length:
+        raise InvalidField(field, f"{field} is longer than {max_length} characters")
+    if any(ord(c) < 0x20 for c in value if c not in "\n\t"):
+        raise InvalidField(field, f"{field} contains control characters")
+    return value
+
+
+def normalize_context_path(value: str) -> str:
+    """
+    Validate an entrypoint context path and return its canonical form
+    (no trailing slash).
+
+    @raise InvalidField: naming C{contextPath}.
+    """
+    field = "contextPath"
+    if not value.startswith("/"):
+        raise InvalidField(field, "contextPath must be an absolute path starting with '/'")
+    if "?" in value or "#" in value:
+        raise InvalidField(field, "contextPath must not contain a query or fragment")
+    if "//" in value:
+        raise InvalidField(field, "contextPath must not contain empty segments ('//')")
+    segments = [s for s in value.split("/") if s]
+    if not segments:
+        raise InvalidField(field, "contextPath must have at least one segment, e.g. /mcp-proxy")
+    for segment in segments:
+        if segment in (".", ".."):
+            raise InvalidField(field, "contextPath must not contain '.' or '..' segments")
+        if not _SEGMENT.match(segment):
+            raise InvalidField(
+                field, f"contextPath segment {segment!r} has characters not allowed in a URL path"
+            )
+    if segments[0] == ".well-known":
+        raise InvalidField(field, "contextPath must not start with /.well-known (reserved)")
+    if len(value) > 200:
+        raise InvalidField(field, "contextPath is longer than 200 characters")
+    return "/" + "/".join(segments)
+
+
+def paths_overlap(a: str, b: str) -> bool:
+    """
+    Whether two canonical context paths are equal or one is a whole-segment
+    prefix of the other (C{/mcp} and C{/mcp/x} overlap; C{/mcp} and
+    C{/mcp-proxy} do not).
+    """
+    return a == b or a.startswith(b + "/") or b.startswith(a + "/")
+
+
+def _backend(value: str) -> str:
+    field = "backend"
+    try:
+        parts = urlsplit(value)
+        parts.port  # raises ValueError on a bad port
+    except ValueError as e:
+        raise InvalidField(field, f"backend is not a valid URL: {e}")
+    if parts.scheme not in ("http", "https"):
+        raise InvalidField(field, "backend must be an http:// or https:// URL")
+    if not parts.hostname:
+        raise InvalidField(field, "backend must name a host")
+    if parts.username is not None or parts.password is not None:
+        raise InvalidField(field, "backend must not embed credentials in the URL")
+    if parts.fragment:
+        raise InvalidField(field, "backend must not have a fragment")
+    if any(c.isspace() for c in value):
+        raise InvalidField(field, "backend must not contain whitespace")
+    if ".." in parts.path.split("/"):
+        raise InvalidField(field, "backend path must not contain '..' segments")
+    return value
+
+
+def _plans(body: Mapping[str, Any]) -> Tuple[Plan, ...]:
+    raw = body.get("plans")
+    if raw is None:
+        raise InvalidField("plans", "plans is required (e.g. [{\"name\": \"Keyless\", \"security\": \"KEY_LESS\"}])")
+    if not isinstance(raw, list):
+        raise InvalidField("plans", "plans must be a list")
+    if not raw:
+        raise InvalidField("plans", "at least one plan is required")
+    plans = []
+    names = set()
+    for index, item in enumerate(raw):
+        where = f"plans[{index}]"
+        if not isinstance(item, dict):
+            raise InvalidField(where, f"{where} must be an object")
+        unknown = sorted(set(item) - _PLAN_FIELDS)
+        if unknown:
+            raise InvalidField(f"{where}.{unknown[0]}", f"{where}.{unknown[0]} is not a known plan field")
+        try:
+            name = _string(item, "name", max_length=100)
+            security = _string(item, "security", max_length=20)
+            status = _string(item, "status", required=False, default="PUBLISHED", max_length=20)
+            description = _string(item, "description", required=False, max_length=2000)
+        except InvalidField as e:
+            raise InvalidField(f"{where}.{e.field}", f"{where}.{e.message}")
+        if security not in SECURITY_TYPES:
+            raise InvalidField(
+                f"{where}.security", f"{where}.security must be one of {', '.join(SECURITY_TYPES)}"
+            )
+        if security not in SUPPORTED_SECURITY:
+            raise InvalidField(
+                f"{where}.security",
+                f"{where}.security {security} is not enforced by this gateway version; "
+                f"supported: {', '.join(SUPPORTED_SECURITY)}",
+            )
+        if status not in PLAN_STATUSES:
+            raise InvalidField(
+                f"{where}.status", f"{where}.status must be one of {', '.join(PLAN_STATUSES)}"
+            )
+        if name.lower() in names:
+            raise InvalidField(f"{where}.name", f"{where}.name {name!r} is used by another plan")
+        names.add(name.lower())
+        plans.append(Plan(name=name, security=security, status=status, description=description))
+    if not any(plan.status == "PUBLISHED" for plan in plans):
+        raise InvalidField("plans", "at least one plan must be PUBLISHED for clients to use the API")
+    return tuple(plans)
+
+
+def parse_definition(body: Any) -> ApiDefinition:
+    """
+    Validate a JSON body from the admin API.
+
+    Read-only fields the admin API itself returns (C{id}, C{state}, ...) are
+    ignored so that a GET body can be edited and PUT back; any other unknown
+    field is refused.
+
+    @raise InvalidField: for the first problem found.
+    """
+    if not isinstance(body, dict):
+        raise InvalidField(None, "the body must be a JSON object")
+    unknown = sorted(set(body) - _FIELDS - _READ_ONLY)
+    if unknown:
+        raise InvalidField(unknown[0], f"{unknown[0]} is not a known field")
+    name = _string(body, "name", max_length=100)
+    version = _string(body, "version", max_length=50)
+    description = _string(body, "description", required=False, max_length=2000)
+    context_path = normalize_context_path(_string(body, "contextPath", max_length=200))
+    backend = _backend(_string(body, "backend", max_length=2000))
+    plans = _plans(body)
+    return ApiDefinition(
+        name=name,
+        version=version,
+        description=description,
+        context_path=context_path,
+        backend=backend,
+        plans=plans,
+    )
+
+
+def definition_from_json(data: Mapping[str, Any]) -> ApiDefinition:
+    """
+    Rebuild a stored definition (trusted: it was validated when written).
+    """
+    return ApiDefinition(
+        name=data["name"],
+        version=data["version"],
+        description=data.get("description", ""),
+        context_path=data["contextPath"],
+        backend=data["backend"],
+        plans=tuple(Plan(**plan) for plan in data["plans"]),
+    )

@@ -1,0 +1,179 @@
+"""
+Pure header rules for the relay: hop-by-hop filtering both ways, forwarding
+headers, and the public origin clients see.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Iterable, List, Optional, Sequence, Tuple
+from urllib.parse import urlsplit
+
+from twisted.web.http_headers import Headers
+
+# RFC 9110 section 7.6.1, plus the historical proxy ones.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+# Set by the gateway itself toward the backend.
+_REQUEST_DROP = HOP_BY_HOP | {
+    b"host",
+    b"content-length",
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+    b"x-forwarded-host",
+    b"forwarded",
+}
+_RESPONSE_DROP = HOP_BY_HOP | {b"server", b"date"}
+
+
+def connection_tokens(headers: Headers) -> frozenset:
+    names = set()
+    for value in headers.getRawHeaders(b"connection", ()):
+        for token in value.split(b","):
+            token = token.strip().lower()
+            if token:
+                names.add(token)
+    return frozenset(names)
+
+
+def _copy(source: Headers, drop: frozenset) -> List[Tuple[bytes, Sequence[bytes]]]:
+    named = connection_tokens(source)
+    kept = []
+    for name, values in source.getAllRawHeaders():
+        lowered = name.lower()
+        if lowered in drop or lowered in named:
+            continue
+        kept.append((name, values))
+    return kept
+
+
+def is_trusted(address: Optional[str], networks: Iterable) -> bool:
+    if not address:
+        return False
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def _first(headers: Headers, name: bytes) -> Optional[str]:
+    value = headers.getRawHeaders(name)
+    if not value:
+        return None
+    return value[0].split(b",")[0].strip().decode("latin-1") or None
+
+
+def _forwarded_pair(headers: Headers) -> Tuple[Optional[str], Optional[str]]:
+    """
+    C{proto} and C{host} from the first element of an RFC 7239 C{Forwarded}.
+    """
+    raw = headers.getRawHeaders(b"forwarded")
+    if not raw:
+        return None, None
+    first = raw[0].decode("latin-1").split(",")[0]
+    proto = host = None
+    for pair in first.split(";"):
+        key, _, value = pair.strip().partition("=")
+        value = value.strip().strip('"')
+        if key.lower() == "proto" and value:
+            proto = value.lower()
+        elif key.lower() == "host" and value:
+            host = value
+    return proto, host
+
+
+def public_origin(
+    headers: Headers,
+    is_secure: bool,
+    peer: Optional[str],
+    public_url: Optional[str],
+    trusted_proxies: Iterable,
+) -> str:
+    """
+    The scheme and authority clients use to reach the gateway.
+
+    A configured C{public_url} wins; otherwise C{Forwarded} or
+    C{X-Forwarded-Proto/-Host} are believed only from trusted proxies, and
+    the request's own C{Host} and transport are used.
+    """
+    if public_url:
+        parts = urlsplit(public_url)
+        return f"{parts.scheme}://{parts.netloc}"
+    scheme = "https" if is_secure else "http"
+    host = _first(headers, b"host") or "localhost"
+    if is_trusted(peer, trusted_proxies):
+        f_proto, f_host = _forwarded_pair(headers)
+        proto = f_proto or _first(headers, b"x-forwarded-proto")
+        forwarded_host = f_host or _first(headers, b"x-forwarded-host")
+        if proto in ("http", "https"):
+            scheme = proto
+        if forwarded_host:
+            host = forwarded_host
+    return f"{scheme}://{host}"
+
+
+def public_base_path(public_url: Optional[str]) -> str:
+    """
+    The path prefix of a configured public URL (e.g. C{/gw} behind a proxy
+    that mounts the gateway under a path), without trailing slash.
+    """
+    if not public_url:
+        return ""
+    return urlsplit(public_url).path.rstrip("/")
+
+
+def upstream_request_headers(
+    incoming: Headers,
+    peer: Optional[str],
+    origin: str,
+    trusted_proxies: Iterable,
+) -> Headers:
+    """
+    The headers sent to the backend: everything end-to-end (MCP headers,
+    Authorization, Accept, Content-Type, ...) unchanged; hop-by-hop and
+    C{Host} dropped (the client sets C{Host} to the backend authority); the
+    X-Forwarded-* set added.
+    """
+    out = Headers()
+    for name, values in _copy(incoming, _REQUEST_DROP):
+        out.setRawHeaders(name, values)
+    chain = []
+    if is_trusted(peer, trusted_proxies):
+        for value in incoming.getRawHeaders(b"x-forwarded-for", ()):
+            chain.extend(part.strip() for part in value.split(b",") if part.strip())
+    if peer:
+        chain.append(peer.encode("latin-1"))
+    if chain:
+        out.setRawHeaders(b"x-forwarded-for", [b", ".join(chain)])
+    scheme, _, host = origin.partition("://")
+    out.setRawHeaders(b"x-forwarded-proto", [scheme.encode("latin-1")])
+    out.setRawHeaders(b"x-forwarded-host", [host.encode("latin-1")])
+    return out
+
+
+def copy_response_headers(upstream: Headers, outgoing: Headers) -> None:
+    """
+    Copy the backend's end-to-end response headers (C{Mcp-Session-Id},
+    C{WWW-Authenticate}, C{Retry-After}, C{Content-Length}, ...) onto the
+    client response, replacing what twisted.web set by default.
+    """
+    for name, values in _copy(upstream, _RESPONSE_DROP):
+        outgoing.setRawHeaders(name, values)
+
+
+def is_event_stream(headers: Headers) -> bool:
+    value = headers.getRawHeaders(b"content-type")
+    return bool(value) and value[0].split(b";")[0].strip().lower() == b"text/event-stream"

@@ -1,0 +1,151 @@
+"""
+Streaming a backend response body to the client without buffering.
+
+The backend connection is registered as the client response's producer, so
+a client that stops reading pauses the backend socket, and a client that
+leaves closes it. A truncated upstream body aborts the client connection,
+so a cut stream never looks complete.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
+from twisted.web.http import PotentialDataLoss
+from twisted.web.iweb import IBodyProducer
+from twisted.internet.defer import succeed
+from zope.interface import implementer
+
+
+@implementer(IBodyProducer)
+class BytesProducer:
+    """
+    A request body already in memory (capped by the site), written at once.
+    """
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+        self.length = len(body)
+
+    def startProducing(self, consumer: Any) -> Any:
+        if self._body:
+            consumer.write(self._body)
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+@implementer(IPushProducer)
+class WatchedProducer:
+    """
+    The backend transport as the client's producer, noting when the client
+    last let data flow (for the stall watchdog).
+    """
+
+    def __init__(self, transport: Any, clock: IReactorTime, on_activity: Callable[[], None]) -> None:
+        self._transport = transport
+        self._clock = clock
+        self._on_activity = on_activity
+        self.paused = False
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+        self._transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self._on_activity()
+        self._transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self._transport.stopProducing()
+
+
+class Relay(Protocol):
+    """
+    Receives the backend body and writes it to the client request.
+
+    @param transform: optional rewriting of chunks (legacy endpoint events);
+        it may hold back an incomplete event and returns what to send now.
+    @param flush: returns whatever C{transform} still holds, at the end.
+    @param done: called once with C{(outcome, reason)} where outcome is
+        C{"complete"}, C{"upstream_error"} or C{"client_closed"}.
+    """
+
+    def __init__(
+        self,
+        request: Any,
+        clock: IReactorTime,
+        done: Callable[[str, Optional[Failure]], None],
+        on_data: Callable[[int], None],
+        transform: Optional[Callable[[bytes], bytes]] = None,
+        flush: Optional[Callable[[], bytes]] = None,
+        observe: Optional[Callable[[bytes], None]] = None,
+    ) -> None:
+        self.request = request
+        self.clock = clock
+        self._done = done
+        self._on_data = on_data
+        self._transform = transform
+        self._flush = flush
+        self._observe = observe
+        self.client_gone = False
+        self.producer: Optional[WatchedProducer] = None
+
+    def connectionMade(self) -> None:
+        self.producer = WatchedProducer(self.transport, self.clock, lambda: self._on_data(0))
+        self.request.registerProducer(self.producer, True)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.client_gone:
+            return
+        if self._observe is not None:
+            self._observe(data)
+        if self._transform is not None:
+            data = self._transform(data)
+            if not data:
+                return
+        self._on_data(len(data))
+        self.request.write(data)
+
+    def stop(self) -> None:
+        """
+        The client left: close the backend connection now.
+        """
+        self.client_gone = True
+        if self.producer is not None:
+            self.producer.stopProducing()
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        if self.client_gone:
+            self._done("client_closed", reason)
+            return
+        try:
+            self.request.unregisterProducer()
+        except AttributeError:
+            pass
+        if reason is not None and reason.check(ResponseDone, PotentialDataLoss):
+            if self._flush is not None:
+                rest = self._flush()
+                if rest:
+                    self._on_data(len(rest))
+                    self.request.write(rest)
+            self.request.finish()
+            self._done("complete", None)
+        else:
+            transport = getattr(self.request.channel, "transport", None)
+            if transport is not None:
+                transport.abortConnection()
+            self._done("upstream_error", reason)
+

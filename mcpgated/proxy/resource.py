@@ -1,0 +1,339 @@
+"""
+The gateway's resource: route each request to its API's backend and relay
+the exchange, streaming, with JSON-RPC errors for what the gateway itself
+refuses.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, Optional, Tuple
+from urllib.parse import urljoin, urlsplit
+
+import attrs
+from twisted.internet import error as neterror
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError as DeferredTimeout
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseFailed, ResponseNeverReceived
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from mcpgated.config import LimitsConfig
+from mcpgated.jsonrpc import GATEWAY_ERROR, error_body, request_id
+from mcpgated.logs import AccessLog
+from mcpgated.proxy.headers import (
+    copy_response_headers,
+    is_event_stream,
+    public_base_path,
+    public_origin,
+    upstream_request_headers,
+)
+from mcpgated.proxy.relay import BytesProducer, Relay
+from mcpgated.proxy.sse import EndpointRewriter
+from mcpgated.proxy.upstream import UpstreamPool
+from mcpgated.routing import Route, RouteTable
+
+log = Logger()
+
+_BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
+
+
+@attrs.frozen
+class Backend:
+    """
+    A backend URL split once: the parts every request reuses.
+    """
+
+    url: str
+    origin: str
+    path: str
+    query: str
+
+    @classmethod
+    def parse(cls, url: str) -> "Backend":
+        parts = urlsplit(url)
+        return cls(url=url, origin=f"{parts.scheme}://{parts.netloc}",
+                   path=parts.path.rstrip("/"), query=parts.query)
+
+    def target(self, rest: str, query: bytes) -> bytes:
+        """
+        The upstream URL for the part of the request path after the
+        context path, with the backend's and the request's queries.
+        """
+        path = self.path + rest if rest else (self.path or "/")
+        queries = [q for q in (self.query, query.decode("latin-1")) if q]
+        url = self.origin + path
+        if queries:
+            url += "?" + "&".join(queries)
+        return url.encode("latin-1")
+
+    def public_path(self, upstream_url: str) -> Optional[str]:
+        """
+        Map an upstream URL (absolute) to the path under the API's context
+        path, or L{None} when it is not under the backend URL.
+        """
+        parts = urlsplit(upstream_url)
+        if f"{parts.scheme}://{parts.netloc}" != self.origin:
+            return None
+        if parts.path == self.path or parts.path.startswith(self.path + "/"):
+            return parts.path[len(self.path):]
+        return None
+
+
+@attrs.define
+class Exchange:
+    """
+    One client request through the gateway, for the access log and the
+    watchdog.
+    """
+
+    request: Any
+    started: float
+    api: Optional[Route] = None
+    status: Optional[int] = None
+    bytes_in: int = 0
+    bytes_out: int = 0
+    last_activity: float = 0.0
+    relay: Optional[Relay] = None
+    work: Optional[Deferred] = None
+    watchdog: Optional[IDelayedCall] = None
+    client_gone: bool = False
+    logged: bool = False
+
+
+@attrs.define(slots=False)
+class GatewayResource(Resource):
+    """
+    The data plane. Every path is routed through L{RouteTable}.
+    """
+
+    routes: RouteTable
+    upstreams: UpstreamPool
+    clock: IReactorTime
+    access_log: AccessLog
+    limits: LimitsConfig
+    public_url: Optional[str] = None
+    trusted_proxies: Iterable = ()
+    _backends: Dict[str, Backend] = attrs.field(factory=dict)
+
+    isLeaf = True
+
+    def __attrs_post_init__(self) -> None:
+        Resource.__init__(self)
+
+    # --- entry -----------------------------------------------------------------------
+
+    def render(self, request: Any) -> Any:
+        exchange = Exchange(request=request, started=self.clock.seconds())
+        finished = request.notifyFinish()
+        exchange.work = Deferred.fromCoroutine(self._proxy(request, exchange))
+        finished.addErrback(self._client_gone, exchange)
+        exchange.work.addErrback(self._unexpected, exchange)
+        return NOT_DONE_YET
+
+    def _client_gone(self, reason: Failure, exchange: Exchange) -> None:
+        exchange.client_gone = True
+        if exchange.relay is not None:
+            exchange.relay.stop()
+        elif exchange.work is not None and not exchange.work.called:
+            exchange.work.cancel()
+
+    def _unexpected(self, failure: Failure, exchange: Exchange) -> None:
+        if failure.check(CancelledError) and exchange.client_gone:
+            self._log(exchange, "client_closed")
+            return
+        log.failure("gateway request failed", failure)
+        self._error(exchange, 502, "The gateway failed to relay this request")
+
+    # --- the exchange --------------------------------------------------------------------
+
+    async def _proxy(self, request: Any, exchange: Exchange) -> None:
+        if not self.routes.ready:
+            await self.routes.when_ready()
+        path = request.path.decode("latin-1")
+        match = self.routes.match(path)
+        if match is None:
+            self._error(exchange, 404, f"No MCP API is deployed at {path}")
+            return
+        route, rest = match
+        exchange.api = route
+        backend = self._backend(route.definition.backend)
+        _, _, query = request.uri.partition(b"?")
+        url = backend.target(rest, query)
+        peer = _peer(request)
+        origin = public_origin(request.requestHeaders, request.isSecure(), peer,
+                               self.public_url, self.trusted_proxies)
+        headers = upstream_request_headers(request.requestHeaders, peer, origin,
+                                           self.trusted_proxies)
+        body = request.content.getvalue()
+        exchange.bytes_in = len(body)
+        producer = BytesProducer(body) if body or request.method in _BODY_METHODS else None
+        agent = self.upstreams.default_agent()
+        pending = agent.request(request.method, url, headers, producer)
+        pending.addTimeout(self.limits.header_timeout, self.clock)
+        try:
+            response = await pending
+        except CancelledError:
+            if exchange.client_gone:
+                raise
+            self._error(exchange, 504, "The backend did not answer in time")
+            return
+        except DeferredTimeout:
+            self._error(exchange, 504, "The backend did not send response headers in time")
+            return
+        except (neterror.TimeoutError, neterror.TCPTimedOutError):
+            self._error(exchange, 504, "Connecting to the backend timed out")
+            return
+        except (neterror.ConnectError, neterror.DNSLookupError) as e:
+            self._error(exchange, 502, f"The backend is unreachable: {_reason(e)}")
+            return
+        except (ResponseNeverReceived, ResponseFailed) as e:
+            self._error(exchange, 502, f"The backend closed the connection: {_reason(e)}")
+            return
+        if exchange.client_gone:
+            response.deliverBody(_Discard())
+            return
+        exchange.status = response.code
+        request.setResponseCode(response.code, response.phrase)
+        copy_response_headers(response.headers, request.responseHeaders)
+        transform = flush = None
+        if is_event_stream(response.headers):
+            request.responseHeaders.setRawHeaders(b"cache-control", [b"no-cache"])
+            request.responseHeaders.setRawHeaders(b"x-accel-buffering", [b"no"])
+            if request.method == b"GET":
+                rewriter = EndpointRewriter(
+                    lambda value: self._rewrite_endpoint(value, backend, url, route, origin)
+                )
+                transform = rewriter.feed
+                flush = rewriter.flush
+        exchange.last_activity = self.clock.seconds()
+        relay = Relay(
+            request,
+            self.clock,
+            done=lambda outcome, reason: self._finished(exchange, outcome, reason),
+            on_data=lambda n: self._activity(exchange, n),
+            transform=transform,
+            flush=flush,
+        )
+        exchange.relay = relay
+        exchange.watchdog = self.clock.callLater(self.limits.idle_timeout, self._watch, exchange)
+        response.deliverBody(relay)
+
+    def _activity(self, exchange: Exchange, count: int) -> None:
+        exchange.bytes_out += count
+        exchange.last_activity = self.clock.seconds()
+
+    def _watch(self, exchange: Exchange) -> None:
+        idle = self.clock.seconds() - exchange.last_activity
+        if idle < self.limits.idle_timeout:
+            exchange.watchdog = self.clock.callLater(
+                self.limits.idle_timeout - idle, self._watch, exchange
+            )
+            return
+        exchange.watchdog = None
+        log.info("closing a stream idle or stalled for {seconds:.0f}s on {path}",
+                 seconds=idle, path=exchange.request.path)
+        relay = exchange.relay
+        if relay is not None:
+            relay.stop()
+        transport = getattr(exchange.request.channel, "transport", None)
+        if transport is not None:
+            transport.abortConnection()
+
+    def _finished(self, exchange: Exchange, outcome: str, reason: Optional[Failure]) -> None:
+        if exchange.watchdog is not None and exchange.watchdog.active():
+            exchange.watchdog.cancel()
+        exchange.watchdog = None
+        if outcome == "upstream_error" and reason is not None:
+            log.info("backend stream for {path} ended abnormally: {reason}",
+                     path=exchange.request.path, reason=reason.getErrorMessage())
+        self._log(exchange, outcome)
+
+    def _rewrite_endpoint(self, value: str, backend: Backend, url: bytes, route: Route,
+                          origin: str) -> str:
+        absolute = urljoin(url.decode("latin-1"), value.strip())
+        rest = backend.public_path(absolute)
+        if rest is None:
+            log.warn("legacy endpoint {value} of API {api} is outside its backend URL {backend};"
+                     " set the backend to the server's base URL", value=value,
+                     api=route.api_id, backend=backend.url)
+            rest = urlsplit(absolute).path
+        query = urlsplit(absolute).query
+        public = origin + public_base_path(self.public_url) + route.context_path + rest
+        return public + ("?" + query if query else "")
+
+    def _backend(self, url: str) -> Backend:
+        backend = self._backends.get(url)
+        if backend is None:
+            if len(self._backends) > 10000:
+                self._backends.clear()
+            backend = self._backends[url] = Backend.parse(url)
+        return backend
+
+    # --- errors and the access log -------------------------------------------------------
+
+    def _error(self, exchange: Exchange, status: int, message: str) -> None:
+        request = exchange.request
+        exchange.status = status
+        if exchange.client_gone:
+            self._log(exchange, "client_closed")
+            return
+        body = request.content.getvalue() if request.content is not None else b""
+        payload = error_body(GATEWAY_ERROR, message, request_id(body), {"httpStatus": status})
+        request.setResponseCode(status)
+        request.responseHeaders.setRawHeaders(b"content-type", [b"application/json"])
+        request.responseHeaders.setRawHeaders(b"content-length", [str(len(payload)).encode()])
+        request.write(payload)
+        request.finish()
+        exchange.bytes_out += len(payload)
+        self._log(exchange, "gateway_error")
+
+    def log_too_large(self, request: Any) -> None:
+        exchange = Exchange(request=request, started=self.clock.seconds(), status=413)
+        self._log(exchange, "too_large")
+
+    def _log(self, exchange: Exchange, outcome: str) -> None:
+        if exchange.logged:
+            return
+        exchange.logged = True
+        request = exchange.request
+        route = exchange.api
+        self.access_log.record(
+            {
+                "time": round(exchange.started, 3),
+                "api": route.definition.name if route else None,
+                "apiId": route.api_id if route else None,
+                "method": request.method.decode("latin-1") if request.method else None,
+                "path": request.path.decode("latin-1") if request.path else None,
+                "status": exchange.status,
+                "outcome": outcome,
+                "bytesIn": exchange.bytes_in,
+                "bytesOut": exchange.bytes_out,
+                "durationMs": round((self.clock.seconds() - exchange.started) * 1000, 3),
+                "client": _peer(request),
+            }
+        )
+
+
+class _Discard:
+    def makeConnection(self, transport: Any) -> None:
+        transport.stopProducing()
+
+    def dataReceived(self, data: bytes) -> None:
+        pass
+
+    def connectionLost(self, reason: Any) -> None:
+        pass
+
+
+def _peer(request: Any) -> Optional[str]:
+    client = request.getClientAddress()
+    return getattr(client, "host", None)
+
+
+def _reason(e: BaseException) -> str:
+    reasons = getattr(e, "reasons", None)
+    if reasons:
+        return "; ".join(r.getErrorMessage() for r in reasons)
+    return str(e) or e.__class__.__name__

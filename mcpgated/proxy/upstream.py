@@ -1,0 +1,127 @@
+"""
+The HTTP client toward backends: a plain L{Agent} (no cookie jar, no
+redirects, no decoding), one keep-alive pool, cached endpoints with
+TCP_NODELAY, and certificate verification through service-identity.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple
+
+import attrs
+from twisted.application.service import Service
+from twisted.internet import ssl
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.threads import deferToThread
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+from twisted.web.iweb import IAgent, IAgentEndpointFactory, IPolicyForHTTPS
+from zope.interface import implementer
+
+from mcpgated.config import LimitsConfig
+
+
+class _NoDelayEndpoint:
+    """
+    Wraps a client endpoint to set TCP_NODELAY once connected: requests and
+    SSE events are small writes that must not wait for Nagle.
+    """
+
+    def __init__(self, wrapped: Any) -> None:
+        self._wrapped = wrapped
+
+    def connect(self, factory: Any) -> Deferred:
+        def connected(protocol: Any) -> Any:
+            transport = getattr(protocol, "transport", None)
+            while transport is not None and not hasattr(transport, "setTcpNoDelay"):
+                transport = getattr(transport, "transport", None)
+            if transport is not None:
+                try:
+                    transport.setTcpNoDelay(True)
+                except OSError:
+                    pass
+            return protocol
+
+        return self._wrapped.connect(factory).addCallback(connected)
+
+
+@implementer(IAgentEndpointFactory)
+@attrs.define
+class _CachingEndpointFactory:
+    """
+    Builds each backend's endpoint once (Agent rebuilds it, with IDNA
+    checks, on every request otherwise).
+    """
+
+    reactor: Any
+    connect_timeout: float
+    policy: IPolicyForHTTPS
+    _cache: Dict[Tuple[bytes, bytes, int], Any] = attrs.field(factory=dict)
+
+    def endpointForURI(self, uri: Any) -> Any:
+        key = (uri.scheme, uri.host, uri.port)
+        endpoint = self._cache.get(key)
+        if endpoint is None:
+            host = uri.host.decode("ascii")
+            endpoint = HostnameEndpoint(self.reactor, host, uri.port, timeout=self.connect_timeout)
+            if uri.scheme == b"https":
+                endpoint = wrapClientTLS(self.policy.creatorForNetloc(uri.host, uri.port), endpoint)
+            endpoint = _NoDelayEndpoint(endpoint)
+            if len(self._cache) < 10000:
+                self._cache[key] = endpoint
+        return endpoint
+
+
+@attrs.define(slots=False)
+class UpstreamPool(Service):
+    """
+    Owns the connection pool; closes idle backend connections on stop.
+
+    @ivar limits: connect timeout and friends.
+    """
+
+    reactor: Any
+    limits: LimitsConfig
+    max_per_host: int = 256
+    pool: HTTPConnectionPool = attrs.field(init=False)
+    _agents: Dict[Optional[str], Any] = attrs.field(init=False, factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        self.pool = HTTPConnectionPool(self.reactor, persistent=True)
+        self.pool.maxPersistentPerHost = self.max_per_host
+        self.pool.cachedConnectionTimeout = 120
+        self.pool.retryAutomatically = False
+
+    def _build(self, policy: IPolicyForHTTPS) -> IAgent:
+        factory = _CachingEndpointFactory(self.reactor, self.limits.connect_timeout, policy)
+        return Agent.usingEndpointFactory(self.reactor, factory, pool=self.pool)
+
+    async def agent(self, ca_file: Optional[str] = None) -> IAgent:
+        """
+        The agent for backends verified against the system trust store, or
+        against C{ca_file} (PEM) when given.
+        """
+        agent = self._agents.get(ca_file)
+        if agent is None:
+            if ca_file is None:
+                policy = BrowserLikePolicyForHTTPS()
+            else:
+                pem = await deferToThread(_read, ca_file)
+                policy = BrowserLikePolicyForHTTPS(trustRoot=ssl.Certificate.loadPEM(pem))
+            agent = self._agents.setdefault(ca_file, self._build(policy))
+        return agent
+
+    def default_agent(self) -> IAgent:
+        agent = self._agents.get(None)
+        if agent is None:
+            agent = self._agents[None] = self._build(BrowserLikePolicyForHTTPS())
+        return agent
+
+    def stopService(self) -> Deferred:  # type: ignore[override]
+        Service.stopService(self)
+        return self.pool.closeCachedConnections()
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()

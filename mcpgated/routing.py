@@ -1,0 +1,104 @@
+"""
+The routing table: which deployed, started API serves a request path.
+
+The admin side replaces entries after each committed store write; the
+gateway side only reads. Lookups are longest-prefix on whole path segments.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Iterable, List, Optional, Tuple
+
+import attrs
+from twisted.internet.defer import Deferred
+
+from mcpgated.model import ApiDefinition, ApiRecord
+
+
+@attrs.frozen
+class Route:
+    api_id: str
+    definition: ApiDefinition
+
+    @property
+    def context_path(self) -> str:
+        return self.definition.context_path
+
+
+@attrs.define
+class RouteTable:
+    """
+    Context path -> live API. Starts unloaded: L{when_ready} lets early
+    requests wait for the store instead of seeing a spurious 404.
+    """
+
+    _by_id: Dict[str, Route] = attrs.field(factory=dict)
+    _ordered: List[Route] = attrs.field(factory=list)
+    _ready: bool = False
+    _waiting: List["Deferred[None]"] = attrs.field(factory=list)
+
+    # --- writes (admin side) ----------------------------------------------------
+
+    def load(self, records: Iterable[ApiRecord]) -> None:
+        self._by_id = {}
+        for record in records:
+            self._set(record)
+        self._reorder()
+        self._ready = True
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(None)
+
+    def apply(self, record: ApiRecord) -> None:
+        """
+        Reflect one API's committed state.
+        """
+        self._by_id.pop(record.id, None)
+        self._set(record)
+        self._reorder()
+
+    def remove(self, api_id: str) -> None:
+        if self._by_id.pop(api_id, None) is not None:
+            self._reorder()
+
+    def _set(self, record: ApiRecord) -> None:
+        live = record.live
+        if live is not None:
+            self._by_id[record.id] = Route(record.id, live)
+
+    def _reorder(self) -> None:
+        self._ordered = sorted(
+            self._by_id.values(), key=lambda route: len(route.context_path), reverse=True
+        )
+
+    # --- reads (gateway side) -----------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    def when_ready(self) -> "Deferred[None]":
+        d: "Deferred[None]" = Deferred()
+        if self._ready:
+            d.callback(None)
+        else:
+            self._waiting.append(d)
+        return d
+
+    def match(self, path: str) -> Optional[Tuple[Route, str]]:
+        """
+        Find the route for a request path (without query).
+
+        @return: the route and the rest of the path after the context path
+            (C{""} or starting with C{"/"}), or L{None}.
+        """
+        for route in self._ordered:
+            prefix = route.context_path
+            if path == prefix:
+                return route, ""
+            if path.startswith(prefix) and path[len(prefix)] == "/":
+                return route, path[len(prefix):]
+        return None
+
+    def routes(self) -> List[Route]:
+        return list(self._ordered)

@@ -1,0 +1,282 @@
+"""
+The embedded store: one SQLite file in WAL mode, used from one dedicated
+thread so the reactor never waits on disk.
+
+Every write is one C{BEGIN IMMEDIATE ... COMMIT} with C{synchronous=FULL}:
+when its Deferred fires the change is on disk, so a C{kill -9} right after an
+acknowledged admin call loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, List, Optional, Tuple, TypeVar
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from mcpgated.model import (
+    STARTED,
+    STOPPED,
+    ApiDefinition,
+    ApiRecord,
+    InvalidField,
+    definition_from_json,
+    paths_overlap,
+)
+from mcpgated.store._interface import Conflict, IApiStore, NotFound
+
+T = TypeVar("T")
+log = Logger()
+
+
+def _migrations() -> List[Tuple[int, str]]:
+    folder = resources.files("mcpgated.store") / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            found.append((int(entry.name.split("_", 1)[0]), entry.read_text("utf-8")))
+    return sorted(found)
+
+
+def _dump(definition: Optional[ApiDefinition]) -> Optional[str]:
+    if definition is None:
+        return None
+    return json.dumps(definition.to_json(), sort_keys=True, separators=(",", ":"))
+
+
+def _load(text: Optional[str]) -> Optional[ApiDefinition]:
+    return None if text is None else definition_from_json(json.loads(text))
+
+
+_COLUMNS = "id, definition, deployed, state, created_at, updated_at, deployed_at"
+
+
+def _record(row: Tuple[Any, ...]) -> ApiRecord:
+    definition = _load(row[1])
+    assert definition is not None
+    return ApiRecord(
+        id=row[0],
+        definition=definition,
+        deployed=_load(row[2]),
+        state=row[3],
+        created_at=row[4],
+        updated_at=row[5],
+        deployed_at=row[6],
+    )
+
+
+@implementer(IApiStore)
+@attrs.define
+class SQLiteApiStore:
+    """
+    L{IApiStore} on a SQLite file.
+
+    @ivar reactor: used to deliver results from the store thread.
+    @ivar path: the database file; its folder is created if missing.
+    """
+
+    reactor: IReactorFromThreads
+    path: Path
+    _pool: ThreadPool = attrs.field(init=False, factory=lambda: ThreadPool(1, 1, "mcpgated-store"))
+    _connection: Optional[sqlite3.Connection] = attrs.field(init=False, default=None)
+
+    # --- lifecycle -----------------------------------------------------------
+
+    def start(self) -> "Deferred[int]":
+        self._pool.start()
+        return self._run(self._open)
+
+    def stop(self) -> "Deferred[None]":
+        return self._run(self._close).addBoth(self._stopPool)
+
+    def _stopPool(self, result: T) -> T:
+        self._pool.stop()
+        return result
+
+    def _open(self) -> int:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(
+            str(self.path), isolation_level=None, check_same_thread=False, timeout=30
+        )
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=FULL")
+        connection.execute("PRAGMA foreign_keys=ON")
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        for number, script in _migrations():
+            if number <= version:
+                continue
+            try:
+                connection.executescript(
+                    f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
+                )
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+            version = number
+        self._connection = connection
+        return version
+
+    def _close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    # --- plumbing --------------------------------------------------------------
+
+    def _run(self, work: Callable[..., T], *args: Any) -> "Deferred[T]":
+        return deferToThreadPool(self.reactor, self._pool, work, *args)  # type: ignore[arg-type]
+
+    def _transaction(self, work: Callable[..., T], *args: Any) -> "Deferred[T]":
+        def inThread() -> T:
+            connection = self._connection
+            if connection is None:
+                raise RuntimeError("store is not open")
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(connection, *args)
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+            return result
+
+        return self._run(inThread)
+
+    @staticmethod
+    def _fetch(connection: sqlite3.Connection, api_id: str) -> ApiRecord:
+        row = connection.execute(
+            f"SELECT {_COLUMNS} FROM apis WHERE id = ?", (api_id,)
+        ).fetchone()
+        if row is None:
+            raise NotFound(api_id)
+        return _record(row)
+
+    @staticmethod
+    def _overlapping(
+        connection: sqlite3.Connection, context_path: str, exclude: Optional[str],
+        started_only: bool,
+    ) -> Optional[ApiRecord]:
+        rows = connection.execute(
+            f"SELECT {_COLUMNS} FROM apis WHERE deployed IS NOT NULL"
+        ).fetchall()
+        for row in rows:
+            other = _record(row)
+            if other.id == exclude or other.deployed is None:
+                continue
+            if started_only and other.state != STARTED:
+                continue
+            if paths_overlap(other.deployed.context_path, context_path):
+                return other
+        return None
+
+    # --- IApiStore ------------------------------------------------------------
+
+    def list_apis(self) -> "Deferred[List[ApiRecord]]":
+        def work(connection: sqlite3.Connection) -> List[ApiRecord]:
+            rows = connection.execute(
+                f"SELECT {_COLUMNS} FROM apis ORDER BY created_at, id"
+            ).fetchall()
+            return [_record(row) for row in rows]
+
+        return self._transaction(work)
+
+    def get_api(self, api_id: str) -> "Deferred[ApiRecord]":
+        return self._transaction(self._fetch, api_id)
+
+    def _check_path(self, connection: sqlite3.Connection, definition: ApiDefinition,
+                    exclude: Optional[str]) -> None:
+        other = self._overlapping(connection, definition.context_path, exclude, False)
+        if other is not None and other.deployed is not None:
+            raise InvalidField(
+                "contextPath",
+                f"contextPath {definition.context_path} overlaps "
+                f"{other.deployed.context_path} of deployed API {other.id}",
+            )
+
+    def create_api(self, definition: ApiDefinition, now: float) -> "Deferred[ApiRecord]":
+        def work(connection: sqlite3.Connection) -> ApiRecord:
+            self._check_path(connection, definition, None)
+            api_id = str(uuid.uuid4())
+            connection.execute(
+                "INSERT INTO apis (id, definition, deployed, state, created_at, updated_at,"
+                " deployed_at) VALUES (?, ?, NULL, ?, ?, ?, NULL)",
+                (api_id, _dump(definition), STOPPED, now, now),
+            )
+            return self._fetch(connection, api_id)
+
+        return self._transaction(work)
+
+    def update_api(self, api_id: str, definition: ApiDefinition, now: float) -> "Deferred[ApiRecord]":
+        def work(connection: sqlite3.Connection) -> ApiRecord:
+            self._fetch(connection, api_id)
+            self._check_path(connection, definition, api_id)
+            connection.execute(
+                "UPDATE apis SET definition = ?, updated_at = ? WHERE id = ?",
+                (_dump(definition), now, api_id),
+            )
+            return self._fetch(connection, api_id)
+
+        return self._transaction(work)
+
+    def delete_api(self, api_id: str) -> "Deferred[None]":
+        def work(connection: sqlite3.Connection) -> None:
+            record = self._fetch(connection, api_id)
+            if record.state == STARTED:
+                raise Conflict("the API is STARTED: stop it (POST /apis/{id}/_stop) before deleting", "state")
+            connection.execute("DELETE FROM apis WHERE id = ?", (api_id,))
+
+        return self._transaction(work)
+
+    def deploy_api(self, api_id: str, now: float) -> "Deferred[ApiRecord]":
+        def work(connection: sqlite3.Connection) -> ApiRecord:
+            record = self._fetch(connection, api_id)
+            path = record.definition.context_path
+            other = self._overlapping(connection, path, api_id, False)
+            if other is not None and other.deployed is not None:
+                raise Conflict(
+                    f"contextPath {path} overlaps {other.deployed.context_path} "
+                    f"of deployed API {other.id}",
+                    "contextPath",
+                )
+            connection.execute(
+                "UPDATE apis SET deployed = definition, state = ?, deployed_at = ?,"
+                " updated_at = ? WHERE id = ?",
+                (STARTED, now, now, api_id),
+            )
+            return self._fetch(connection, api_id)
+
+        return self._transaction(work)
+
+    def set_state(self, api_id: str, state: str, now: float) -> "Deferred[ApiRecord]":
+        if state not in (STARTED, STOPPED):
+            raise ValueError(state)
+
+        def work(connection: sqlite3.Connection) -> ApiRecord:
+            record = self._fetch(connection, api_id)
+            if record.deployed is None:
+                raise Conflict("the API was never deployed: POST /apis/{id}/_deploy first", "state")
+            if state == STARTED:
+                other = self._overlapping(connection, record.deployed.context_path, api_id, True)
+                if other is not None and other.deployed is not None:
+                    raise Conflict(
+                        f"contextPath {record.deployed.context_path} overlaps "
+                        f"{other.deployed.context_path} of started API {other.id}",
+                        "contextPath",
+                    )
+            connection.execute(
+                "UPDATE apis SET state = ?, updated_at = ? WHERE id = ?", (state, now, api_id)
+            )
+            return self._fetch(connection, api_id)
+
+        return self._transaction(work)

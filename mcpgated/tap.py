@@ -1,0 +1,261 @@
+"""
+The twistd plugin's options and composition root.
+
+C{makeService} only constructs; files, the database and sockets are opened
+when the services start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import attrs
+from twisted.application.service import IServiceCollection, MultiService, Service
+from twisted.internet import endpoints
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python import usage
+
+from mcpgated import config as configmod
+from mcpgated.admin.api import AdminAPI
+from mcpgated.logs import LogFilesService
+from mcpgated.proxy.resource import GatewayResource
+from mcpgated.proxy.upstream import UpstreamPool
+from mcpgated.routing import RouteTable
+from mcpgated.site import CappedSite, json_too_large, jsonrpc_too_large
+from mcpgated.store import SQLiteApiStore
+
+log = Logger()
+
+ADMIN_MAX_BODY = 1024 * 1024
+
+
+class Options(usage.Options):
+    synopsis = "[-c /etc/mcpgated.ini] [--check-config]"
+    longdesc = "Run the mcpgated MCP gateway. Every setting lives in the INI file."
+    optParameters = [
+        ["config", "c", "/etc/mcpgated.ini", "The INI configuration file."],
+    ]
+    optFlags = [
+        ["check-config", None, "Validate the configuration file and exit."],
+    ]
+
+    def postOptions(self) -> None:
+        try:
+            self["parsed"] = configmod.load(self["config"])
+        except configmod.ConfigError as e:
+            raise usage.UsageError(str(e))
+        if self["check-config"]:
+            sys.stdout.write(f"{self['config']}: configuration is valid\n")
+            sys.stdout.flush()
+            raise SystemExit(0)
+
+
+@attrs.define(slots=False)
+class ListenerService(Service):
+    """
+    Listen on one endpoint string. A bind failure stops startup with a
+    one-line message (twistd exits non-zero) instead of a logged traceback.
+    """
+
+    role: str
+    description: str
+    factory: Any
+    reactor: Any
+    port: Any = attrs.field(init=False, default=None)
+
+    def privilegedStartService(self) -> None:
+        endpoint = endpoints.serverFromString(self.reactor, self.description)
+        outcome: List[Any] = []
+        endpoint.listen(self.factory).addBoth(outcome.append)
+        if not outcome:
+            raise SystemExit(f"mcpgated: listening on {self.description} did not complete")
+        from twisted.python.failure import Failure
+
+        if isinstance(outcome[0], Failure):
+            raise SystemExit(
+                f"mcpgated: cannot listen on {self.description} ({self.role}): "
+                f"{outcome[0].getErrorMessage()}"
+            )
+        self.port = outcome[0]
+        Service.privilegedStartService(self)
+
+    def startService(self) -> None:
+        if self.port is None:
+            self.privilegedStartService()
+        host = self.port.getHost()
+        log.info("{role} listening on {description} (port {port})", role=self.role,
+                 description=self.description, port=getattr(host, "port", None))
+        Service.startService(self)
+
+    def stopService(self) -> Optional[Deferred]:  # type: ignore[override]
+        Service.stopService(self)
+        port, self.port = self.port, None
+        if port is not None:
+            return port.stopListening()
+        return None
+
+    def bound_port(self) -> Optional[int]:
+        if self.port is None:
+            return None
+        return getattr(self.port.getHost(), "port", None)
+
+
+@attrs.define(slots=False)
+class StoreService(Service):
+    """
+    Opens the store on start, loads the routing table, closes on stop.
+    A store that cannot open stops the daemon.
+    """
+
+    store: SQLiteApiStore
+    routes: RouteTable
+    reactor: Any
+
+    def startService(self) -> None:
+        Service.startService(self)
+        d = Deferred.fromCoroutine(self._load())
+        d.addErrback(self._failed)
+
+    async def _load(self) -> None:
+        version = await self.store.start()
+        records = await self.store.list_apis()
+        self.routes.load(records)
+        log.info("store {path} open (schema {version}): {count} APIs, {live} started",
+                 path=str(self.store.path), version=version, count=len(records),
+                 live=len(self.routes.routes()))
+
+    def _failed(self, failure: Any) -> None:
+        log.failure("cannot open the store {path}; stopping", failure, path=str(self.store.path))
+        self.reactor.stop()
+
+    def stopService(self) -> "Deferred[None]":  # type: ignore[override]
+        Service.stopService(self)
+        return self.store.stop()
+
+
+@attrs.define(slots=False)
+class PortsFileService(Service):
+    """
+    Writes the bound ports as JSON once listening (for tests and scripts
+    that use port 0), and removes the file on stop.
+    """
+
+    path: Path
+    listeners: List[ListenerService]
+
+    def startService(self) -> None:
+        Service.startService(self)
+        ports: Dict[str, List[Optional[int]]] = {}
+        for listener in self.listeners:
+            ports.setdefault(listener.role, []).append(listener.bound_port())
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        temporary.write_text(json.dumps(ports))
+        os.replace(temporary, self.path)
+
+    def stopService(self) -> None:
+        Service.stopService(self)
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def admin_token(cfg: configmod.Config) -> str:
+    """
+    The admin token: from the config, from C{token_file}, or generated once
+    into C{admin.token} beside the database (mode 0600).
+    """
+    if cfg.admin.token:
+        return cfg.admin.token
+    if cfg.admin.token_file is not None:
+        try:
+            token = cfg.admin.token_file.read_text("utf-8").strip()
+        except OSError as e:
+            raise configmod.ConfigError(f"cannot read: {e.strerror}", str(cfg.source),
+                                        "admin", "token_file")
+        if not token:
+            raise configmod.ConfigError("the file is empty", str(cfg.source), "admin", "token_file")
+        return token
+    generated = cfg.storage.path.parent / "admin.token"
+    if generated.exists():
+        return generated.read_text("utf-8").strip()
+    generated.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(generated, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    log.warn("no [admin] token configured: generated one in {path}", path=str(generated))
+    return token
+
+
+@attrs.define(slots=False)
+class GatewayService(MultiService):
+    """
+    The whole daemon: logs, store, upstream pool, listeners.
+    """
+
+    cfg: configmod.Config
+    reactor: Any
+    routes: RouteTable = attrs.field(init=False, factory=RouteTable)
+
+    def __attrs_post_init__(self) -> None:
+        MultiService.__init__(self)
+        cfg, reactor = self.cfg, self.reactor
+        self.logs = LogFilesService(
+            clock=reactor,
+            directory=cfg.logging.dir,
+            level=cfg.logging.level,
+            max_bytes=cfg.logging.max_bytes,
+            keep=cfg.logging.keep,
+            access_enabled=cfg.logging.access_log,
+        )
+        self.logs.setServiceParent(self)
+        self.store = SQLiteApiStore(reactor, cfg.storage.path)
+        StoreService(self.store, self.routes, reactor).setServiceParent(self)
+        self.upstreams = UpstreamPool(reactor=reactor, limits=cfg.limits)
+        self.upstreams.setServiceParent(self)
+        self.gateway = GatewayResource(
+            routes=self.routes,
+            upstreams=self.upstreams,
+            clock=reactor,
+            access_log=self.logs.access,
+            limits=cfg.limits,
+            public_url=cfg.gateway.public_url,
+            trusted_proxies=cfg.gateway.trusted_proxies,
+        )
+        gateway_site = CappedSite(self.gateway, cfg.limits.max_body, jsonrpc_too_large)
+        gateway_site.rejected_too_large = self.gateway.log_too_large
+        self.listeners: List[ListenerService] = []
+        for description in cfg.gateway.listen:
+            self.listeners.append(ListenerService("gateway", description, gateway_site, reactor))
+        self.admin = AdminAPI(self.store, self.routes, reactor, token="")
+        admin_site = CappedSite(self.admin.resource(), ADMIN_MAX_BODY, json_too_large)
+        for description in cfg.admin.listen:
+            self.listeners.append(ListenerService("admin", description, admin_site, reactor))
+        for listener in self.listeners:
+            listener.setServiceParent(self)
+        if cfg.daemon.ports_file is not None:
+            PortsFileService(cfg.daemon.ports_file, self.listeners).setServiceParent(self)
+
+    def startService(self) -> None:
+        try:
+            self.admin.token = admin_token(self.cfg)
+        except configmod.ConfigError as e:
+            raise SystemExit(f"mcpgated: {e}")
+        MultiService.startService(self)
+
+
+def makeService(options: Dict[str, Any], reactor: Any = None) -> IServiceCollection:
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
+    cfg = options["parsed"] if "parsed" in options else configmod.load(options["config"])
+    return GatewayService(cfg, reactor)
