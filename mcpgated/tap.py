@@ -116,6 +116,7 @@ class StoreService(Service):
     store: SQLiteApiStore
     routes: RouteTable
     reactor: Any
+    on_ready: Any = None
 
     def startService(self) -> None:
         Service.startService(self)
@@ -129,6 +130,8 @@ class StoreService(Service):
         log.info("store {path} open (schema {version}): {count} APIs, {live} started",
                  path=str(self.store.path), version=version, count=len(records),
                  live=len(self.routes.routes()))
+        if self.on_ready is not None:
+            self.on_ready()
 
     def _failed(self, failure: Any) -> None:
         log.failure("cannot open the store {path}; stopping", failure, path=str(self.store.path))
@@ -137,34 +140,6 @@ class StoreService(Service):
     def stopService(self) -> "Deferred[None]":  # type: ignore[override]
         Service.stopService(self)
         return self.store.stop()
-
-
-@attrs.define(slots=False)
-class PortsFileService(Service):
-    """
-    Writes the bound ports as JSON once listening (for tests and scripts
-    that use port 0), and removes the file on stop.
-    """
-
-    path: Path
-    listeners: List[ListenerService]
-
-    def startService(self) -> None:
-        Service.startService(self)
-        ports: Dict[str, List[Optional[int]]] = {}
-        for listener in self.listeners:
-            ports.setdefault(listener.role, []).append(listener.bound_port())
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        temporary.write_text(json.dumps(ports))
-        os.replace(temporary, self.path)
-
-    def stopService(self) -> None:
-        Service.stopService(self)
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
 
 
 def admin_token(cfg: configmod.Config) -> str:
@@ -218,7 +193,7 @@ class GatewayService(MultiService):
         )
         self.logs.setServiceParent(self)
         self.store = SQLiteApiStore(reactor, cfg.storage.path)
-        StoreService(self.store, self.routes, reactor).setServiceParent(self)
+        StoreService(self.store, self.routes, reactor, self._ready).setServiceParent(self)
         self.upstreams = UpstreamPool(reactor=reactor, limits=cfg.limits)
         self.upstreams.setServiceParent(self)
         self.gateway = GatewayResource(
@@ -241,8 +216,35 @@ class GatewayService(MultiService):
             self.listeners.append(ListenerService("admin", description, admin_site, reactor))
         for listener in self.listeners:
             listener.setServiceParent(self)
-        if cfg.daemon.ports_file is not None:
-            PortsFileService(cfg.daemon.ports_file, self.listeners).setServiceParent(self)
+
+    def ports(self) -> Dict[str, List[Optional[int]]]:
+        ports: Dict[str, List[Optional[int]]] = {}
+        for listener in self.listeners:
+            ports.setdefault(listener.role, []).append(listener.bound_port())
+        return ports
+
+    def _ready(self) -> None:
+        """
+        Listening and the store loaded: announce the ports (log line and,
+        if configured, the ports file written atomically).
+        """
+        ports = self.ports()
+        path = self.cfg.daemon.ports_file
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_name(path.name + ".tmp")
+            temporary.write_text(json.dumps(ports))
+            os.replace(temporary, path)
+        log.info("mcpgated ready: {ports_json}", ports_json=json.dumps(ports))
+
+    def stopService(self) -> Any:
+        path = self.cfg.daemon.ports_file
+        if path is not None:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+        return MultiService.stopService(self)
 
     def startService(self) -> None:
         try:

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from typing import Iterator, Tuple
+
+import pytest
+
+from tests.support import Daemon, Proc, start_everything
+
+
+@pytest.fixture
+def daemon(tmp_path) -> Iterator[Daemon]:
+    d = Daemon(tmp_path).start()
+    yield d
+    if d.proc is not None and d.proc.popen.poll() is None:
+        d.stop()
+
+
+@pytest.fixture(scope="session")
+def everything() -> Iterator[int]:
+    """
+    The port of a server-everything (streamable HTTP) shared by the session.
+    """
+    proc, port = start_everything("streamableHttp")
+    yield port
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def everything_sse() -> Iterator[int]:
+    proc, port = start_everything("sse")
+    yield port
+    proc.stop()

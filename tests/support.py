@@ -1,0 +1,216 @@
+"""
+Real processes for the tests: the mcpgated daemon (twistd -n), npm's
+server-everything, small backends. Everything binds port 0 on loopback and
+is found by what the process prints or by its listening sockets; waits are
+on output lines (blocking reads with a deadline), never sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+REPO = Path(__file__).resolve().parent.parent
+NODE_BIN = REPO / "tests" / "npm" / "node_modules" / ".bin"
+BIN = Path(sys.executable).parent
+ADMIN_TOKEN = "test-admin-token"
+
+
+class Proc:
+    """
+    A child process whose output lines are read by a thread into a queue,
+    so a test can wait for a line with a deadline.
+    """
+
+    def __init__(self, argv: List[str], env: Optional[Dict[str, str]] = None,
+                 cwd: Optional[str] = None) -> None:
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        self.argv = argv
+        self.popen = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env, cwd=cwd,
+            start_new_session=True,
+        )
+        self.lines: "queue.Queue[Optional[str]]" = queue.Queue()
+        self.output: List[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for raw in self.popen.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self.output.append(line)
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def wait_for(self, pattern: str, timeout: float = 30.0) -> "re.Match[str]":
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"timed out waiting for {pattern!r} from {self.argv}:\n"
+                                     + "\n".join(self.output[-40:]))
+            try:
+                line = self.lines.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise AssertionError(f"process exited ({self.popen.wait()}) before {pattern!r}:\n"
+                                     + "\n".join(self.output[-40:]))
+            match = regex.search(line)
+            if match:
+                return match
+
+    def signal(self, sig: int) -> None:
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, sig)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        self.signal(signal.SIGTERM)
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            return self.popen.wait()
+
+    def kill(self) -> int:
+        self.signal(signal.SIGKILL)
+        return self.popen.wait()
+
+
+def listening_ports(pid: int) -> List[int]:
+    """
+    TCP ports the process (or its children) listens on, from /proc.
+    """
+    inodes = set()
+    pids = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        pids.extend(int(c) for c in children)
+    except OSError:
+        pass
+    for p in pids:
+        fd_dir = Path(f"/proc/{p}/fd")
+        try:
+            for fd in fd_dir.iterdir():
+                try:
+                    target = os.readlink(fd)
+                except OSError:
+                    continue
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            continue
+    ports = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "0A" and fields[9] in inodes:
+                ports.append(int(fields[1].rsplit(":", 1)[1], 16))
+    return sorted(set(ports))
+
+
+def start_everything(transport: str = "streamableHttp") -> Tuple[Proc, int]:
+    """
+    npm's @modelcontextprotocol/server-everything on an ephemeral port.
+    """
+    proc = Proc([str(NODE_BIN / "mcp-server-everything"), transport], env={"PORT": "0"})
+    proc.wait_for(r"listening on port|running on port")
+    ports = listening_ports(proc.popen.pid)
+    assert ports, "server-everything is not listening"
+    return proc, ports[0]
+
+
+def http(method: str, url: str, body: Any = None, headers: Optional[Dict[str, str]] = None,
+         raw: Optional[bytes] = None, timeout: float = 30.0) -> Tuple[int, Dict[str, str], bytes]:
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    request = urllib.request.Request(url, data=data, method=method)
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
+    if body is not None and "Content-Type" not in (headers or {}):
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+class Daemon:
+    """
+    C{twistd -n mcpgated} in a temporary folder, on port-0 listeners.
+    """
+
+    def __init__(self, folder: Path, extra: str = "", token: str = ADMIN_TOKEN,
+                 gateway_listen: str = "tcp:0:interface=127.0.0.1") -> None:
+        self.folder = folder
+        self.token = token
+        self.ini = folder / "mcpgated.ini"
+        self.ini.write_text(
+            f"[gateway]\nlisten = {gateway_listen}\n"
+            f"[admin]\nlisten = tcp:0:interface=127.0.0.1\ntoken = {token}\n"
+            f"[storage]\npath = data/mcpgated.db\n"
+            f"[logging]\ndir = log\n"
+            f"[daemon]\nports_file = run/ports.json\n" + extra
+        )
+        self.proc: Optional[Proc] = None
+        self.ports: Dict[str, List[int]] = {}
+
+    def start(self, timeout: float = 30.0) -> "Daemon":
+        self.proc = Proc([str(BIN / "twistd"), "-n", "--pidfile=", "mcpgated", "-c", str(self.ini)],
+                         cwd=str(self.folder))
+        match = self.proc.wait_for(r"mcpgated ready: (\{.*\})", timeout)
+        self.ports = json.loads(match.group(1))
+        return self
+
+    @property
+    def gateway(self) -> str:
+        return f"http://127.0.0.1:{self.ports['gateway'][0]}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['admin'][0]}"
+
+    def admin(self, method: str, path: str, body: Any = None, token: Optional[str] = None,
+              raw: Optional[bytes] = None, headers: Optional[Dict[str, str]] = None
+              ) -> Tuple[int, Any]:
+        all_headers = {"Authorization": f"Bearer {token or self.token}"}
+        if raw is not None:
+            all_headers["Content-Type"] = "application/json"
+        all_headers.update(headers or {})
+        status, _, data = http(method, self.admin_url + path, body, all_headers, raw)
+        return status, (json.loads(data) if data else None)
+
+    def deploy(self, backend: str, context_path: str = "/mcp-proxy", name: str = "Everything") -> str:
+        status, api = self.admin("POST", "/apis", {
+            "name": name, "version": "1.0", "contextPath": context_path, "backend": backend,
+            "plans": [{"name": "Keyless", "security": "KEY_LESS"}]})
+        assert status == 201, api
+        status, deployed = self.admin("POST", f"/apis/{api['id']}/_deploy")
+        assert status == 200, deployed
+        return api["id"]
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        return self.proc.stop()
+
+    def kill(self) -> int:
+        assert self.proc is not None
+        return self.proc.kill()
