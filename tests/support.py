@@ -139,7 +139,10 @@ def start_everything(transport: str = "streamableHttp") -> Tuple[Proc, int]:
 
 
 def http(method: str, url: str, body: Any = None, headers: Optional[Dict[str, str]] = None,
-         raw: Optional[bytes] = None, timeout: float = 30.0) -> Tuple[int, Dict[str, str], bytes]:
+         raw: Optional[bytes] = None, timeout: float = 30.0) -> Tuple[int, Any, bytes]:
+    """
+    One HTTP exchange; the headers come back as a case-insensitive mapping.
+    """
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     request = urllib.request.Request(url, data=data, method=method)
     for name, value in (headers or {}).items():
@@ -148,9 +151,9 @@ def http(method: str, url: str, body: Any = None, headers: Optional[Dict[str, st
         request.add_header("Content-Type", "application/json")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, dict(response.headers), response.read()
+            return response.status, response.headers, response.read()
     except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
+        return e.code, e.headers, e.read()
 
 
 class Daemon:
