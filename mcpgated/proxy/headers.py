@@ -41,7 +41,7 @@ _RESPONSE_DROP = HOP_BY_HOP | {b"server", b"date"}
 def connection_tokens(headers: Headers) -> frozenset:
     names = set()
     for value in headers.getRawHeaders(b"connection", ()):
-        for token in value.split(b","):
+        for token in value.replace(b",", b" ").split():
             token = token.strip().lower()
             if token:
                 names.add(token)

@@ -72,6 +72,9 @@ class WatchedProducer:
         self._transport.stopProducing()
 
 
+_ABORT_GRACE = 10.0
+
+
 class Relay(Protocol):
     """
     Receives the backend body and writes it to the client request.
@@ -144,8 +147,14 @@ class Relay(Protocol):
             self.request.finish()
             self._done("complete", None)
         else:
+            # Send what arrived, then close without the final chunk, so the
+            # client sees a truncated stream, never a complete one.
             transport = getattr(self.request.channel, "transport", None)
             if transport is not None:
-                transport.abortConnection()
+                transport.loseConnection()
+                # A client that does not read its last bytes is cut off.
+                abort = self.clock.callLater(_ABORT_GRACE, transport.abortConnection)
+                self.request.notifyFinish().addBoth(
+                    lambda _: abort.cancel() if abort.active() else None)
             self._done("upstream_error", reason)
 

@@ -11,11 +11,12 @@ from urllib.parse import urljoin, urlsplit
 
 import attrs
 from twisted.internet import error as neterror
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError as DeferredTimeout
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseFailed, ResponseNeverReceived
+from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
@@ -99,6 +100,7 @@ class Exchange:
     work: Optional[Deferred] = None
     watchdog: Optional[IDelayedCall] = None
     client_gone: bool = False
+    timed_out: bool = False
     logged: bool = False
 
 
@@ -171,32 +173,26 @@ class GatewayResource(Resource):
         producer = BytesProducer(body) if body or request.method in _BODY_METHODS else None
         agent = self.upstreams.default_agent()
         pending = agent.request(request.method, url, headers, producer)
-        pending.addTimeout(self.limits.header_timeout, self.clock)
+        timer = self.clock.callLater(self.limits.header_timeout, _expire, exchange, pending)
         try:
             response = await pending
-        except CancelledError:
+        except Exception as e:
             if exchange.client_gone:
-                raise
-            self._error(exchange, 504, "The backend did not answer in time")
+                raise CancelledError() from e
+            self._upstream_failed(exchange, e)
             return
-        except DeferredTimeout:
-            self._error(exchange, 504, "The backend did not send response headers in time")
-            return
-        except (neterror.TimeoutError, neterror.TCPTimedOutError):
-            self._error(exchange, 504, "Connecting to the backend timed out")
-            return
-        except (neterror.ConnectError, neterror.DNSLookupError) as e:
-            self._error(exchange, 502, f"The backend is unreachable: {_reason(e)}")
-            return
-        except (ResponseNeverReceived, ResponseFailed) as e:
-            self._error(exchange, 502, f"The backend closed the connection: {_reason(e)}")
-            return
+        finally:
+            if timer.active():
+                timer.cancel()
         if exchange.client_gone:
             response.deliverBody(_Discard())
             return
         exchange.status = response.code
         request.setResponseCode(response.code, response.phrase)
         copy_response_headers(response.headers, request.responseHeaders)
+        if response.length is not UNKNOWN_LENGTH and request.method != b"HEAD":
+            # The client parser consumes Content-Length; keep the framing.
+            request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % response.length])
         transform = flush = None
         if is_event_stream(response.headers):
             request.responseHeaders.setRawHeaders(b"cache-control", [b"no-cache"])
@@ -219,6 +215,19 @@ class GatewayResource(Resource):
         exchange.relay = relay
         exchange.watchdog = self.clock.callLater(self.limits.idle_timeout, self._watch, exchange)
         response.deliverBody(relay)
+
+    def _upstream_failed(self, exchange: Exchange, e: Exception) -> None:
+        if exchange.timed_out:
+            self._error(exchange, 504, "The backend did not send response headers in time")
+        elif isinstance(e, (neterror.TimeoutError, neterror.TCPTimedOutError)):
+            self._error(exchange, 504, "Connecting to the backend timed out")
+        elif isinstance(e, (neterror.ConnectError, neterror.DNSLookupError)):
+            self._error(exchange, 502, f"The backend is unreachable: {_reason(e)}")
+        elif isinstance(e, (ResponseNeverReceived, ResponseFailed)):
+            self._error(exchange, 502, f"The backend closed the connection: {_reason(e)}")
+        else:
+            log.failure("backend request failed", Failure(e))
+            self._error(exchange, 502, "The backend request failed")
 
     def _activity(self, exchange: Exchange, count: int) -> None:
         exchange.bytes_out += count
@@ -314,6 +323,11 @@ class GatewayResource(Resource):
                 "client": _peer(request),
             }
         )
+
+
+def _expire(exchange: Exchange, pending: Deferred) -> None:
+    exchange.timed_out = True
+    pending.cancel()
 
 
 class _Discard:
