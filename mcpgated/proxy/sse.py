@@ -32,13 +32,17 @@ class LineSplitter:
     def __init__(self, max_line: int = 16 * 1024 * 1024) -> None:
         self._pending = b""
         self._skip_lf = False
+        self.completed_crlf = False
         self.max_line = max_line
 
     def feed(self, chunk: bytes) -> List[Tuple[bytes, bytes]]:
         """
         @return: complete C{(line, terminator)} pairs.
         """
-        if self._skip_lf and chunk[:1] == b"\n":
+        # True when this chunk began with the LF of a CRLF whose CR ended
+        # the previous chunk (that line was already reported with "\r").
+        self.completed_crlf = self._skip_lf and chunk[:1] == b"\n"
+        if self.completed_crlf:
             chunk = chunk[1:]
         self._skip_lf = False
         data = self._pending + chunk if self._pending else chunk
@@ -147,7 +151,14 @@ class EndpointRewriter:
             return chunk
         self._seen += len(chunk)
         out = []
-        for line, end in self._lines.feed(chunk):
+        lines = self._lines.feed(chunk)
+        if self._lines.completed_crlf:
+            if self._event:
+                line, _ = self._event[-1]
+                self._event[-1] = (line, b"\r\n")
+            else:
+                out.append(b"\n")
+        for line, end in lines:
             if self.done:
                 out.append(line + end)
                 continue

@@ -1,0 +1,81 @@
+"""
+Header rules: hop-by-hop filtering both ways and the public origin behind
+trusted and untrusted forwarding proxies.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from twisted.web.http_headers import Headers
+
+from mcpgated.proxy.headers import (
+    copy_response_headers,
+    public_origin,
+    upstream_request_headers,
+)
+
+TRUSTED = (ipaddress.ip_network("10.0.0.0/8"),)
+
+
+def _headers(**values: str) -> Headers:
+    h = Headers()
+    for name, value in values.items():
+        h.setRawHeaders(name.replace("_", "-").encode(), [value.encode()])
+    return h
+
+
+def test_public_origin_from_host_when_not_forwarded():
+    h = _headers(host="gw.example:8082", x_forwarded_proto="https", x_forwarded_host="evil.example")
+    assert public_origin(h, False, "203.0.113.9", None, TRUSTED) == "http://gw.example:8082"
+
+
+def test_public_origin_believes_trusted_proxy():
+    h = _headers(host="10.0.0.5:8082", x_forwarded_proto="https", x_forwarded_host="mcp.example.com")
+    assert public_origin(h, False, "10.1.2.3", None, TRUSTED) == "https://mcp.example.com"
+
+
+def test_public_origin_rfc7239_forwarded_wins_over_x_forwarded():
+    h = _headers(host="internal", forwarded='for=1.2.3.4;proto=https;host="api.example"',
+                 x_forwarded_host="other.example")
+    assert public_origin(h, False, "10.9.9.9", None, TRUSTED) == "https://api.example"
+
+
+def test_configured_public_url_wins():
+    h = _headers(host="internal:8082", x_forwarded_host="x.example")
+    assert public_origin(h, False, "10.1.1.1", "https://gw.example/base", TRUSTED) == "https://gw.example"
+
+
+def test_tls_listener_gives_https():
+    assert public_origin(_headers(host="gw"), True, "1.1.1.1", None, ()) == "https://gw"
+
+
+def test_request_headers_drop_hop_by_hop_and_connection_named():
+    incoming = _headers(connection="keep-alive, X-Private", x_private="1", keep_alive="5",
+                        te="trailers", upgrade="h2c", proxy_authorization="Basic x",
+                        host="gw", authorization="Bearer t", mcp_session_id="s",
+                        x_forwarded_for="6.6.6.6")
+    out = upstream_request_headers(incoming, "10.0.0.1", "https://gw", TRUSTED)
+    names = {name.lower() for name, _ in out.getAllRawHeaders()}
+    assert not names & {b"connection", b"x-private", b"keep-alive", b"te", b"upgrade",
+                        b"proxy-authorization", b"host"}
+    assert out.getRawHeaders(b"authorization") == [b"Bearer t"]
+    assert out.getRawHeaders(b"mcp-session-id") == [b"s"]
+    # a trusted proxy's chain is extended
+    assert out.getRawHeaders(b"x-forwarded-for") == [b"6.6.6.6, 10.0.0.1"]
+    assert out.getRawHeaders(b"x-forwarded-proto") == [b"https"]
+
+
+def test_untrusted_forwarded_for_is_replaced():
+    out = upstream_request_headers(_headers(x_forwarded_for="6.6.6.6"), "203.0.113.7", "http://gw", TRUSTED)
+    assert out.getRawHeaders(b"x-forwarded-for") == [b"203.0.113.7"]
+
+
+def test_response_headers_keep_mcp_and_auth_drop_hop_by_hop():
+    upstream = _headers(connection="close, X-Hop", x_hop="1", transfer_encoding="chunked",
+                        mcp_session_id="abc", www_authenticate='Bearer resource_metadata="x"',
+                        retry_after="5", keep_alive="timeout=5")
+    out = Headers()
+    copy_response_headers(upstream, out)
+    names = {name.lower() for name, _ in out.getAllRawHeaders()}
+    assert names == {b"mcp-session-id", b"www-authenticate", b"retry-after"}
