@@ -97,12 +97,23 @@ def parse_bool(value: str) -> bool:
 def parse_endpoints(value: str) -> Tuple[str, ...]:
     parts = tuple(value.split())
     for part in parts:
-        kind = part.split(":", 1)[0].lower()
+        kind = part.split(":", 1)[0]
         if kind not in {"tcp", "tcp6", "ssl", "unix", "systemd"}:
             raise ValueError(
                 f"{part!r} is not a supported endpoint "
                 "(tcp:PORT[:interface=ADDR], ssl:PORT:privateKey=..:certKey=.., unix:PATH)"
             )
+        if kind != "systemd":
+            # Building the endpoint binds nothing (no reactor is used) but
+            # checks its arguments and, for ssl:, reads the key and
+            # certificate, so mistakes show up here, located, and not as a
+            # traceback at startup. systemd: needs the inherited sockets.
+            from twisted.internet.endpoints import serverFromString
+
+            try:
+                serverFromString(None, part)
+            except Exception as e:
+                raise ValueError(f"{part!r} is not a valid endpoint: {e}")
     return parts
 
 
@@ -206,6 +217,15 @@ class DaemonConfig:
 
 
 @attrs.frozen
+class AnalyticsConfig:
+    enabled: bool
+    path: Path
+    retention: float
+    max_rows: int
+    exchange_log: bool
+
+
+@attrs.frozen
 class Config:
     source: Optional[Path]
     gateway: GatewayConfig
@@ -214,6 +234,7 @@ class Config:
     logging: LoggingConfig
     limits: LimitsConfig
     daemon: DaemonConfig
+    analytics: AnalyticsConfig
 
 
 # section -> key -> (default text, parser)
@@ -247,6 +268,13 @@ _SCHEMA: Dict[str, Dict[str, Tuple[str, _Parser]]] = {
     },
     "daemon": {
         "ports_file": ("", _text),
+    },
+    "analytics": {
+        "enabled": ("on", parse_bool),
+        "path": ("var/analytics.db", _text),
+        "retention": ("7d", _positive(parse_duration)),
+        "max_rows": ("1000000", _non_negative_int),
+        "exchange_log": ("off", parse_bool),
     },
 }
 
@@ -302,6 +330,10 @@ def parse_text(text: str, path: Optional[str] = None, base: Optional[Path] = Non
     base = base or Path.cwd()
     gateway, admin, storage = values["gateway"], values["admin"], values["storage"]
     logging, limits, daemon = values["logging"], values["limits"], values["daemon"]
+    analytics = values["analytics"]
+    analytics_path = _resolve(base, str(analytics["path"]))
+    if analytics_path is None:
+        raise ConfigError("a SQLite file path is required", path, "analytics", "path")
     if not gateway["listen"]:
         raise ConfigError("at least one endpoint is required", path, "gateway", "listen")
     if not admin["listen"]:
@@ -329,6 +361,13 @@ def parse_text(text: str, path: Optional[str] = None, base: Optional[Path] = Non
         ),
         limits=LimitsConfig(**limits),  # type: ignore[arg-type]
         daemon=DaemonConfig(ports_file=_resolve(base, str(daemon["ports_file"]))),
+        analytics=AnalyticsConfig(
+            enabled=analytics["enabled"],  # type: ignore[arg-type]
+            path=analytics_path,
+            retention=analytics["retention"],  # type: ignore[arg-type]
+            max_rows=analytics["max_rows"],  # type: ignore[arg-type]
+            exchange_log=analytics["exchange_log"],  # type: ignore[arg-type]
+        ),
     )
 
 

@@ -30,6 +30,7 @@ from twisted.python.logfile import LogFile
 
 DAEMON_LOG = "mcpgated.log"
 ACCESS_LOG = "access.log"
+EXCHANGE_LOG = "exchanges.log"
 
 
 def open_rotating(directory: Path, name: str, max_bytes: int, keep: int) -> LogFile:
@@ -110,13 +111,16 @@ class LogFilesService(Service):
     max_bytes: int
     keep: int
     access_enabled: bool
+    exchange_enabled: bool = False
     publisher: LogPublisher = globalLogPublisher
     access: AccessLog = attrs.field(init=False)
+    exchanges: AccessLog = attrs.field(init=False)
     _daemon_file: Optional[LogFile] = attrs.field(init=False, default=None)
     _observer: Optional[ILogObserver] = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         self.access = AccessLog(self.clock, None)
+        self.exchanges = AccessLog(self.clock, None)
 
     def startService(self) -> None:
         if self.directory is not None:
@@ -127,12 +131,18 @@ class LogFilesService(Service):
                 self.access.logfile = open_rotating(
                     self.directory, ACCESS_LOG, self.max_bytes, self.keep
                 )
+            if self.exchange_enabled:
+                self.exchanges.logfile = open_rotating(
+                    self.directory, EXCHANGE_LOG, self.max_bytes, self.keep
+                )
         self.access.start()
+        self.exchanges.start()
         Service.startService(self)
 
     def stopService(self) -> None:
         Service.stopService(self)
         self.access.stop()
+        self.exchanges.stop()
         if self._observer is not None:
             self.publisher.removeObserver(self._observer)
             self._observer = None

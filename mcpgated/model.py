@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from typing import Any, Dict, Mapping, Optional, Tuple
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import attrs
 
@@ -33,7 +33,10 @@ _READ_ONLY = {
     "needsRedeploy",
     "deployed",
 }
-_FIELDS = {"name", "version", "description", "contextPath", "backend", "plans"}
+_FIELDS = {"name", "version", "description", "contextPath", "backend", "plans", "analytics"}
+_FIELDS |= {"publicUrl", "oauth"}  # secured backends (mcpgated.oauth)
+_OAUTH_FIELDS = {"relay": "relay", "proxyAuthorizationServerDiscovery": "proxy_authorization_server_discovery"}
+CAPTURE_MODES = ("off", "headers", "bodies")
 _PLAN_FIELDS = {"name", "security", "status", "description"}
 _SEGMENT = re.compile(r"^[A-Za-z0-9._~!$&'()*+,;=:@%-]+$")
 
@@ -66,6 +69,66 @@ class Plan:
 
 
 @attrs.frozen
+class AnalyticsSettings:
+    """
+    What the exchange log keeps for an API beyond metadata.
+
+    @ivar capture: C{off} (metadata only), C{headers} or C{bodies}
+        (headers and JSON-RPC messages), secrets redacted.
+    @ivar max_payload_bytes: each captured payload is cut (and marked
+        truncated) at this size.
+    @ivar redact_fields: JSON keys whose values are replaced in captured
+        messages, besides the built-in token and password keys.
+    """
+
+    capture: str = "off"
+    max_payload_bytes: int = 16384
+    redact_fields: Tuple[str, ...] = ()
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"capture": self.capture, "maxPayloadBytes": self.max_payload_bytes,
+                "redactFields": list(self.redact_fields)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "AnalyticsSettings":
+        return cls(capture=data.get("capture", "off"),
+                   max_payload_bytes=data.get("maxPayloadBytes", 16384),
+                   redact_fields=tuple(data.get("redactFields", ())))
+
+
+@attrs.frozen
+class OAuthSettings:
+    """
+    How the gateway treats a backend that runs its own OAuth (see
+    L{mcpgated.oauth}).
+
+    @ivar relay: the backend is an OAuth-protected resource and the
+        gateway's public URL for this API is its resource identifier: the
+        gateway points 401/403 challenges at its own protected-resource
+        metadata, serves that metadata (rewritten for its URL), and forwards
+        C{Authorization} and C{DPoP} untouched. The backend must accept
+        tokens whose audience is the gateway's URL for this API.
+    @ivar proxy_authorization_server_discovery: also answer
+        C{/.well-known/oauth-authorization-server} at the host root (2025-03-26
+        clients) with the backend's authorization server's metadata.
+    """
+
+    relay: bool = False
+    proxy_authorization_server_discovery: bool = False
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            "relay": self.relay,
+            "proxyAuthorizationServerDiscovery": self.proxy_authorization_server_discovery,
+        }
+
+    @classmethod
+    def from_json(cls, data: Optional[Mapping[str, Any]]) -> "OAuthSettings":
+        data = data or {}
+        return cls(**{attr: bool(data.get(key, False)) for key, attr in _OAUTH_FIELDS.items()})
+
+
+@attrs.frozen
 class ApiDefinition:
     name: str
     version: str
@@ -73,6 +136,9 @@ class ApiDefinition:
     context_path: str
     backend: str
     plans: Tuple[Plan, ...]
+    analytics: AnalyticsSettings = AnalyticsSettings()
+    public_url: Optional[str] = None
+    oauth: OAuthSettings = OAuthSettings()
 
     def to_json(self) -> Dict[str, Any]:
         return {
@@ -82,6 +148,9 @@ class ApiDefinition:
             "contextPath": self.context_path,
             "backend": self.backend,
             "plans": [plan.to_json() for plan in self.plans],
+            "analytics": self.analytics.to_json(),
+            "publicUrl": self.public_url,
+            "oauth": self.oauth.to_json(),
         }
 
 
@@ -179,7 +248,7 @@ def normalize_context_path(value: str) -> str:
     if not segments:
         raise InvalidField(field, "contextPath must have at least one segment, e.g. /mcp-proxy")
     for segment in segments:
-        if segment in (".", ".."):
+        if unquote(segment) in (".", ".."):
             raise InvalidField(field, "contextPath must not contain '.' or '..' segments")
         if not _SEGMENT.match(segment):
             raise InvalidField(
@@ -270,6 +339,85 @@ def _plans(body: Mapping[str, Any]) -> Tuple[Plan, ...]:
     return tuple(plans)
 
 
+def _analytics(body: Mapping[str, Any]) -> AnalyticsSettings:
+    raw = body.get("analytics")
+    if raw is None:
+        return AnalyticsSettings()
+    if not isinstance(raw, dict):
+        raise InvalidField("analytics", "analytics must be an object")
+    unknown = sorted(set(raw) - {"capture", "maxPayloadBytes", "redactFields"})
+    if unknown:
+        raise InvalidField(f"analytics.{unknown[0]}", f"analytics.{unknown[0]} is not a known field")
+    capture = raw.get("capture", "off")
+    if capture not in CAPTURE_MODES:
+        raise InvalidField("analytics.capture",
+                           f"analytics.capture must be one of {', '.join(CAPTURE_MODES)}")
+    size = raw.get("maxPayloadBytes", 16384)
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= 1048576:
+        raise InvalidField("analytics.maxPayloadBytes",
+                           "analytics.maxPayloadBytes must be a whole number from 1 to 1048576")
+    fields = raw.get("redactFields", [])
+    if not isinstance(fields, list) or not all(isinstance(f, str) and f for f in fields):
+        raise InvalidField("analytics.redactFields",
+                           "analytics.redactFields must be a list of JSON key names")
+    return AnalyticsSettings(capture, size, tuple(fields))
+
+
+def _public_url(body: Mapping[str, Any]) -> Optional[str]:
+    field = "publicUrl"
+    value = body.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidField(field, "publicUrl must be a string (an absolute http(s) URL) or null")
+    value = value.strip()
+    if not value:
+        return None
+    if len(value) > 2000:
+        raise InvalidField(field, "publicUrl is longer than 2000 characters")
+    if not value.isascii() or any(c.isspace() or ord(c) < 0x20 or c in '"\\<>' for c in value):
+        raise InvalidField(field, "publicUrl must be ASCII without spaces, quotes or control characters")
+    try:
+        parts = urlsplit(value)
+        parts.port  # raises ValueError on a bad port
+    except ValueError as e:
+        raise InvalidField(field, f"publicUrl is not a valid URL: {e}")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidField(field, "publicUrl must be an absolute http:// or https:// URL, "
+                                  "e.g. https://mcp.example.com")
+    if parts.username is not None or parts.password is not None:
+        raise InvalidField(field, "publicUrl must not embed credentials")
+    if parts.query or parts.fragment or "?" in value or "#" in value:
+        raise InvalidField(field, "publicUrl must not have a query or fragment")
+    if any(unquote(s) in (".", "..") for s in parts.path.split("/")):
+        raise InvalidField(field, "publicUrl must not contain '.' or '..' segments")
+    return value.rstrip("/")
+
+
+def _oauth(body: Mapping[str, Any]) -> OAuthSettings:
+    raw = body.get("oauth")
+    if raw is None:
+        return OAuthSettings()
+    if not isinstance(raw, dict):
+        raise InvalidField("oauth", "oauth must be an object, e.g. {\"relay\": true}")
+    unknown = sorted(set(raw) - set(_OAUTH_FIELDS))
+    if unknown:
+        raise InvalidField(f"oauth.{unknown[0]}", f"oauth.{unknown[0]} is not a known oauth field")
+    values = {}
+    for key, attr in _OAUTH_FIELDS.items():
+        value = raw.get(key)
+        if value is None:
+            value = False
+        if not isinstance(value, bool):
+            raise InvalidField(f"oauth.{key}", f"oauth.{key} must be true or false")
+        values[attr] = value
+    settings = OAuthSettings(**values)
+    if settings.proxy_authorization_server_discovery and not settings.relay:
+        raise InvalidField("oauth.proxyAuthorizationServerDiscovery",
+                           "oauth.proxyAuthorizationServerDiscovery needs oauth.relay")
+    return settings
+
+
 def parse_definition(body: Any) -> ApiDefinition:
     """
     Validate a JSON body from the admin API.
@@ -298,6 +446,9 @@ def parse_definition(body: Any) -> ApiDefinition:
         context_path=context_path,
         backend=backend,
         plans=plans,
+        analytics=_analytics(body),
+        public_url=_public_url(body),
+        oauth=_oauth(body),
     )
 
 
@@ -312,4 +463,7 @@ def definition_from_json(data: Mapping[str, Any]) -> ApiDefinition:
         context_path=data["contextPath"],
         backend=data["backend"],
         plans=tuple(Plan(**plan) for plan in data["plans"]),
+        analytics=AnalyticsSettings.from_json(data.get("analytics") or {}),
+        public_url=data.get("publicUrl"),
+        oauth=OAuthSettings.from_json(data.get("oauth")),
     )

@@ -17,12 +17,15 @@ from typing import Any, Dict, List, Optional
 import attrs
 from twisted.application.service import IServiceCollection, MultiService, Service
 from twisted.internet import endpoints
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.logger import Logger
 from twisted.python import usage
 
 from mcpgated import config as configmod
 from mcpgated.admin.api import AdminAPI
+from mcpgated.analytics.metrics import Metrics
+from mcpgated.analytics.recorder import Recorder
+from mcpgated.analytics.store import AnalyticsStore
 from mcpgated.logs import LogFilesService
 from mcpgated.proxy.resource import GatewayResource
 from mcpgated.proxy.upstream import UpstreamPool
@@ -51,6 +54,13 @@ class Options(usage.Options):
         except configmod.ConfigError as e:
             raise usage.UsageError(str(e))
         if self["check-config"]:
+            if self["parsed"].admin.token_file is not None:
+                # What startService would read (a generated token is not
+                # created by a check).
+                try:
+                    admin_token(self["parsed"])
+                except configmod.ConfigError as e:
+                    raise usage.UsageError(str(e))
             sys.stdout.write(f"{self['config']}: configuration is valid\n")
             sys.stdout.flush()
             raise SystemExit(0)
@@ -70,7 +80,12 @@ class ListenerService(Service):
     port: Any = attrs.field(init=False, default=None)
 
     def privilegedStartService(self) -> None:
-        endpoint = endpoints.serverFromString(self.reactor, self.description)
+        try:
+            endpoint = endpoints.serverFromString(self.reactor, self.description)
+        except Exception as e:
+            raise SystemExit(
+                f"mcpgated: cannot listen on {self.description} ({self.role}): {e}"
+            )
         outcome: List[Any] = []
         endpoint.listen(self.factory).addBoth(outcome.append)
         if not outcome:
@@ -139,7 +154,10 @@ class StoreService(Service):
 
     def stopService(self) -> "Deferred[None]":  # type: ignore[override]
         Service.stopService(self)
-        return self.store.stop()
+        return self.store.stop().addCallback(self._closed)
+
+    def _closed(self, result: None) -> None:
+        log.info("store {path} closed", path=str(self.store.path))
 
 
 def admin_token(cfg: configmod.Config) -> str:
@@ -190,12 +208,25 @@ class GatewayService(MultiService):
             max_bytes=cfg.logging.max_bytes,
             keep=cfg.logging.keep,
             access_enabled=cfg.logging.access_log,
+            exchange_enabled=cfg.analytics.enabled and cfg.analytics.exchange_log,
         )
         self.logs.setServiceParent(self)
         self.store = SQLiteApiStore(reactor, cfg.storage.path)
         StoreService(self.store, self.routes, reactor, self._ready).setServiceParent(self)
         self.upstreams = UpstreamPool(reactor=reactor, limits=cfg.limits)
         self.upstreams.setServiceParent(self)
+        self.analytics: Optional[AnalyticsStore] = None
+        recorder: Optional[Recorder] = None
+        if cfg.analytics.enabled:
+            self.analytics = AnalyticsStore(reactor, cfg.analytics.path,
+                                            retention=cfg.analytics.retention,
+                                            max_rows=cfg.analytics.max_rows)
+            self.analytics.setServiceParent(self)
+        analytics = self.analytics
+        self.metrics = Metrics(dropped=lambda: analytics.dropped if analytics else 0)
+        if analytics is not None:
+            recorder = Recorder(reactor, analytics, self.metrics,
+                                self.logs.exchanges if cfg.analytics.exchange_log else None)
         self.gateway = GatewayResource(
             routes=self.routes,
             upstreams=self.upstreams,
@@ -204,13 +235,15 @@ class GatewayService(MultiService):
             limits=cfg.limits,
             public_url=cfg.gateway.public_url,
             trusted_proxies=cfg.gateway.trusted_proxies,
+            recorder=recorder,
         )
         gateway_site = CappedSite(self.gateway, cfg.limits.max_body, jsonrpc_too_large)
         gateway_site.rejected_too_large = self.gateway.log_too_large
         self.listeners: List[ListenerService] = []
         for description in cfg.gateway.listen:
             self.listeners.append(ListenerService("gateway", description, gateway_site, reactor))
-        self.admin = AdminAPI(self.store, self.routes, reactor, token="")
+        self.admin = AdminAPI(self.store, self.routes, reactor, token="",
+                              analytics=self.analytics, metrics=self.metrics)
         admin_site = CappedSite(self.admin.resource(), ADMIN_MAX_BODY, json_too_large)
         for description in cfg.admin.listen:
             self.listeners.append(ListenerService("admin", description, admin_site, reactor))
@@ -244,7 +277,15 @@ class GatewayService(MultiService):
                 path.unlink()
             except FileNotFoundError:
                 pass
-        return MultiService.stopService(self)
+        # Listeners, pool and store stop together (the store after its
+        # pending writes); the log files close last, so they record the
+        # whole shutdown and the access lines of exchanges ending during it.
+        Service.stopService(self)
+        stopping = [maybeDeferred(child.stopService)
+                    for child in reversed(list(self)) if child is not self.logs]
+        done = DeferredList(stopping)
+        done.addBoth(lambda _: self.logs.stopService())
+        return done
 
     def startService(self) -> None:
         try:

@@ -22,7 +22,7 @@ from mcpgated import __version__
 from mcpgated.admin.openapi import openapi_document
 from mcpgated.model import STARTED, STOPPED, InvalidField, parse_definition
 from mcpgated.routing import RouteTable
-from mcpgated.store import Conflict, IApiStore, NotFound
+from mcpgated.store import Closed, Conflict, IApiStore, NotFound
 
 log = Logger()
 
@@ -70,6 +70,9 @@ def endpoint(authenticated: bool = True) -> Callable[[Handler], Handler]:
                 return _error(request, 404, "no API with this id", "id")
             except Conflict as e:
                 return _error(request, 409, e.message, e.field)
+            except Closed:
+                request.setHeader(b"connection", b"close")
+                return _error(request, 503, "mcpgated is shutting down; nothing was changed")
             if body is None:
                 request.setResponseCode(status)
                 return b""
@@ -91,6 +94,8 @@ def _read_json(request: IRequest) -> Any:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise HTTPError(400, f"malformed JSON: {e}", None)
+    except RecursionError:
+        raise HTTPError(400, "malformed JSON: nested too deeply", None)
 
 
 @attrs.define(slots=False)
@@ -106,6 +111,8 @@ class AdminAPI:
     routes: RouteTable
     clock: IReactorTime
     token: str = attrs.field(repr=False)
+    analytics: Any = None  # mcpgated.analytics.store.AnalyticsStore, or None when disabled
+    metrics: Any = None  # mcpgated.analytics.metrics.Metrics
 
     app = Klein()
 
@@ -200,6 +207,70 @@ class AdminAPI:
         log.info("API {api_id} stopped", api_id=api_id)
         return 200, record.to_json()
 
+    # --- exchange logs and analytics ----------------------------------------------------------
+
+    def _analytics_store(self) -> Any:
+        if self.analytics is None:
+            raise HTTPError(404, "analytics are disabled ([analytics] enabled = off)")
+        return self.analytics
+
+    async def _known_api(self, api_id: str) -> None:
+        await self.store.get_api(api_id)  # NotFound -> 404
+
+    async def _logs(self, request: IRequest, api_id: Optional[str]) -> Any:
+        store = self._analytics_store()
+        if api_id is not None:
+            await self._known_api(api_id)
+        query = _log_query(request, api_id, self.clock.seconds())
+        return 200, await store.logs(query)
+
+    @app.route("/apis/<string:api_id>/logs", methods=["GET"])
+    @endpoint()
+    async def api_logs(self, request: IRequest, api_id: str) -> Any:
+        return await self._logs(request, api_id)
+
+    @app.route("/logs", methods=["GET"])
+    @endpoint()
+    async def all_logs(self, request: IRequest) -> Any:
+        return await self._logs(request, None)
+
+    @app.route("/apis/<string:api_id>/logs/<int:log_id>", methods=["GET"])
+    @endpoint()
+    async def api_log_entry(self, request: IRequest, api_id: str, log_id: int) -> Any:
+        store = self._analytics_store()
+        await self._known_api(api_id)
+        entry = await store.log_entry(api_id, log_id)
+        if entry is None:
+            raise HTTPError(404, "no exchange record with this id for this API", "logId")
+        return 200, _with_payloads(entry)
+
+    async def _summary(self, request: IRequest, api_id: Optional[str]) -> Any:
+        store = self._analytics_store()
+        if api_id is not None:
+            await self._known_api(api_id)
+        since, until = _time_range(request, self.clock.seconds())
+        return 200, await store.analytics(api_id, since, until)
+
+    @app.route("/apis/<string:api_id>/analytics", methods=["GET"])
+    @endpoint()
+    async def api_analytics(self, request: IRequest, api_id: str) -> Any:
+        return await self._summary(request, api_id)
+
+    @app.route("/analytics", methods=["GET"])
+    @endpoint()
+    async def all_analytics(self, request: IRequest) -> Any:
+        return await self._summary(request, None)
+
+    @app.route("/metrics", methods=["GET"])
+    def prometheus(self, request: IRequest) -> bytes:
+        if not self.authorized(request):
+            request.setHeader(b"www-authenticate", b'Bearer realm="mcpgated-admin"')
+            return _error(request, 401, "missing or wrong admin token (Authorization: Bearer <token>)")
+        if self.metrics is None:
+            return _error(request, 404, "metrics are disabled")
+        request.setHeader(b"content-type", self.metrics.content_type.encode("ascii"))
+        return self.metrics.render()
+
     # --- anything else ------------------------------------------------------------------
 
     @app.handle_errors(Exception)
@@ -212,3 +283,83 @@ class AdminAPI:
             return _error(request, 405, "method not allowed on this endpoint")
         log.failure("admin API request failed", failure)
         return _error(request, 500, "internal error; see the daemon log")
+
+
+def _arg(request: IRequest, name: str) -> Optional[str]:
+    values = request.args.get(name.encode("ascii"))
+    if not values:
+        return None
+    return values[0].decode("utf-8", "replace")
+
+
+def _number(request: IRequest, name: str, default: Optional[float] = None) -> Optional[float]:
+    raw = _arg(request, name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return _parse_time(raw)
+    except ValueError:
+        raise HTTPError(400, f"{name} must be a number of seconds since the epoch or an ISO 8601 time", name)
+
+
+def _parse_time(raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        import datetime
+
+        moment = datetime.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=datetime.timezone.utc)
+        return moment.timestamp()
+
+
+def _time_range(request: IRequest, now: float) -> "tuple[float, float]":
+    until = _number(request, "to", now)
+    since = _number(request, "from", None)
+    assert until is not None
+    if since is None:
+        since = until - 3600.0
+    if since >= until:
+        raise HTTPError(400, "from must be earlier than to", "from")
+    return since, until
+
+
+def _log_query(request: IRequest, api_id: Optional[str], now: float) -> Any:
+    from mcpgated.analytics.store import LogQuery
+
+    limit_raw = _arg(request, "limit") or "50"
+    if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= 500:
+        raise HTTPError(400, "limit must be a whole number from 1 to 500", "limit")
+    cursor_raw = _arg(request, "cursor")
+    if cursor_raw is not None and not cursor_raw.isdigit():
+        raise HTTPError(400, "cursor must be a value returned as nextCursor", "cursor")
+    status_raw = _arg(request, "status")
+    if status_raw is not None and not status_raw.isdigit():
+        raise HTTPError(400, "status must be an HTTP status code", "status")
+    return LogQuery(
+        api_id=api_id,
+        since=_number(request, "from"),
+        until=_number(request, "to"),
+        method=_arg(request, "method"),
+        target=_arg(request, "tool") or _arg(request, "target"),
+        outcome=_arg(request, "outcome"),
+        status=int(status_raw) if status_raw else None,
+        client=_arg(request, "client"),
+        session=_arg(request, "session"),
+        text=_arg(request, "q"),
+        cursor=int(cursor_raw) if cursor_raw else None,
+        limit=int(limit_raw),
+    )
+
+
+def _with_payloads(entry: Any) -> Any:
+    for key in ("requestHeaders", "responseHeaders", "requestPayload", "responsePayload"):
+        raw = entry.get(key)
+        if raw is None:
+            continue
+        try:
+            entry[key] = json.loads(raw)
+        except ValueError:
+            entry[key] = raw  # cut at the capture limit: shown as text
+    return entry

@@ -113,14 +113,15 @@ class Relay(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.client_gone:
             return
-        if self._observe is not None:
-            self._observe(data)
+        observed = data
         if self._transform is not None:
             data = self._transform(data)
-            if not data:
-                return
-        self._on_data(len(data))
-        self.request.write(data)
+        if data:
+            self._on_data(len(data))
+            self.request.write(data)
+        # Inspection sees the backend's bytes after they were forwarded.
+        if self._observe is not None:
+            self._observe(observed)
 
     def stop(self) -> None:
         """

@@ -23,6 +23,7 @@ from twisted.web.server import NOT_DONE_YET
 from mcpgated.config import LimitsConfig
 from mcpgated.jsonrpc import GATEWAY_ERROR, error_body, request_id
 from mcpgated.logs import AccessLog
+from mcpgated.oauth.relay import OAuthRelay
 from mcpgated.proxy.headers import (
     copy_response_headers,
     is_event_stream,
@@ -102,6 +103,8 @@ class Exchange:
     client_gone: bool = False
     timed_out: bool = False
     logged: bool = False
+    tracker: Any = None
+    streaming: bool = False
 
 
 @attrs.define(slots=False)
@@ -117,12 +120,17 @@ class GatewayResource(Resource):
     limits: LimitsConfig
     public_url: Optional[str] = None
     trusted_proxies: Iterable = ()
+    recorder: Any = None  # mcpgated.analytics.recorder.Recorder, or None
     _backends: Dict[str, Backend] = attrs.field(factory=dict)
+    oauth: Optional[OAuthRelay] = None  # secured backends; built from the above when None
 
     isLeaf = True
 
     def __attrs_post_init__(self) -> None:
         Resource.__init__(self)
+        if self.oauth is None:
+            self.oauth = OAuthRelay(self.upstreams.default_agent, self.clock,
+                                    self.public_url, self.trusted_proxies)
 
     # --- entry -----------------------------------------------------------------------
 
@@ -154,6 +162,11 @@ class GatewayResource(Resource):
         if not self.routes.ready:
             await self.routes.when_ready()
         path = request.path.decode("latin-1")
+        # OAuth discovery documents the gateway answers itself (mcpgated.oauth).
+        discovery = self.oauth.discovery(path, self.routes, request)
+        if discovery is not None:
+            await self._discovery(request, exchange, discovery)
+            return
         match = self.routes.match(path)
         if match is None:
             self._error(exchange, 404, f"No MCP API is deployed at {path}")
@@ -170,8 +183,13 @@ class GatewayResource(Resource):
                                            self.trusted_proxies)
         body = request.content.getvalue()
         exchange.bytes_in = len(body)
+        if self.recorder is not None:
+            exchange.tracker = self.recorder.tracker(route.api_id, route.definition, peer,
+                                                     exchange.started, request.method)
+            exchange.tracker.request(body, request.requestHeaders, request.uri)
         producer = BytesProducer(body) if body or request.method in _BODY_METHODS else None
         agent = self.upstreams.default_agent()
+        sent = self.clock.seconds()
         pending = agent.request(request.method, url, headers, producer)
         timer = self.clock.callLater(self.limits.header_timeout, _expire, exchange, pending)
         try:
@@ -188,13 +206,22 @@ class GatewayResource(Resource):
             response.deliverBody(_Discard())
             return
         exchange.status = response.code
+        event_stream = is_event_stream(response.headers)
+        if exchange.tracker is not None:
+            exchange.tracker.response(response.code, response.headers,
+                                      round((self.clock.seconds() - sent) * 1000, 3), event_stream)
         request.setResponseCode(response.code, response.phrase)
-        copy_response_headers(response.headers, request.responseHeaders)
+        # A 401/403 challenge names the gateway's OAuth metadata (mcpgated.oauth).
+        copy_response_headers(self.oauth.response_headers(route, request, response, url),
+                              request.responseHeaders)
         if response.length is not UNKNOWN_LENGTH and request.method != b"HEAD":
             # The client parser consumes Content-Length; keep the framing.
             request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % response.length])
         transform = flush = None
-        if is_event_stream(response.headers):
+        if event_stream:
+            exchange.streaming = True
+            if self.recorder is not None:
+                self.recorder.metrics.open_streams.inc()
             request.responseHeaders.setRawHeaders(b"cache-control", [b"no-cache"])
             request.responseHeaders.setRawHeaders(b"x-accel-buffering", [b"no"])
             if request.method == b"GET":
@@ -211,10 +238,32 @@ class GatewayResource(Resource):
             on_data=lambda n: self._activity(exchange, n),
             transform=transform,
             flush=flush,
+            observe=exchange.tracker.data if exchange.tracker is not None else None,
         )
         exchange.relay = relay
         exchange.watchdog = self.clock.callLater(self.limits.idle_timeout, self._watch, exchange)
         response.deliverBody(relay)
+
+    async def _discovery(self, request: Any, exchange: Exchange, discovery: Any) -> None:
+        """
+        Answer an OAuth discovery request (L{mcpgated.oauth.relay}).
+        """
+        exchange.api = discovery.route
+        answer = await self.oauth.answer(discovery, request)
+        for name, value in answer.headers:
+            request.responseHeaders.setRawHeaders(name, [value])
+        if answer.message is not None:
+            self._error(exchange, answer.status, answer.message)
+            return
+        exchange.status = answer.status
+        request.setResponseCode(answer.status)
+        if answer.status != 204:
+            request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % len(answer.body)])
+        if answer.body and request.method != b"HEAD":
+            request.write(answer.body)
+            exchange.bytes_out = len(answer.body)
+        request.finish()
+        self._log(exchange, "complete")
 
     def _upstream_failed(self, exchange: Exchange, e: Exception) -> None:
         if exchange.timed_out:
@@ -306,6 +355,13 @@ class GatewayResource(Resource):
         if exchange.logged:
             return
         exchange.logged = True
+        if self.recorder is not None:
+            if exchange.tracker is not None:
+                exchange.tracker.finished(outcome, exchange.status)
+            if exchange.streaming:
+                self.recorder.metrics.open_streams.dec()
+            self.recorder.metrics.exchange(exchange.api.api_id if exchange.api else "",
+                                           exchange.status)
         request = exchange.request
         route = exchange.api
         self.access_log.record(

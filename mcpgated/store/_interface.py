@@ -11,6 +11,12 @@ class NotFound(KeyError):
     """
 
 
+class Closed(Exception):
+    """
+    The store is stopping: the call was refused and nothing was written.
+    """
+
+
 class Conflict(Exception):
     """
     The change contradicts the current state (e.g. two live APIs on one path).
@@ -38,7 +44,8 @@ class IApiStore(Interface):
 
     def stop():
         """
-        Finish pending writes and close. Returns a Deferred.
+        Finish pending writes and close; calls made from now on fail with
+        L{Closed}. Returns a Deferred.
         """
 
     def list_apis():

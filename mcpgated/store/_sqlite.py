@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional, Tuple, TypeVar
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -33,7 +33,7 @@ from mcpgated.model import (
     definition_from_json,
     paths_overlap,
 )
-from mcpgated.store._interface import Conflict, IApiStore, NotFound
+from mcpgated.store._interface import Closed, Conflict, IApiStore, NotFound
 
 T = TypeVar("T")
 log = Logger()
@@ -89,6 +89,7 @@ class SQLiteApiStore:
     path: Path
     _pool: ThreadPool = attrs.field(init=False, factory=lambda: ThreadPool(1, 1, "mcpgated-store"))
     _connection: Optional[sqlite3.Connection] = attrs.field(init=False, default=None)
+    _closing: bool = attrs.field(init=False, default=False)
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -97,6 +98,9 @@ class SQLiteApiStore:
         return self._run(self._open)
 
     def stop(self) -> "Deferred[None]":
+        # Work already queued runs first (one thread, in order); later
+        # calls are refused instead of failing against a closed file.
+        self._closing = True
         return self._run(self._close).addBoth(self._stopPool)
 
     def _stopPool(self, result: T) -> T:
@@ -138,6 +142,9 @@ class SQLiteApiStore:
         return deferToThreadPool(self.reactor, self._pool, work, *args)  # type: ignore[arg-type]
 
     def _transaction(self, work: Callable[..., T], *args: Any) -> "Deferred[T]":
+        if self._closing:
+            return fail(Closed())
+
         def inThread() -> T:
             connection = self._connection
             if connection is None:

@@ -1,0 +1,35 @@
+-- One row per JSON-RPC call (or client notification) through the gateway.
+CREATE TABLE exchanges (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    time             REAL NOT NULL,
+    api_id           TEXT NOT NULL,
+    api_name         TEXT,
+    plan             TEXT,
+    consumer         TEXT,
+    client           TEXT,
+    session          TEXT,
+    protocol_version TEXT,
+    client_name      TEXT,
+    client_version   TEXT,
+    method           TEXT NOT NULL,
+    kind             TEXT NOT NULL,
+    target           TEXT,
+    jsonrpc_id       TEXT,
+    outcome          TEXT,
+    error_code       INTEGER,
+    error_message    TEXT,
+    http_status      INTEGER,
+    latency_ms       REAL,
+    ttfb_ms          REAL,
+    bytes_in         INTEGER,
+    bytes_out        INTEGER,
+    notifications    INTEGER,
+    transport        TEXT,
+    request_headers  TEXT,
+    response_headers TEXT,
+    request_payload  TEXT,
+    response_payload TEXT,
+    truncated        INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX exchanges_api_time ON exchanges (api_id, time);
+CREATE INDEX exchanges_time ON exchanges (time);

@@ -1,0 +1,61 @@
+"""
+Where finished exchange records go: the analytics store, the Prometheus
+metrics and, optionally, a JSON-lines exchange log file.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import attrs
+
+from mcpgated.analytics.metrics import Metrics
+from mcpgated.analytics.store import COLUMNS, AnalyticsStore
+from mcpgated.analytics.tracker import (
+    DEFAULT_REDACT,
+    Capture,
+    CallRecord,
+    ExchangeTracker,
+    SessionBook,
+)
+from mcpgated.model import ApiDefinition
+
+
+@attrs.define
+class Recorder:
+    clock: Any
+    store: Optional[AnalyticsStore]
+    metrics: Metrics
+    exchange_log: Any = None  # an AccessLog-like object with record(dict), or None
+    book: SessionBook = attrs.field(factory=SessionBook)
+
+    def tracker(self, api_id: str, definition: ApiDefinition, client: Optional[str],
+                started: float, http_method: bytes) -> ExchangeTracker:
+        settings = definition.analytics
+        capture = Capture(settings.capture, settings.max_payload_bytes,
+                          _redact_set(settings.redact_fields))
+        plan = next((p.name for p in definition.plans if p.status == "PUBLISHED"), None)
+        return ExchangeTracker(
+            clock=self.clock, book=self.book, emit=self.emit,
+            on_notification=self.metrics.notification, api_id=api_id,
+            api_name=definition.name, plan=plan, client=client, capture=capture,
+            started=started, http_method=http_method,
+        )
+
+    def emit(self, record: CallRecord) -> None:
+        self.metrics.call(record)
+        if self.store is not None:
+            self.store.record(record)
+        if self.exchange_log is not None:
+            self.exchange_log.record({c: getattr(record, c) for c in COLUMNS
+                                      if getattr(record, c) is not None})
+
+
+_CACHE: dict = {}
+
+
+def _redact_set(fields: tuple) -> frozenset:
+    found = _CACHE.get(fields)
+    if found is None:
+        found = _CACHE[fields] = DEFAULT_REDACT | frozenset(f.lower() for f in fields)
+    return found

@@ -1,0 +1,381 @@
+"""
+The exchange log and usage analytics in their own SQLite file.
+
+Records are queued in memory on the reactor thread and written in batches,
+one transaction per batch, on the store's own thread. A slow or full disk
+never blocks or fails proxying: past C{max_queue} waiting records, new ones
+are dropped and counted (C{dropped}), visible in the admin API and metrics.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import time as _time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import attrs
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from mcpgated.analytics.tracker import CallRecord
+from mcpgated.sqlitedb import open_database
+
+log = Logger()
+
+COLUMNS = (
+    "time", "api_id", "api_name", "plan", "consumer", "client", "session", "protocol_version",
+    "client_name", "client_version", "method", "kind", "target", "jsonrpc_id", "outcome",
+    "error_code", "error_message", "http_status", "latency_ms", "ttfb_ms", "bytes_in",
+    "bytes_out", "notifications", "transport", "request_headers", "response_headers",
+    "request_payload", "response_payload", "truncated",
+)
+_INSERT = (f"INSERT INTO exchanges ({', '.join(COLUMNS)}) "
+           f"VALUES ({', '.join('?' for _ in COLUMNS)})")
+_SUMMARY = [c for c in ("id",) + COLUMNS if c not in (
+    "request_headers", "response_headers", "request_payload", "response_payload")]
+ERROR_OUTCOMES = ("error", "tool_error", "http_error", "upstream_error", "denied")
+_NICE_BUCKETS = (1, 5, 10, 30, 60, 300, 600, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400)
+
+
+def camel(name: str) -> str:
+    first, *rest = name.split("_")
+    return first + "".join(part.title() for part in rest)
+
+
+def _row(record: CallRecord) -> Tuple[Any, ...]:
+    return tuple(int(record.truncated) if c == "truncated" else getattr(record, c) for c in COLUMNS)
+
+
+@attrs.frozen
+class LogQuery:
+    api_id: Optional[str] = None
+    since: Optional[float] = None
+    until: Optional[float] = None
+    method: Optional[str] = None
+    target: Optional[str] = None
+    outcome: Optional[str] = None
+    status: Optional[int] = None
+    client: Optional[str] = None
+    session: Optional[str] = None
+    text: Optional[str] = None
+    cursor: Optional[int] = None
+    limit: int = 50
+
+
+def _where(query: LogQuery) -> Tuple[str, List[Any]]:
+    clauses, args = [], []
+    simple = [("api_id", query.api_id), ("method", query.method), ("target", query.target),
+              ("http_status", query.status), ("session", query.session)]
+    for column, value in simple:
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            args.append(value)
+    if query.outcome is not None:
+        if query.outcome == "errors":
+            clauses.append(f"outcome IN ({', '.join('?' for _ in ERROR_OUTCOMES)})")
+            args.extend(ERROR_OUTCOMES)
+        else:
+            clauses.append("outcome = ?")
+            args.append(query.outcome)
+    if query.client is not None:
+        clauses.append("(client = ? OR client_name = ?)")
+        args.extend([query.client, query.client])
+    if query.since is not None:
+        clauses.append("time >= ?")
+        args.append(query.since)
+    if query.until is not None:
+        clauses.append("time < ?")
+        args.append(query.until)
+    if query.text:
+        like = "%" + query.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        clauses.append("(method LIKE ? ESCAPE '\\' OR target LIKE ? ESCAPE '\\' OR "
+                       "error_message LIKE ? ESCAPE '\\' OR client_name LIKE ? ESCAPE '\\' OR "
+                       "jsonrpc_id LIKE ? ESCAPE '\\')")
+        args.extend([like] * 5)
+    if query.cursor is not None:
+        clauses.append("id < ?")
+        args.append(query.cursor)
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> Optional[float]:
+    """
+    Nearest-rank percentile of ascending values.
+    """
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(q / 100.0 * len(sorted_values)))
+    return round(sorted_values[rank - 1], 3)
+
+
+def bucket_seconds(span: float, target: int = 60) -> int:
+    """
+    A round bucket width giving at most about C{target} buckets over C{span}.
+    """
+    wanted = span / target
+    for width in _NICE_BUCKETS:
+        if width >= wanted:
+            return width
+    return int(math.ceil(wanted / 86400.0)) * 86400
+
+
+@attrs.define(slots=False)
+class AnalyticsStore(Service):
+    """
+    @ivar retention: seconds a record is kept.
+    @ivar max_rows: rows kept at most (oldest deleted first).
+    """
+
+    reactor: Any
+    path: Path
+    retention: float = 7 * 86400.0
+    max_rows: int = 1_000_000
+    max_queue: int = 50_000
+    batch_interval: float = 0.5
+    dropped: int = 0
+    written: int = 0
+    _queue: List[CallRecord] = attrs.field(factory=list)
+    _pool: ThreadPool = attrs.field(factory=lambda: ThreadPool(1, 1, "mcpgated-analytics"))
+    _connection: Optional[sqlite3.Connection] = None
+    _flushing: bool = False
+    _open: bool = False
+    _loops: List[LoopingCall] = attrs.field(factory=list)
+    _last_error_log: float = 0.0
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def startService(self) -> None:
+        Service.startService(self)
+        self._pool.start()
+        d = self._run(self._open_db)
+        d.addCallbacks(self._opened, self._failed_open)
+
+    def _open_db(self) -> int:
+        # NORMAL: analytics may lose the last batch on power loss, never corrupt.
+        self._connection, version = open_database(self.path, "mcpgated.analytics", "NORMAL")
+        return version
+
+    def _opened(self, version: int) -> None:
+        self._open = True
+        log.info("analytics store {path} open (schema {version})", path=str(self.path),
+                 version=version)
+        for interval, job in ((self.batch_interval, self.flush), (60.0, self.prune)):
+            loop = LoopingCall(job)
+            loop.clock = self.reactor
+            loop.start(interval, now=False).addErrback(
+                lambda f: log.failure("analytics job failed", f))
+            self._loops.append(loop)
+
+    def _failed_open(self, failure: Any) -> None:
+        log.failure("cannot open the analytics store {path}; exchange records will be dropped",
+                    failure, path=str(self.path))
+
+    def stopService(self) -> "Deferred[None]":  # type: ignore[override]
+        Service.stopService(self)
+        for loop in self._loops:
+            if loop.running:
+                loop.stop()
+        self._loops = []
+        d = self.flush(final=True) if self._open else _done()
+        d.addBoth(lambda _: self._run(self._close))
+        d.addBoth(lambda _: self._pool.stop())
+        return d
+
+    def _close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def _run(self, work: Any, *args: Any) -> Deferred:
+        return deferToThreadPool(self.reactor, self._pool, work, *args)
+
+    # --- writing ------------------------------------------------------------------------
+
+    def record(self, record: CallRecord) -> None:
+        if len(self._queue) >= self.max_queue:
+            self.dropped += 1
+            return
+        self._queue.append(record)
+
+    def flush(self, final: bool = False) -> Deferred:
+        if self._flushing and not final:
+            return _done()
+        if not self._queue or not self._open:
+            return _done()
+        batch, self._queue = self._queue, []
+        rows = [_row(r) for r in batch]
+        self._flushing = True
+        d = self._run(self._insert, rows)
+
+        def written(_: Any) -> None:
+            self.written += len(rows)
+
+        def failed(failure: Any) -> None:
+            self.dropped += len(rows)
+            now = _time.monotonic()
+            if now - self._last_error_log > 60:
+                self._last_error_log = now
+                log.error("analytics write failed, {count} records dropped: {error}",
+                          count=len(rows), error=failure.getErrorMessage())
+
+        def done(_: Any) -> None:
+            self._flushing = False
+
+        d.addCallbacks(written, failed)
+        d.addBoth(done)
+        return d
+
+    def _insert(self, rows: List[Tuple[Any, ...]]) -> None:
+        connection = self._connection
+        assert connection is not None
+        connection.execute("BEGIN")
+        try:
+            connection.executemany(_INSERT, rows)
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+
+    def prune(self) -> Deferred:
+        if not self._open:
+            return _done()
+        return self._run(self._prune, self.reactor.seconds() - self.retention)
+
+    def _prune(self, cutoff: float) -> int:
+        connection = self._connection
+        assert connection is not None
+        deleted = connection.execute("DELETE FROM exchanges WHERE time < ?", (cutoff,)).rowcount
+        top = connection.execute("SELECT MAX(id) FROM exchanges").fetchone()[0]
+        if top is not None:
+            deleted += connection.execute("DELETE FROM exchanges WHERE id <= ?",
+                                          (top - self.max_rows,)).rowcount
+        return deleted
+
+    # --- reading ------------------------------------------------------------------------
+
+    def logs(self, query: LogQuery) -> "Deferred[Dict[str, Any]]":
+        return self._run(self._logs, query)
+
+    def _logs(self, query: LogQuery) -> Dict[str, Any]:
+        connection = self._connection
+        assert connection is not None
+        where, args = _where(query)
+        rows = connection.execute(
+            f"SELECT {', '.join(_SUMMARY)} FROM exchanges{where} ORDER BY id DESC LIMIT ?",
+            args + [query.limit + 1],
+        ).fetchall()
+        more = len(rows) > query.limit
+        rows = rows[: query.limit]
+        items = [{camel(k): v for k, v in zip(_SUMMARY, row)} for row in rows]
+        for item in items:
+            item["truncated"] = bool(item["truncated"])
+        return {"data": items, "nextCursor": str(items[-1]["id"]) if more and items else None}
+
+    def log_entry(self, api_id: Optional[str], log_id: int) -> "Deferred[Optional[Dict[str, Any]]]":
+        return self._run(self._log_entry, api_id, log_id)
+
+    def _log_entry(self, api_id: Optional[str], log_id: int) -> Optional[Dict[str, Any]]:
+        connection = self._connection
+        assert connection is not None
+        columns = ("id",) + COLUMNS
+        row = connection.execute(f"SELECT {', '.join(columns)} FROM exchanges WHERE id = ?",
+                                 (log_id,)).fetchone()
+        if row is None:
+            return None
+        entry = {camel(k): v for k, v in zip(columns, row)}
+        if api_id is not None and entry["apiId"] != api_id:
+            return None
+        entry["truncated"] = bool(entry["truncated"])
+        return entry
+
+    def analytics(self, api_id: Optional[str], since: float, until: float) -> "Deferred[Dict[str, Any]]":
+        return self._run(self._analytics, api_id, since, until)
+
+    def _analytics(self, api_id: Optional[str], since: float, until: float) -> Dict[str, Any]:
+        connection = self._connection
+        assert connection is not None
+        where, args = _where(LogQuery(api_id=api_id, since=since, until=until))
+        rows = connection.execute(
+            f"SELECT time, method, kind, target, outcome, http_status, latency_ms, client, "
+            f"client_name, bytes_in, bytes_out FROM exchanges{where}", args).fetchall()
+        width = bucket_seconds(max(until - since, 1.0))
+        start = math.floor(since / width) * width
+        buckets: Dict[int, Dict[str, int]] = {}
+        totals = {"requests": 0, "notifications": 0, "errors": 0, "httpErrors": 0,
+                  "jsonrpcErrors": 0, "toolErrors": 0, "bytesIn": 0, "bytesOut": 0}
+        methods: Dict[str, Dict[str, Any]] = {}
+        targets: Dict[Tuple[str, str], Dict[str, Any]] = {}
+        clients: Dict[str, int] = {}
+        statuses: Dict[str, int] = {}
+        latencies: List[float] = []
+        for time, method, kind, target, outcome, status, latency, client, name, b_in, b_out in rows:
+            is_error = outcome in ERROR_OUTCOMES
+            totals["notifications" if kind == "notification" else "requests"] += 1
+            totals["errors"] += is_error
+            totals["httpErrors"] += bool(status is not None and status >= 400)
+            totals["jsonrpcErrors"] += outcome == "error"
+            totals["toolErrors"] += outcome == "tool_error"
+            totals["bytesIn"] += b_in or 0
+            totals["bytesOut"] += b_out or 0
+            if status is not None:
+                statuses[str(status)] = statuses.get(str(status), 0) + 1
+            m = methods.setdefault(method, {"method": method, "count": 0, "errors": 0})
+            m["count"] += 1
+            m["errors"] += is_error
+            if target is not None:
+                t = targets.setdefault((method, target), {
+                    "method": method, "name": target, "count": 0, "errors": 0, "latencies": []})
+                t["count"] += 1
+                t["errors"] += is_error
+                if latency is not None:
+                    t["latencies"].append(latency)
+            who = name or client or "unknown"
+            clients[who] = clients.get(who, 0) + 1
+            if latency is not None and kind != "notification":
+                latencies.append(latency)
+            b = buckets.setdefault(int((time - start) // width), {"requests": 0, "errors": 0})
+            b["requests"] += 1
+            b["errors"] += is_error
+        latencies.sort()
+        count = totals["requests"] + totals["notifications"]
+        by_target = []
+        for t in sorted(targets.values(), key=lambda t: (-t["count"], t["name"])):
+            values = sorted(t.pop("latencies"))
+            t["errorRate"] = round(t["errors"] / t["count"], 4) if t["count"] else 0.0
+            t["latencyMs"] = {"p50": percentile(values, 50), "p90": percentile(values, 90),
+                              "p99": percentile(values, 99)}
+            by_target.append(t)
+        for m in methods.values():
+            m["errorRate"] = round(m["errors"] / m["count"], 4) if m["count"] else 0.0
+        series = []
+        steps = int(math.ceil((until - start) / width))
+        for i in range(steps):
+            b = buckets.get(i, {"requests": 0, "errors": 0})
+            series.append({"time": start + i * width, "requests": b["requests"], "errors": b["errors"]})
+        return {
+            "apiId": api_id,
+            "from": since,
+            "to": until,
+            "totals": dict(totals, errorRate=round(totals["errors"] / count, 4) if count else 0.0),
+            "statuses": statuses,
+            "latencyMs": {"p50": percentile(latencies, 50), "p90": percentile(latencies, 90),
+                          "p99": percentile(latencies, 99)},
+            "byMethod": sorted(methods.values(), key=lambda m: (-m["count"], m["method"])),
+            "byTarget": by_target,
+            "topClients": [{"client": k, "count": v} for k, v in
+                           sorted(clients.items(), key=lambda kv: (-kv[1], kv[0]))[:10]],
+            "timeSeries": {"bucketSeconds": width, "points": series},
+            "droppedRecords": self.dropped,
+        }
+
+
+def _done() -> Deferred:
+    d: Deferred = Deferred()
+    d.callback(None)
+    return d

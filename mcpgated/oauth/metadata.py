@@ -1,0 +1,328 @@
+"""
+The backend's OAuth metadata: where it lives, fetching it through the
+gateway's own L{IAgent} with a bounded cache, and the rewrite rules.
+
+RFC 9728 section 3.3: a protected-resource metadata (PRM) document reached
+through a challenge must name the URL the client used as its C{resource}.
+Behind the gateway that URL is the gateway's, so a document whose
+C{resource} is the backend's own URL gets the gateway's; any other value is
+left alone so that a client still refuses a resource that is not this
+API's. Authorization-server metadata is never rewritten: its C{issuer} must
+match the URL it was found by (RFC 8414 section 3.3) and the tokens' C{iss}.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from urllib.parse import urlsplit, urlunsplit
+
+import attrs
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import PotentialDataLoss, ResponseDone
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgent
+
+log = Logger()
+
+PRM_PATH = "/.well-known/oauth-protected-resource"
+AS_PATH = "/.well-known/oauth-authorization-server"
+OIDC_PATH = "/.well-known/openid-configuration"
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)\"?\s*(?:,|$)", re.IGNORECASE)
+
+
+# --- URLs ------------------------------------------------------------------------------------
+
+
+def canonical_url(url: str) -> Optional[str]:
+    """
+    A URL in the form RFC 8707 resource identifiers are compared in:
+    lowercase scheme and host, no default port, no fragment, no trailing
+    slash on the path; L{None} when it is not an absolute http(s) URL.
+    """
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        return None
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    if port is not None and port != _DEFAULT_PORTS[scheme]:
+        host = f"{host}:{port}"
+    return urlunsplit((scheme, host, parts.path.rstrip("/"), parts.query, ""))
+
+
+def same_resource(a: str, b: str) -> bool:
+    """
+    Whether two resource identifiers name the same resource.
+    """
+    left, right = canonical_url(a), canonical_url(b)
+    return left is not None and left == right
+
+
+def origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def well_known_url(url: str, well_known: str = PRM_PATH) -> str:
+    """
+    RFC 9728 section 3.1 (and RFC 8414 section 3.1): the well-known string
+    inserted between the authority and the path; no query.
+    """
+    parts = urlsplit(url)
+    path = parts.path.rstrip("/")
+    return f"{parts.scheme}://{parts.netloc}{well_known}{path}"
+
+
+def backend_prm_locations(backend_url: str, hint: Optional[str] = None) -> List[Tuple[str, bool]]:
+    """
+    Where a backend's PRM may be, in the order tried, each with whether it
+    is the host-wide root document: the C{resource_metadata} the backend
+    itself announced, the path-inserted well-known URL, the root one.
+    """
+    locations: List[Tuple[str, bool]] = []
+    if hint:
+        locations.append((hint, False))
+    inserted = well_known_url(backend_url)
+    root = origin_of(backend_url) + PRM_PATH
+    if inserted != hint:
+        locations.append((inserted, False))
+    if root not in (hint, inserted):
+        locations.append((root, True))
+    return locations
+
+
+def authorization_server_metadata_urls(issuer: str) -> List[str]:
+    """
+    Where an issuer's metadata may be (RFC 8414 section 3.1, then OpenID
+    Connect Discovery both ways), as MCP clients try them.
+    """
+    parts = urlsplit(issuer)
+    base = f"{parts.scheme}://{parts.netloc}"
+    path = parts.path.rstrip("/")
+    if path:
+        return [base + AS_PATH + path, base + OIDC_PATH + path, base + path + OIDC_PATH]
+    return [base + AS_PATH, base + OIDC_PATH]
+
+
+def usable_url(value: str) -> bool:
+    """
+    An absolute http(s) URL the gateway may fetch (ASCII, a host, no
+    credentials).
+    """
+    if not value.isascii() or any(c.isspace() or ord(c) < 0x20 for c in value):
+        return False
+    try:
+        parts = urlsplit(value)
+        parts.port
+    except ValueError:
+        return False
+    return (parts.scheme in _DEFAULT_PORTS and bool(parts.hostname)
+            and parts.username is None and parts.password is None)
+
+
+# --- the rewrite rules -----------------------------------------------------------------------
+
+
+def rewrite_protected_resource(document: Mapping[str, Any], backend_url: str, public_resource: str,
+                               *, root: bool = False) -> Optional[Mapping[str, Any]]:
+    """
+    The PRM document to serve for an API.
+
+    @param document: the backend's document (a JSON object).
+    @param backend_url: the API's backend URL.
+    @param public_resource: the API's URL as clients use it.
+    @param root: the document is the backend host's root one.
+
+    @return: a new document with C{resource} set to C{public_resource} and
+        C{signed_metadata} dropped (its signature covers the old value) when
+        C{resource} is the backend's URL; else C{document} itself,
+        unchanged, for the client to judge; else, for a root document,
+        L{None}: a host-wide document names some other resource, and a
+        client that found it by probing would refuse it anyway.
+    """
+    resource = document.get("resource")
+    if isinstance(resource, str) and same_resource(resource, backend_url):
+        rewritten = dict(document)
+        rewritten["resource"] = public_resource
+        rewritten.pop("signed_metadata", None)
+        return rewritten
+    if root:
+        return None
+    return document
+
+
+# --- fetching --------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Fetched:
+    """
+    One metadata fetch: C{status} is L{None} when no response came (then
+    C{error} says why); C{document} is the body when it is a JSON object.
+    """
+
+    url: str
+    status: Optional[int] = None
+    body: bytes = b""
+    document: Optional[Mapping[str, Any]] = None
+    error: Optional[str] = None
+
+    @property
+    def found(self) -> bool:
+        return self.status == 200 and self.document is not None
+
+    @property
+    def failed(self) -> bool:
+        """
+        The location may hold a document but did not say (no answer, 5xx,
+        429): not the same as "there is none".
+        """
+        return self.status is None or self.status >= 500 or self.status == 429
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _Body(Protocol):
+    """
+    Collects a response body up to C{limit} bytes.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.chunks: List[bytes] = []
+        self.size = 0
+        self.done: "Deferred[bytes]" = Deferred(self._cancel)
+
+    def _cancel(self, d: Deferred) -> None:
+        if self.transport is not None:
+            self.transport.stopProducing()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.done.called:
+            return
+        self.size += len(data)
+        if self.size > self.limit:
+            self.transport.stopProducing()
+            self.done.errback(_TooLarge(f"larger than {self.limit} bytes"))
+            return
+        self.chunks.append(data)
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        if self.done.called:
+            return
+        if reason is not None and reason.check(ResponseDone, PotentialDataLoss):
+            self.done.callback(b"".join(self.chunks))
+        else:
+            self.done.errback(reason)
+
+
+def _max_age(headers: Headers) -> Optional[float]:
+    values = headers.getRawHeaders(b"cache-control") or []
+    text = ",".join(v.decode("latin-1") for v in values).lower()
+    if "no-store" in text or "no-cache" in text:
+        return 0.0
+    match = _MAX_AGE.search(text)
+    return float(match.group(1)) if match else None
+
+
+@attrs.define
+class MetadataCache:
+    """
+    GETs metadata documents through the gateway's agent and keeps each for
+    at most C{ttl} seconds (less when the backend's C{Cache-Control} says
+    so; C{negative_ttl} for a 4xx). Failures (no answer, 5xx) are not
+    cached. Concurrent requests for one URL share one fetch.
+    """
+
+    agent: Callable[[], IAgent]
+    clock: IReactorTime
+    ttl: float = 300.0
+    negative_ttl: float = 30.0
+    timeout: float = 10.0
+    max_bytes: int = 256 * 1024
+    max_entries: int = 1024
+    _entries: Dict[str, Tuple[float, Fetched]] = attrs.field(factory=dict)
+    _waiting: Dict[str, List["Deferred[Fetched]"]] = attrs.field(factory=dict)
+
+    def get(self, url: str) -> "Deferred[Fetched]":
+        now = self.clock.seconds()
+        entry = self._entries.get(url)
+        if entry is not None:
+            if entry[0] > now:
+                return succeed(entry[1])
+            del self._entries[url]
+        d: "Deferred[Fetched]" = Deferred()
+        waiters = self._waiting.get(url)
+        if waiters is None:
+            waiters = self._waiting[url] = []
+            fetch = Deferred.fromCoroutine(self._fetch(url))
+            fetch.addBoth(self._settle, url)
+        waiters.append(d)
+        return d
+
+    def forget(self) -> None:
+        self._entries.clear()
+
+    def _settle(self, result: Any, url: str) -> None:
+        if isinstance(result, Failure):  # pragma: no cover (_fetch catches everything)
+            result = Fetched(url, error=result.getErrorMessage())
+        fetched, lifetime = result
+        if lifetime > 0:
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[url] = (self.clock.seconds() + lifetime, fetched)
+        for d in self._waiting.pop(url, []):
+            if not d.called:  # a cancelled waiter (its client left) is skipped
+                d.callback(fetched)
+
+    async def _fetch(self, url: str) -> Tuple[Fetched, float]:
+        work = Deferred.fromCoroutine(self._exchange(url))
+        timer = self.clock.callLater(self.timeout, work.cancel)
+        try:
+            status, headers, body = await work
+        except Exception as e:
+            reason = "timed out" if not timer.active() else (str(e) or e.__class__.__name__)
+            log.info("fetching OAuth metadata {url} failed: {reason}", url=url, reason=reason)
+            return Fetched(url, error=reason), 0.0
+        finally:
+            if timer.active():
+                timer.cancel()
+        document = None
+        if status == 200:
+            try:
+                parsed = json.loads(body)
+            except (ValueError, UnicodeDecodeError, RecursionError):
+                parsed = None
+            if isinstance(parsed, dict):
+                document = parsed
+        fetched = Fetched(url, status=status, body=body, document=document)
+        if fetched.failed:
+            return fetched, 0.0
+        lifetime = self.ttl if fetched.found else min(self.ttl, self.negative_ttl)
+        max_age = _max_age(headers)
+        if max_age is not None:
+            lifetime = min(lifetime, max_age)
+        return fetched, lifetime
+
+    async def _exchange(self, url: str) -> Tuple[int, Headers, bytes]:
+        headers = Headers({b"accept": [b"application/json"], b"user-agent": [b"mcpgated"]})
+        response = await self.agent().request(b"GET", url.encode("ascii"), headers, None)
+        body = _Body(self.max_bytes)
+        response.deliverBody(body)
+        data = await body.done
+        return response.code, response.headers, data

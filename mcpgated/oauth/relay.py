@@ -1,0 +1,212 @@
+"""
+What L{mcpgated.proxy.resource.GatewayResource} asks of the OAuth relay:
+which requests are discovery documents and their answers, and the
+challenge headers of a backend's 401/403.
+
+The relay never looks at C{Authorization} or C{DPoP}: they go to the backend
+with every other end-to-end header, and nothing here logs headers.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from urllib.parse import urljoin
+
+import attrs
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgent
+
+from mcpgated.oauth.challenge import rewrite_header_values
+from mcpgated.oauth.metadata import (
+    AS_PATH,
+    Fetched,
+    MetadataCache,
+    authorization_server_metadata_urls,
+    backend_prm_locations,
+    origin_of,
+    rewrite_protected_resource,
+    usable_url,
+)
+from mcpgated.oauth.wellknown import (
+    PROTECTED_RESOURCE,
+    Discovery,
+    classify,
+    public_metadata_url,
+    public_resource,
+)
+from mcpgated.proxy.headers import public_origin
+from mcpgated.routing import Route, RouteTable
+
+log = Logger()
+
+_JSON = (b"content-type", b"application/json")
+_CORS = (b"access-control-allow-origin", b"*")
+_MAX_HINTS = 10000
+
+
+@attrs.frozen
+class Answer:
+    """
+    The gateway's answer to a discovery request: C{body} with C{headers},
+    or, when C{message} is set, a gateway error with that status.
+    """
+
+    status: int
+    body: bytes = b""
+    headers: Tuple[Tuple[bytes, bytes], ...] = ()
+    message: Optional[str] = None
+
+
+@attrs.define
+class OAuthRelay:
+    """
+    @ivar agent: the gateway's agent toward backends (never a blocking
+        client), e.g. L{mcpgated.proxy.upstream.UpstreamPool.default_agent}.
+    @ivar public_url: the gateway's configured public URL, if any.
+    @ivar trusted_proxies: networks whose forwarding headers are believed.
+    """
+
+    agent: Callable[[], IAgent]
+    clock: IReactorTime
+    public_url: Optional[str] = None
+    trusted_proxies: Iterable = ()
+    cache: MetadataCache = attrs.field(default=None)
+    # backend URL -> the resource_metadata URL its last challenge named
+    _hints: Dict[str, str] = attrs.field(factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        if self.cache is None:
+            self.cache = MetadataCache(self.agent, self.clock)
+
+    def request_origin(self, request: Any) -> str:
+        """
+        The origin the client used: C{Host} and the transport, or what a
+        trusted proxy's C{Forwarded}/C{X-Forwarded-*} say.
+        """
+        client = request.getClientAddress()
+        return public_origin(request.requestHeaders, request.isSecure(),
+                             getattr(client, "host", None), None, self.trusted_proxies)
+
+    # --- discovery documents ------------------------------------------------------------------
+
+    def discovery(self, path: str, table: RouteTable, request: Any) -> Optional[Discovery]:
+        """
+        The discovery request C{path} is, or L{None} for normal routing.
+        """
+        if "/.well-known/" not in path:
+            return None
+        return classify(path, table, self.request_origin(request), self.public_url)
+
+    async def answer(self, discovery: Discovery, request: Any) -> Answer:
+        method = request.method
+        if method == b"OPTIONS":
+            requested = request.requestHeaders.getRawHeaders(b"access-control-request-headers")
+            return Answer(204, headers=(
+                _CORS,
+                (b"access-control-allow-methods", b"GET, HEAD, OPTIONS"),
+                (b"access-control-allow-headers", requested[0] if requested else b"MCP-Protocol-Version"),
+                (b"access-control-max-age", b"86400"),
+            ))
+        if method not in (b"GET", b"HEAD"):
+            return Answer(405, headers=((b"allow", b"GET, HEAD, OPTIONS"),),
+                          message="OAuth metadata is read with GET")
+        route = discovery.route
+        if route is None:
+            return Answer(404, message="No OAuth metadata is published at this path")
+        if discovery.kind == PROTECTED_RESOURCE:
+            return await self._protected_resource(route, self.request_origin(request))
+        return await self._authorization_server(route)
+
+    async def _backend_document(self, backend: str) -> Tuple[Optional[Fetched], bool, bool]:
+        """
+        The backend's PRM: (the fetch that found it or L{None}, whether it is
+        the root document, whether some location failed to answer).
+        """
+        failed = False
+        for url, root in backend_prm_locations(backend, self._hints.get(backend)):
+            fetched = await self.cache.get(url)
+            if fetched.found:
+                return fetched, root, failed
+            failed = failed or fetched.failed
+        return None, False, failed
+
+    async def _protected_resource(self, route: Route, origin: str) -> Answer:
+        backend = route.definition.backend
+        fetched, root, failed = await self._backend_document(backend)
+        if fetched is None or fetched.document is None:
+            if failed:
+                return Answer(502, message="The backend's protected resource metadata could not be fetched")
+            return Answer(404, message="The backend publishes no protected resource metadata")
+        resource = public_resource(route, self.public_url, origin)
+        served = rewrite_protected_resource(fetched.document, backend, resource, root=root)
+        if served is None:
+            return Answer(404, message="The backend's host-wide metadata names another resource")
+        body = fetched.body if served is fetched.document else json.dumps(served).encode("utf-8")
+        return Answer(200, body, (_JSON, _CORS))
+
+    async def _authorization_server(self, route: Route) -> Answer:
+        """
+        The metadata of the backend's authorization server, as that server
+        publishes it (never rewritten: its issuer and endpoints are its
+        own). A backend without protected-resource metadata is taken to be
+        a 2025-03-26 server, its own authorization server.
+        """
+        backend = route.definition.backend
+        fetched, _, failed = await self._backend_document(backend)
+        servers = fetched.document.get("authorization_servers") if fetched and fetched.document else None
+        if isinstance(servers, list) and servers and isinstance(servers[0], str) and usable_url(servers[0]):
+            urls = authorization_server_metadata_urls(servers[0])
+        else:
+            urls = [origin_of(backend) + AS_PATH]
+        for url in urls:
+            metadata = await self.cache.get(url)
+            if metadata.found:
+                return Answer(200, metadata.body, (_JSON, _CORS))
+            failed = failed or metadata.failed
+        if failed:
+            return Answer(502, message="The authorization server's metadata could not be fetched")
+        return Answer(404, message="The backend's authorization server publishes no metadata")
+
+    # --- challenges -----------------------------------------------------------------------------
+
+    def response_headers(self, route: Route, request: Any, response: Any, upstream_url: bytes) -> Headers:
+        """
+        The backend response's headers as the client should see them: for a
+        401 or 403 of an API with relay, every C{resource_metadata} in
+        C{WWW-Authenticate} points at the gateway's metadata URL for the API,
+        all else as the backend sent it. The backend's own value is kept to
+        find its metadata.
+        """
+        headers = response.headers
+        if response.code not in (401, 403) or not route.definition.oauth.relay:
+            return headers
+        values = headers.getRawHeaders(b"www-authenticate")
+        if not values:
+            return headers
+        url = public_metadata_url(route, self.public_url, self.request_origin(request))
+        rewritten, originals, malformed = rewrite_header_values(values, url)
+        if malformed:
+            log.warn("API {api}: a WWW-Authenticate challenge from the backend is malformed;"
+                     " relayed with resource_metadata replaced or as it was", api=route.api_id)
+        self._note(route.definition.backend, upstream_url.decode("latin-1"), originals)
+        out = Headers()
+        for name, raw in headers.getAllRawHeaders():
+            out.setRawHeaders(name, raw)
+        out.setRawHeaders(b"www-authenticate", rewritten)
+        return out
+
+    def _note(self, backend: str, upstream_url: str, originals: List[str]) -> None:
+        for value in originals:
+            try:
+                absolute = urljoin(upstream_url, value.strip())
+            except ValueError:
+                continue
+            if usable_url(absolute):
+                if self._hints.get(backend) != absolute:
+                    if len(self._hints) >= _MAX_HINTS:
+                        self._hints.clear()
+                    self._hints[backend] = absolute
+                return
