@@ -35,6 +35,7 @@ _READ_ONLY = {
 }
 _FIELDS = {"name", "version", "description", "contextPath", "backend", "plans", "analytics"}
 _FIELDS |= {"publicUrl", "oauth"}  # secured backends (mcpgated.oauth)
+_FIELDS |= {"backendCaFile"}
 _OAUTH_FIELDS = {"relay": "relay", "proxyAuthorizationServerDiscovery": "proxy_authorization_server_discovery"}
 CAPTURE_MODES = ("off", "headers", "bodies")
 _PLAN_FIELDS = {"name", "security", "status", "description"}
@@ -139,6 +140,9 @@ class ApiDefinition:
     analytics: AnalyticsSettings = AnalyticsSettings()
     public_url: Optional[str] = None
     oauth: OAuthSettings = OAuthSettings()
+    # PEM file of the CA(s) trusted for an https backend instead of the
+    # system trust store (certificates are always verified).
+    backend_ca_file: Optional[str] = None
 
     def to_json(self) -> Dict[str, Any]:
         return {
@@ -151,6 +155,7 @@ class ApiDefinition:
             "analytics": self.analytics.to_json(),
             "publicUrl": self.public_url,
             "oauth": self.oauth.to_json(),
+            "backendCaFile": self.backend_ca_file,
         }
 
 
@@ -418,6 +423,17 @@ def _oauth(body: Mapping[str, Any]) -> OAuthSettings:
     return settings
 
 
+def _ca_file(body: Mapping[str, Any]) -> Optional[str]:
+    value = body.get("backendCaFile")
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not value.startswith("/") or "\x00" in value:
+        raise InvalidField("backendCaFile", "backendCaFile must be an absolute path to a PEM file")
+    if not body.get("backend", "").startswith("https://"):
+        raise InvalidField("backendCaFile", "backendCaFile applies to https:// backends only")
+    return value
+
+
 def parse_definition(body: Any) -> ApiDefinition:
     """
     Validate a JSON body from the admin API.
@@ -449,6 +465,7 @@ def parse_definition(body: Any) -> ApiDefinition:
         analytics=_analytics(body),
         public_url=_public_url(body),
         oauth=_oauth(body),
+        backend_ca_file=_ca_file(body),
     )
 
 
@@ -466,4 +483,5 @@ def definition_from_json(data: Mapping[str, Any]) -> ApiDefinition:
         analytics=AnalyticsSettings.from_json(data.get("analytics") or {}),
         public_url=data.get("publicUrl"),
         oauth=OAuthSettings.from_json(data.get("oauth")),
+        backend_ca_file=data.get("backendCaFile"),
     )

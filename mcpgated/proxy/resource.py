@@ -188,7 +188,17 @@ class GatewayResource(Resource):
                                                      exchange.started, request.method)
             exchange.tracker.request(body, request.requestHeaders, request.uri)
         producer = BytesProducer(body) if body or request.method in _BODY_METHODS else None
-        agent = self.upstreams.default_agent()
+        ca_file = route.definition.backend_ca_file
+        if ca_file is None:
+            agent = self.upstreams.default_agent()
+        else:
+            try:
+                agent = await self.upstreams.agent(ca_file)
+            except Exception as e:
+                log.error("API {api_id}: cannot load backendCaFile {path}: {error}",
+                          api_id=route.api_id, path=ca_file, error=str(e))
+                self._error(exchange, 502, "The gateway cannot load the backend's CA file")
+                return
         sent = self.clock.seconds()
         pending = agent.request(request.method, url, headers, producer)
         timer = self.clock.callLater(self.limits.header_timeout, _expire, exchange, pending)
