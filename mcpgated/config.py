@@ -134,6 +134,10 @@ def parse_networks(value: str) -> Tuple[IPNetwork, ...]:
     return tuple(networks)
 
 
+def parse_words(value: str) -> Tuple[str, ...]:
+    return tuple(word.lower() for word in value.replace(",", " ").split())
+
+
 def parse_public_url(value: str) -> Optional[str]:
     from urllib.parse import urlsplit
 
@@ -180,6 +184,8 @@ class GatewayConfig:
     listen: Tuple[str, ...]
     public_url: Optional[str]
     trusted_proxies: Tuple[IPNetwork, ...]
+    allowed_hosts: Tuple[str, ...] = ()
+    allowed_origins: Tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -244,6 +250,8 @@ _SCHEMA: Dict[str, Dict[str, Tuple[str, _Parser]]] = {
         "listen": ("tcp:8082", parse_endpoints),
         "public_url": ("", parse_public_url),
         "trusted_proxies": ("", parse_networks),
+        "allowed_hosts": ("", parse_words),
+        "allowed_origins": ("", parse_words),
     },
     "admin": {
         "listen": ("tcp:8083:interface=127.0.0.1", parse_endpoints),

@@ -236,6 +236,8 @@ class GatewayService(MultiService):
             public_url=cfg.gateway.public_url,
             trusted_proxies=cfg.gateway.trusted_proxies,
             recorder=recorder,
+            allowed_hosts=cfg.gateway.allowed_hosts,
+            allowed_origins=cfg.gateway.allowed_origins,
         )
         gateway_site = CappedSite(self.gateway, cfg.limits.max_body, jsonrpc_too_large)
         gateway_site.rejected_too_large = self.gateway.log_too_large

@@ -166,7 +166,8 @@ class RelayTests(TestCase):
         self.upstreams = UpstreamPool(reactor=reactor, limits=limits)
         self.addCleanup(self.upstreams.stopService)
         resource = GatewayResource(routes=routes, upstreams=self.upstreams, clock=reactor,
-                                   access_log=AccessLog(reactor, None), limits=limits)
+                                   access_log=AccessLog(reactor, None), limits=limits,
+                                   allowed_hosts=("gw.test", "gw"))
         site = CappedSite(resource, limits.max_body, jsonrpc_too_large)
         self.gateway_port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
         self.addCleanup(self.gateway_port.stopListening)
@@ -364,3 +365,25 @@ class RelayTests(TestCase):
 
     def test_end_to_end_headers_forwarded_hop_by_hop_dropped(self) -> Deferred:
         return Deferred.fromCoroutine(self._headers())
+
+    # --- DNS rebinding ---------------------------------------------------------------------
+
+    async def _rebinding(self) -> None:
+        for extra, expected in [(b"", 200), (b"Origin: http://localhost:6274\r\n", 200),
+                                (b"Origin: http://evil.example\r\n", 403)]:
+            client = await self.connect(b"/api/echo", method=b"POST", body=b"{}",
+                                        extra=b"Connection: close\r\n" + extra)
+            status, head, body = await self._status_and_body(client)
+            self.assertEqual(status, expected, extra)
+        request = (b"POST /api/echo HTTP/1.1\r\nHost: evil.example.com\r\nConnection: close\r\n"
+                   b"Content-Length: 2\r\n\r\n{}")
+        client = RawClient(request)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.gateway_port.getHost().port)
+        await connectProtocol(endpoint, client)
+        status, head, body = await self._status_and_body(client)
+        self.assertEqual(status, 403)
+        self.assertEqual(body["error"]["message"], "Host header not allowed by this gateway")
+        self.assertEqual(len(self.backend.requests), 2)
+
+    def test_foreign_host_or_origin_on_loopback_is_refused(self) -> Deferred:
+        return Deferred.fromCoroutine(self._rebinding())

@@ -31,6 +31,7 @@ from mcpgated.proxy.headers import (
     public_origin,
     upstream_request_headers,
 )
+from mcpgated.proxy.origin import host_allowed, is_loopback_address, origin_allowed
 from mcpgated.proxy.relay import BytesProducer, Relay
 from mcpgated.proxy.sse import EndpointRewriter
 from mcpgated.proxy.upstream import UpstreamPool
@@ -121,6 +122,8 @@ class GatewayResource(Resource):
     public_url: Optional[str] = None
     trusted_proxies: Iterable = ()
     recorder: Any = None  # mcpgated.analytics.recorder.Recorder, or None
+    allowed_hosts: Tuple[str, ...] = ()
+    allowed_origins: Tuple[str, ...] = ()
     _backends: Dict[str, Backend] = attrs.field(factory=dict)
     oauth: Optional[OAuthRelay] = None  # secured backends; built from the above when None
 
@@ -158,7 +161,26 @@ class GatewayResource(Resource):
 
     # --- the exchange --------------------------------------------------------------------
 
+    def _rebinding(self, request: Any) -> Optional[str]:
+        """
+        Why the request's Host or Origin is refused, or L{None}.
+        """
+        on_loopback = is_loopback_address(getattr(request.getHost(), "host", None))
+        host = request.getHeader(b"host")
+        if not host_allowed(host.decode("latin-1") if host else None, on_loopback,
+                            self.allowed_hosts, self.public_url):
+            return "Host header not allowed by this gateway"
+        origin = request.getHeader(b"origin")
+        if not origin_allowed(origin.decode("latin-1") if origin else None, on_loopback,
+                              self.allowed_origins, self.public_url):
+            return "Origin not allowed by this gateway"
+        return None
+
     async def _proxy(self, request: Any, exchange: Exchange) -> None:
+        refused = self._rebinding(request)
+        if refused is not None:
+            self._error(exchange, 403, refused)
+            return
         if not self.routes.ready:
             await self.routes.when_ready()
         path = request.path.decode("latin-1")
