@@ -14,13 +14,17 @@ from urllib.parse import unquote, urlsplit
 
 import attrs
 
+from mcpgated.policy.acl import AccessPolicy, PolicyError, parse_policy
+from mcpgated.policy.plans import SECRET_MASK, parse_backend_auth, parse_configuration, shown
+from mcpgated.policy.ratelimit import LimitError, RateLimit, parse_limit
+
 STOPPED = "STOPPED"
 STARTED = "STARTED"
 
 SECURITY_TYPES = ("KEY_LESS", "API_KEY", "JWT", "OAUTH2")
 # Plans the gateway can enforce in this version; the others are refused
 # rather than deployed unenforced.
-SUPPORTED_SECURITY = ("KEY_LESS",)
+SUPPORTED_SECURITY = ("KEY_LESS", "API_KEY")
 PLAN_STATUSES = ("STAGING", "PUBLISHED", "CLOSED")
 
 _READ_ONLY = {
@@ -35,10 +39,10 @@ _READ_ONLY = {
 }
 _FIELDS = {"name", "version", "description", "contextPath", "backend", "plans", "analytics"}
 _FIELDS |= {"publicUrl", "oauth"}  # secured backends (mcpgated.oauth)
-_FIELDS |= {"backendCaFile"}
+_FIELDS |= {"backendCaFile", "acl", "backendAuth"}
 _OAUTH_FIELDS = {"relay": "relay", "proxyAuthorizationServerDiscovery": "proxy_authorization_server_discovery"}
 CAPTURE_MODES = ("off", "headers", "bodies")
-_PLAN_FIELDS = {"name", "security", "status", "description"}
+_PLAN_FIELDS = {"name", "security", "status", "description", "configuration", "rateLimit", "acl"}
 _SEGMENT = re.compile(r"^[A-Za-z0-9._~!$&'()*+,;=:@%-]+$")
 
 
@@ -59,14 +63,35 @@ class Plan:
     security: str = "KEY_LESS"
     status: str = "PUBLISHED"
     description: str = ""
+    # security settings (mcpgated.policy.plans), a rate limit and plan rules
+    configuration: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
+    rate_limit: Optional[RateLimit] = None
+    acl: Optional[AccessPolicy] = None
 
-    def to_json(self) -> Dict[str, Any]:
-        return {
+    def to_json(self, secrets: bool = True) -> Dict[str, Any]:
+        out: Dict[str, Any] = {
             "name": self.name,
             "security": self.security,
             "status": self.status,
             "description": self.description,
         }
+        if self.configuration:
+            out["configuration"] = dict(self.configuration) if secrets else shown(self.configuration)
+        if self.rate_limit is not None:
+            out["rateLimit"] = self.rate_limit.to_json()
+        if self.acl is not None:
+            out["acl"] = self.acl.to_json()
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Plan":
+        return cls(
+            name=data["name"], security=data.get("security", "KEY_LESS"),
+            status=data.get("status", "PUBLISHED"), description=data.get("description", ""),
+            configuration=data.get("configuration") or {},
+            rate_limit=parse_limit(data.get("rateLimit"), "rateLimit"),
+            acl=parse_policy(data["acl"]) if data.get("acl") is not None else None,
+        )
 
 
 @attrs.frozen
@@ -143,20 +168,34 @@ class ApiDefinition:
     # PEM file of the CA(s) trusted for an https backend instead of the
     # system trust store (certificates are always verified).
     backend_ca_file: Optional[str] = None
+    # MCP access control for every plan (plans may add rules), and the
+    # credential the gateway sends to the backend (JWT/OAUTH2/API_KEY plans).
+    acl: AccessPolicy = AccessPolicy()
+    backend_auth: Optional[Mapping[str, Any]] = attrs.field(default=None, hash=False)
 
-    def to_json(self) -> Dict[str, Any]:
+    def to_json(self, secrets: bool = True) -> Dict[str, Any]:
         return {
             "name": self.name,
             "version": self.version,
             "description": self.description,
             "contextPath": self.context_path,
             "backend": self.backend,
-            "plans": [plan.to_json() for plan in self.plans],
+            "plans": [plan.to_json(secrets) for plan in self.plans],
             "analytics": self.analytics.to_json(),
             "publicUrl": self.public_url,
             "oauth": self.oauth.to_json(),
             "backendCaFile": self.backend_ca_file,
+            "acl": self.acl.to_json(),
+            "backendAuth": _backend_auth_json(self.backend_auth, secrets),
         }
+
+
+def _backend_auth_json(auth: Optional[Mapping[str, Any]], secrets: bool) -> Optional[Dict[str, Any]]:
+    if auth is None:
+        return None
+    if secrets or "value" not in auth:
+        return dict(auth)
+    return dict(auth, value=SECRET_MASK)
 
 
 @attrs.frozen
@@ -192,7 +231,7 @@ class ApiRecord:
         else:
             deployment = "DEPLOYED"
         body = {"id": self.id}
-        body.update(self.definition.to_json())
+        body.update(self.definition.to_json(secrets=False))
         body.update(
             {
                 "state": self.state,
@@ -201,7 +240,7 @@ class ApiRecord:
                 "createdAt": _iso(self.created_at),
                 "updatedAt": _iso(self.updated_at),
                 "deployedAt": _iso(self.deployed_at),
-                "deployed": self.deployed.to_json() if self.deployed else None,
+                "deployed": self.deployed.to_json(secrets=False) if self.deployed else None,
             }
         )
         return body
@@ -297,7 +336,8 @@ def _backend(value: str) -> str:
     return value
 
 
-def _plans(body: Mapping[str, Any]) -> Tuple[Plan, ...]:
+def _plans(body: Mapping[str, Any],
+           previous: Optional[Mapping[str, Mapping[str, Any]]] = None) -> Tuple[Plan, ...]:
     raw = body.get("plans")
     if raw is None:
         raise InvalidField("plans", "plans is required (e.g. [{\"name\": \"Keyless\", \"security\": \"KEY_LESS\"}])")
@@ -338,7 +378,15 @@ def _plans(body: Mapping[str, Any]) -> Tuple[Plan, ...]:
         if name.lower() in names:
             raise InvalidField(f"{where}.name", f"{where}.name {name!r} is used by another plan")
         names.add(name.lower())
-        plans.append(Plan(name=name, security=security, status=status, description=description))
+        try:
+            configuration = parse_configuration(security, item.get("configuration"), where,
+                                                (previous or {}).get(name))
+            rate_limit = parse_limit(item.get("rateLimit"), f"{where}.rateLimit")
+            acl = parse_policy(item["acl"], f"{where}.acl") if item.get("acl") is not None else None
+        except (PolicyError, LimitError) as e:
+            raise InvalidField(e.field, e.message)
+        plans.append(Plan(name=name, security=security, status=status, description=description,
+                          configuration=configuration, rate_limit=rate_limit, acl=acl))
     if not any(plan.status == "PUBLISHED" for plan in plans):
         raise InvalidField("plans", "at least one plan must be PUBLISHED for clients to use the API")
     return tuple(plans)
@@ -434,7 +482,27 @@ def _ca_file(body: Mapping[str, Any]) -> Optional[str]:
     return value
 
 
-def parse_definition(body: Any) -> ApiDefinition:
+def _policy(body: Mapping[str, Any]) -> AccessPolicy:
+    try:
+        return parse_policy(body.get("acl"))
+    except PolicyError as e:
+        raise InvalidField(e.field, e.message)
+
+
+def _backend_auth(body: Mapping[str, Any], previous: Optional["ApiDefinition"]) -> Optional[Mapping[str, Any]]:
+    try:
+        auth = parse_backend_auth(body.get("backendAuth"))
+    except PolicyError as e:
+        raise InvalidField(e.field, e.message)
+    if auth is not None and auth.get("value") == SECRET_MASK:
+        old = previous.backend_auth if previous is not None else None
+        if not old or "value" not in old:
+            raise InvalidField("backendAuth.value", "backendAuth.value is required")
+        auth = dict(auth, value=old["value"])
+    return auth
+
+
+def parse_definition(body: Any, previous: Optional["ApiDefinition"] = None) -> ApiDefinition:
     """
     Validate a JSON body from the admin API.
 
@@ -454,7 +522,7 @@ def parse_definition(body: Any) -> ApiDefinition:
     description = _string(body, "description", required=False, max_length=2000)
     context_path = normalize_context_path(_string(body, "contextPath", max_length=200))
     backend = _backend(_string(body, "backend", max_length=2000))
-    plans = _plans(body)
+    plans = _plans(body, {p.name: p.configuration for p in previous.plans} if previous else None)
     return ApiDefinition(
         name=name,
         version=version,
@@ -466,6 +534,8 @@ def parse_definition(body: Any) -> ApiDefinition:
         public_url=_public_url(body),
         oauth=_oauth(body),
         backend_ca_file=_ca_file(body),
+        acl=_policy(body),
+        backend_auth=_backend_auth(body, previous),
     )
 
 
@@ -479,9 +549,11 @@ def definition_from_json(data: Mapping[str, Any]) -> ApiDefinition:
         description=data.get("description", ""),
         context_path=data["contextPath"],
         backend=data["backend"],
-        plans=tuple(Plan(**plan) for plan in data["plans"]),
+        plans=tuple(Plan.from_json(plan) for plan in data["plans"]),
         analytics=AnalyticsSettings.from_json(data.get("analytics") or {}),
         public_url=data.get("publicUrl"),
         oauth=OAuthSettings.from_json(data.get("oauth")),
         backend_ca_file=data.get("backendCaFile"),
+        acl=parse_policy(data.get("acl")),
+        backend_auth=data.get("backendAuth"),
     )

@@ -23,9 +23,14 @@ from twisted.python import usage
 
 from mcpgated import config as configmod
 from mcpgated.admin.api import AdminAPI
+from mcpgated.admin.console import gateway_addresses
 from mcpgated.analytics.metrics import Metrics
 from mcpgated.analytics.recorder import Recorder
 from mcpgated.analytics.store import AnalyticsStore
+from mcpgated.keys import KeyIndex
+from mcpgated.policy.auth import Authenticator
+from mcpgated.policy.gate import Gate
+from mcpgated.policy.ratelimit import Limiter
 from mcpgated.logs import LogFilesService
 from mcpgated.proxy.resource import GatewayResource
 from mcpgated.proxy.upstream import UpstreamPool
@@ -124,14 +129,15 @@ class ListenerService(Service):
 @attrs.define(slots=False)
 class StoreService(Service):
     """
-    Opens the store on start, loads the routing table, closes on stop.
-    A store that cannot open stops the daemon.
+    Opens the store on start, loads the routing table and the API keys,
+    closes on stop. A store that cannot open stops the daemon.
     """
 
     store: SQLiteApiStore
     routes: RouteTable
     reactor: Any
     on_ready: Any = None
+    keys: KeyIndex = attrs.field(factory=KeyIndex)
 
     def startService(self) -> None:
         Service.startService(self)
@@ -141,6 +147,8 @@ class StoreService(Service):
     async def _load(self) -> None:
         version = await self.store.start()
         records = await self.store.list_apis()
+        # Keys first: loading the routes releases the requests waiting for them.
+        self.keys.load(await self.store.usable_keys(self.reactor.seconds()))
         self.routes.load(records)
         log.info("store {path} open (schema {version}): {count} APIs, {live} started",
                  path=str(self.store.path), version=version, count=len(records),
@@ -197,6 +205,7 @@ class GatewayService(MultiService):
     cfg: configmod.Config
     reactor: Any
     routes: RouteTable = attrs.field(init=False, factory=RouteTable)
+    keys: KeyIndex = attrs.field(init=False, factory=KeyIndex)  # API keys, for the gateway
 
     def __attrs_post_init__(self) -> None:
         MultiService.__init__(self)
@@ -212,7 +221,8 @@ class GatewayService(MultiService):
         )
         self.logs.setServiceParent(self)
         self.store = SQLiteApiStore(reactor, cfg.storage.path)
-        StoreService(self.store, self.routes, reactor, self._ready).setServiceParent(self)
+        StoreService(self.store, self.routes, reactor, self._ready,
+                     keys=self.keys).setServiceParent(self)
         self.upstreams = UpstreamPool(reactor=reactor, limits=cfg.limits)
         self.upstreams.setServiceParent(self)
         self.analytics: Optional[AnalyticsStore] = None
@@ -238,6 +248,7 @@ class GatewayService(MultiService):
             recorder=recorder,
             allowed_hosts=cfg.gateway.allowed_hosts,
             allowed_origins=cfg.gateway.allowed_origins,
+            gate=Gate(Authenticator(reactor, keys=self.keys), Limiter(reactor)),
         )
         gateway_site = CappedSite(self.gateway, cfg.limits.max_body, jsonrpc_too_large)
         gateway_site.rejected_too_large = self.gateway.log_too_large
@@ -245,7 +256,8 @@ class GatewayService(MultiService):
         for description in cfg.gateway.listen:
             self.listeners.append(ListenerService("gateway", description, gateway_site, reactor))
         self.admin = AdminAPI(self.store, self.routes, reactor, token="",
-                              analytics=self.analytics, metrics=self.metrics)
+                              analytics=self.analytics, metrics=self.metrics, keys=self.keys)
+        self.admin.gateway_info = lambda: gateway_addresses(self.listeners, cfg.gateway.public_url)
         admin_site = CappedSite(self.admin.resource(), ADMIN_MAX_BODY, json_too_large)
         for description in cfg.admin.listen:
             self.listeners.append(ListenerService("admin", description, admin_site, reactor))

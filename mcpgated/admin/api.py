@@ -21,8 +21,10 @@ from twisted.web.iweb import IRequest
 from mcpgated import __version__
 from mcpgated.admin.openapi import openapi_document
 from mcpgated.model import STARTED, STOPPED, InvalidField, parse_definition
+from mcpgated.keys import KeyIndex, hash_key, key_prefix, new_key
 from mcpgated.routing import RouteTable
 from mcpgated.store import Closed, Conflict, IApiStore, NotFound
+from mcpgated.subscriptions import parse_application, parse_rotation, parse_subscription_request
 
 log = Logger()
 
@@ -66,8 +68,8 @@ def endpoint(authenticated: bool = True) -> Callable[[Handler], Handler]:
                 return _error(request, e.status, e.message, e.field)
             except InvalidField as e:
                 return _error(request, 400, e.message, e.field)
-            except NotFound:
-                return _error(request, 404, "no API with this id", "id")
+            except NotFound as e:
+                return _error(request, 404, e.message, e.field)
             except Conflict as e:
                 return _error(request, 409, e.message, e.field)
             except Closed:
@@ -113,6 +115,8 @@ class AdminAPI:
     token: str = attrs.field(repr=False)
     analytics: Any = None  # mcpgated.analytics.store.AnalyticsStore, or None when disabled
     metrics: Any = None  # mcpgated.analytics.metrics.Metrics
+    gateway_info: Any = None  # () -> where clients reach the gateway (web console hints)
+    keys: KeyIndex = attrs.field(factory=KeyIndex)  # the gateway's API keys, kept in sync
 
     app = Klein()
 
@@ -126,7 +130,9 @@ class AdminAPI:
         return hmac.compare_digest(credential.strip(), self.token.encode("utf-8"))
 
     def resource(self):  # type: ignore[no-untyped-def]
-        return self.app.resource()
+        from mcpgated.admin.console import AdminRoot
+
+        return AdminRoot(self.app.resource())  # /ui/... is the web console, the rest this API
 
     # --- unauthenticated -----------------------------------------------------------
 
@@ -168,7 +174,9 @@ class AdminAPI:
     @endpoint()
     async def update_api(self, request: IRequest, api_id: str) -> Any:
         body = _read_json(request)
-        definition = parse_definition(body)
+        # the stored definition keeps secrets the GET body shows masked
+        previous = (await self.store.get_api(api_id)).definition
+        definition = parse_definition(body, previous)
         if isinstance(body, dict) and body.get("id") not in (None, api_id):
             raise InvalidField("id", "id in the body does not match the URL")
         record = await self.store.update_api(api_id, definition, self.clock.seconds())
@@ -206,6 +214,131 @@ class AdminAPI:
         self.routes.apply(record)
         log.info("API {api_id} stopped", api_id=api_id)
         return 200, record.to_json()
+
+    # --- applications, subscriptions and API keys (mcpgated.subscriptions) --------------
+    # Each write updates self.keys (the gateway's KeyIndex) as soon as it is
+    # committed. A key is shown once, in the answer that issues it; the store
+    # only ever sees its hash.
+
+    @app.route("/applications", methods=["GET"])
+    @endpoint()
+    async def list_applications(self, request: IRequest) -> Any:
+        applications = await self.store.list_applications()
+        return 200, {"data": [application.to_json() for application in applications]}
+
+    @app.route("/applications", methods=["POST"])
+    @endpoint()
+    async def create_application(self, request: IRequest) -> Any:
+        name, description = parse_application(_read_json(request))
+        application = await self.store.create_application(name, description, self.clock.seconds())
+        log.info("application {application_id} created", application_id=application.id)
+        request.setHeader(b"location", f"/applications/{application.id}".encode("ascii"))
+        return 201, application.to_json()
+
+    @app.route("/applications/<string:application_id>", methods=["GET"])
+    @endpoint()
+    async def get_application(self, request: IRequest, application_id: str) -> Any:
+        return 200, (await self.store.get_application(application_id)).to_json()
+
+    @app.route("/applications/<string:application_id>", methods=["DELETE"])
+    @endpoint()
+    async def delete_application(self, request: IRequest, application_id: str) -> Any:
+        for key_hash in await self.store.delete_application(application_id):
+            self.keys.remove(key_hash)
+        log.info("application {application_id} deleted with its subscriptions and keys",
+                 application_id=application_id)
+        return 204, None
+
+    @app.route("/apis/<string:api_id>/subscriptions", methods=["POST"])
+    @endpoint()
+    async def create_subscription(self, request: IRequest, api_id: str) -> Any:
+        application_id, plan = parse_subscription_request(_read_json(request))
+        subscription = await self.store.create_subscription(api_id, application_id, plan,
+                                                            self.clock.seconds())
+        log.info("application {application_id} subscribed to plan {plan} of API {api_id}: "
+                 "{subscription_id}", application_id=application_id, plan=plan, api_id=api_id,
+                 subscription_id=subscription.id)
+        request.setHeader(b"location", f"/apis/{api_id}/subscriptions/{subscription.id}"
+                          .encode("ascii"))
+        return 201, subscription.to_json()
+
+    @app.route("/apis/<string:api_id>/subscriptions", methods=["GET"])
+    @endpoint()
+    async def list_subscriptions(self, request: IRequest, api_id: str) -> Any:
+        subscriptions = await self.store.list_subscriptions(api_id)
+        return 200, {"data": [subscription.to_json() for subscription in subscriptions]}
+
+    @app.route("/apis/<string:api_id>/subscriptions/<string:subscription_id>", methods=["GET"])
+    @endpoint()
+    async def get_subscription(self, request: IRequest, api_id: str, subscription_id: str) -> Any:
+        return 200, (await self.store.get_subscription(api_id, subscription_id)).to_json()
+
+    @app.route("/apis/<string:api_id>/subscriptions/<string:subscription_id>/_close",
+               methods=["POST"])
+    @endpoint()
+    async def close_subscription(self, request: IRequest, api_id: str,
+                                 subscription_id: str) -> Any:
+        subscription, revoked = await self.store.close_subscription(api_id, subscription_id,
+                                                                    self.clock.seconds())
+        for key_hash in revoked:
+            self.keys.remove(key_hash)
+        log.info("subscription {subscription_id} of API {api_id} closed ({count} keys revoked)",
+                 subscription_id=subscription_id, api_id=api_id, count=len(revoked))
+        return 200, subscription.to_json()
+
+    @app.route("/apis/<string:api_id>/subscriptions/<string:subscription_id>/keys",
+               methods=["GET"])
+    @endpoint()
+    async def list_keys(self, request: IRequest, api_id: str, subscription_id: str) -> Any:
+        keys = await self.store.list_keys(api_id, subscription_id)
+        now = self.clock.seconds()
+        return 200, {"data": [key.to_json(now) for key in keys]}
+
+    async def _issue_key(self, api_id: str, subscription_id: str,
+                         replace_after: Optional[int]) -> Any:
+        key = new_key()
+        issued = await self.store.issue_key(api_id, subscription_id, hash_key(key),
+                                            key_prefix(key), self.clock.seconds(), replace_after)
+        now = self.clock.seconds()
+        for old_hash, grant in issued.replaced:
+            if grant.expires_at is not None and grant.expires_at <= now:
+                self.keys.remove(old_hash)
+            else:
+                self.keys.put(old_hash, grant)
+        self.keys.put(issued.key_hash, issued.grant)
+        log.info("API key {key_id} ({prefix}...) issued for subscription {subscription_id}"
+                 "{rotation}", key_id=issued.key.id, prefix=issued.key.prefix,
+                 subscription_id=subscription_id,
+                 rotation="" if replace_after is None else
+                 f", replacing {len(issued.replaced)} keys in {replace_after} s")
+        return 201, issued.key.issued_json(key)
+
+    @app.route("/apis/<string:api_id>/subscriptions/<string:subscription_id>/keys",
+               methods=["POST"])
+    @endpoint()
+    async def issue_key(self, request: IRequest, api_id: str, subscription_id: str) -> Any:
+        return await self._issue_key(api_id, subscription_id, None)
+
+    @app.route("/apis/<string:api_id>/subscriptions/<string:subscription_id>/keys/_rotate",
+               methods=["POST"])
+    @endpoint()
+    async def rotate_keys(self, request: IRequest, api_id: str, subscription_id: str) -> Any:
+        grace = parse_rotation(_read_optional_json(request))
+        return await self._issue_key(api_id, subscription_id, grace)
+
+    @app.route("/apis/<string:api_id>/subscriptions/<string:subscription_id>/keys/"
+               "<string:key_id>", methods=["DELETE"])
+    @endpoint()
+    async def revoke_key(self, request: IRequest, api_id: str, subscription_id: str,
+                         key_id: str) -> Any:
+        _, key_hash = await self.store.revoke_key(api_id, subscription_id, key_id,
+                                                  self.clock.seconds())
+        self.keys.remove(key_hash)
+        log.info("API key {key_id} of subscription {subscription_id} revoked", key_id=key_id,
+                 subscription_id=subscription_id)
+        return 204, None
+
+    # --- end of applications, subscriptions and API keys --------------------------------
 
     # --- exchange logs and analytics ----------------------------------------------------------
 
@@ -271,6 +404,16 @@ class AdminAPI:
         request.setHeader(b"content-type", self.metrics.content_type.encode("ascii"))
         return self.metrics.render()
 
+    # --- web console (mcpgated/admin/console.py serves the /ui/ files) ------------------
+
+    @app.route("/gateway", methods=["GET"])
+    @endpoint()
+    async def gateway(self, request: IRequest) -> Any:
+        info = self.gateway_info() if self.gateway_info is not None else None
+        return 200, info or {"publicUrl": None, "listeners": []}
+
+    # --- end of web console -------------------------------------------------------------
+
     # --- anything else ------------------------------------------------------------------
 
     @app.handle_errors(Exception)
@@ -283,6 +426,16 @@ class AdminAPI:
             return _error(request, 405, "method not allowed on this endpoint")
         log.failure("admin API request failed", failure)
         return _error(request, 500, "internal error; see the daemon log")
+
+
+def _read_optional_json(request: IRequest) -> Any:
+    """
+    Like L{_read_json}, but an empty body is L{None}.
+    """
+    if not request.content.read().strip():
+        return None
+    request.content.seek(0)
+    return _read_json(request)
 
 
 def _arg(request: IRequest, name: str) -> Optional[str]:
@@ -314,12 +467,32 @@ def _parse_time(raw: str) -> float:
         return moment.timestamp()
 
 
+def _last(request: IRequest) -> Optional[float]:
+    """
+    C{last}: a window in seconds ending at C{to}, instead of C{from} (the
+    server's clock, whatever the browser's says).
+    """
+    raw = _arg(request, "last")
+    if raw is None or raw == "":
+        return None
+    if _arg(request, "from"):
+        raise HTTPError(400, "give from or last, not both", "last")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 366 * 86400:
+        raise HTTPError(400, "last must be a number of seconds, more than 0 and at most a year",
+                        "last")
+    return value
+
+
 def _time_range(request: IRequest, now: float) -> "tuple[float, float]":
     until = _number(request, "to", now)
     since = _number(request, "from", None)
     assert until is not None
     if since is None:
-        since = until - 3600.0
+        since = until - (_last(request) or 3600.0)
     if since >= until:
         raise HTTPError(400, "from must be earlier than to", "from")
     return since, until
@@ -337,10 +510,11 @@ def _log_query(request: IRequest, api_id: Optional[str], now: float) -> Any:
     status_raw = _arg(request, "status")
     if status_raw is not None and not status_raw.isdigit():
         raise HTTPError(400, "status must be an HTTP status code", "status")
+    last, until = _last(request), _number(request, "to")
     return LogQuery(
         api_id=api_id,
-        since=_number(request, "from"),
-        until=_number(request, "to"),
+        since=_number(request, "from") if last is None else (now if until is None else until) - last,
+        until=until,
         method=_arg(request, "method"),
         target=_arg(request, "tool") or _arg(request, "target"),
         outcome=_arg(request, "outcome"),

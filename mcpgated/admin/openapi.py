@@ -34,6 +34,9 @@ _RANGE = [
      "description": "Start: epoch seconds or ISO 8601 (default: an hour before `to`)"},
     {"name": "to", "in": "query", "schema": {"type": ["number", "string"]},
      "description": "End: epoch seconds or ISO 8601 (default: now)"},
+    {"name": "last", "in": "query", "schema": {"type": "number", "exclusiveMinimum": 0},
+     "description": "Instead of `from`: the window in seconds ending at `to`, by the gateway's "
+                    "clock (the web console's time ranges)"},
 ]
 
 
@@ -93,6 +96,134 @@ _ANALYTICS = {
 }
 
 
+# --- applications, subscriptions and API keys -------------------------------------------
+
+_APPLICATION_ID = {"name": "application_id", "in": "path", "required": True,
+                   "schema": {"type": "string"}}
+_SUBSCRIPTION_ID = {"name": "subscription_id", "in": "path", "required": True,
+                    "schema": {"type": "string"}}
+_KEY_ID = {"name": "key_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_SUB = [_ID, _SUBSCRIPTION_ID]
+
+
+def _ref(name: str) -> Dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _list(name: str) -> Dict[str, Any]:
+    return {"type": "object", "properties": {"data": {"type": "array", "items": _ref(name)}}}
+
+
+def _body(name: str, required: bool = True) -> Dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": _ref(name)}}}
+
+
+_TIME = {"type": "string", "format": "date-time"}
+_MAYBE_TIME = {"type": ["string", "null"], "format": "date-time"}
+
+_SUBSCRIPTION_SCHEMAS: Dict[str, Any] = {
+    "ApplicationInput": {
+        "type": "object", "required": ["name"], "additionalProperties": False,
+        "properties": {"name": {"type": "string", "maxLength": 100},
+                       "description": {"type": "string", "maxLength": 2000}}},
+    "Application": {"type": "object", "properties": {
+        "id": {"type": "string"}, "name": {"type": "string"}, "description": {"type": "string"},
+        "createdAt": _TIME}},
+    "SubscriptionInput": {
+        "type": "object", "required": ["application", "plan"], "additionalProperties": False,
+        "properties": {
+            "application": {"type": "string", "description": "An application id"},
+            "plan": {"type": "string", "description": "The name of a PUBLISHED API_KEY, JWT or "
+                                                      "OAUTH2 plan of the API's stored "
+                                                      "definition (KEY_LESS plans need no "
+                                                      "subscription)"}}},
+    "Subscription": {"type": "object", "properties": {
+        "id": {"type": "string"}, "api": {"type": "string"}, "plan": {"type": "string"},
+        "application": {"type": "string"}, "applicationName": {"type": "string"},
+        "status": {"enum": ["ACCEPTED", "CLOSED"]}, "createdAt": _TIME, "closedAt": _MAYBE_TIME}},
+    "ApiKey": {"type": "object", "description": "A key as listed: never the key itself",
+               "properties": {
+                   "id": {"type": "string"}, "subscription": {"type": "string"},
+                   "prefix": {"type": "string", "description": "The key's first 6 characters"},
+                   "status": {"enum": ["ACTIVE", "EXPIRED", "REVOKED"]},
+                   "createdAt": _TIME, "expiresAt": _MAYBE_TIME, "revokedAt": _MAYBE_TIME}},
+    "IssuedApiKey": {"type": "object", "description": "The only answer that shows the key: "
+                                                      "the gateway keeps its SHA-256 only",
+                     "properties": {
+                         "id": {"type": "string"}, "key": {"type": "string"},
+                         "prefix": {"type": "string"}, "createdAt": _TIME,
+                         "expiresAt": _MAYBE_TIME}},
+    "Rotation": {"type": "object", "additionalProperties": False, "properties": {
+        "expireOldAfter": {"type": "integer", "minimum": 0, "maximum": 2592000, "default": 3600,
+                           "description": "Seconds the subscription's current keys keep working "
+                                          "(0: they stop at once)"}}},
+}
+
+
+def _subscription_paths() -> Dict[str, Any]:
+    errors = {"401": _ERROR, "404": _ERROR}
+    return {
+        "/applications": {
+            "get": {"summary": "List applications (API consumers)",
+                    "responses": {"200": _ok("All applications", _list("Application")),
+                                  "401": _ERROR}},
+            "post": {"summary": "Create an application", "requestBody": _body("ApplicationInput"),
+                     "responses": {"201": _ok("Created", _ref("Application")), "400": _ERROR,
+                                   "401": _ERROR}},
+        },
+        "/applications/{application_id}": {
+            "get": {"summary": "Get an application", "parameters": [_APPLICATION_ID],
+                    "responses": {"200": _ok("The application", _ref("Application")), **errors}},
+            "delete": {"summary": "Delete an application with its subscriptions and keys (the "
+                                  "keys stop working at once)", "parameters": [_APPLICATION_ID],
+                       "responses": {"204": {"description": "Deleted"}, **errors}},
+        },
+        "/apis/{api_id}/subscriptions": {
+            "get": {"summary": "List the API's subscriptions", "parameters": [_ID],
+                    "responses": {"200": _ok("All subscriptions", _list("Subscription")),
+                                  **errors}},
+            "post": {"summary": "Subscribe an application to a plan (ACCEPTED at once)",
+                     "parameters": [_ID], "requestBody": _body("SubscriptionInput"),
+                     "responses": {"201": _ok("Created", _ref("Subscription")), "400": _ERROR,
+                                   "409": _ERROR, **errors}},
+        },
+        "/apis/{api_id}/subscriptions/{subscription_id}": {
+            "get": {"summary": "Get a subscription", "parameters": _SUB,
+                    "responses": {"200": _ok("The subscription", _ref("Subscription")),
+                                  **errors}},
+        },
+        "/apis/{api_id}/subscriptions/{subscription_id}/_close": {
+            "post": {"summary": "Close a subscription and revoke its keys", "parameters": _SUB,
+                     "responses": {"200": _ok("Closed", _ref("Subscription")), "409": _ERROR,
+                                   **errors}},
+        },
+        "/apis/{api_id}/subscriptions/{subscription_id}/keys": {
+            "get": {"summary": "List the subscription's API keys (never the keys)",
+                    "parameters": _SUB,
+                    "responses": {"200": _ok("All keys", _list("ApiKey")), **errors}},
+            "post": {"summary": "Issue an API key (API_KEY plans; shown once, in this answer)",
+                     "parameters": _SUB,
+                     "responses": {"201": _ok("The new key", _ref("IssuedApiKey")),
+                                   "409": _ERROR, **errors}},
+        },
+        "/apis/{api_id}/subscriptions/{subscription_id}/keys/_rotate": {
+            "post": {"summary": "Issue a new key; the subscription's current keys expire after "
+                                "expireOldAfter seconds (default 3600)",
+                     "parameters": _SUB, "requestBody": _body("Rotation", required=False),
+                     "responses": {"201": _ok("The new key", _ref("IssuedApiKey")),
+                                   "400": _ERROR, "409": _ERROR, **errors}},
+        },
+        "/apis/{api_id}/subscriptions/{subscription_id}/keys/{key_id}": {
+            "delete": {"summary": "Revoke an API key (it stops working at once)",
+                       "parameters": _SUB + [_KEY_ID],
+                       "responses": {"204": {"description": "Revoked"}, **errors}},
+        },
+    }
+
+
+# --- end of applications, subscriptions and API keys ------------------------------------
+
+
 def openapi_document() -> Dict[str, Any]:
     plan = {
         "type": "object",
@@ -100,7 +231,8 @@ def openapi_document() -> Dict[str, Any]:
         "properties": {
             "name": {"type": "string"},
             "security": {"enum": ["KEY_LESS", "API_KEY", "JWT", "OAUTH2"],
-                         "description": "Only KEY_LESS is enforced by this version; others are refused."},
+                         "description": "Only KEY_LESS is enforced by this version; others are refused. "
+                                        "A KEY_LESS API with oauth.relay lets the backend enforce its own OAuth."},
             "status": {"enum": ["STAGING", "PUBLISHED", "CLOSED"], "default": "PUBLISHED"},
             "description": {"type": "string"},
         },
@@ -125,6 +257,41 @@ def openapi_document() -> Dict[str, Any]:
                                                   "minimum": 1, "maximum": 1048576},
                               "redactFields": {"type": "array", "items": {"type": "string"}},
                           }, "additionalProperties": False},
+            "publicUrl": {
+                "type": ["string", "null"], "format": "uri", "default": None,
+                "example": "https://mcp.example.com",
+                "description": "Where clients reach the gateway for this API (scheme, host, optional "
+                               "path prefix; the context path is appended). Overrides the gateway's "
+                               "[gateway] public_url; without either, the URL comes from the request "
+                               "(X-Forwarded-*/Forwarded believed only from trusted_proxies). Used "
+                               "for the OAuth resource and metadata URLs.",
+            },
+            "oauth": {
+                "type": "object", "description": "A backend that runs its own OAuth (the plan stays "
+                                                 "KEY_LESS: the backend checks the tokens).",
+                "properties": {
+                    "relay": {
+                        "type": "boolean", "default": False,
+                        "description": "The gateway's URL for this API (publicUrl + contextPath) is "
+                                       "the protected resource: 401/403 WWW-Authenticate "
+                                       "resource_metadata points at the gateway's "
+                                       "/.well-known/oauth-protected-resource/<path>, which serves "
+                                       "the backend's RFC 9728 metadata with resource rewritten to "
+                                       "the gateway's URL (only when it named the backend's URL). "
+                                       "Authorization and DPoP reach the backend untouched. The "
+                                       "backend MUST accept tokens whose audience is the gateway's "
+                                       "URL for this API.",
+                    },
+                    "proxyAuthorizationServerDiscovery": {
+                        "type": "boolean", "default": False,
+                        "description": "Needs relay. Also serve the backend's authorization server "
+                                       "metadata, unchanged, at /.well-known/oauth-authorization-server "
+                                       "on the gateway's origin (2025-03-26 clients); the root form "
+                                       "only when this API owns the host or is the only one asking.",
+                    },
+                },
+                "additionalProperties": False,
+            },
         },
     }
     api = {
@@ -191,6 +358,17 @@ def openapi_document() -> Dict[str, Any]:
                               "401": _ERROR, "404": _ERROR}}},
             "/apis/{api_id}/analytics": {"get": _summary("Usage analytics of one API", True)},
             "/analytics": {"get": _summary("Usage analytics across every API", False)},
+            "/gateway": {"get": {
+                "summary": "Where MCP clients reach the gateway: [gateway] public_url and the bound "
+                           "gateway listeners (host null for a wildcard address); the web console "
+                           "builds its client URLs from it",
+                "responses": {"200": _ok("Gateway addresses", {"type": "object", "properties": {
+                    "publicUrl": {"type": ["string", "null"]},
+                    "listeners": {"type": "array", "items": {"type": "object", "properties": {
+                        "scheme": {"enum": ["http", "https"]},
+                        "host": {"type": ["string", "null"]},
+                        "port": {"type": ["integer", "null"]}}}}}}), "401": _ERROR}}},
+            **_subscription_paths(),
             "/metrics": {"get": {
                 "summary": "Prometheus metrics (text exposition format)",
                 "responses": {"200": {"description": "Metrics", "content": {
@@ -199,7 +377,7 @@ def openapi_document() -> Dict[str, Any]:
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {"Plan": plan, "ApiDefinition": definition, "Api": api,
-                        "LogEntry": _LOG_ENTRY, "Analytics": _ANALYTICS,
+                        "LogEntry": _LOG_ENTRY, "Analytics": _ANALYTICS, **_SUBSCRIPTION_SCHEMAS,
                         "Error": {"type": "object", "required": ["error"], "properties": {
                             "error": {"type": "string"}, "field": {"type": ["string", "null"]}}}},
             "responses": {"Error": {"description": "Error",

@@ -33,13 +33,14 @@ COLUMNS = (
     "client_name", "client_version", "method", "kind", "target", "jsonrpc_id", "outcome",
     "error_code", "error_message", "http_status", "latency_ms", "ttfb_ms", "bytes_in",
     "bytes_out", "notifications", "transport", "request_headers", "response_headers",
-    "request_payload", "response_payload", "truncated",
+    "request_payload", "response_payload", "truncated", "application", "subscription", "policy",
 )
 _INSERT = (f"INSERT INTO exchanges ({', '.join(COLUMNS)}) "
            f"VALUES ({', '.join('?' for _ in COLUMNS)})")
 _SUMMARY = [c for c in ("id",) + COLUMNS if c not in (
     "request_headers", "response_headers", "request_payload", "response_payload")]
-ERROR_OUTCOMES = ("error", "tool_error", "http_error", "upstream_error", "denied")
+ERROR_OUTCOMES = ("error", "tool_error", "http_error", "upstream_error", "denied",
+                  "rate_limited", "unauthorized", "forbidden", "bad_request", "bad_credentials")
 _NICE_BUCKETS = (1, 5, 10, 30, 60, 300, 600, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400)
 
 

@@ -89,9 +89,16 @@ class CallRecord:
     request_payload: Optional[str] = None
     response_payload: Optional[str] = None
     truncated: bool = False
+    application: Optional[str] = None
+    subscription: Optional[str] = None
+    policy: Optional[str] = None  # "would_deny" under a dry-run policy
     # not stored: the id's typed key, and response messages while capturing
     id_key: Optional[str] = None
     captured: List[Any] = attrs.field(factory=list)
+
+
+# Refusals by the gateway itself, recorded as such for every call they stopped.
+_REFUSALS = frozenset({"unauthorized", "forbidden", "rate_limited", "bad_request", "bad_credentials"})
 
 
 def guarded(method: Callable[..., None]) -> Callable[..., None]:
@@ -198,12 +205,15 @@ class ExchangeTracker:
     bytes_out: int = 0
     stream: bool = False
     broken: bool = False
+    denied: frozenset = frozenset()
+    would_deny: frozenset = frozenset()
     _sse: Optional[EventParser] = attrs.field(init=False, default=None)
     _body: Optional[bytearray] = attrs.field(init=False, default=None)
     _body_over: bool = attrs.field(init=False, default=False)
     _info: Optional[ClientInfo] = attrs.field(init=False, default=None)
     _initialize_key: Optional[str] = attrs.field(init=False, default=None)
     _legacy_get: bool = attrs.field(init=False, default=False)
+    _principal: Any = attrs.field(init=False, default=None)
 
     # --- request ---------------------------------------------------------------------
 
@@ -251,6 +261,26 @@ class ExchangeTracker:
                 self._initialize_key = key
         else:
             self.others.append(record)
+
+    @guarded
+    def admitted(self, principal: Any, denied: Any = (), would_deny: Any = ()) -> None:
+        """
+        The gate's verdict: who called, and which requests policy denied.
+        """
+        self.plan = principal.plan.name
+        self.denied = frozenset(denied)
+        self.would_deny = frozenset(would_deny)
+        for record in list(self.calls.values()) + self.others:
+            self._stamp(record, principal)
+        self._principal = principal
+
+    def _stamp(self, record: CallRecord, principal: Any) -> None:
+        record.plan = principal.plan.name
+        record.consumer = principal.consumer
+        record.application = principal.application_id
+        record.subscription = principal.subscription_id
+        if record.id_key in self.would_deny:
+            record.policy = "would_deny"
 
     def _client_answer(self, message: Message) -> None:
         """
@@ -335,12 +365,16 @@ class ExchangeTracker:
             )
             if self.capture.mode == "bodies":
                 record.request_payload, record.truncated = self._payload(message.raw)
+            if self._principal is not None:
+                self._stamp(record, self._principal)
             key = message.id_key
             if self.session is not None and key is not None:
                 self.book.add_pending(self.session, key, record)
 
     def _complete(self, record: CallRecord, message: Message) -> None:
         record.outcome, record.error_code, record.error_message = outcome_of(message)
+        if record.id_key is not None and record.id_key in self.denied:
+            record.outcome = "denied"
         record.latency_ms = round((self.clock.seconds() - record.time) * 1000, 3)
         record.ttfb_ms = self.ttfb_ms if record.kind != "server_request" else None
         record.transport = "sse" if self.stream else "json"
@@ -401,7 +435,9 @@ class ExchangeTracker:
         if info is not None:
             record.client_name, record.client_version = info.name, info.version
             record.protocol_version = info.protocol_version
-        if record.kind == "notification":
+        if outcome in _REFUSALS:
+            record.outcome = outcome
+        elif record.kind == "notification":
             record.outcome = "accepted" if self.status is not None and self.status < 400 else "http_error"
         elif self.status is not None and self.status >= 400:
             record.outcome = "http_error"

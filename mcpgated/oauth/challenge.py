@@ -90,9 +90,16 @@ class _Reader:
         return self.text[start:self.pos]
 
     def bare(self) -> str:
+        """
+        An unquoted value: visible characters up to whitespace, a comma, a
+        quote or a backslash.
+        """
         start = self.pos
         text = self.text
-        while self.pos < len(text) and text[self.pos] not in _BARE_STOP and " " < text[self.pos] != "\x7f":
+        while self.pos < len(text):
+            c = text[self.pos]
+            if c in _BARE_STOP or ord(c) <= 0x20 or ord(c) == 0x7F:
+                break
             self.pos += 1
         return text[start:self.pos]
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import urlsplit, urlunsplit
 
 import attrs
@@ -86,20 +86,25 @@ def well_known_url(url: str, well_known: str = PRM_PATH) -> str:
     return f"{parts.scheme}://{parts.netloc}{well_known}{path}"
 
 
-def backend_prm_locations(backend_url: str, hint: Optional[str] = None) -> List[Tuple[str, bool]]:
+def backend_prm_locations(backend_url: str, hint: Optional[str] = None,
+                          public_path: Optional[str] = None) -> List[Tuple[str, bool]]:
     """
     Where a backend's PRM may be, in the order tried, each with whether it
     is the host-wide root document: the C{resource_metadata} the backend
-    itself announced, the path-inserted well-known URL, the root one.
+    itself announced, the path-inserted well-known URL, the same for the
+    public path (a backend configured with the gateway's URL as its
+    resource serves its document there), the root one.
     """
+    origin = origin_of(backend_url)
+    candidates = [hint, well_known_url(backend_url)]
+    if public_path:
+        candidates.append(origin + PRM_PATH + public_path.rstrip("/"))
     locations: List[Tuple[str, bool]] = []
-    if hint:
-        locations.append((hint, False))
-    inserted = well_known_url(backend_url)
-    root = origin_of(backend_url) + PRM_PATH
-    if inserted != hint:
-        locations.append((inserted, False))
-    if root not in (hint, inserted):
+    for url in candidates:
+        if url and url not in [u for u, _ in locations]:
+            locations.append((url, False))
+    root = origin + PRM_PATH
+    if root not in [u for u, _ in locations]:
         locations.append((root, True))
     return locations
 
@@ -247,51 +252,59 @@ class MetadataCache:
     at most C{ttl} seconds (less when the backend's C{Cache-Control} says
     so; C{negative_ttl} for a 4xx). Failures (no answer, 5xx) are not
     cached. Concurrent requests for one URL share one fetch.
+
+    @ivar agent: gives the agent that trusts C{ca_file} (L{None}: the
+        system trust store), e.g. L{mcpgated.proxy.upstream.UpstreamPool.agent}.
     """
 
-    agent: Callable[[], IAgent]
+    agent: Callable[[Optional[str]], Awaitable[IAgent]]
     clock: IReactorTime
     ttl: float = 300.0
     negative_ttl: float = 30.0
     timeout: float = 10.0
     max_bytes: int = 256 * 1024
     max_entries: int = 1024
-    _entries: Dict[str, Tuple[float, Fetched]] = attrs.field(factory=dict)
-    _waiting: Dict[str, List["Deferred[Fetched]"]] = attrs.field(factory=dict)
+    _entries: Dict[Tuple[str, Optional[str]], Tuple[float, Fetched]] = attrs.field(factory=dict)
+    _waiting: Dict[Tuple[str, Optional[str]], List["Deferred[Fetched]"]] = attrs.field(factory=dict)
 
-    def get(self, url: str) -> "Deferred[Fetched]":
-        now = self.clock.seconds()
-        entry = self._entries.get(url)
+    def get(self, url: str, ca_file: Optional[str] = None) -> "Deferred[Fetched]":
+        """
+        The document at C{url}, from the cache or fetched (with TLS verified
+        against C{ca_file} when given).
+        """
+        key = (url, ca_file)
+        entry = self._entries.get(key)
         if entry is not None:
-            if entry[0] > now:
+            if entry[0] > self.clock.seconds():
                 return succeed(entry[1])
-            del self._entries[url]
+            del self._entries[key]
         d: "Deferred[Fetched]" = Deferred()
-        waiters = self._waiting.get(url)
-        if waiters is None:
-            waiters = self._waiting[url] = []
-            fetch = Deferred.fromCoroutine(self._fetch(url))
-            fetch.addBoth(self._settle, url)
-        waiters.append(d)
+        waiters = self._waiting.get(key)
+        if waiters is not None:
+            waiters.append(d)
+            return d
+        self._waiting[key] = [d]
+        # (may settle at once, e.g. on a connection refused)
+        Deferred.fromCoroutine(self._fetch(url, ca_file)).addBoth(self._settle, key)
         return d
 
     def forget(self) -> None:
         self._entries.clear()
 
-    def _settle(self, result: Any, url: str) -> None:
+    def _settle(self, result: Any, key: Tuple[str, Optional[str]]) -> None:
         if isinstance(result, Failure):  # pragma: no cover (_fetch catches everything)
-            result = Fetched(url, error=result.getErrorMessage())
+            result = Fetched(key[0], error=result.getErrorMessage()), 0.0
         fetched, lifetime = result
         if lifetime > 0:
             if len(self._entries) >= self.max_entries:
                 self._entries.clear()
-            self._entries[url] = (self.clock.seconds() + lifetime, fetched)
-        for d in self._waiting.pop(url, []):
+            self._entries[key] = (self.clock.seconds() + lifetime, fetched)
+        for d in self._waiting.pop(key, []):
             if not d.called:  # a cancelled waiter (its client left) is skipped
                 d.callback(fetched)
 
-    async def _fetch(self, url: str) -> Tuple[Fetched, float]:
-        work = Deferred.fromCoroutine(self._exchange(url))
+    async def _fetch(self, url: str, ca_file: Optional[str]) -> Tuple[Fetched, float]:
+        work = Deferred.fromCoroutine(self._exchange(url, ca_file))
         timer = self.clock.callLater(self.timeout, work.cancel)
         try:
             status, headers, body = await work
@@ -319,9 +332,10 @@ class MetadataCache:
             lifetime = min(lifetime, max_age)
         return fetched, lifetime
 
-    async def _exchange(self, url: str) -> Tuple[int, Headers, bytes]:
+    async def _exchange(self, url: str, ca_file: Optional[str]) -> Tuple[int, Headers, bytes]:
         headers = Headers({b"accept": [b"application/json"], b"user-agent": [b"mcpgated"]})
-        response = await self.agent().request(b"GET", url.encode("ascii"), headers, None)
+        agent = await self.agent(ca_file)
+        response = await agent.request(b"GET", url.encode("ascii"), headers, None)
         body = _Body(self.max_bytes)
         response.deliverBody(body)
         data = await body.done

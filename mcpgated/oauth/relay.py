@@ -10,10 +10,11 @@ with every other end-to-end header, and nothing here logs headers.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
-from urllib.parse import urljoin
+from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Tuple
+from urllib.parse import urljoin, urlsplit
 
 import attrs
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.http_headers import Headers
@@ -63,13 +64,15 @@ class Answer:
 @attrs.define
 class OAuthRelay:
     """
-    @ivar agent: the gateway's agent toward backends (never a blocking
-        client), e.g. L{mcpgated.proxy.upstream.UpstreamPool.default_agent}.
+    @ivar agent: the gateway's agents toward backends (never a blocking
+        client): L{mcpgated.proxy.upstream.UpstreamPool.agent}, which gives
+        the pool's default agent, or the one trusting an API's
+        C{backendCaFile} for its backend's host.
     @ivar public_url: the gateway's configured public URL, if any.
     @ivar trusted_proxies: networks whose forwarding headers are believed.
     """
 
-    agent: Callable[[], IAgent]
+    agent: Callable[[Optional[str]], Awaitable[IAgent]]
     clock: IReactorTime
     public_url: Optional[str] = None
     trusted_proxies: Iterable = ()
@@ -116,18 +119,31 @@ class OAuthRelay:
         route = discovery.route
         if route is None:
             return Answer(404, message="No OAuth metadata is published at this path")
+        origin = self.request_origin(request)
         if discovery.kind == PROTECTED_RESOURCE:
-            return await self._protected_resource(route, self.request_origin(request))
-        return await self._authorization_server(route)
+            return await self._protected_resource(route, origin)
+        return await self._authorization_server(route, origin)
 
-    async def _backend_document(self, backend: str) -> Tuple[Optional[Fetched], bool, bool]:
+    def _get(self, route: Route, url: str) -> "Deferred[Fetched]":
+        """
+        Fetch through the cache; the API's C{backendCaFile} is trusted for
+        its backend's host only.
+        """
+        ca_file = route.definition.backend_ca_file
+        if ca_file is not None and origin_of(url).lower() != origin_of(route.definition.backend).lower():
+            ca_file = None
+        return self.cache.get(url, ca_file)
+
+    async def _backend_document(self, route: Route, origin: str) -> Tuple[Optional[Fetched], bool, bool]:
         """
         The backend's PRM: (the fetch that found it or L{None}, whether it is
         the root document, whether some location failed to answer).
         """
         failed = False
-        for url, root in backend_prm_locations(backend, self._hints.get(backend)):
-            fetched = await self.cache.get(url)
+        backend = route.definition.backend
+        public_path = urlsplit(public_resource(route, self.public_url, origin)).path
+        for url, root in backend_prm_locations(backend, self._hints.get(backend), public_path):
+            fetched = await self._get(route, url)
             if fetched.found:
                 return fetched, root, failed
             failed = failed or fetched.failed
@@ -135,7 +151,7 @@ class OAuthRelay:
 
     async def _protected_resource(self, route: Route, origin: str) -> Answer:
         backend = route.definition.backend
-        fetched, root, failed = await self._backend_document(backend)
+        fetched, root, failed = await self._backend_document(route, origin)
         if fetched is None or fetched.document is None:
             if failed:
                 return Answer(502, message="The backend's protected resource metadata could not be fetched")
@@ -147,7 +163,7 @@ class OAuthRelay:
         body = fetched.body if served is fetched.document else json.dumps(served).encode("utf-8")
         return Answer(200, body, (_JSON, _CORS))
 
-    async def _authorization_server(self, route: Route) -> Answer:
+    async def _authorization_server(self, route: Route, origin: str) -> Answer:
         """
         The metadata of the backend's authorization server, as that server
         publishes it (never rewritten: its issuer and endpoints are its
@@ -155,14 +171,14 @@ class OAuthRelay:
         a 2025-03-26 server, its own authorization server.
         """
         backend = route.definition.backend
-        fetched, _, failed = await self._backend_document(backend)
+        fetched, _, failed = await self._backend_document(route, origin)
         servers = fetched.document.get("authorization_servers") if fetched and fetched.document else None
         if isinstance(servers, list) and servers and isinstance(servers[0], str) and usable_url(servers[0]):
             urls = authorization_server_metadata_urls(servers[0])
         else:
             urls = [origin_of(backend) + AS_PATH]
         for url in urls:
-            metadata = await self.cache.get(url)
+            metadata = await self._get(route, url)
             if metadata.found:
                 return Answer(200, metadata.body, (_JSON, _CORS))
             failed = failed or metadata.failed
@@ -199,14 +215,24 @@ class OAuthRelay:
         return out
 
     def _note(self, backend: str, upstream_url: str, originals: List[str]) -> None:
+        """
+        Remember where the backend says its metadata is, as a path on the
+        backend's own origin: the gateway never fetches from a host the
+        backend names (a backend cannot make it fetch internal URLs), and a
+        backend that announces its public URL (or the gateway's) still
+        serves the document at that path itself.
+        """
         for value in originals:
             try:
-                absolute = urljoin(upstream_url, value.strip())
+                parts = urlsplit(urljoin(upstream_url, value.strip()))
             except ValueError:
                 continue
-            if usable_url(absolute):
-                if self._hints.get(backend) != absolute:
+            if parts.scheme not in ("http", "https"):
+                continue
+            mapped = origin_of(backend) + (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            if usable_url(mapped):
+                if self._hints.get(backend) != mapped:
                     if len(self._hints) >= _MAX_HINTS:
                         self._hints.clear()
-                    self._hints[backend] = absolute
+                    self._hints[backend] = mapped
                 return

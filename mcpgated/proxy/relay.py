@@ -113,15 +113,14 @@ class Relay(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.client_gone:
             return
-        observed = data
         if self._transform is not None:
             data = self._transform(data)
         if data:
             self._on_data(len(data))
             self.request.write(data)
-        # Inspection sees the backend's bytes after they were forwarded.
-        if self._observe is not None:
-            self._observe(observed)
+            # Inspection sees what the client got, after it was forwarded.
+            if self._observe is not None:
+                self._observe(data)
 
     def stop(self) -> None:
         """
@@ -145,6 +144,8 @@ class Relay(Protocol):
                 if rest:
                     self._on_data(len(rest))
                     self.request.write(rest)
+                    if self._observe is not None:
+                        self._observe(rest)
             self.request.finish()
             self._done("complete", None)
         else:

@@ -33,6 +33,9 @@ from mcpgated.proxy.headers import (
 )
 from mcpgated.proxy.origin import host_allowed, is_loopback_address, origin_allowed
 from mcpgated.proxy.relay import BytesProducer, Relay
+from mcpgated.policy.auth import Refusal
+from mcpgated.policy.rewrite import EventRewriter, JsonRewriter
+from mcpgated.oauth.wellknown import public_metadata_url
 from mcpgated.proxy.sse import EndpointRewriter
 from mcpgated.proxy.upstream import UpstreamPool
 from mcpgated.routing import Route, RouteTable
@@ -124,6 +127,7 @@ class GatewayResource(Resource):
     recorder: Any = None  # mcpgated.analytics.recorder.Recorder, or None
     allowed_hosts: Tuple[str, ...] = ()
     allowed_origins: Tuple[str, ...] = ()
+    gate: Any = None  # mcpgated.policy.gate.Gate: plans, access control, rate limits
     _backends: Dict[str, Backend] = attrs.field(factory=dict)
     oauth: Optional[OAuthRelay] = None  # secured backends; built from the above when None
 
@@ -132,7 +136,7 @@ class GatewayResource(Resource):
     def __attrs_post_init__(self) -> None:
         Resource.__init__(self)
         if self.oauth is None:
-            self.oauth = OAuthRelay(self.upstreams.default_agent, self.clock,
+            self.oauth = OAuthRelay(self.upstreams.agent, self.clock,
                                     self.public_url, self.trusted_proxies)
 
     # --- entry -----------------------------------------------------------------------
@@ -209,6 +213,19 @@ class GatewayResource(Resource):
             exchange.tracker = self.recorder.tracker(route.api_id, route.definition, peer,
                                                      exchange.started, request.method)
             exchange.tracker.request(body, request.requestHeaders, request.uri)
+        admission = None
+        if self.gate is not None and self.gate.needed(route.definition):
+            admission = await self._admit(request, exchange, route, query, body, peer)
+            if admission is None:
+                return
+            if admission.body is not body:
+                body = admission.body
+            if admission.query != query:
+                url = backend.target(rest, admission.query)
+            for name in admission.strip_headers:
+                headers.removeHeader(name)
+            for name, value in admission.set_headers:
+                headers.setRawHeaders(name, [value])
         producer = BytesProducer(body) if body or request.method in _BODY_METHODS else None
         ca_file = route.definition.backend_ca_file
         if ca_file is None:
@@ -250,6 +267,9 @@ class GatewayResource(Resource):
             # The client parser consumes Content-Length; keep the framing.
             request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % response.length])
         transform = flush = None
+        if admission is not None and admission.rewrites and 200 <= response.code < 300:
+            transform, flush = self._policy_rewriter(request, admission, event_stream,
+                                                     response.code)
         if event_stream:
             exchange.streaming = True
             if self.recorder is not None:
@@ -275,6 +295,75 @@ class GatewayResource(Resource):
         exchange.relay = relay
         exchange.watchdog = self.clock.callLater(self.limits.idle_timeout, self._watch, exchange)
         response.deliverBody(relay)
+
+    async def _admit(self, request: Any, exchange: Exchange, route: Route, query: bytes,
+                     body: bytes, peer: Optional[str]) -> Any:
+        """
+        Run the gate; answer the client itself when it refuses or denies
+        everything. Returns the admission, or L{None} when answered.
+        """
+        origin = self.oauth.request_origin(request) if self.oauth is not None else ""
+        challenge = f'Bearer resource_metadata="{public_metadata_url(route, self.public_url, origin)}"'
+        scopes = sorted({s for p in route.definition.plans if p.status == "PUBLISHED"
+                         for s in p.configuration.get("requiredScopes", ())})
+        if scopes:
+            challenge += f', scope="{" ".join(scopes)}"'
+        try:
+            admission = await self.gate.admit(route.api_id, route.definition, request.method,
+                                              request.requestHeaders, query, request.args, body,
+                                              peer, challenge)
+        except Refusal as refusal:
+            if refusal.challenge:
+                request.responseHeaders.setRawHeaders(b"www-authenticate",
+                                                      [refusal.challenge.encode("latin-1")])
+            retry = getattr(refusal, "retry_after", None)
+            if retry is not None:
+                request.responseHeaders.setRawHeaders(b"retry-after", [b"%d" % retry])
+            self._error(exchange, refusal.status, refusal.message,
+                        code=getattr(refusal, "code", GATEWAY_ERROR),
+                        id=getattr(refusal, "id", _UNSET), outcome=refusal.outcome)
+            return None
+        if exchange.tracker is not None:
+            exchange.tracker.admitted(admission.principal, admission.denied, admission.would_deny)
+        if admission.answer is not None:
+            self._answer(exchange, admission.answer)
+            return None
+        return admission
+
+    def _answer(self, exchange: Exchange, payload: bytes) -> None:
+        """
+        A JSON-RPC answer the gateway gives itself (denied calls): HTTP 200.
+        """
+        request = exchange.request
+        exchange.status = 200
+        if exchange.tracker is not None:
+            exchange.tracker.response(200, request.responseHeaders, 0.0, False)
+            exchange.tracker.data(payload)
+        request.setResponseCode(200)
+        request.responseHeaders.setRawHeaders(b"content-type", [b"application/json"])
+        request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % len(payload)])
+        request.write(payload)
+        request.finish()
+        exchange.bytes_out += len(payload)
+        self._log(exchange, "denied")
+
+    def _policy_rewriter(self, request: Any, admission: Any, event_stream: bool,
+                         status: int) -> Tuple[Any, Any]:
+        caller, policy = admission.caller, admission.policy
+
+        def apply(method: str, result: Any) -> Any:
+            return policy.filter_result(method, result, caller)[0]
+
+        # the body changes length: let twisted.web chunk it
+        request.responseHeaders.removeHeader(b"content-length")
+        if event_stream:
+            rewriter: Any = EventRewriter(admission.lists, apply, admission.extra)
+        else:
+            if status == 202 and admission.extra:
+                request.setResponseCode(200)
+                request.responseHeaders.setRawHeaders(b"content-type", [b"application/json"])
+            rewriter = JsonRewriter(admission.lists, apply, admission.extra, admission.batch)
+        return rewriter.feed, rewriter.flush
 
     async def _discovery(self, request: Any, exchange: Exchange, discovery: Any) -> None:
         """
@@ -363,21 +452,24 @@ class GatewayResource(Resource):
 
     # --- errors and the access log -------------------------------------------------------
 
-    def _error(self, exchange: Exchange, status: int, message: str) -> None:
+    def _error(self, exchange: Exchange, status: int, message: str, code: int = GATEWAY_ERROR,
+               id: Any = None, outcome: str = "gateway_error") -> None:
         request = exchange.request
         exchange.status = status
         if exchange.client_gone:
             self._log(exchange, "client_closed")
             return
-        body = request.content.getvalue() if request.content is not None else b""
-        payload = error_body(GATEWAY_ERROR, message, request_id(body), {"httpStatus": status})
+        if id is _UNSET or id is None:
+            body = request.content.getvalue() if request.content is not None else b""
+            id = request_id(body)
+        payload = error_body(code, message, id, {"httpStatus": status})
         request.setResponseCode(status)
         request.responseHeaders.setRawHeaders(b"content-type", [b"application/json"])
         request.responseHeaders.setRawHeaders(b"content-length", [str(len(payload)).encode()])
         request.write(payload)
         request.finish()
         exchange.bytes_out += len(payload)
-        self._log(exchange, "gateway_error")
+        self._log(exchange, outcome)
 
     def log_too_large(self, request: Any) -> None:
         exchange = Exchange(request=request, started=self.clock.seconds(), status=413)
@@ -411,6 +503,9 @@ class GatewayResource(Resource):
                 "client": _peer(request),
             }
         )
+
+
+_UNSET: Any = object()
 
 
 def _expire(exchange: Exchange, pending: Deferred) -> None:

@@ -7,8 +7,14 @@ from zope.interface import Interface
 
 class NotFound(KeyError):
     """
-    No API with that id.
+    No API with that id (or, with C{message} and C{field}, no such
+    application, subscription or key).
     """
+
+    def __init__(self, key: str, message: str = "no API with this id", field: str = "id") -> None:
+        super().__init__(key)
+        self.message = message
+        self.field = field
 
 
 class Closed(Exception):
@@ -73,7 +79,9 @@ class IApiStore(Interface):
 
     def delete_api(api_id):
         """
-        Remove a STOPPED API. L{NotFound}; L{Conflict} while it is STARTED.
+        Remove a STOPPED API with its CLOSED subscriptions and their keys.
+        L{NotFound}; L{Conflict} while it is STARTED or has ACCEPTED
+        subscriptions.
         """
 
     def deploy_api(api_id, now):
@@ -86,4 +94,82 @@ class IApiStore(Interface):
         """
         Start or stop a deployed API. Deferred L{ApiRecord}; L{NotFound};
         L{Conflict} if never deployed or its path overlaps a started API.
+        """
+
+    # --- applications, subscriptions and API keys (mcpgated.subscriptions) ---------
+    # Keys reach the store hashed (mcpgated.keys.hash_key), never in clear.
+
+    def list_applications():
+        """
+        Deferred list of every L{mcpgated.subscriptions.Application}, oldest first.
+        """
+
+    def get_application(application_id):
+        """
+        Deferred L{Application}; L{NotFound}.
+        """
+
+    def create_application(name, description, now):
+        """
+        Deferred new L{Application}.
+        """
+
+    def delete_application(application_id):
+        """
+        Delete an application with its subscriptions and their keys.
+        Deferred list of the deleted keys' hashes; L{NotFound}.
+        """
+
+    def create_subscription(api_id, application_id, plan, now):
+        """
+        Subscribe an application to a PUBLISHED API_KEY, JWT or OAUTH2 plan
+        of the API's stored definition. Deferred ACCEPTED
+        L{mcpgated.subscriptions.Subscription}; L{NotFound} (API);
+        L{InvalidField} naming C{application} or C{plan}; L{Conflict} if the
+        application already has an ACCEPTED subscription to that plan.
+        """
+
+    def list_subscriptions(api_id):
+        """
+        Deferred list of the API's subscriptions, oldest first; L{NotFound}.
+        """
+
+    def get_subscription(api_id, subscription_id):
+        """
+        Deferred L{Subscription}; L{NotFound} (API or subscription).
+        """
+
+    def close_subscription(api_id, subscription_id, now):
+        """
+        Close an ACCEPTED subscription and revoke its keys. Deferred
+        (L{Subscription}, hashes of the keys revoked); L{NotFound};
+        L{Conflict} if already CLOSED.
+        """
+
+    def list_keys(api_id, subscription_id):
+        """
+        Deferred list of the subscription's L{mcpgated.subscriptions.ApiKey},
+        oldest first (never the keys themselves); L{NotFound}.
+        """
+
+    def issue_key(api_id, subscription_id, key_hash, prefix, now, replace_after=None):
+        """
+        Store a new key of an ACCEPTED subscription to an API_KEY plan. With
+        C{replace_after} (seconds), a rotation: the subscription's usable
+        keys expire that long after C{now} (or earlier, if they already
+        did). Deferred L{mcpgated.store._subscriptions.IssuedKey};
+        L{NotFound}; L{Conflict} (subscription CLOSED, plan not API_KEY).
+        """
+
+    def revoke_key(api_id, subscription_id, key_id, now):
+        """
+        Revoke a key (kept, marked revoked; revoking twice changes nothing).
+        Deferred (L{ApiKey}, its hash); L{NotFound}.
+        """
+
+    def usable_keys(now):
+        """
+        Deferred list of (key hash, L{mcpgated.keys.KeyGrant}) for every key
+        neither revoked, expired at C{now}, nor on a CLOSED subscription:
+        what L{mcpgated.keys.KeyIndex} loads at start.
         """

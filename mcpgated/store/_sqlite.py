@@ -34,6 +34,7 @@ from mcpgated.model import (
     paths_overlap,
 )
 from mcpgated.store._interface import Closed, Conflict, IApiStore, NotFound
+from mcpgated.store._subscriptions import SubscriptionStore
 
 T = TypeVar("T")
 log = Logger()
@@ -77,7 +78,7 @@ def _record(row: Tuple[Any, ...]) -> ApiRecord:
 
 @implementer(IApiStore)
 @attrs.define
-class SQLiteApiStore:
+class SQLiteApiStore(SubscriptionStore):
     """
     L{IApiStore} on a SQLite file.
 
@@ -241,6 +242,14 @@ class SQLiteApiStore:
             record = self._fetch(connection, api_id)
             if record.state == STARTED:
                 raise Conflict("the API is STARTED: stop it (POST /apis/{id}/_stop) before deleting", "state")
+            open_subscriptions = connection.execute(
+                "SELECT COUNT(*) FROM subscriptions WHERE api_id = ? AND status = 'ACCEPTED'",
+                (api_id,)).fetchone()[0]
+            if open_subscriptions:
+                raise Conflict(f"the API has {open_subscriptions} ACCEPTED subscription(s): close "
+                               "them (POST /apis/{id}/subscriptions/{sid}/_close) before deleting",
+                               "subscriptions")
+            # Its CLOSED subscriptions and their keys go too (ON DELETE CASCADE).
             connection.execute("DELETE FROM apis WHERE id = ?", (api_id,))
 
         return self._transaction(work)

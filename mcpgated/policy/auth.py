@@ -1,0 +1,211 @@
+"""
+Plan selection by the credentials a request carries, as Gravitee does:
+an API key selects an C{API_KEY} plan, a bearer token a C{JWT} or
+C{OAUTH2} plan, no credential the C{KEY_LESS} plan.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+from urllib.parse import parse_qsl, urlencode
+
+import attrs
+from zope.interface import Interface
+
+from mcpgated.policy.acl import Caller
+
+DEFAULT_KEY_HEADER = "X-Gravitee-Api-Key"
+DEFAULT_KEY_QUERY = "api-key"
+TOKEN_PLANS = ("JWT", "OAUTH2")
+
+
+class Refusal(Exception):
+    """
+    The request is refused before it reaches the backend.
+
+    @ivar challenge: a C{WWW-Authenticate} value, or L{None}.
+    """
+
+    def __init__(self, status: int, message: str, challenge: Optional[str] = None,
+                 outcome: str = "unauthorized") -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.challenge = challenge
+        self.outcome = outcome
+
+
+@attrs.frozen
+class TokenInfo:
+    subject: Optional[str]
+    scopes: frozenset
+    claims: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
+    client_id: Optional[str] = None
+    expires_at: Optional[float] = None
+
+
+class InvalidToken(Exception):
+    """
+    The bearer token is not valid for this plan (message safe to show).
+    """
+
+
+class ITokenVerifier(Interface):
+    async def verify(token: str, plan: Any) -> TokenInfo:  # type: ignore[misc]
+        """
+        Check a bearer token against a C{JWT} or C{OAUTH2} plan's settings;
+        raise L{InvalidToken} when it is not valid.
+        """
+
+
+@attrs.frozen
+class Principal:
+    plan: Any  # mcpgated.model.Plan
+    application_id: Optional[str] = None
+    application_name: Optional[str] = None
+    subscription_id: Optional[str] = None
+    subject: Optional[str] = None
+    scopes: frozenset = frozenset()
+    claims: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
+    credential: Optional[str] = None  # "api_key" | "bearer" | None
+
+    @property
+    def consumer(self) -> Optional[str]:
+        return self.application_name or self.subject
+
+    def caller(self) -> Caller:
+        return Caller(self.plan.name, self.application_id, self.scopes, self.claims)
+
+    def limit_key(self, client: Optional[str], scope: str) -> str:
+        if scope == "plan":
+            return f"plan:{self.plan.name}"
+        if self.subscription_id:
+            return f"sub:{self.subscription_id}"
+        if self.subject:
+            return f"sub:{self.plan.name}:{self.subject}"
+        return f"ip:{self.plan.name}:{client}"
+
+
+def _config(plan: Any) -> Mapping[str, Any]:
+    return getattr(plan, "configuration", None) or {}
+
+
+def key_locations(plans: List[Any]) -> Tuple[List[str], List[str]]:
+    headers, queries = [], []
+    for plan in plans:
+        if plan.security == "API_KEY":
+            config = _config(plan)
+            header = config.get("header", DEFAULT_KEY_HEADER)
+            query = config.get("queryParam", DEFAULT_KEY_QUERY)
+            if header and header.lower() not in headers:
+                headers.append(header.lower())
+            if query and query not in queries:
+                queries.append(query)
+    return headers, queries
+
+
+def bearer_token(headers: Any) -> Optional[str]:
+    value = headers.getRawHeaders(b"authorization")
+    if not value:
+        return None
+    scheme, _, token = value[0].decode("latin-1").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def strip_query(query: bytes, names: List[str]) -> bytes:
+    """
+    The query without the API key parameters (they never reach the backend).
+    """
+    if not query or not names:
+        return query
+    pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+    kept = [(k, v) for k, v in pairs if k not in names]
+    if len(kept) == len(pairs):
+        return query
+    return urlencode(kept).encode("latin-1")
+
+
+@attrs.define
+class Authenticator:
+    """
+    @ivar keys: the gateway's L{mcpgated.keys.KeyIndex} (or anything with
+        C{lookup(api_id, key, now)}).
+    @ivar verifier: checks bearer tokens for C{JWT}/C{OAUTH2} plans.
+    """
+
+    clock: Any
+    keys: Any = None
+    verifier: Any = None
+
+    async def authenticate(self, api_id: str, definition: Any, headers: Any,
+                           query: Dict[str, List[str]], challenge: str) -> Principal:
+        """
+        @param challenge: the C{WWW-Authenticate} value for token plans
+            (pointing at the gateway's protected-resource metadata).
+        @raise Refusal: no plan accepts the request.
+        """
+        plans = [p for p in definition.plans if p.status == "PUBLISHED"]
+        key_headers, key_queries = key_locations(plans)
+        presented_key = None
+        for name in key_headers:
+            value = headers.getRawHeaders(name.encode("latin-1"))
+            if value:
+                presented_key = value[0].decode("latin-1").strip()
+                break
+        if presented_key is None:
+            for name in key_queries:
+                if query.get(name):
+                    presented_key = query[name][0]
+                    break
+        token_plans = [p for p in plans if p.security in TOKEN_PLANS]
+        token = bearer_token(headers) if token_plans else None
+        if presented_key is not None and token is not None:
+            raise Refusal(400, "The request carries both an API key and a bearer token; "
+                               "send the credential of one plan only", outcome="bad_credentials")
+        if presented_key is not None:
+            return self._api_key(api_id, plans, presented_key)
+        if token is not None:
+            return await self._token(token, token_plans, challenge)
+        keyless = next((p for p in plans if p.security == "KEY_LESS"), None)
+        if keyless is not None:
+            return Principal(plan=keyless)
+        if token_plans:
+            raise Refusal(401, "Authentication required: send a bearer token", challenge)
+        raise Refusal(401, f"An API key is required (header {key_headers[0] if key_headers else DEFAULT_KEY_HEADER})")
+
+    def _api_key(self, api_id: str, plans: List[Any], key: str) -> Principal:
+        grant = self.keys.lookup(api_id, key, self.clock.seconds()) if self.keys is not None else None
+        plan = None
+        if grant is not None:
+            plan = next((p for p in plans if p.name == grant.plan and p.security == "API_KEY"), None)
+        if grant is None or plan is None:
+            raise Refusal(401, "The API key is unknown, expired or revoked")
+        return Principal(plan=plan, application_id=grant.application_id,
+                         application_name=grant.application_name,
+                         subscription_id=grant.subscription_id, credential="api_key")
+
+    async def _token(self, token: str, plans: List[Any], challenge: str) -> Principal:
+        if self.verifier is None:
+            raise Refusal(401, "Bearer tokens cannot be checked by this gateway",
+                          challenge + ', error="invalid_token"')
+        reason = "invalid token"
+        for plan in plans:
+            try:
+                info = await self.verifier.verify(token, plan)
+            except InvalidToken as e:
+                reason = str(e) or reason
+                continue
+            required = frozenset(_config(plan).get("requiredScopes", ()))
+            if not required <= info.scopes:
+                missing = " ".join(sorted(required))
+                raise Refusal(403, "The token lacks required scopes",
+                              f'{challenge}, error="insufficient_scope", scope="{missing}"',
+                              outcome="forbidden")
+            return Principal(plan=plan, subject=info.subject, scopes=info.scopes,
+                             claims=info.claims, credential="bearer",
+                             application_name=info.client_id)
+        safe = reason.replace('"', "'").replace("\\", "")[:200]
+        raise Refusal(401, f"The bearer token was rejected: {safe}",
+                      f'{challenge}, error="invalid_token", error_description="{safe}"')

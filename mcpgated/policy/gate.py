@@ -1,0 +1,250 @@
+"""
+The gateway as the security boundary, per request: authenticate and select
+the plan, check 2026-07-28 routing headers against the body, apply MCP
+access control and rate limits, and say how the response must be rewritten.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any, Dict, List, Optional, Tuple
+
+import attrs
+from twisted.logger import Logger
+
+from mcpgated.policy.acl import FEATURE_METHODS, LIST_ITEMS, AccessPolicy, Caller, combine
+from mcpgated.policy.auth import Authenticator, Principal, Refusal, bearer_token, key_locations, strip_query
+from mcpgated.policy.ratelimit import Limiter
+
+log = Logger()
+
+HEADER_MISMATCH = -32020
+RATE_LIMITED = -32000
+
+
+@attrs.define
+class Admission:
+    """
+    What the gate decided for one request.
+
+    @ivar answer: a complete JSON-RPC answer (bytes) when nothing is to be
+        forwarded (every element denied).
+    @ivar body: the body to forward (denied batch elements removed).
+    @ivar extra: error messages for denied batch elements, to add to the
+        backend's answer.
+    @ivar lists: id key -> list method, for results to filter.
+    @ivar denied: id keys of denied requests (for the exchange log).
+    @ivar would_deny: id keys a dry-run policy would have denied.
+    """
+
+    principal: Principal
+    caller: Caller
+    policy: AccessPolicy
+    body: bytes
+    query: bytes
+    batch: bool = False
+    answer: Optional[bytes] = None
+    extra: List[Any] = attrs.field(factory=list)
+    lists: Dict[str, str] = attrs.field(factory=dict)
+    denied: List[str] = attrs.field(factory=list)
+    would_deny: List[str] = attrs.field(factory=list)
+    strip_headers: List[bytes] = attrs.field(factory=list)
+    set_headers: List[Tuple[bytes, bytes]] = attrs.field(factory=list)
+
+    @property
+    def rewrites(self) -> bool:
+        return bool(self.lists or self.extra)
+
+
+class _Duplicate(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
+    seen: Dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _Duplicate(key)
+        seen[key] = value
+    return seen
+
+
+def _key(value: Any) -> Optional[str]:
+    if value is None or isinstance(value, bool):
+        return None
+    return f"{type(value).__name__}:{value}"
+
+
+def decode_header_value(raw: str) -> str:
+    """
+    The value of an C{Mcp-Name}/C{Mcp-Param-*} header: plain, or the
+    case-sensitive C{=?base64?...?=} form.
+    """
+    if raw.startswith("=?base64?") and raw.endswith("?="):
+        try:
+            return base64.b64decode(raw[9:-2], validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise ValueError("malformed base64 header value")
+    return raw
+
+
+def _target(message: Dict[str, Any]) -> Optional[str]:
+    method = message.get("method")
+    feature = FEATURE_METHODS.get(method) if isinstance(method, str) else None
+    params = message.get("params")
+    if feature is None or not feature[1] or not isinstance(params, dict):
+        return None
+    value = params.get(feature[1])
+    return value if isinstance(value, str) else None
+
+
+def _refuse_json(status: int, code: int, message: str, id: Any = None) -> Refusal:
+    refusal = Refusal(status, message, outcome="bad_request")
+    refusal.code = code  # type: ignore[attr-defined]
+    refusal.id = id  # type: ignore[attr-defined]
+    return refusal
+
+
+@attrs.define
+class Gate:
+    authenticator: Authenticator
+    limiter: Limiter
+
+    def needed(self, definition: Any) -> bool:
+        """
+        Whether an API needs the gate at all (the open, rule-less, limit-less
+        keyless case skips it, costing nothing).
+        """
+        if definition.acl.active or definition.backend_auth:
+            return True
+        return any(p.security != "KEY_LESS" or p.rate_limit is not None or p.acl is not None
+                   for p in definition.plans)
+
+    async def admit(self, api_id: str, definition: Any, method: bytes, headers: Any,
+                    query: bytes, args: Dict[bytes, List[bytes]], body: bytes, client: Optional[str],
+                    challenge: str) -> Admission:
+        """
+        @raise Refusal: the request is refused as a whole (401, 403, 400, 429).
+        """
+        text_args = {k.decode("latin-1"): [v.decode("latin-1") for v in vs] for k, vs in args.items()}
+        principal = await self.authenticator.authenticate(api_id, definition, headers, text_args,
+                                                          challenge)
+        policy = combine(definition.acl, principal.plan.acl)
+        caller = principal.caller()
+        admission = Admission(principal, caller, policy, body, query)
+        self._credentials(admission, definition, headers)
+        if method != b"POST" or not body.strip():
+            return admission
+        try:
+            decoded = json.loads(body, object_pairs_hook=_no_duplicates)
+        except _Duplicate as e:
+            raise _refuse_json(400, -32600, f"Duplicate key {str(e)!r} in a JSON-RPC message")
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            if policy.active:
+                raise _refuse_json(400, -32700, "Parse error: the body is not JSON")
+            return admission
+        admission.batch = isinstance(decoded, list)
+        messages = decoded if admission.batch else [decoded]
+        if not admission.batch:
+            self._check_headers(headers, messages[0])
+        self._limits(principal, client, messages)
+        if not policy.active:
+            return admission
+        kept: List[Any] = []
+        seen_ids = set()
+        for message in messages:
+            if not isinstance(message, dict) or not isinstance(message.get("method"), str) \
+                    or "id" not in message or message["id"] is None:
+                kept.append(message)  # notifications, client responses: not ACL'd
+                continue
+            key = _key(message["id"])
+            if key in seen_ids:
+                raise _refuse_json(400, -32600, "Two requests in one batch share an id")
+            seen_ids.add(key)
+            name = message["method"]
+            decision = policy.decide(name, _target(message), caller)
+            if not decision.allowed:
+                if policy.dry_run:
+                    if key is not None:
+                        admission.would_deny.append(key)
+                    log.info("dry run: API {api_id} would deny {method} {target} for plan {plan}",
+                             api_id=api_id, method=name, target=_target(message),
+                             plan=principal.plan.name)
+                else:
+                    if key is not None:
+                        admission.denied.append(key)
+                    admission.extra.append({"jsonrpc": "2.0", "id": message["id"], "error": {
+                        "code": decision.code, "message": decision.message}})
+                    continue
+            if name in LIST_ITEMS and key is not None and not policy.dry_run:
+                admission.lists[key] = name
+            kept.append(message)
+        if admission.extra:
+            if not admission.batch or not kept:
+                payload = admission.extra if admission.batch else admission.extra[0]
+                admission.answer = json.dumps(payload, separators=(",", ":")).encode("utf-8")
+                admission.extra = []
+            else:
+                admission.body = json.dumps(kept, separators=(",", ":")).encode("utf-8")
+        return admission
+
+    def _credentials(self, admission: Admission, definition: Any, headers: Any) -> None:
+        """
+        Gateway credentials never reach the backend; a configured backend
+        credential is sent instead.
+        """
+        principal = admission.principal
+        key_headers, key_queries = key_locations(list(definition.plans))
+        admission.strip_headers.extend(h.encode("latin-1") for h in key_headers)
+        admission.query = strip_query(admission.query, key_queries)
+        auth = definition.backend_auth or {}
+        if principal.credential == "bearer" and not auth.get("forwardClientToken"):
+            admission.strip_headers.append(b"authorization")
+            admission.strip_headers.append(b"dpop")
+        if auth.get("header"):
+            admission.set_headers.append((auth["header"].encode("latin-1"),
+                                          auth["value"].encode("latin-1")))
+
+    def _check_headers(self, headers: Any, message: Any) -> None:
+        """
+        2026-07-28 routing headers must say what the body says, so a header
+        can never smuggle a different method or name past a rule.
+        """
+        if not isinstance(message, dict):
+            return
+        method_header = headers.getRawHeaders(b"mcp-method")
+        if method_header is not None:
+            if method_header[0].decode("latin-1") != message.get("method"):
+                raise _refuse_json(400, HEADER_MISMATCH,
+                                   "Mcp-Method header does not match the request body",
+                                   message.get("id"))
+        name_header = headers.getRawHeaders(b"mcp-name")
+        if name_header is not None:
+            try:
+                name = decode_header_value(name_header[0].decode("latin-1"))
+            except ValueError:
+                raise _refuse_json(400, HEADER_MISMATCH, "Mcp-Name header is malformed",
+                                   message.get("id"))
+            if name != _target(message):
+                raise _refuse_json(400, HEADER_MISMATCH,
+                                   "Mcp-Name header does not match the request body",
+                                   message.get("id"))
+
+    def _limits(self, principal: Principal, client: Optional[str], messages: List[Any]) -> None:
+        limit = principal.plan.rate_limit
+        if limit is None:
+            return
+        who = principal.limit_key(client, limit.scope)
+        for message in messages:
+            if not isinstance(message, dict) or message.get("id") is None \
+                    or not isinstance(message.get("method"), str):
+                continue
+            wait = self.limiter.check(limit, who, message["method"], _target(message))
+            if wait is not None:
+                refusal = Refusal(429, "Rate limit exceeded for this plan; retry later",
+                                  outcome="rate_limited")
+                refusal.retry_after = max(1, int(wait + 0.999))  # type: ignore[attr-defined]
+                refusal.id = message.get("id")  # type: ignore[attr-defined]
+                raise refusal

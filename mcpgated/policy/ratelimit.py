@@ -1,0 +1,125 @@
+"""
+Rate limits and quotas per plan or subscription: fixed windows counted in
+memory on the reactor thread, with an injected clock.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Optional, Tuple
+
+import attrs
+
+_FIELDS = {"requests", "toolCalls", "perTool", "periodSeconds", "scope"}
+
+
+class LimitError(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+@attrs.frozen
+class RateLimit:
+    """
+    @ivar requests: JSON-RPC requests allowed per period (None: no limit).
+    @ivar tool_calls: C{tools/call} requests per period.
+    @ivar per_tool: C{tools/call} of one named tool per period.
+    @ivar scope: C{"subscription"} (each consumer counted apart; keyless
+        callers by client address) or C{"plan"} (one shared budget).
+    """
+
+    period: float = 60.0
+    requests: Optional[int] = None
+    tool_calls: Optional[int] = None
+    per_tool: Tuple[Tuple[str, int], ...] = ()
+    scope: str = "subscription"
+
+    def to_json(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {"periodSeconds": self.period, "scope": self.scope}
+        if self.requests is not None:
+            out["requests"] = self.requests
+        if self.tool_calls is not None:
+            out["toolCalls"] = self.tool_calls
+        if self.per_tool:
+            out["perTool"] = dict(self.per_tool)
+        return out
+
+
+def _count(value: Any, field: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise LimitError(field, f"{field} must be a whole number, 0 or more")
+    return value
+
+
+def parse_limit(raw: Any, field: str) -> Optional[RateLimit]:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise LimitError(field, f"{field} must be an object")
+    unknown = sorted(set(raw) - _FIELDS)
+    if unknown:
+        raise LimitError(f"{field}.{unknown[0]}", f"{field}.{unknown[0]} is not a known field")
+    period = raw.get("periodSeconds", 60)
+    if not isinstance(period, (int, float)) or isinstance(period, bool) or not 0 < period <= 31 * 86400:
+        raise LimitError(f"{field}.periodSeconds", f"{field}.periodSeconds must be from 1 to 2678400")
+    scope = raw.get("scope", "subscription")
+    if scope not in ("subscription", "plan"):
+        raise LimitError(f"{field}.scope", f"{field}.scope must be subscription or plan")
+    per_tool = raw.get("perTool", {})
+    if not isinstance(per_tool, dict):
+        raise LimitError(f"{field}.perTool", f"{field}.perTool must map tool names to counts")
+    return RateLimit(
+        period=float(period),
+        requests=_count(raw["requests"], f"{field}.requests") if "requests" in raw else None,
+        tool_calls=_count(raw["toolCalls"], f"{field}.toolCalls") if "toolCalls" in raw else None,
+        per_tool=tuple(sorted((str(k), _count(v, f"{field}.perTool.{k}")) for k, v in per_tool.items())),
+        scope=scope,
+    )
+
+
+@attrs.define
+class Limiter:
+    """
+    Fixed-window counters: C{(key, window)} -> count. Old windows are
+    dropped as time moves on, so memory stays bounded by active callers.
+    """
+
+    clock: Any
+    _counts: Dict[Tuple[Any, ...], int] = attrs.field(factory=dict)
+    _window: Dict[float, int] = attrs.field(factory=dict)
+
+    def check(self, limit: RateLimit, who: str, method: str, tool: Optional[str]) -> Optional[float]:
+        """
+        Count one request. Returns L{None} when allowed, or the seconds
+        until the window resets when over a limit (the request is not
+        counted then).
+        """
+        now = self.clock.seconds()
+        window = math.floor(now / limit.period)
+        self._expire(limit.period, window)
+        checks = []
+        if limit.requests is not None:
+            checks.append(("requests", limit.requests))
+        if method == "tools/call":
+            if limit.tool_calls is not None:
+                checks.append(("tools", limit.tool_calls))
+            for name, count in limit.per_tool:
+                if name == tool:
+                    checks.append(("tool:" + name, count))
+        keys = [((who, limit.period, kind, window), allowed) for kind, allowed in checks]
+        for key, allowed in keys:
+            if self._counts.get(key, 0) >= allowed:
+                return max((window + 1) * limit.period - now, 0.001)
+        for key, _ in keys:
+            self._counts[key] = self._counts.get(key, 0) + 1
+        return None
+
+    def _expire(self, period: float, window: int) -> None:
+        last = self._window.get(period)
+        if last == window:
+            return
+        self._window[period] = window
+        for key in [k for k in self._counts if k[1] == period and k[3] < window]:
+            del self._counts[key]

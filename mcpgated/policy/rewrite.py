@@ -1,0 +1,148 @@
+"""
+Response rewriting for access control: list results filtered (in a JSON
+body or event by event in an SSE stream) and errors for denied elements of
+a batch added to the backend's answer.
+
+Only responses that need it are rewritten; everything else passes through
+byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from mcpgated.proxy.sse import LineSplitter
+
+# A list answer larger than this cannot be filtered; it is replaced by an
+# error rather than passed through unfiltered.
+MAX_FILTERED = 8 * 1024 * 1024
+
+Filter = Callable[[str, Any], Any]  # (list method, result) -> filtered result
+
+
+def _dump(message: Any) -> bytes:
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _rewrite_message(message: Any, lists: Dict[str, str], apply: Filter) -> Tuple[Any, bool]:
+    if not isinstance(message, dict) or "result" not in message:
+        return message, False
+    key = _key(message.get("id"))
+    method = lists.get(key) if key is not None else None
+    if method is None:
+        return message, False
+    filtered = dict(message)
+    filtered["result"] = apply(method, message["result"])
+    return filtered, True
+
+
+def _key(value: Any) -> Optional[str]:
+    if value is None or isinstance(value, bool):
+        return None
+    return f"{type(value).__name__}:{value}"
+
+
+class JsonRewriter:
+    """
+    Holds a JSON body (bounded), then filters list results and appends
+    denied batch errors.
+    """
+
+    def __init__(self, lists: Dict[str, str], apply: Filter, extra: List[Any],
+                 batch: bool, error_id: Any = None) -> None:
+        self._lists = lists
+        self._apply = apply
+        self._extra = extra
+        self._batch = batch
+        self._error_id = error_id
+        self._body = bytearray()
+        self._over = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        if not self._over:
+            self._body += chunk
+            if len(self._body) > MAX_FILTERED:
+                self._over = True
+                self._body = bytearray()
+        return b""
+
+    def flush(self) -> bytes:
+        if self._over:
+            return _dump({"jsonrpc": "2.0", "id": self._error_id, "error": {
+                "code": -32603, "message": "The list result is too large for the gateway to filter"}})
+        body = bytes(self._body)
+        if not body.strip():
+            if self._extra:
+                return _dump(self._extra if self._batch else self._extra[0])
+            return body
+        try:
+            decoded = json.loads(body)
+        except ValueError:
+            return body
+        if isinstance(decoded, list):
+            out = [(_rewrite_message(m, self._lists, self._apply))[0] for m in decoded]
+            return _dump(out + self._extra)
+        message, changed = _rewrite_message(decoded, self._lists, self._apply)
+        if self._extra:
+            return _dump([message] + self._extra)
+        return _dump(message) if changed else body
+
+
+class EventRewriter:
+    """
+    For SSE responses: complete events are passed on at once; an event
+    answering a list request is re-written with the filtered result;
+    denied batch errors are sent as extra events at the end.
+    """
+
+    def __init__(self, lists: Dict[str, str], apply: Filter, extra: List[Any]) -> None:
+        self._lists = lists
+        self._apply = apply
+        self._extra = extra
+        self._lines = LineSplitter(MAX_FILTERED)
+        self._event: List[Tuple[bytes, bytes]] = []
+
+    def feed(self, chunk: bytes) -> bytes:
+        out = []
+        lines = self._lines.feed(chunk)
+        if self._lines.completed_crlf:
+            if self._event:
+                line, _ = self._event[-1]
+                self._event[-1] = (line, b"\r\n")
+            else:
+                out.append(b"\n")
+        for line, end in lines:
+            self._event.append((line, end))
+            if line == b"":
+                out.append(self._finish_event())
+        return b"".join(out)
+
+    def _finish_event(self) -> bytes:
+        lines, self._event = self._event, []
+        data = [line[5:].lstrip(b" ") if line.startswith(b"data:") else None for line, _ in lines]
+        payload = b"\n".join(d for d in data if d is not None)
+        if payload:
+            try:
+                decoded = json.loads(payload)
+            except ValueError:
+                decoded = None
+            if decoded is not None:
+                message, changed = _rewrite_message(decoded, self._lists, self._apply)
+                if changed:
+                    out = []
+                    written = False
+                    for (line, end), d in zip(lines, data):
+                        if d is None:
+                            out.append(line + end)
+                        elif not written:
+                            out.append(b"data: " + _dump(message) + end)
+                            written = True
+                    return b"".join(out)
+        return b"".join(line + end for line, end in lines)
+
+    def flush(self) -> bytes:
+        held = b"".join(line + end for line, end in self._event) + self._lines.take_pending()
+        self._event = []
+        extra = b"".join(b"event: message\ndata: " + _dump(m) + b"\n\n" for m in self._extra)
+        return held + extra
