@@ -206,3 +206,28 @@ def test_revoked_key_is_refused_and_rate_limit_answers_429(guarded):
     status, _, raw = _post(daemon, {"jsonrpc": "2.0", "id": 101, "method": "tools/list"},
                            {"X-Gravitee-Api-Key": "made-up"})
     assert status == 401
+
+
+def test_dry_run_reports_what_it_would_deny(daemon, everything):
+    api = _api(f"http://127.0.0.1:{everything}/mcp")
+    api["contextPath"] = "/dry"
+    api["acl"]["dryRun"] = True
+    status, created = daemon.admin("POST", "/apis", api)
+    assert status == 201, created
+    daemon.admin("POST", f"/apis/{created['id']}/_deploy")
+    status, h, raw = _post(daemon, {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}},
+        path="/dry")
+    session = {"Mcp-Session-Id": h["mcp-session-id"], "MCP-Protocol-Version": "2025-03-26"}
+    _post(daemon, {"jsonrpc": "2.0", "method": "notifications/initialized"}, session, path="/dry")
+    status, _, raw = _post(daemon, {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                                    "params": {"name": "get-sum", "arguments": {"a": 1, "b": 1}}},
+                           session, path="/dry")
+    assert status == 200
+    assert _messages(raw)[-1]["result"]["content"][0]["text"] == "The sum of 1 and 1 is 2."
+    status, _, raw = _post(daemon, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, session, path="/dry")
+    assert "get-sum" in [t["name"] for m in _messages(raw) if m.get("id") == 2 for t in m["result"]["tools"]]
+    daemon.stop()
+    daemon.start()
+    status, page = daemon.admin("GET", f"/apis/{created['id']}/logs?tool=get-sum")
+    assert [(r["outcome"], r["policy"]) for r in page["data"]] == [("result", "would_deny")]
