@@ -6,8 +6,9 @@ import { carry, hashFor, navigate, setTitle, showBanner } from "./shell.js";
 
 const RATE_WINDOW = 60; // seconds: the "live" request rate is over the last minute
 const RATE_REFRESH = 10000;
-const DEFINITION_FIELDS = ["name", "version", "description", "contextPath", "backend", "plans",
-  "analytics", "publicUrl", "oauth", "backendCaFile"];
+// What the API adds to a definition; everything else is the definition, sent
+// back on Save as it came (fields this console does not edit survive).
+const READ_ONLY = new Set(["id", "state", "createdAt", "updatedAt", "deployedAt", "deploymentState", "needsRedeploy", "deployed"]);
 
 export function stateBadges(record) {
   const badges = [record.state === "STARTED" ? badge("Started", "ok") : badge("Stopped")];
@@ -20,7 +21,11 @@ export function stateBadges(record) {
 }
 
 function plansText(record) {
-  return record.plans.map((plan) => `${plan.name} (${plan.security === "KEY_LESS" ? "keyless" : plan.security})`).join(", ");
+  return record.plans.map((plan) => {
+    const security = plan.security === "KEY_LESS" ? "keyless" : plan.security;
+    const said = plan.name.toLowerCase().replace(/[^a-z]/g, "") === security.toLowerCase().replace(/[^a-z]/g, "");
+    return `${plan.name}${said ? "" : ` (${security})`}${plan.status === "PUBLISHED" ? "" : `, ${plan.status.toLowerCase()}`}`;
+  }).join("; ");
 }
 
 export async function renderApiList(root) {
@@ -60,7 +65,7 @@ export async function renderApiList(root) {
   const started = records.filter((r) => r.state === "STARTED");
   if (started.length) {
     root.append(h("p", { class: "muted" }, "MCP clients connect to ",
-      started.map((r, i) => [i ? ", " : "", h("code", {}, clientUrl(r, info))])), ".");
+      started.map((r, i) => [i ? ", " : "", h("code", {}, clientUrl(r, info))]), "."));
   }
 
   let busy = false;
@@ -90,22 +95,17 @@ export async function renderApiList(root) {
 // --- the API page ---------------------------------------------------------------------------
 
 function definitionOf(record) {
-  const body = {};
-  for (const key of DEFINITION_FIELDS) if (key in record) body[key] = record[key];
-  return body;
+  return Object.fromEntries(Object.entries(record).filter(([key]) => !READ_ONLY.has(key)));
 }
 
 function option(value, label, selected, disabled) {
   return h("option", { value, selected: selected || null, disabled: disabled || null }, label);
 }
 
+export const SECURITY = [["KEY_LESS", "Keyless (open)"], ["API_KEY", "API key"], ["JWT", "JWT"], ["OAUTH2", "OAuth 2"]];
+
 function securityOptions(current) {
-  return [
-    option("KEY_LESS", "Keyless (open)", current === "KEY_LESS"),
-    option("API_KEY", "API key (not enforced by this version)", current === "API_KEY", true),
-    option("JWT", "JWT (not enforced by this version)", current === "JWT", true),
-    option("OAUTH2", "OAuth 2 (not enforced by this version)", current === "OAUTH2", true),
-  ];
+  return SECURITY.map(([value, label]) => option(value, label, current === value));
 }
 
 function planEditor(plans) {
@@ -119,10 +119,12 @@ function planEditor(plans) {
     const remove = h("button", { type: "button", class: "button secondary small" }, `Remove plan ${index + 1}`);
     const box = h("fieldset", {}, h("legend", {}, `Plan ${index + 1}`),
       field({ id: `plan-${index}-name`, label: "Name", input: name, fieldName: `plans[${index}].name` }),
-      field({ id: `plan-${index}-security`, label: "Security", input: security, fieldName: `plans[${index}].security` }),
+      field({ id: `plan-${index}-security`, label: "Security", input: security, fieldName: `plans[${index}].security`,
+        hint: "The gateway refuses a plan type it cannot enforce rather than deploy it unenforced." }),
       field({ id: `plan-${index}-status`, label: "Status", input: status, fieldName: `plans[${index}].status` }),
       remove);
-    const row = { box, read: () => ({ name: name.value.trim(), security: security.value, status: status.value, description: plan.description || "" }) };
+    // other plan fields (added by newer gateways) go back as they came
+    const row = { box, read: () => Object.assign({}, plan, { name: name.value.trim(), security: security.value, status: status.value }) };
     remove.addEventListener("click", () => {
       if (rows.filter((r) => r.box.isConnected).length <= 1) {
         showBanner("An API needs at least one plan: add another before removing this one.");
@@ -281,11 +283,11 @@ export async function renderApiPage(root, params, id) {
       const body = Object.assign(definitionOf(record), {
         name: name.value, version: version.value, description: description.value,
         contextPath: contextPath.value.trim(), backend: backend.value.trim(), plans: plans.read(),
-        analytics: {
+        analytics: Object.assign({}, record.analytics, {
           capture: capture.value,
-          maxPayloadBytes: Number.parseInt(maxPayload.value, 10),
+          maxPayloadBytes: Number(maxPayload.value),
           redactFields: redact.value.split(",").map((s) => s.trim()).filter(Boolean),
-        },
+        }),
       });
       save.disabled = true;
       try {

@@ -58,7 +58,7 @@ export async function renderLogs(root, params) {
   const apiSelect = h("select", { name: "api" }, apiOptions(records, apiId, "All APIs"));
   const rangeSelect = h("select", { name: "range" }, RANGES.map(([v, l]) => option(v, l, v === range)));
   const outcomeSelect = h("select", { name: "outcome" }, OUTCOMES.map(([v, l]) => option(v, l, v === filters.outcome)));
-  const limitSelect = h("select", { name: "limit" }, ["25", "50", "100", "200"].map((v) => option(v, v, v === limit)));
+  const limitSelect = h("select", { name: "limit" }, ["5", "10", "25", "50", "100", "200"].map((v) => option(v, v, v === limit)));
   const texts = Object.fromEntries(TEXT_FILTERS.map(([key]) => [key, h("input", {
     type: "search", name: key, value: filters[key], spellcheck: "false", list: key === "method" ? "method-list" : null,
   })]));

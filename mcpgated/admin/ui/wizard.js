@@ -5,6 +5,7 @@ import { api, clientUrl, loadGateway } from "./api.js";
 import { append, clear, clearFieldErrors, field, h, setFieldError } from "./dom.js";
 import { carry, navigate, setTitle, showBanner, clearBanner } from "./shell.js";
 import * as validate from "./validate.js";
+import { SECURITY } from "./apis.js";
 
 const STEPS = ["Name and version", "Context path", "Backend", "Plan", "Review"];
 
@@ -45,16 +46,12 @@ export async function renderWizard(root) {
           input: input("backend", { type: "url", required: true, placeholder: "http://localhost:3001/mcp" }),
           hint: "The MCP server's streamable HTTP endpoint (or, for a legacy HTTP+SSE server, its base URL)." })];
       case 3: {
-        const security = h("select", {},
-          h("option", { value: "KEY_LESS", selected: true }, "Keyless (open)"),
-          h("option", { value: "API_KEY", disabled: true }, "API key (not enforced by this version)"),
-          h("option", { value: "JWT", disabled: true }, "JWT (not enforced by this version)"),
-          h("option", { value: "OAUTH2", disabled: true }, "OAuth 2 (not enforced by this version)"));
+        const security = h("select", {}, SECURITY.map(([value, label]) => h("option", { value, selected: value === state.security || null }, label)));
         security.addEventListener("change", () => { state.security = security.value; });
         return [
           field({ id: "wizard-plan-name", label: "Plan name", fieldName: "plans[0].name", input: input("planName", { required: true, maxlength: 100 }) }),
           field({ id: "wizard-plan-security", label: "Security", fieldName: "plans[0].security", input: security,
-            hint: "Keyless: any client may call the API. Other plan types are refused by this gateway version rather than deployed unenforced." }),
+            hint: "Keyless: any client may call the API. The gateway refuses a plan type it cannot enforce rather than deploy it unenforced." }),
         ];
       }
       default:
@@ -63,7 +60,7 @@ export async function renderWizard(root) {
           h("dt", {}, "Version"), h("dd", {}, state.version.trim()),
           h("dt", {}, "Context path"), h("dd", {}, h("code", {}, state.contextPath.trim())),
           h("dt", {}, "Backend"), h("dd", {}, h("code", {}, state.backend.trim())),
-          h("dt", {}, "Plan"), h("dd", {}, `${state.planName.trim()} (keyless)`),
+          h("dt", {}, "Plan"), h("dd", {}, `${state.planName.trim()} (${SECURITY.find(([v]) => v === state.security)[1]})`),
           h("dt", {}, "MCP clients will connect to"), h("dd", {}, h("code", {}, clientUrl({ contextPath: state.contextPath.trim() }, info))))];
     }
   }
