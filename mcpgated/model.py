@@ -24,7 +24,7 @@ STARTED = "STARTED"
 SECURITY_TYPES = ("KEY_LESS", "API_KEY", "JWT", "OAUTH2")
 # Plans the gateway can enforce in this version; the others are refused
 # rather than deployed unenforced.
-SUPPORTED_SECURITY = ("KEY_LESS", "API_KEY")
+SUPPORTED_SECURITY = ("KEY_LESS", "API_KEY", "JWT", "OAUTH2")
 PLAN_STATUSES = ("STAGING", "PUBLISHED", "CLOSED")
 
 _READ_ONLY = {

@@ -31,6 +31,7 @@ from mcpgated.keys import KeyIndex
 from mcpgated.policy.auth import Authenticator
 from mcpgated.policy.gate import Gate
 from mcpgated.policy.ratelimit import Limiter
+from mcpgated.policy.tokens import TokenVerifier
 from mcpgated.logs import LogFilesService
 from mcpgated.proxy.resource import GatewayResource
 from mcpgated.proxy.upstream import UpstreamPool
@@ -248,7 +249,9 @@ class GatewayService(MultiService):
             recorder=recorder,
             allowed_hosts=cfg.gateway.allowed_hosts,
             allowed_origins=cfg.gateway.allowed_origins,
-            gate=Gate(Authenticator(reactor, keys=self.keys), Limiter(reactor)),
+            gate=Gate(Authenticator(reactor, keys=self.keys,
+                                    verifier=TokenVerifier(reactor, self.upstreams)),
+                      Limiter(reactor)),
         )
         gateway_site = CappedSite(self.gateway, cfg.limits.max_body, jsonrpc_too_large)
         gateway_site.rejected_too_large = self.gateway.log_too_large

@@ -158,6 +158,14 @@ def test_subscriptions_refused(daemon):
             assert (status, answer["field"]) == (409, "plan"), (plans, answer)
             assert "API keys are for API_KEY plans" in answer["error"]
 
+    # JWT and OAUTH2 plans take subscriptions, but not API keys.
+    token_api = _api(daemon, "/tokens", [{"name": "Jwt", "security": "JWT", "configuration": {
+        "issuer": "https://issuer.example", "jwksUrl": "https://issuer.example/jwks"}}])
+    jwt = _subscribe(daemon, token_api, application["id"], "Jwt")
+    assert (jwt["plan"], jwt["status"]) == ("Jwt", "ACCEPTED")
+    status, answer = daemon.admin("POST", f"/apis/{token_api}/subscriptions/{jwt['id']}/keys")
+    assert (status, answer["field"]) == (409, "plan") and "is JWT" in answer["error"]
+
 
 def test_key_lifecycle(tmp_path):
     daemon = Daemon(tmp_path).start()

@@ -31,6 +31,7 @@ from mcpgated.oauth.metadata import (
     rewrite_protected_resource,
     usable_url,
 )
+from mcpgated.oauth.terminating import protected_resource_document, terminates
 from mcpgated.oauth.wellknown import (
     PROTECTED_RESOURCE,
     Discovery,
@@ -150,6 +151,11 @@ class OAuthRelay:
         return None, False, failed
 
     async def _protected_resource(self, route: Route, origin: str) -> Answer:
+        if terminates(route.definition):
+            # the gateway checks the tokens: its own document (terminating mode)
+            document = protected_resource_document(
+                route.definition, public_resource(route, self.public_url, origin))
+            return Answer(200, json.dumps(document).encode("utf-8"), (_JSON, _CORS))
         backend = route.definition.backend
         fetched, root, failed = await self._backend_document(route, origin)
         if fetched is None or fetched.document is None:

@@ -2,7 +2,8 @@
 Which request paths are OAuth discovery documents the gateway answers
 itself, for which API, and the public URLs of an API.
 
-Served, for APIs with C{oauth.relay}:
+Served, for APIs with C{oauth.relay} or a PUBLISHED C{JWT}/C{OAUTH2} plan
+(then the gateway's own document, L{mcpgated.oauth.terminating}):
 
 - C{/.well-known/oauth-protected-resource<public path>}: RFC 9728's
   path-inserted URL of the API (the one the gateway's challenges name); the
@@ -29,6 +30,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from mcpgated.oauth.metadata import AS_PATH, PRM_PATH, origin_of, well_known_url
+from mcpgated.oauth.terminating import terminates
 from mcpgated.routing import Route, RouteTable
 
 PROTECTED_RESOURCE = "protected-resource"
@@ -55,7 +57,7 @@ def serves(kind: str, route: Optional[Route]) -> bool:
         return False
     oauth = route.definition.oauth
     if kind == PROTECTED_RESOURCE:
-        return oauth.relay
+        return oauth.relay or terminates(route.definition)
     return oauth.relay and oauth.proxy_authorization_server_discovery
 
 

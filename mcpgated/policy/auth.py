@@ -191,11 +191,15 @@ class Authenticator:
             raise Refusal(401, "Bearer tokens cannot be checked by this gateway",
                           challenge + ', error="invalid_token"')
         reason = "invalid token"
+        unavailable: Optional[Refusal] = None
         for plan in plans:
             try:
                 info = await self.verifier.verify(token, plan)
             except InvalidToken as e:
                 reason = str(e) or reason
+                continue
+            except Refusal as e:  # the plan's keys or introspection endpoint did not answer
+                unavailable = e
                 continue
             required = frozenset(_config(plan).get("requiredScopes", ()))
             if not required <= info.scopes:
@@ -206,6 +210,8 @@ class Authenticator:
             return Principal(plan=plan, subject=info.subject, scopes=info.scopes,
                              claims=info.claims, credential="bearer",
                              application_name=info.client_id)
+        if unavailable is not None:
+            raise unavailable
         safe = reason.replace('"', "'").replace("\\", "")[:200]
         raise Refusal(401, f"The bearer token was rejected: {safe}",
                       f'{challenge}, error="invalid_token", error_description="{safe}"')

@@ -16,7 +16,10 @@ _API_KEY = {"header", "queryParam"}
 _JWT = {"issuer", "audience", "jwksUrl", "publicKey", "algorithms", "requiredScopes",
         "authorizationServers", "scopesSupported", "scopeClaim"}
 _OAUTH2 = {"introspectionUrl", "clientId", "clientSecret", "requiredScopes",
-           "authorizationServers", "scopesSupported"}
+           "authorizationServers", "scopesSupported", "issuer", "audience", "cacheSeconds"}
+# signature algorithms of JWT plans (asymmetric only: a plan holds no shared secret)
+JWT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
+                  "EdDSA", "Ed25519")
 _BACKEND_AUTH = {"header", "value", "forwardClientToken"}
 
 
@@ -41,6 +44,17 @@ def _token_name(value: Any, field: str) -> str:
     if not isinstance(value, str) or not value or any(c in value for c in " :\r\n\t"):
         raise PolicyError(field, f"{field} must be a header or parameter name")
     return value
+
+
+def _public_key(pem: str) -> bool:
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    try:
+        key = load_pem_public_key(pem.encode("ascii"))
+    except (ValueError, UnicodeEncodeError, TypeError):
+        return False
+    return isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey))
 
 
 def parse_configuration(security: str, raw: Any, where: str,
@@ -72,10 +86,15 @@ def parse_configuration(security: str, raw: Any, where: str,
             out["jwksUrl"] = _url(raw["jwksUrl"], f"{field}.jwksUrl")
         else:
             key = raw["publicKey"]
-            if not isinstance(key, str) or "BEGIN" not in key:
-                raise PolicyError(f"{field}.publicKey", f"{field}.publicKey must be a PEM public key")
+            if not isinstance(key, str) or "BEGIN" not in key or not _public_key(key):
+                raise PolicyError(f"{field}.publicKey",
+                                  f"{field}.publicKey must be a PEM public key (RSA, EC or Ed25519)")
             out["publicKey"] = key
         out["algorithms"] = _strings(raw.get("algorithms", ["RS256", "ES256"]), f"{field}.algorithms")
+        wrong = [a for a in out["algorithms"] if a not in JWT_ALGORITHMS]
+        if wrong:
+            raise PolicyError(f"{field}.algorithms", f"{field}.algorithms: {wrong[0]} is not one of "
+                                                     f"{', '.join(JWT_ALGORITHMS)}")
         if "scopeClaim" in raw:
             out["scopeClaim"] = _token_name(raw["scopeClaim"], f"{field}.scopeClaim")
     elif security == "OAUTH2":
@@ -90,6 +109,18 @@ def parse_configuration(security: str, raw: Any, where: str,
             if previous is None or "clientSecret" not in previous:
                 raise PolicyError(f"{field}.clientSecret", f"{field}.clientSecret is required")
             out["clientSecret"] = previous["clientSecret"]
+        if "issuer" in raw:
+            if not isinstance(raw["issuer"], str) or not raw["issuer"]:
+                raise PolicyError(f"{field}.issuer", f"{field}.issuer must be a string")
+            out["issuer"] = raw["issuer"]
+        if "audience" in raw:
+            out["audience"] = _strings(raw["audience"], f"{field}.audience")
+        if "cacheSeconds" in raw:
+            seconds = raw["cacheSeconds"]
+            if isinstance(seconds, bool) or not isinstance(seconds, int) or not 0 <= seconds <= 3600:
+                raise PolicyError(f"{field}.cacheSeconds",
+                                  f"{field}.cacheSeconds must be a whole number of seconds from 0 to 3600")
+            out["cacheSeconds"] = seconds
     if security in ("JWT", "OAUTH2"):
         out["requiredScopes"] = _strings(raw.get("requiredScopes", []), f"{field}.requiredScopes")
         if "authorizationServers" in raw:

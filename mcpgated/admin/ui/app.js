@@ -15,6 +15,7 @@ let cleanup = null;
 let signInMessage = null;
 let lastPath = null;
 let generation = 0;
+let rendered = false; // on the first page load, focus stays at the top (skip link first)
 
 function routeFor(path) {
   const [section, a, b] = path;
@@ -62,13 +63,14 @@ async function render() {
     if (mine !== generation || (e && e.status === 401)) return; // 401: back to sign-in
     showBanner(e && e.describe ? e.describe() : `Something went wrong in the console: ${e}`);
   }
-  if (moved) {
+  if (moved && rendered) {
     const heading = main.querySelector("h1");
     if (heading) {
       heading.setAttribute("tabindex", "-1");
       heading.focus({ preventScroll: true });
     }
   }
+  rendered = true;
 }
 
 function showSignedIn(signedIn) {
@@ -78,6 +80,7 @@ function showSignedIn(signedIn) {
 
 function renderSignIn() {
   generation++;
+  rendered = true;
   showSignedIn(false);
   setTitle("Sign in");
   const input = h("input", { type: "password", autocomplete: "current-password", required: true, spellcheck: "false" });
@@ -120,6 +123,7 @@ function renderSignIn() {
       return;
     }
     session.signIn(token);
+    lastPath = null; // focus goes to the page's heading
     forgetGateway();
     loadVersion();
     render();
@@ -140,6 +144,7 @@ async function loadVersion() {
 }
 
 onUnauthorized(() => {
+  if (!session.token()) return; // already back at sign-in
   session.signOut();
   signInMessage = "The gateway no longer accepts the token this tab signed in with (HTTP 401). Sign in again.";
   render();
@@ -153,6 +158,12 @@ signOutButton.addEventListener("click", () => {
     cleanup = null;
   }
   renderSignIn();
+});
+
+// The skip link moves focus; following its #main would look like a route.
+document.querySelector(".skip-link").addEventListener("click", (event) => {
+  event.preventDefault();
+  main.focus();
 });
 
 window.addEventListener("hashchange", render);

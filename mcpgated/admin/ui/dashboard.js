@@ -153,7 +153,7 @@ export async function renderDashboard(root, params) {
       charts.hidden = true;
       return;
     }
-    empty.hidden = true;
+    clear(empty).hidden = true;
     charts.hidden = false;
 
     // requests and errors over time

@@ -20,11 +20,15 @@ const METHODS = ["initialize", "notifications/initialized", "ping", "tools/list"
   "completion/complete", "logging/setLevel", "notifications/cancelled"];
 const TEXT_FILTERS = [["method", "Method"], ["tool", "Tool, resource or prompt"], ["client", "Client"], ["session", "Session"], ["q", "Text"]];
 const ERROR_OUTCOMES = new Set(["error", "tool_error", "http_error", "upstream_error", "denied"]);
-// Shown as [REDACTED] whatever the server stored (it redacts these too).
-const SECRET_HEADERS = new Set(["authorization", "proxy-authorization", "cookie", "set-cookie", "dpop", "x-api-key", "x-gravitee-api-key", "api-key"]);
+// Shown as [REDACTED] whatever the server stored (it redacts most of these
+// too). A session id lets whoever holds it act in the session: the records
+// name sessions by a hash, and so does this page.
+const SECRET_HEADERS = new Set(["authorization", "proxy-authorization", "cookie", "set-cookie", "dpop", "x-api-key",
+  "x-gravitee-api-key", "api-key", "mcp-session-id"]);
 const SECRET_KEYS = new Set(["access_token", "refresh_token", "id_token", "client_secret", "password", "token", "api_key", "apikey", "authorization"]);
 
 let lastLogsHash = "#/logs";
+const WATCH_MS = 3000;
 
 export function outcomeBadge(outcome) {
   if (!outcome) return badge("–");
@@ -86,63 +90,101 @@ export async function renderLogs(root, params) {
   const query = { limit, cursor, outcome: filters.outcome };
   for (const [key] of TEXT_FILTERS) query[key] = filters[key];
   if (range !== "all") query.last = range;
-  const page = await api.logs(apiId, query);
   const byId = new Map(records.map((r) => [r.id, r]));
   const results = h("section", { "aria-labelledby": "results-title" });
   root.append(results);
   const filtered = TEXT_FILTERS.some(([key]) => filters[key]) || filters.outcome;
   const pageNumber = trail.length + 1;
-  results.append(h("h2", { id: "results-title" }, page.data.length
-    ? `Exchanges ${fmtInt((pageNumber - 1) * Number(limit) + 1)}–${fmtInt((pageNumber - 1) * Number(limit) + page.data.length)}, newest first`
-    : "Exchanges"));
+  const base = Object.fromEntries([...params.entries()]);
+  const newerNotice = h("p", { class: "row", role: "status", hidden: true });
+  let shown = await api.logs(apiId, query);
+  await show(shown);
 
-  if (!page.data.length) {
-    if (filtered || cursor) {
-      results.append(h("div", { class: "empty", role: "status" }, h("p", {}, h("strong", {}, "No exchanges match these filters.")),
-        h("p", {}, h("a", { href: "#/logs" }, "Reset the filters"))));
-    } else {
-      const any = await api.logs(apiId, { limit: 1 });
-      results.append(any.data.length
-        ? h("div", { class: "empty", role: "status" }, h("p", {}, h("strong", {}, `No exchanges in this time range (${RANGES.find(([v]) => v === range)?.[1].toLowerCase() || range}).`)),
-          h("p", {}, "Pick a longer time range to see older records."))
-        : noTraffic(records, info, apiId));
+  async function show(page) {
+    clear(results);
+    results.append(h("h2", { id: "results-title" }, page.data.length
+      ? `Exchanges ${fmtInt((pageNumber - 1) * Number(limit) + 1)}–${fmtInt((pageNumber - 1) * Number(limit) + page.data.length)}, newest first`
+      : "Exchanges"));
+    if (!page.data.length) {
+      if (filtered || cursor) {
+        results.append(h("div", { class: "empty", role: "status" }, h("p", {}, h("strong", {}, "No exchanges match these filters.")),
+          h("p", {}, cursor ? "" : "New exchanges that match appear here by themselves. ", h("a", { href: "#/logs" }, "Reset the filters"))));
+      } else {
+        const any = await api.logs(apiId, { limit: 1 });
+        results.append(any.data.length
+          ? h("div", { class: "empty", role: "status" }, h("p", {}, h("strong", {}, `No exchanges in this time range (${RANGES.find(([v]) => v === range)?.[1].toLowerCase() || range}).`)),
+            h("p", {}, "Pick a longer time range to see older records."))
+          : noTraffic(records, info, apiId));
+      }
+      return;
     }
-    return null;
+    const rows = page.data.map((record) => {
+      const apiRecord = byId.get(record.apiId);
+      const detail = `#/logs/${encodeURIComponent(record.apiId)}/${encodeURIComponent(record.id)}`;
+      const who = record.clientName ? `${record.clientName}${record.clientVersion ? ` ${record.clientVersion}` : ""}` : (record.client || "–");
+      return h("tr", { dataset: { logId: record.id } },
+        h("td", {}, h("a", { href: detail, title: isoTime(record.time), "aria-label": `Exchange ${record.id} at ${fmtTime(record.time)}: details` }, fmtTime(record.time))),
+        h("td", {}, apiRecord ? apiRecord.name : record.apiName || record.apiId),
+        h("td", { class: "mono" }, record.method, record.kind === "notification" ? h("span", { class: "muted" }, " (notification)") : null),
+        h("td", { class: "mono" }, record.target || "–"),
+        h("td", {}, outcomeBadge(record.outcome), record.errorMessage ? h("div", { class: "muted" }, record.errorMessage) : null),
+        h("td", { class: "num" }, record.httpStatus ?? "–"),
+        h("td", { class: "num" }, fmtMs(record.latencyMs)),
+        h("td", { title: record.client || null }, who),
+        h("td", { class: "mono" }, record.session
+          ? h("a", { href: hashFor("logs", Object.assign({}, base, { session: record.session, cursor: "", trail: "" })),
+            title: `Only this session (${record.session})`, "aria-label": `Only session ${record.session}` }, record.session.slice(0, 8))
+          : "–"));
+    });
+    results.append(newerNotice, h("div", { class: "table-wrap" }, h("table", {},
+      h("thead", {}, h("tr", {}, ["Time", "API", "Method", "Tool / resource", "Outcome", "HTTP", "Latency", "Client", "Session"]
+        .map((label) => h("th", { scope: "col", class: ["HTTP", "Latency"].includes(label) ? "num" : null }, label)))),
+      h("tbody", {}, rows))));
+
+    // --- pages: nextCursor goes back in time; the trail remembers the way forward ---
+    const newer = trail.length
+      ? h("a", { class: "button secondary", href: hashFor("logs", Object.assign({}, base, { cursor: trail[trail.length - 1] === "-" ? "" : trail[trail.length - 1], trail: trail.slice(0, -1).join(",") })) }, "← Newer")
+      : null;
+    const older = page.nextCursor
+      ? h("a", { class: "button secondary", href: hashFor("logs", Object.assign({}, base, { cursor: page.nextCursor, trail: [...trail, cursor || "-"].join(",") })) }, "Older →")
+      : null;
+    results.append(h("nav", { class: "pager", "aria-label": "Pages" }, newer, h("span", { class: "muted" }, `Page ${pageNumber}`), older));
   }
 
-  const base = Object.fromEntries([...params.entries()]);
-  const rows = page.data.map((record) => {
-    const apiRecord = byId.get(record.apiId);
-    const detail = `#/logs/${encodeURIComponent(record.apiId)}/${encodeURIComponent(record.id)}`;
-    const who = record.clientName ? `${record.clientName}${record.clientVersion ? ` ${record.clientVersion}` : ""}` : (record.client || "–");
-    return h("tr", { dataset: { logId: record.id } },
-      h("td", {}, h("a", { href: detail, title: isoTime(record.time), "aria-label": `Exchange ${record.id} at ${fmtTime(record.time)}: details` }, fmtTime(record.time))),
-      h("td", {}, apiRecord ? apiRecord.name : record.apiName || record.apiId),
-      h("td", { class: "mono" }, record.method, record.kind === "notification" ? h("span", { class: "muted" }, " (notification)") : null),
-      h("td", { class: "mono" }, record.target || "–"),
-      h("td", {}, outcomeBadge(record.outcome), record.errorMessage ? h("div", { class: "muted" }, record.errorMessage) : null),
-      h("td", { class: "num" }, record.httpStatus ?? "–"),
-      h("td", { class: "num" }, fmtMs(record.latencyMs)),
-      h("td", { title: record.client || null }, who),
-      h("td", { class: "mono" }, record.session
-        ? h("a", { href: hashFor("logs", Object.assign({}, base, { session: record.session, cursor: "", trail: "" })),
-          title: `Only this session (${record.session})`, "aria-label": `Only session ${record.session}` }, record.session.slice(0, 8))
-        : "–"));
-  });
-  results.append(h("div", { class: "table-wrap" }, h("table", {},
-    h("thead", {}, h("tr", {}, ["Time", "API", "Method", "Tool / resource", "Outcome", "HTTP", "Latency", "Client", "Session"]
-      .map((label) => h("th", { scope: "col", class: ["HTTP", "Latency"].includes(label) ? "num" : null }, label)))),
-    h("tbody", {}, rows))));
-
-  // --- pages: nextCursor goes back in time; the trail remembers the way forward ---
-  const newer = trail.length
-    ? h("a", { class: "button secondary", href: hashFor("logs", Object.assign({}, base, { cursor: trail[trail.length - 1] === "-" ? "" : trail[trail.length - 1], trail: trail.slice(0, -1).join(",") })) }, "← Newer")
-    : null;
-  const older = page.nextCursor
-    ? h("a", { class: "button secondary", href: hashFor("logs", Object.assign({}, base, { cursor: page.nextCursor, trail: [...trail, cursor || "-"].join(",") })) }, "Older →")
-    : null;
-  results.append(h("nav", { class: "pager", "aria-label": "Pages" }, newer, h("span", { class: "muted" }, `Page ${pageNumber}`), older));
-  return null;
+  // The first page keeps watch: an empty page fills by itself; over rows
+  // already shown (which may have focus), newer exchanges are offered.
+  if (cursor) return null;
+  let busy = false;
+  async function watch() {
+    if (busy || document.hidden) return;
+    busy = true;
+    try {
+      const latest = await api.logs(apiId, query);
+      const top = shown.data.length ? shown.data[0].id : 0;
+      const fresh = latest.data.filter((r) => r.id > top).length;
+      if (!shown.data.length && fresh) {
+        shown = latest;
+        await show(shown);
+      } else if (fresh) {
+        const showThem = h("button", { type: "button", class: "button secondary small" }, "Show them");
+        showThem.addEventListener("click", async () => {
+          shown = latest;
+          newerNotice.hidden = true;
+          await show(shown);
+          results.querySelector("h2").setAttribute("tabindex", "-1");
+          results.querySelector("h2").focus();
+        });
+        clear(newerNotice).append(h("span", {}, `${fresh >= Number(limit) ? `${fresh} or more` : fresh} newer exchange${fresh === 1 ? "" : "s"}.`), showThem);
+        newerNotice.hidden = false;
+      }
+    } catch (e) {
+      // the next round tries again; a 401 has already gone back to sign-in
+    } finally {
+      busy = false;
+    }
+  }
+  const timer = window.setInterval(watch, WATCH_MS);
+  return () => window.clearInterval(timer);
 }
 
 export function noTraffic(records, info, apiId) {

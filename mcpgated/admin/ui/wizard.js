@@ -60,7 +60,8 @@ export async function renderWizard(root) {
           h("dt", {}, "Version"), h("dd", {}, state.version.trim()),
           h("dt", {}, "Context path"), h("dd", {}, h("code", {}, state.contextPath.trim())),
           h("dt", {}, "Backend"), h("dd", {}, h("code", {}, state.backend.trim())),
-          h("dt", {}, "Plan"), h("dd", {}, `${state.planName.trim()} (${SECURITY.find(([v]) => v === state.security)[1]})`),
+          h("dt", {}, "Plan"), h("dd", {}, state.planName.trim()),
+          h("dt", {}, "Security"), h("dd", {}, SECURITY.find(([v]) => v === state.security)[1]),
           h("dt", {}, "MCP clients will connect to"), h("dd", {}, h("code", {}, clientUrl({ contextPath: state.contextPath.trim() }, info))))];
     }
   }
