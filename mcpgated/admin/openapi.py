@@ -224,6 +224,34 @@ def _subscription_paths() -> Dict[str, Any]:
 # --- end of applications, subscriptions and API keys ------------------------------------
 
 
+_NAMES = {"type": "array", "items": {"type": "string"}}
+_ACCESS_POLICY = {
+    "type": "object",
+    "description": "MCP access control. Rules only allow; with rules, what no rule allows is denied "
+                   "(JSON-RPC error, HTTP 200) and list results are filtered.",
+    "properties": {
+        "dryRun": {"type": "boolean", "default": False},
+        "rules": {"type": "array", "items": {"type": "object", "properties": {
+            "methods": dict(_NAMES, description="Methods the rule covers (default: all)"),
+            "tools": dict(_NAMES, description="Tool names or globs"),
+            "resources": dict(_NAMES, description="Resource URI globs"),
+            "prompts": dict(_NAMES, description="Prompt names or globs"),
+            "plans": _NAMES, "applications": _NAMES, "scopes": _NAMES,
+            "claims": {"type": "object"}, "description": {"type": "string"}},
+            "additionalProperties": False}},
+    },
+}
+_RATE_LIMIT = {
+    "type": "object",
+    "properties": {
+        "periodSeconds": {"type": "number", "default": 60},
+        "requests": {"type": "integer"}, "toolCalls": {"type": "integer"},
+        "perTool": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "scope": {"enum": ["subscription", "plan"], "default": "subscription"},
+    },
+}
+
+
 def openapi_document() -> Dict[str, Any]:
     plan = {
         "type": "object",
@@ -231,10 +259,19 @@ def openapi_document() -> Dict[str, Any]:
         "properties": {
             "name": {"type": "string"},
             "security": {"enum": ["KEY_LESS", "API_KEY", "JWT", "OAUTH2"],
-                         "description": "Only KEY_LESS is enforced by this version; others are refused. "
+                         "description": "Selected by the credential a request carries: an API key "
+                                        "(API_KEY), a bearer token (JWT, OAUTH2) or none (KEY_LESS). "
                                         "A KEY_LESS API with oauth.relay lets the backend enforce its own OAuth."},
             "status": {"enum": ["STAGING", "PUBLISHED", "CLOSED"], "default": "PUBLISHED"},
             "description": {"type": "string"},
+            "configuration": {"type": "object", "description":
+                              "API_KEY: header, queryParam. JWT: issuer, audience, jwksUrl | publicKey, "
+                              "algorithms, requiredScopes, scopesSupported, scopeClaim, "
+                              "authorizationServers. OAUTH2: introspectionUrl, clientId, clientSecret "
+                              "(shown masked), issuer, audience, cacheSeconds, requiredScopes, "
+                              "scopesSupported, authorizationServers."},
+            "rateLimit": {"$ref": "#/components/schemas/RateLimit"},
+            "acl": {"$ref": "#/components/schemas/AccessPolicy"},
         },
         "additionalProperties": False,
     }
@@ -250,6 +287,14 @@ def openapi_document() -> Dict[str, Any]:
                                            "must not overlap a deployed API's path."},
             "backend": {"type": "string", "format": "uri", "example": "http://localhost:3001/mcp"},
             "plans": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Plan"}},
+            "acl": {"$ref": "#/components/schemas/AccessPolicy"},
+            "backendAuth": {"type": ["object", "null"], "properties": {
+                "header": {"type": "string"}, "value": {"type": "string", "description": "shown masked"},
+                "forwardClientToken": {"type": "boolean", "default": False}},
+                "description": "Credential sent to the backend; the client's bearer token is "
+                               "stripped unless forwardClientToken."},
+            "backendCaFile": {"type": ["string", "null"],
+                              "description": "PEM CA file trusted for an https backend"},
             "analytics": {"type": "object", "description": "Exchange log capture for this API",
                           "properties": {
                               "capture": {"enum": ["off", "headers", "bodies"], "default": "off"},
@@ -377,7 +422,8 @@ def openapi_document() -> Dict[str, Any]:
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {"Plan": plan, "ApiDefinition": definition, "Api": api,
-                        "LogEntry": _LOG_ENTRY, "Analytics": _ANALYTICS, **_SUBSCRIPTION_SCHEMAS,
+                        "LogEntry": _LOG_ENTRY, "Analytics": _ANALYTICS,
+                        "AccessPolicy": _ACCESS_POLICY, "RateLimit": _RATE_LIMIT, **_SUBSCRIPTION_SCHEMAS,
                         "Error": {"type": "object", "required": ["error"], "properties": {
                             "error": {"type": "string"}, "field": {"type": ["string", "null"]}}}},
             "responses": {"Error": {"description": "Error",
