@@ -36,7 +36,7 @@ log = Logger()
 
 SECRET_HEADERS = frozenset({
     b"authorization", b"proxy-authorization", b"cookie", b"set-cookie", b"dpop",
-    b"x-api-key", b"x-gravitee-api-key", b"api-key",
+    b"x-api-key", b"x-gravitee-api-key", b"api-key", b"mcp-session-id",
 })
 DEFAULT_REDACT = frozenset({"access_token", "refresh_token", "id_token", "client_secret",
                             "password", "token", "api_key", "apikey", "authorization"})

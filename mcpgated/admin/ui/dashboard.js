@@ -163,7 +163,7 @@ export async function renderDashboard(root, params) {
     draw("timeline", {
       type: "line",
       data: { labels, datasets: [
-        { label: "Requests", data: points.map((p) => p.requests), borderColor: COLORS.requests, backgroundColor: COLORS.requestsFill, fill: true, tension: 0.2, pointRadius: 0, borderWidth: 2 },
+        { label: "Requests and notifications", data: points.map((p) => p.requests), borderColor: COLORS.requests, backgroundColor: COLORS.requestsFill, fill: true, tension: 0.2, pointRadius: 0, borderWidth: 2 },
         { label: "Errors", data: points.map((p) => p.errors), borderColor: COLORS.errors, backgroundColor: COLORS.errors, pointRadius: 0, borderWidth: 2 },
       ] },
       options: Object.assign({}, baseOptions, {
@@ -175,8 +175,8 @@ export async function renderDashboard(root, params) {
       }),
     });
     const busy = points.filter((p) => p.requests);
-    canvases.timeline.setAttribute("aria-label", `Line chart: ${count} requests and ${totals.errors} errors, ${rangeLabel}, in ${summary.timeSeries.bucketSeconds}-second buckets.`);
-    clear(tables.timeline).append(dataTable("Requests and errors by time", [["Time"], ["Requests", true], ["Errors", true]],
+    canvases.timeline.setAttribute("aria-label", `Line chart: ${count} requests and notifications, ${totals.errors} errors, ${rangeLabel}, in ${summary.timeSeries.bucketSeconds}-second buckets.`);
+    clear(tables.timeline).append(dataTable("Requests and errors by time", [["Time"], ["Requests and notifications", true], ["Errors", true]],
       busy.map((p) => [fmtTime(p.time, withDay), fmtInt(p.requests), fmtInt(p.errors)])));
 
     // top methods
