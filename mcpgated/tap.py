@@ -11,7 +11,6 @@ import json
 import os
 import secrets
 import sys
-from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import attrs

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import hmac
 import json
-from typing import Any, Awaitable, Callable, Dict, Optional
+from typing import Any, Awaitable, Callable, Optional
 
 import attrs
 from klein import Klein

@@ -21,12 +21,12 @@ from urllib.parse import urlsplit, urlunsplit
 import attrs
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import PotentialDataLoss, ResponseDone
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent
+
+from mcpgated.bodies import read_body
 
 log = Logger()
 
@@ -198,44 +198,6 @@ class Fetched:
         return self.status is None or self.status >= 500 or self.status == 429
 
 
-class _TooLarge(Exception):
-    pass
-
-
-class _Body(Protocol):
-    """
-    Collects a response body up to C{limit} bytes.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.chunks: List[bytes] = []
-        self.size = 0
-        self.done: "Deferred[bytes]" = Deferred(self._cancel)
-
-    def _cancel(self, d: Deferred) -> None:
-        if self.transport is not None:
-            self.transport.stopProducing()
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.done.called:
-            return
-        self.size += len(data)
-        if self.size > self.limit:
-            self.transport.stopProducing()
-            self.done.errback(_TooLarge(f"larger than {self.limit} bytes"))
-            return
-        self.chunks.append(data)
-
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        if self.done.called:
-            return
-        if reason is not None and reason.check(ResponseDone, PotentialDataLoss):
-            self.done.callback(b"".join(self.chunks))
-        else:
-            self.done.errback(reason)
-
-
 def _max_age(headers: Headers) -> Optional[float]:
     values = headers.getRawHeaders(b"cache-control") or []
     text = ",".join(v.decode("latin-1") for v in values).lower()
@@ -336,7 +298,4 @@ class MetadataCache:
         headers = Headers({b"accept": [b"application/json"], b"user-agent": [b"mcpgated"]})
         agent = await self.agent(ca_file)
         response = await agent.request(b"GET", url.encode("ascii"), headers, None)
-        body = _Body(self.max_bytes)
-        response.deliverBody(body)
-        data = await body.done
-        return response.code, response.headers, data
+        return response.code, response.headers, await read_body(response, self.max_bytes)

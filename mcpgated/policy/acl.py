@@ -12,7 +12,7 @@ applications, OAuth scopes, token claims).
 from __future__ import annotations
 
 from fnmatch import fnmatchcase
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
 import attrs
 

@@ -15,7 +15,7 @@ import attrs
 from twisted.logger import Logger
 
 from mcpgated.policy.acl import FEATURE_METHODS, LIST_ITEMS, AccessPolicy, Caller, combine
-from mcpgated.policy.auth import Authenticator, Principal, Refusal, bearer_token, key_locations, strip_query
+from mcpgated.policy.auth import Authenticator, Principal, Refusal, key_locations, strip_query
 from mcpgated.policy.ratelimit import Limiter
 
 log = Logger()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from mcpgated.proxy.sse import LineSplitter
+from mcpgated.proxy.sse import EventFramer, Lines, event_data, raw, replace_data
 
 # A list answer larger than this cannot be filtered; it is replaced by an
 # error rather than passed through unfiltered.
@@ -100,28 +100,13 @@ class EventRewriter:
         self._lists = lists
         self._apply = apply
         self._extra = extra
-        self._lines = LineSplitter(MAX_FILTERED)
-        self._event: List[Tuple[bytes, bytes]] = []
+        self._framer = EventFramer(MAX_FILTERED)
 
     def feed(self, chunk: bytes) -> bytes:
-        out = []
-        lines = self._lines.feed(chunk)
-        if self._lines.completed_crlf:
-            if self._event:
-                line, _ = self._event[-1]
-                self._event[-1] = (line, b"\r\n")
-            else:
-                out.append(b"\n")
-        for line, end in lines:
-            self._event.append((line, end))
-            if line == b"":
-                out.append(self._finish_event())
-        return b"".join(out)
+        return self._framer.feed(chunk, self._event)
 
-    def _finish_event(self) -> bytes:
-        lines, self._event = self._event, []
-        data = [line[5:].lstrip(b" ") if line.startswith(b"data:") else None for line, _ in lines]
-        payload = b"\n".join(d for d in data if d is not None)
+    def _event(self, lines: Lines) -> bytes:
+        data, payload = event_data(lines)
         if payload:
             try:
                 decoded = json.loads(payload)
@@ -130,19 +115,9 @@ class EventRewriter:
             if decoded is not None:
                 message, changed = _rewrite_message(decoded, self._lists, self._apply)
                 if changed:
-                    out = []
-                    written = False
-                    for (line, end), d in zip(lines, data):
-                        if d is None:
-                            out.append(line + end)
-                        elif not written:
-                            out.append(b"data: " + _dump(message) + end)
-                            written = True
-                    return b"".join(out)
-        return b"".join(line + end for line, end in lines)
+                    return replace_data(lines, data, _dump(message))
+        return raw(lines)
 
     def flush(self) -> bytes:
-        held = b"".join(line + end for line, end in self._event) + self._lines.take_pending()
-        self._event = []
         extra = b"".join(b"event: message\ndata: " + _dump(m) + b"\n\n" for m in self._extra)
-        return held + extra
+        return self._framer.held() + extra

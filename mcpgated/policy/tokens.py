@@ -36,15 +36,14 @@ import attrs
 from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import PotentialDataLoss, ResponseDone
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
+from mcpgated.bodies import BytesProducer, read_body
 from mcpgated.policy.auth import ITokenVerifier, InvalidToken, Refusal, TokenInfo
 
 log = Logger()
@@ -57,63 +56,6 @@ _KEY_TYPES = {
     "EdDSA": "OKP", "Ed25519": "OKP",
 }
 _MAX_TOKEN = 16 * 1024
-
-
-class _TooLarge(Exception):
-    pass
-
-
-class _Body(Protocol):
-    """
-    A response body, up to C{limit} bytes.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.chunks: List[bytes] = []
-        self.size = 0
-        self.done: "Deferred[bytes]" = Deferred(lambda _: self.transport and self.transport.stopProducing())
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.done.called:
-            return
-        self.size += len(data)
-        if self.size > self.limit:
-            self.transport.stopProducing()
-            self.done.errback(_TooLarge(f"larger than {self.limit} bytes"))
-            return
-        self.chunks.append(data)
-
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        if self.done.called:
-            return
-        if reason is not None and reason.check(ResponseDone, PotentialDataLoss):
-            self.done.callback(b"".join(self.chunks))
-        else:
-            self.done.errback(reason)
-
-
-class _Payload:
-    """
-    A request body in memory.
-    """
-
-    def __init__(self, body: bytes) -> None:
-        self.body = body
-        self.length = len(body)
-
-    def startProducing(self, consumer: Any) -> "Deferred[None]":
-        consumer.write(self.body)
-        return succeed(None)
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
 
 
 def unavailable(what: str) -> Refusal:
@@ -494,9 +436,6 @@ class TokenVerifier:
 
     async def _exchange(self, agent: Any, method: bytes, url: str, headers: Headers,
                         body: Optional[bytes]) -> Tuple[int, bytes]:
-        producer = _Payload(body) if body is not None else None
+        producer = BytesProducer(body) if body is not None else None
         response = await agent.request(method, url.encode("ascii"), headers, producer)
-        reader = _Body(self.max_bytes)
-        response.deliverBody(reader)
-        data = await reader.done
-        return response.code, data
+        return response.code, await read_body(response, self.max_bytes)

@@ -32,7 +32,8 @@ from mcpgated.proxy.headers import (
     upstream_request_headers,
 )
 from mcpgated.proxy.origin import host_allowed, is_loopback_address, origin_allowed
-from mcpgated.proxy.relay import BytesProducer, Relay
+from mcpgated.bodies import BytesProducer
+from mcpgated.proxy.relay import Relay
 from mcpgated.policy.auth import Refusal
 from mcpgated.policy.rewrite import EventRewriter, JsonRewriter
 from mcpgated.oauth.wellknown import public_metadata_url

@@ -130,26 +130,20 @@ class EventParser:
         return Event(type=kind or "message", data="\n".join(data), id=self._last_id, retry=retry)
 
 
-class EndpointRewriter:
+Lines = List[Tuple[bytes, bytes]]
+
+
+class EventFramer:
     """
-    For legacy (2024-11-05) SSE streams: holds bytes back only until each
-    event is complete, rewrites the data of C{endpoint} events with
-    C{rewrite}, and becomes a pass-through after the first endpoint event or
-    C{limit} bytes, whichever comes first.
+    Holds a stream's bytes only until each event is complete, so a rewriter
+    can replace whole events; everything else comes out byte for byte.
     """
 
-    def __init__(self, rewrite: Callable[[str], str], limit: int = 64 * 1024) -> None:
-        self._rewrite = rewrite
-        self._lines = LineSplitter(limit)
-        self._event: List[Tuple[bytes, bytes]] = []
-        self._seen = 0
-        self._limit = limit
-        self.done = False
+    def __init__(self, max_line: int) -> None:
+        self._lines = LineSplitter(max_line)
+        self._event: Lines = []
 
-    def feed(self, chunk: bytes) -> bytes:
-        if self.done:
-            return chunk
-        self._seen += len(chunk)
+    def feed(self, chunk: bytes, on_event: Callable[[Lines], bytes]) -> bytes:
         out = []
         lines = self._lines.feed(chunk)
         if self._lines.completed_crlf:
@@ -159,44 +153,85 @@ class EndpointRewriter:
             else:
                 out.append(b"\n")
         for line, end in lines:
-            if self.done:
-                out.append(line + end)
-                continue
             self._event.append((line, end))
             if line == b"":
-                out.append(self._flush_event())
-        if self.done or self._seen > self._limit:
-            # Whatever is buffered goes out as it is.
-            self.done = True
-            out.extend(line + end for line, end in self._event)
-            self._event = []
-            out.append(self._lines.take_pending())
+                event, self._event = self._event, []
+                out.append(on_event(event))
         return b"".join(out)
+
+    def held(self) -> bytes:
+        """
+        Whatever is held back (an incomplete event), released.
+        """
+        held = b"".join(line + end for line, end in self._event)
+        self._event = []
+        return held + self._lines.take_pending()
+
+
+def event_data(lines: Lines) -> Tuple[List[Optional[bytes]], bytes]:
+    """
+    Each line's C{data:} value (or L{None}) and the event's joined data.
+    """
+    data = [line[5:].lstrip(b" ") if line.startswith(b"data:") else None for line, _ in lines]
+    return data, b"\n".join(d for d in data if d is not None)
+
+
+def replace_data(lines: Lines, data: List[Optional[bytes]], new: bytes) -> bytes:
+    """
+    The event with its data lines replaced by one line carrying C{new};
+    every other field (id, event, retry, comments) kept as it was.
+    """
+    out = []
+    written = False
+    for (line, end), value in zip(lines, data):
+        if value is None:
+            out.append(line + end)
+        elif not written:
+            out.append(b"data: " + new + end)
+            written = True
+    return b"".join(out)
+
+
+def raw(lines: Lines) -> bytes:
+    return b"".join(line + end for line, end in lines)
+
+
+class EndpointRewriter:
+    """
+    For legacy (2024-11-05) SSE streams: rewrites the data of C{endpoint}
+    events with C{rewrite}, and becomes a pass-through after the first
+    endpoint event or C{limit} bytes, whichever comes first.
+    """
+
+    def __init__(self, rewrite: Callable[[str], str], limit: int = 64 * 1024) -> None:
+        self._rewrite = rewrite
+        self._framer = EventFramer(limit)
+        self._seen = 0
+        self._limit = limit
+        self.done = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self.done:
+            return chunk
+        self._seen += len(chunk)
+        out = self._framer.feed(chunk, self._event)
+        if self.done or self._seen > self._limit:
+            # Whatever is held goes out as it is, and so does all that follows.
+            self.done = True
+            out += self._framer.held()
+        return out
 
     def flush(self) -> bytes:
         """
         Everything still held back (the stream ended mid-event).
         """
         self.done = True
-        held = b"".join(line + end for line, end in self._event)
-        self._event = []
-        return held + self._lines.take_pending()
+        return self._framer.held()
 
-    def _flush_event(self) -> bytes:
-        lines, self._event = self._event, []
-        is_endpoint = any(line.strip() in (b"event: endpoint", b"event:endpoint") for line, _ in lines)
-        if not is_endpoint:
-            return b"".join(line + end for line, end in lines)
-        data = [line[5:].lstrip(b" ") if line.startswith(b"data:") else None for line, _ in lines]
-        value = "\n".join(d.decode("utf-8", "replace") for d in data if d is not None)
-        new = self._rewrite(value).encode("utf-8")
-        out = []
-        written = False
-        for (line, end), d in zip(lines, data):
-            if d is None:
-                out.append(line + end)
-            elif not written:
-                out.append(b"data: " + new + end)
-                written = True
+    def _event(self, lines: Lines) -> bytes:
+        if self.done or not any(line.strip() in (b"event: endpoint", b"event:endpoint")
+                                for line, _ in lines):
+            return raw(lines)
+        data, value = event_data(lines)
         self.done = True
-        return b"".join(out)
+        return replace_data(lines, data, self._rewrite(value.decode("utf-8", "replace")).encode("utf-8"))

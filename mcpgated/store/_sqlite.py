@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
-from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Tuple, TypeVar
 
@@ -33,20 +32,12 @@ from mcpgated.model import (
     definition_from_json,
     paths_overlap,
 )
+from mcpgated.sqlitedb import open_database
 from mcpgated.store._interface import Closed, Conflict, IApiStore, NotFound
 from mcpgated.store._subscriptions import SubscriptionStore
 
 T = TypeVar("T")
 log = Logger()
-
-
-def _migrations() -> List[Tuple[int, str]]:
-    folder = resources.files("mcpgated.store") / "migrations"
-    found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            found.append((int(entry.name.split("_", 1)[0]), entry.read_text("utf-8")))
-    return sorted(found)
 
 
 def _dump(definition: Optional[ApiDefinition]) -> Optional[str]:
@@ -109,27 +100,7 @@ class SQLiteApiStore(SubscriptionStore):
         return result
 
     def _open(self) -> int:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(
-            str(self.path), isolation_level=None, check_same_thread=False, timeout=30
-        )
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=FULL")
-        connection.execute("PRAGMA foreign_keys=ON")
-        version = connection.execute("PRAGMA user_version").fetchone()[0]
-        for number, script in _migrations():
-            if number <= version:
-                continue
-            try:
-                connection.executescript(
-                    f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
-                )
-            except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise
-            version = number
-        self._connection = connection
+        self._connection, version = open_database(self.path, "mcpgated.store")
         return version
 
     def _close(self) -> None:
