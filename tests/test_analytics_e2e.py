@@ -151,3 +151,19 @@ def test_payload_capture_with_redaction_and_live_metrics(tmp_path, everything):
     assert entry["requestHeaders"]["Accept"]
     assert "hunter2" not in json.dumps(entry)
     daemon.stop()
+
+
+def test_exchange_log_file_has_the_same_records(tmp_path, everything):
+    daemon = Daemon(tmp_path, extra="[analytics]\nexchange_log = on\n").start()
+    api_id = daemon.deploy(f"http://127.0.0.1:{everything}/mcp")
+    anyio.run(_captured, daemon.gateway + "/mcp-proxy")
+    daemon.stop()
+    lines = [json.loads(line) for line in (tmp_path / "log" / "exchanges.log").read_text().splitlines()]
+    daemon.start()
+    status, page = daemon.admin("GET", f"/apis/{api_id}/logs?limit=100")
+    assert sorted((r["method"], r.get("target"), r["outcome"]) for r in lines) == sorted(
+        (r["method"], r["target"], r["outcome"]) for r in page["data"])
+    assert ("tools/call", "echo", "result") in {(r["method"], r.get("target"), r["outcome"]) for r in lines}
+    assert all(r["api_id"] == api_id for r in lines)
+    assert "hunter2" not in (tmp_path / "log" / "exchanges.log").read_text()  # metadata only
+    daemon.stop()

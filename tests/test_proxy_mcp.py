@@ -60,6 +60,8 @@ async def _session(url: str) -> dict:
 
         sampled = await client.call_tool("trigger-sampling-request", {"prompt": "hi", "maxTokens": 5})
         seen["sampled"] = json.dumps([c.model_dump() for c in sampled.content])
+        elicited = await client.call_tool("trigger-elicitation-request", {})
+        seen["elicited"] = json.dumps([c.model_dump() for c in elicited.content])
         resources = await client.list_resources()
         seen["resources"] = [r.uri for r in resources.resources]
         first = resources.resources[0]
@@ -89,6 +91,8 @@ def test_sdk_session_through_gateway_matches_direct(daemon, everything):
     assert via_gateway["echo"] == "Echo: through mcpgated"
     assert "Long running operation completed" in via_gateway["long"]
     assert "sampled through the gateway" in via_gateway["sampled"]
+    assert "User provided the requested information" in via_gateway["elicited"]
+    assert "Ada" in via_gateway["elicited"]
     assert via_gateway["resources"] == direct["resources"]
     assert via_gateway["read_uri"] == str(via_gateway["resources"][0])
     assert via_gateway["prompts"] == direct["prompts"]
