@@ -28,6 +28,8 @@ from twisted.logger import (
 )
 from twisted.python.logfile import LogFile
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+
 DAEMON_LOG = "mcpgated.log"
 ACCESS_LOG = "access.log"
 EXCHANGE_LOG = "exchanges.log"
@@ -81,7 +83,7 @@ class AccessLog:
     def record(self, fields: Dict[str, Any]) -> None:
         if self.logfile is None:
             return
-        line = json.dumps(fields, separators=(",", ":"), default=str) + "\n"
+        line = _ENCODER.encode(fields) + "\n"
         self._buffer.append(line)
         self._buffered += len(line)
         if self._buffered >= self.flush_bytes:

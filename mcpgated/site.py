@@ -87,7 +87,7 @@ class CappedSite(Site):
 
     def __init__(self, resource: IResource, max_body: int,
                  too_large_body: Callable[[int], bytes]) -> None:
-        Site.__init__(self, resource)
+        Site.__init__(self, resource, parsePOSTFormSubmission=False)
         self.max_body = max_body
         self.too_large_body = too_large_body
 

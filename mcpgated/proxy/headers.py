@@ -60,7 +60,7 @@ def _copy(source: Headers, drop: frozenset) -> List[Tuple[bytes, Sequence[bytes]
 
 
 def is_trusted(address: Optional[str], networks: Iterable) -> bool:
-    if not address:
+    if not address or not networks:
         return False
     try:
         ip = ipaddress.ip_address(address)

@@ -9,6 +9,7 @@ so a cut stream never looks complete.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable, Optional
 
 from twisted.internet.interfaces import IPushProducer, IReactorTime
@@ -80,7 +81,7 @@ class Relay(Protocol):
         self.producer: Optional[WatchedProducer] = None
 
     def connectionMade(self) -> None:
-        self.producer = WatchedProducer(self.transport, self.clock, lambda: self._on_data(0))
+        self.producer = WatchedProducer(self.transport, self.clock, partial(self._on_data, 0))
         self.request.registerProducer(self.producer, True)
 
     def dataReceived(self, data: bytes) -> None:

@@ -56,12 +56,14 @@ class Backend:
     origin: str
     path: str
     query: str
+    authority: Optional[bytes]  # None: a non-ASCII host, left to the client's IDNA encoding
 
     @classmethod
     def parse(cls, url: str) -> "Backend":
         parts = urlsplit(url)
         return cls(url=url, origin=f"{parts.scheme}://{parts.netloc}",
-                   path=parts.path.rstrip("/"), query=parts.query)
+                   path=parts.path.rstrip("/"), query=parts.query,
+                   authority=parts.netloc.encode("ascii") if parts.netloc.isascii() else None)
 
     def target(self, rest: str, query: bytes) -> bytes:
         """
@@ -208,6 +210,9 @@ class GatewayResource(Resource):
                                self.public_url, self.trusted_proxies)
         headers = upstream_request_headers(request.requestHeaders, peer, origin,
                                            self.trusted_proxies)
+        # set here, or the client computes it (with IDNA checks) on every request
+        if backend.authority is not None:
+            headers.setRawHeaders(b"host", [backend.authority])
         body = request.content.getvalue()
         exchange.bytes_in = len(body)
         if self.recorder is not None:
@@ -429,6 +434,7 @@ class GatewayResource(Resource):
             log.info("backend stream for {path} ended abnormally: {reason}",
                      path=exchange.request.path, reason=reason.getErrorMessage())
         self._log(exchange, outcome)
+        exchange.relay = None  # no cycle left for the garbage collector
 
     def _rewrite_endpoint(self, value: str, backend: Backend, url: bytes, route: Route,
                           origin: str) -> str:
