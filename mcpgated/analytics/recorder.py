@@ -28,13 +28,24 @@ class Recorder:
     metrics: Metrics
     exchange_log: Any = None  # an AccessLog-like object with record(dict), or None
     book: SessionBook = attrs.field(factory=SessionBook)
+    # per deployed definition (by identity): its capture settings and plan
+    _settings: dict = attrs.field(factory=dict)
+
+    def _for(self, definition: ApiDefinition) -> "tuple[Capture, Optional[str]]":
+        found = self._settings.get(id(definition))
+        if found is None or found[0] is not definition:
+            settings = definition.analytics
+            capture = Capture(settings.capture, settings.max_payload_bytes,
+                              _redact_set(settings.redact_fields))
+            plan = next((p.name for p in definition.plans if p.status == "PUBLISHED"), None)
+            if len(self._settings) > 1000:
+                self._settings.clear()
+            found = self._settings[id(definition)] = (definition, capture, plan)
+        return found[1], found[2]
 
     def tracker(self, api_id: str, definition: ApiDefinition, client: Optional[str],
                 started: float, http_method: bytes) -> ExchangeTracker:
-        settings = definition.analytics
-        capture = Capture(settings.capture, settings.max_payload_bytes,
-                          _redact_set(settings.redact_fields))
-        plan = next((p.name for p in definition.plans if p.status == "PUBLISHED"), None)
+        capture, plan = self._for(definition)
         return ExchangeTracker(
             clock=self.clock, book=self.book, emit=self.emit,
             on_notification=self.metrics.notification, api_id=api_id,

@@ -10,11 +10,13 @@ explicit allow-lists.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Optional, Tuple
 from urllib.parse import urlsplit
 
 
+@functools.lru_cache(maxsize=1024)
 def is_loopback_address(address: Optional[str]) -> bool:
     if not address:
         return False
