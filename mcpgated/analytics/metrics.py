@@ -20,6 +20,8 @@ class Metrics:
 
     def __init__(self, dropped: Callable[[], int] = lambda: 0) -> None:
         self.registry = CollectorRegistry()
+        # labelled children by label values: labels() costs more than inc()
+        self._children: dict = {}
         self.calls = Counter(
             "mcpgated_mcp_calls", "JSON-RPC calls through the gateway",
             ["api", "method", "target", "outcome"], registry=self.registry)
@@ -42,9 +44,16 @@ class Metrics:
 
     def call(self, record: CallRecord) -> None:
         target = record.target if record.method in ("tools/call", "prompts/get") else ""
-        self.calls.labels(record.api_id, record.method, target or "", record.outcome or "").inc()
+        key = (record.api_id, record.method, target or "", record.outcome or "")
+        counter = self._children.get(key)
+        if counter is None:
+            counter = self._children[key] = self.calls.labels(*key)
+        counter.inc()
         if record.latency_ms is not None and record.kind != "notification":
-            self.latency.labels(record.api_id, record.method).observe(record.latency_ms / 1000.0)
+            histogram = self._children.get(key[:2])
+            if histogram is None:
+                histogram = self._children[key[:2]] = self.latency.labels(*key[:2])
+            histogram.observe(record.latency_ms / 1000.0)
 
     def exchange(self, api_id: str, status: Any) -> None:
         self.http.labels(api_id, str(status)).inc()

@@ -210,7 +210,7 @@ class AnalyticsStore(Service):
         if not self._queue or not self._open:
             return _done()
         batch, self._queue = self._queue, []
-        rows = [_row(r) for r in batch]
+        rows = batch  # turned into rows on the store's thread, not the reactor's
         self._flushing = True
         d = self._run(self._insert, rows)
 
@@ -232,12 +232,12 @@ class AnalyticsStore(Service):
         d.addBoth(done)
         return d
 
-    def _insert(self, rows: List[Tuple[Any, ...]]) -> None:
+    def _insert(self, records: List[CallRecord]) -> None:
         connection = self._connection
         assert connection is not None
         connection.execute("BEGIN")
         try:
-            connection.executemany(_INSERT, rows)
+            connection.executemany(_INSERT, map(_row, records))
         except BaseException:
             connection.execute("ROLLBACK")
             raise
