@@ -26,7 +26,10 @@ import secrets
 import socket
 import sys
 import time
-from typing import Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional
+
+if TYPE_CHECKING:
+    from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 
 
 def _listen() -> socket.socket:
@@ -280,3 +283,22 @@ def main(argv: list) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1:])
+
+
+# The SDK client's token storage, in memory (for OAuth client tests).
+class MemoryStorage:
+    def __init__(self) -> None:
+        self.tokens: Optional[OAuthToken] = None
+        self.client_info: Optional[OAuthClientInformationFull] = None
+
+    async def get_tokens(self) -> Optional[OAuthToken]:
+        return self.tokens
+
+    async def set_tokens(self, tokens: OAuthToken) -> None:
+        self.tokens = tokens
+
+    async def get_client_info(self) -> Optional[OAuthClientInformationFull]:
+        return self.client_info
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        self.client_info = client_info

@@ -20,8 +20,9 @@ import pytest
 from mcp import Client
 from mcp.client.auth import OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
 
+from tests.oauth_peers import MemoryStorage
 from tests.support import BIN, REPO, Daemon, Proc, http
 
 PEERS = str(REPO / "tests" / "oauth_peers.py")
@@ -81,24 +82,6 @@ def gateway(tmp_path) -> Iterator[Daemon]:
 
 
 # --- the official client, end to end --------------------------------------------------------
-
-
-class MemoryStorage:
-    def __init__(self) -> None:
-        self.tokens: Optional[OAuthToken] = None
-        self.client_info: Optional[OAuthClientInformationFull] = None
-
-    async def get_tokens(self) -> Optional[OAuthToken]:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> Optional[OAuthClientInformationFull]:
-        return self.client_info
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client_info = client_info
 
 
 async def _authorized_session(mcp_url: str) -> Dict[str, Any]:

@@ -32,9 +32,10 @@ from mcp import Client
 from mcp.client.auth import OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
-from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
 from mcp.shared.exceptions import MCPError
 
+from tests.oauth_peers import MemoryStorage
 from tests.support import BIN, REPO, Daemon, Proc, http
 
 PRM = "/.well-known/oauth-protected-resource"
@@ -461,24 +462,6 @@ def test_backend_gets_its_credential_not_the_token(gateway, peers):
 
 
 # --- the SDK's OAuth flow against the gateway -------------------------------------------------
-
-
-class MemoryStorage:
-    def __init__(self) -> None:
-        self.tokens: Optional[OAuthToken] = None
-        self.client_info: Optional[OAuthClientInformationFull] = None
-
-    async def get_tokens(self) -> Optional[OAuthToken]:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> Optional[OAuthClientInformationFull]:
-        return self.client_info
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client_info = client_info
 
 
 async def _authorized(mcp_url: str) -> Dict[str, Any]:
