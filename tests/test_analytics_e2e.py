@@ -36,8 +36,7 @@ async def _traffic(url: str) -> None:
         assert seen == [1.0, 2.0, 3.0]
 
 
-def test_session_counts_errors_and_tools(tmp_path, everything):
-    daemon = Daemon(tmp_path).start()
+def test_session_counts_errors_and_tools(daemon, everything):
     api_id = daemon.deploy(f"http://127.0.0.1:{everything}/mcp")
     other = daemon.deploy(f"http://127.0.0.1:{everything}/mcp", context_path="/other", name="Other")
     anyio.run(_traffic, daemon.gateway + "/mcp-proxy")
@@ -119,8 +118,7 @@ async def _captured(url: str) -> None:
         await client.call_tool("echo", {"message": "secret-free", "password": "hunter2"})
 
 
-def test_payload_capture_with_redaction_and_live_metrics(tmp_path, everything):
-    daemon = Daemon(tmp_path).start()
+def test_payload_capture_with_redaction_and_live_metrics(daemon, everything):
     status, api = daemon.admin("POST", "/apis", {
         "name": "Captured", "version": "1", "contextPath": "/cap",
         "backend": f"http://127.0.0.1:{everything}/mcp",

@@ -162,13 +162,19 @@ def test_legacy_endpoint_event_points_at_the_gateway(tmp_path, everything_sse):
     The backend's relative endpoint is rewritten to the gateway's origin and
     context path, the query (session id) kept.
     """
-    import socket
-
-    daemon = Daemon(tmp_path, extra="").start()
-    daemon.stop()
+    daemon = Daemon(tmp_path)
     daemon.ini.write_text(daemon.ini.read_text().replace(
         "[gateway]\n", "[gateway]\nallowed_hosts = gw.example\n"))
     daemon.start()
+    try:
+        _check_endpoint_event(daemon, everything_sse)
+    finally:
+        daemon.stop()
+
+
+def _check_endpoint_event(daemon: Daemon, everything_sse: int) -> None:
+    import socket
+
     daemon.deploy(f"http://127.0.0.1:{everything_sse}", context_path="/legacy")
     port = daemon.ports["gateway"][0]
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:

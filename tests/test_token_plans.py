@@ -530,7 +530,7 @@ def test_sdk_oauth_client_gets_a_token_for_the_gateway(tmp_path, everything):
         assert _post(daemon.gateway + "/other", INITIALIZE, token)[0] == 401
     finally:
         authorization.stop()
-    daemon.stop()
+        daemon.stop()
     written = "\n".join(daemon.proc.output)
     for path in (tmp_path / "log").rglob("*"):
         if path.is_file():
