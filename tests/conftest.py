@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-from typing import Iterator, Tuple
+from typing import Iterator
 
 import pytest
 
-from tests.support import Daemon, Proc, start_everything
+from tests.support import Daemon, start_everything
 
 
 @pytest.fixture

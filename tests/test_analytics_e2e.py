@@ -7,7 +7,6 @@ the admin API.
 from __future__ import annotations
 
 import json
-from collections import Counter
 
 import anyio
 from mcp import Client

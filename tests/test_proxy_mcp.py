@@ -15,9 +15,8 @@ import mcp_types as types
 import pytest
 from mcp import Client
 from mcp.client.sse import sse_client
-from mcp.shared.exceptions import MCPError
 
-from tests.support import Daemon, Proc, http, listening_ports, BIN, REPO
+from tests.support import BIN, Daemon, Proc, http, listening_ports
 
 MCP_ACCEPT = {"Accept": "application/json, text/event-stream"}
 
