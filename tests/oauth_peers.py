@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import secrets
 import socket
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, AsyncIterator, Dict, Optional
 
 if TYPE_CHECKING:
     from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
@@ -302,3 +303,53 @@ class MemoryStorage:
 
     async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
         self.client_info = client_info
+
+
+@contextlib.asynccontextmanager
+async def oauth_client(mcp_url: str, seen: Dict[str, Any]) -> "AsyncIterator[Any]":
+    """
+    The official SDK client with its OAuth provider, knowing only C{mcp_url}.
+    The authorization redirect is followed by hand (the test authorization
+    server approves at once) and its code handed back. Every HTTP exchange is
+    recorded in C{seen["exchanges"]}, the authorization URL in
+    C{seen["authorization_url"]}, the access token in C{seen["token"]}.
+    """
+    import httpx2
+    from urllib.parse import parse_qs, urlsplit
+
+    from mcp import Client
+    from mcp.client.auth import OAuthClientProvider
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
+
+    seen.setdefault("exchanges", [])
+    redirect: Dict[str, str] = {}
+
+    async def on_redirect(authorization_url: str) -> None:
+        seen["authorization_url"] = authorization_url
+        async with httpx2.AsyncClient() as browser:
+            answer = await browser.get(authorization_url)
+        assert answer.status_code == 302, answer.text
+        query = parse_qs(urlsplit(answer.headers["location"]).query)
+        redirect.update({key: values[0] for key, values in query.items()})
+
+    async def on_callback() -> AuthorizationCodeResult:
+        return AuthorizationCodeResult(code=redirect["code"], state=redirect.get("state"),
+                                       iss=redirect.get("iss"))
+
+    async def record(response: Any) -> None:
+        request = response.request
+        seen["exchanges"].append((request.method, str(request.url), response.status_code,
+                                  response.headers.get("www-authenticate")))
+
+    storage = MemoryStorage()
+    provider = OAuthClientProvider(
+        server_url=mcp_url,
+        client_metadata=OAuthClientMetadata(client_name="mcpgated-test",
+                                            redirect_uris=["http://127.0.0.1:9/callback"],
+                                            grant_types=["authorization_code", "refresh_token"]),
+        storage=storage, redirect_handler=on_redirect, callback_handler=on_callback)
+    async with httpx2.AsyncClient(auth=provider, event_hooks={"response": [record]}) as http_client:
+        async with Client(streamable_http_client(mcp_url, http_client=http_client)) as client:
+            yield client
+    seen["token"] = storage.tokens.access_token if storage.tokens else None

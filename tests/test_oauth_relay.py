@@ -12,17 +12,12 @@ import json
 from http.client import HTTPConnection, HTTPMessage
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Tuple
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import anyio
-import httpx2
 import pytest
-from mcp import Client
-from mcp.client.auth import OAuthClientProvider
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
 
-from tests.oauth_peers import MemoryStorage
+from tests.oauth_peers import oauth_client
 from tests.support import BIN, REPO, Daemon, Proc, http
 
 PEERS = str(REPO / "tests" / "oauth_peers.py")
@@ -85,46 +80,11 @@ def gateway(tmp_path) -> Iterator[Daemon]:
 
 
 async def _authorized_session(mcp_url: str) -> Dict[str, Any]:
-    """
-    The SDK client with its OAuth provider, knowing only the gateway's MCP
-    URL; the authorization redirect is followed by hand (the server
-    approves at once) and its code handed back.
-    """
-    seen: Dict[str, Any] = {"exchanges": []}
-    redirect: Dict[str, str] = {}
-
-    async def on_redirect(authorization_url: str) -> None:
-        seen["authorization_url"] = authorization_url
-        async with httpx2.AsyncClient() as browser:
-            answer = await browser.get(authorization_url)
-        assert answer.status_code == 302, answer.text
-        query = parse_qs(urlsplit(answer.headers["location"]).query)
-        redirect.update({key: values[0] for key, values in query.items()})
-
-    async def on_callback() -> AuthorizationCodeResult:
-        return AuthorizationCodeResult(code=redirect["code"], state=redirect.get("state"),
-                                       iss=redirect.get("iss"))
-
-    async def record(response: httpx2.Response) -> None:
-        request = response.request
-        seen["exchanges"].append((request.method, str(request.url), response.status_code,
-                                  response.headers.get("www-authenticate")))
-
-    storage = MemoryStorage()
-    provider = OAuthClientProvider(
-        server_url=mcp_url,
-        client_metadata=OAuthClientMetadata(client_name="mcpgated-test", redirect_uris=["http://127.0.0.1:9/callback"],
-                                            grant_types=["authorization_code", "refresh_token"]),
-        storage=storage,
-        redirect_handler=on_redirect,
-        callback_handler=on_callback,
-    )
-    async with httpx2.AsyncClient(auth=provider, event_hooks={"response": [record]}) as http_client:
-        async with Client(streamable_http_client(mcp_url, http_client=http_client)) as client:
-            seen["protocol"] = client.protocol_version
-            seen["whoami"] = (await client.call_tool("whoami", {})).content[0].text
-            seen["add"] = (await client.call_tool("add", {"a": 20, "b": 22})).content[0].text
-    seen["token"] = storage.tokens.access_token if storage.tokens else None
+    seen: Dict[str, Any] = {}
+    async with oauth_client(mcp_url, seen) as client:
+        seen["protocol"] = client.protocol_version
+        seen["whoami"] = (await client.call_tool("whoami", {})).content[0].text
+        seen["add"] = (await client.call_tool("add", {"a": 20, "b": 22})).content[0].text
     return seen
 
 

@@ -21,21 +21,18 @@ import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, Iterator, List, Optional, Tuple
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 import anyio
-import httpx2
 import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 from mcp import Client
-from mcp.client.auth import OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
-from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
 from mcp.shared.exceptions import MCPError
 
-from tests.oauth_peers import MemoryStorage
+from tests.oauth_peers import oauth_client
 from tests.support import BIN, REPO, Daemon, Proc, http
 
 PRM = "/.well-known/oauth-protected-resource"
@@ -465,36 +462,10 @@ def test_backend_gets_its_credential_not_the_token(gateway, peers):
 
 
 async def _authorized(mcp_url: str) -> Dict[str, Any]:
-    seen: Dict[str, Any] = {"exchanges": []}
-    redirect: Dict[str, str] = {}
-
-    async def on_redirect(authorization_url: str) -> None:
-        async with httpx2.AsyncClient() as browser:
-            answer = await browser.get(authorization_url)
-        assert answer.status_code == 302, answer.text
-        query = parse_qs(urlsplit(answer.headers["location"]).query)
-        redirect.update({key: values[0] for key, values in query.items()})
-
-    async def on_callback() -> AuthorizationCodeResult:
-        return AuthorizationCodeResult(code=redirect["code"], state=redirect.get("state"),
-                                       iss=redirect.get("iss"))
-
-    async def record(response: httpx2.Response) -> None:
-        seen["exchanges"].append((response.request.method, str(response.request.url),
-                                  response.status_code, response.headers.get("www-authenticate")))
-
-    storage = MemoryStorage()
-    provider = OAuthClientProvider(
-        server_url=mcp_url,
-        client_metadata=OAuthClientMetadata(client_name="mcpgated-test",
-                                            redirect_uris=["http://127.0.0.1:9/callback"],
-                                            grant_types=["authorization_code", "refresh_token"]),
-        storage=storage, redirect_handler=on_redirect, callback_handler=on_callback)
-    async with httpx2.AsyncClient(auth=provider, event_hooks={"response": [record]}) as http_client:
-        async with Client(streamable_http_client(mcp_url, http_client=http_client)) as client:
-            seen["tools"] = sorted(t.name for t in (await client.list_tools()).tools)
-            seen["echo"] = (await client.call_tool("echo", {"message": "through"})).content[0].text
-    seen["token"] = storage.tokens.access_token if storage.tokens else None
+    seen: Dict[str, Any] = {}
+    async with oauth_client(mcp_url, seen) as client:
+        seen["tools"] = sorted(t.name for t in (await client.list_tools()).tools)
+        seen["echo"] = (await client.call_tool("echo", {"message": "through"})).content[0].text
     return seen
 
 
