@@ -32,6 +32,7 @@ from mcpgated.policy.gate import Gate
 from mcpgated.policy.ratelimit import Limiter
 from mcpgated.policy.tokens import TokenVerifier
 from mcpgated.logs import LogFilesService
+from mcpgated.proxy.http11 import GatewayHTTPFactory
 from mcpgated.proxy.resource import GatewayResource
 from mcpgated.proxy.upstream import UpstreamPool
 from mcpgated.routing import RouteTable
@@ -252,7 +253,8 @@ class GatewayService(MultiService):
                                     verifier=TokenVerifier(reactor, self.upstreams)),
                       Limiter(reactor)),
         )
-        gateway_site = CappedSite(self.gateway, cfg.limits.max_body, jsonrpc_too_large)
+        gateway_site = GatewayHTTPFactory(self.gateway, reactor, cfg.limits.max_body,
+                                          jsonrpc_too_large)
         gateway_site.rejected_too_large = self.gateway.log_too_large
         self.listeners: List[ListenerService] = []
         for description in cfg.gateway.listen:

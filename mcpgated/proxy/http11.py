@@ -1,0 +1,533 @@
+"""
+The gateway listener's HTTP/1.1 server: llhttp (through C{httptools}) for
+parsing, a small request object for L{GatewayResource}, and nothing else.
+
+Why not C{twisted.web.server}: on the proxy's hot path twisted.web's
+line-by-line parsing, its general-purpose L{Request} (form parsing, session,
+resource traversal, per-request producer bookkeeping) and header
+canonicalisation cost more CPU than everything the gateway does with a
+request. This channel does only what a reverse proxy needs:
+
+ - one request answered at a time per connection; pipelined requests wait,
+   complete, in a queue, and reading stops until the answer is done;
+ - bodies capped while they arrive (413 before buffering more), heads capped
+   (431), malformed requests answered 400, all with a JSON-RPC error body and
+   the connection closed;
+ - the response framed by the handler's C{Content-Length}, else chunked
+   (close-delimited for HTTP/1.0 clients);
+ - the backend body as the client connection's producer, through the
+   channel, so a client that stops reading pauses the backend and a client
+   that leaves ends the exchange (L{GatewayRequest.notifyFinish} errbacks);
+ - a per-connection timer, armed once, closing connections idle (or stuck
+   sending a head) for C{idle_timeout} seconds.
+
+The admin listener keeps twisted.web (Klein): it is not on the hot path.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from email.utils import formatdate
+from io import BytesIO
+from typing import Any, Callable, Deque, Dict, List, Optional
+from urllib.parse import parse_qs
+
+import httptools
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IPushProducer, ISSLTransport
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http import RESPONSES
+from twisted.web.http_headers import Headers, _nameEncoder
+from zope.interface import implementer
+
+from mcpgated.jsonrpc import INVALID_REQUEST, error_body
+
+log = Logger()
+
+MAX_HEAD_BYTES = 65536
+MAX_HEADERS = 256
+IDLE_TIMEOUT = 75.0
+
+_NO_BODY_CODES = frozenset({204, 304})
+_names: Dict[bytes, bytes] = {}
+
+
+def _canonical(name: bytes) -> bytes:
+    """
+    The header name as L{Headers} keys it (C{Content-Type}), cached.
+    """
+    found = _names.get(name)
+    if found is None:
+        found = _nameEncoder.encode(name)
+        if len(_names) < 4096:
+            _names[name] = found
+    return found
+
+
+class _Clock:
+    """
+    The C{Date} header, formatted once per second.
+    """
+
+    __slots__ = ("clock", "second", "value")
+
+    def __init__(self, clock: Any) -> None:
+        self.clock = clock
+        self.second = -1
+        self.value = b""
+
+    def date(self) -> bytes:
+        now = int(self.clock.seconds())
+        if now != self.second:
+            self.second = now
+            self.value = formatdate(now, usegmt=True).encode("ascii")
+        return self.value
+
+
+class GatewayRequest:
+    """
+    One request on a L{GatewayChannel}, with the part of twisted.web's
+    C{IRequest} the gateway uses: C{method}, C{uri}, C{path}, C{args},
+    C{requestHeaders}, C{responseHeaders}, C{content}, C{setResponseCode},
+    C{write}, C{finish}, C{registerProducer}, C{notifyFinish}, and the
+    connection's addresses.
+    """
+
+    __slots__ = ("channel", "method", "uri", "path", "clientproto", "requestHeaders",
+                 "responseHeaders", "content", "code", "code_message", "keep_alive",
+                 "started", "finished", "chunked", "no_body", "_body", "_body_size",
+                 "_waiters", "_args", "expect_continue")
+
+    def __init__(self, channel: "GatewayChannel") -> None:
+        self.channel = channel
+        self.method = b"GET"
+        self.uri = b""
+        self.path = b""
+        self.clientproto = b"HTTP/1.1"
+        self.requestHeaders = Headers()
+        self.responseHeaders = Headers()
+        self.content: Any = None
+        self.code = 200
+        self.code_message: Optional[bytes] = None
+        self.keep_alive = True
+        self.started = False
+        self.finished = False
+        self.chunked = False
+        self.no_body = False
+        self._body: List[bytes] = []
+        self._body_size = 0
+        self._waiters: Optional[List[Deferred]] = None
+        self._args: Optional[Dict[bytes, List[bytes]]] = None
+        self.expect_continue = False
+
+    # --- what the request says ------------------------------------------------------
+
+    @property
+    def args(self) -> Dict[bytes, List[bytes]]:
+        if self._args is None:
+            _, _, query = self.uri.partition(b"?")
+            self._args = parse_qs(query, keep_blank_values=True) if query else {}
+        return self._args
+
+    def getHeader(self, name: bytes) -> Optional[bytes]:
+        values = self.requestHeaders._rawHeaders.get(_canonical(name))
+        return values[-1] if values else None
+
+    def getHost(self) -> Any:
+        return self.channel.transport.getHost()
+
+    def getClientAddress(self) -> Any:
+        return self.channel.peer
+
+    def isSecure(self) -> bool:
+        return self.channel.secure
+
+    # --- the answer ----------------------------------------------------------------
+
+    def setResponseCode(self, code: int, message: Optional[bytes] = None) -> None:
+        self.code = code
+        self.code_message = message
+
+    def setHeader(self, name: bytes, value: bytes) -> None:
+        self.responseHeaders.setRawHeaders(name, [value])
+
+    def _head(self) -> bytes:
+        """
+        The status line and headers, choosing the body's framing.
+        """
+        self.started = True
+        code = self.code
+        raw = self.responseHeaders._rawHeaders
+        if self.method == b"HEAD" or code in _NO_BODY_CODES or 100 <= code < 200:
+            self.no_body = True
+            if code in _NO_BODY_CODES:
+                raw.pop(b"Content-Length", None)
+        elif b"Content-Length" not in raw:
+            if self.clientproto == b"HTTP/1.1":
+                self.chunked = True
+                raw[b"Transfer-Encoding"] = [b"chunked"]
+            else:
+                self.keep_alive = False
+        if not self.keep_alive:
+            raw[b"Connection"] = [b"close"]
+        elif self.clientproto == b"HTTP/1.0":
+            raw[b"Connection"] = [b"keep-alive"]
+        phrase = self.code_message or RESPONSES.get(code, b"Unknown")
+        lines = [b"HTTP/1.1 %d %s\r\n" % (code, phrase)]
+        if b"Date" not in raw:
+            lines.append(b"Date: " + self.channel.dates.date() + b"\r\n")
+        for name, values in raw.items():
+            for value in values:
+                lines.append(name + b": " + value + b"\r\n")
+        lines.append(b"\r\n")
+        return b"".join(lines)
+
+    def write(self, data: bytes) -> None:
+        if self.finished or self.channel.transport is None:
+            return
+        if not self.started:
+            head = self._head()
+            if self.no_body or not data:
+                self.channel.send(head)
+            elif self.chunked:
+                self.channel.send(b"%s%x\r\n%s\r\n" % (head, len(data), data))
+            else:
+                self.channel.send(head + data)
+            return
+        if self.no_body or not data:
+            return
+        if self.chunked:
+            self.channel.send(b"%x\r\n%s\r\n" % (len(data), data))
+        else:
+            self.channel.send(data)
+
+    def finish(self) -> None:
+        if self.finished:
+            return
+        if not self.started:
+            raw = self.responseHeaders._rawHeaders
+            if (b"Content-Length" not in raw and self.method != b"HEAD"
+                    and self.code not in _NO_BODY_CODES and not 100 <= self.code < 200):
+                raw[b"Content-Length"] = [b"0"]
+            self.channel.send(self._head())
+        elif self.chunked:
+            self.channel.send(b"0\r\n\r\n")
+        self.finished = True
+        waiters, self._waiters = self._waiters, None
+        if waiters:
+            for waiter in waiters:
+                waiter.callback(None)
+        self.channel.answered(self)
+
+    def notifyFinish(self) -> Deferred:
+        """
+        A L{Deferred} that fires when the answer is finished, or fails when
+        the client's connection goes first.
+        """
+        waiter: Deferred = Deferred()
+        if self.finished:
+            waiter.callback(None)
+        else:
+            if self._waiters is None:
+                self._waiters = []
+            self._waiters.append(waiter)
+        return waiter
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        self.channel.register(producer)
+
+    def unregisterProducer(self) -> None:
+        self.channel.unregister()
+
+    def _lost(self, reason: Failure) -> None:
+        waiters, self._waiters = self._waiters, None
+        self.finished = True
+        if waiters:
+            for waiter in waiters:
+                waiter.errback(reason)
+
+
+@implementer(IPushProducer)
+class GatewayChannel(Protocol):
+    """
+    One client connection to the gateway listener.
+    """
+
+    def __init__(self, factory: "GatewayHTTPFactory") -> None:
+        self.factory = factory
+        self.dates = factory.dates
+        self.parser = httptools.HttpRequestParser(self)
+        self.parsing: Optional[GatewayRequest] = None
+        self.active: Optional[GatewayRequest] = None
+        self.ready: Deque[GatewayRequest] = deque()
+        self.head_bytes = 0
+        self.in_head = True
+        self.headers_seen = 0
+        self.too_many_headers = False
+        self.url: List[bytes] = []
+        self.closing = False
+        self.close_after = False
+        self.registered = False
+        self.reading = True
+        self.producer: Any = None
+        self.peer: Any = None
+        self.secure = False
+        self.last_activity = 0.0
+        self.timer: Any = None
+        self.send: Callable[[bytes], None] = _unconnected
+
+    def connectionMade(self) -> None:
+        transport = self.transport
+        self.peer = transport.getPeer()  # type: ignore[union-attr]
+        self.secure = ISSLTransport.providedBy(transport)
+        self.send = transport.write  # type: ignore[union-attr]
+        try:
+            transport.setTcpNoDelay(True)  # type: ignore[union-attr]
+        except (AttributeError, OSError):
+            pass
+        clock = self.factory.clock
+        self.last_activity = clock.seconds()
+        self.timer = clock.callLater(self.factory.idle_timeout, self._check_idle)
+
+    # --- parsing ---------------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.closing:
+            return
+        if self.in_head:
+            self.head_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # Upgrades are not relayed: answer the request, then close.
+            self.close_after = True
+        except httptools.HttpParserError as e:
+            if not self.closing:
+                reason = "too many header fields" if self.too_many_headers else str(e)
+                self._refuse(400, f"Malformed HTTP request: {reason}")
+            return
+        if self.in_head and self.head_bytes > MAX_HEAD_BYTES and not self.closing:
+            self._refuse(431, "Request header fields are larger than 64 KB")
+            return
+        if self.active is None and self.ready:
+            self._next()
+
+    def on_message_begin(self) -> None:
+        self.parsing = GatewayRequest(self)
+        self.url = []
+        self.headers_seen = 0
+
+    def on_url(self, url: bytes) -> None:
+        self.url.append(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        request = self.parsing
+        if request is None:
+            return
+        self.headers_seen += 1
+        if self.headers_seen > MAX_HEADERS:
+            self.too_many_headers = True
+            raise ValueError("too many header fields")
+        request.requestHeaders._rawHeaders.setdefault(_canonical(name), []).append(value)
+
+    def on_headers_complete(self) -> None:
+        request = self.parsing
+        if request is None:
+            return
+        parser = self.parser
+        request.method = parser.get_method()
+        request.clientproto = b"HTTP/" + parser.get_http_version().encode("ascii")
+        request.keep_alive = parser.should_keep_alive()
+        uri = request.uri = self.url[0] if len(self.url) == 1 else b"".join(self.url)
+        request.path = uri.partition(b"?")[0]
+        self.in_head = False
+        self.head_bytes = 0
+        length = request.requestHeaders._rawHeaders.get(b"Content-Length")
+        if length is not None:
+            try:
+                declared = int(length[0])
+            except ValueError:
+                declared = 0
+            if declared > self.factory.max_body:
+                self._too_large(request)
+                return
+        expect = request.requestHeaders._rawHeaders.get(b"Expect")
+        if expect and expect[0].lower() == b"100-continue" and request.clientproto == b"HTTP/1.1":
+            request.expect_continue = True
+            if self.active is None and not self.ready:
+                self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+                request.expect_continue = False
+
+    def on_body(self, body: bytes) -> None:
+        request = self.parsing
+        if request is None or self.closing:
+            return
+        request._body_size += len(body)
+        if request._body_size > self.factory.max_body:
+            self._too_large(request)
+            return
+        request._body.append(body)
+
+    def on_message_complete(self) -> None:
+        request = self.parsing
+        self.parsing = None
+        self.in_head = True
+        self.head_bytes = 0
+        if request is None or self.closing:
+            return
+        body = request._body
+        request.content = BytesIO(body[0] if len(body) == 1 else b"".join(body))
+        request._body = []
+        self.ready.append(request)
+        if self.active is not None and self.reading:
+            # Pipelined: stop reading until the current answer is done.
+            self.reading = False
+            self.transport.pauseProducing()  # type: ignore[union-attr]
+
+    # --- answering -------------------------------------------------------------------
+
+    def _next(self) -> None:
+        while self.active is None and self.ready and not self.closing:
+            request = self.active = self.ready.popleft()
+            if request.expect_continue:
+                self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.factory.resource.render(request)
+
+    def answered(self, request: GatewayRequest) -> None:
+        """
+        C{request} is finished: keep the connection for the next one, or
+        close it.
+        """
+        if request is not self.active:
+            return
+        self.active = None
+        self.last_activity = self.factory.clock.seconds()
+        if not request.keep_alive or self.closing or self.close_after:
+            self.closing = True
+            if self.transport is not None:
+                self.transport.loseConnection()
+            return
+        if self.ready:
+            self._next()
+        if self.active is None and not self.reading and not self.closing:
+            self.reading = True
+            self.transport.resumeProducing()  # type: ignore[union-attr]
+
+    def register(self, producer: Any) -> None:
+        self.producer = producer
+        if not self.registered:
+            self.registered = True
+            self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+
+    def unregister(self) -> None:
+        self.producer = None
+        if self.registered:
+            self.registered = False
+            self.transport.unregisterProducer()  # type: ignore[union-attr]
+
+    # IPushProducer, for the transport: the client's reading speed drives
+    # the backend's.
+    def pauseProducing(self) -> None:
+        if self.producer is not None:
+            self.producer.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        if self.producer is not None:
+            self.producer.resumeProducing()
+
+    def stopProducing(self) -> None:
+        # The connection is going: connectionLost follows and ends the
+        # exchange through notifyFinish, which stops the backend.
+        pass
+
+    # --- refusals --------------------------------------------------------------------
+
+    def _too_large(self, request: GatewayRequest) -> None:
+        self.factory.rejected_too_large(request)
+        self._refuse(413, None)
+
+    def _refuse(self, status: int, message: Optional[str]) -> None:
+        """
+        Answer an unparseable or oversized request and close: nothing after
+        it on this connection can be framed.
+        """
+        self.closing = True
+        self.parsing = None
+        self.ready.clear()
+        if self.active is not None and self.active.started:
+            # An answer is already on the wire: just close after it.
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        if message is None:
+            body = self.factory.too_large_body(self.factory.max_body)
+        else:
+            body = error_body(INVALID_REQUEST, message, None, {"httpStatus": status})
+        head = (b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                b"Connection: close\r\n\r\n" % (status, RESPONSES.get(status, b"Error"), len(body)))
+        self.send(head + body)
+        if self.active is not None:
+            active, self.active = self.active, None
+            active._lost(Failure(ConnectionDone("the connection closed on a refused request")))
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    # --- lifetime --------------------------------------------------------------------
+
+    def _check_idle(self) -> None:
+        self.timer = None
+        if self.transport is None or not self.connected:
+            return
+        clock = self.factory.clock
+        idle_timeout = self.factory.idle_timeout
+        if self.active is not None:
+            self.timer = clock.callLater(idle_timeout, self._check_idle)
+            return
+        idle = clock.seconds() - self.last_activity
+        if idle >= idle_timeout:
+            self.closing = True
+            self.transport.loseConnection()
+            return
+        self.timer = clock.callLater(idle_timeout - idle, self._check_idle)
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self.closing = True
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+        self.ready.clear()
+        self.producer = None
+        active, self.active = self.active, None
+        if active is not None and not active.finished:
+            active._lost(reason if reason is not None else Failure(ConnectionDone()))
+        self.send = _unconnected
+
+
+def _unconnected(data: bytes) -> None:
+    pass
+
+
+class GatewayHTTPFactory(Factory):
+    """
+    Builds L{GatewayChannel}s answered by C{resource.render(request)}.
+
+    @ivar rejected_too_large: hook called with a request refused with 413.
+    """
+
+    noisy = False
+
+    def __init__(self, resource: Any, clock: Any, max_body: int,
+                 too_large_body: Callable[[int], bytes], idle_timeout: float = IDLE_TIMEOUT) -> None:
+        self.resource = resource
+        self.clock = clock
+        self.max_body = max_body
+        self.too_large_body = too_large_body
+        self.idle_timeout = idle_timeout
+        self.dates = _Clock(clock)
+        self.rejected_too_large: Callable[[Any], None] = lambda request: None
+
+    def buildProtocol(self, addr: Any) -> GatewayChannel:
+        channel = GatewayChannel(self)
+        channel.factory = self
+        return channel
