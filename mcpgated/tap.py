@@ -299,6 +299,7 @@ class GatewayService(MultiService):
         # pending writes); the log files close last, so they record the
         # whole shutdown and the access lines of exchanges ending during it.
         Service.stopService(self)
+        self.gateway.stop()
         stopping = [maybeDeferred(child.stopService)
                     for child in reversed(list(self)) if child is not self.logs]
         done = DeferredList(stopping)

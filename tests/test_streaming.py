@@ -26,7 +26,8 @@ from mcpgated.model import STARTED, ApiDefinition, ApiRecord, Plan
 from mcpgated.proxy.resource import GatewayResource
 from mcpgated.proxy.upstream import UpstreamPool
 from mcpgated.routing import RouteTable
-from mcpgated.site import CappedSite, jsonrpc_too_large
+from mcpgated.proxy.http11 import GatewayHTTPFactory
+from mcpgated.site import jsonrpc_too_large
 
 CHUNK = b"x" * 65536
 
@@ -168,7 +169,8 @@ class RelayTests(TestCase):
         resource = GatewayResource(routes=routes, upstreams=self.upstreams, clock=reactor,
                                    access_log=AccessLog(reactor, None), limits=limits,
                                    allowed_hosts=("gw.test", "gw"))
-        site = CappedSite(resource, limits.max_body, jsonrpc_too_large)
+        self.addCleanup(resource.stop)
+        site = GatewayHTTPFactory(resource, reactor, limits.max_body, jsonrpc_too_large)
         self.gateway_port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
         self.addCleanup(self.gateway_port.stopListening)
 

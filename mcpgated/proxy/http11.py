@@ -44,6 +44,7 @@ from twisted.web.http_headers import Headers, _nameEncoder
 from zope.interface import implementer
 
 from mcpgated.jsonrpc import INVALID_REQUEST, error_body
+from mcpgated.proxy.fastwrite import direct_writer
 
 log = Logger()
 
@@ -283,7 +284,7 @@ class GatewayChannel(Protocol):
         transport = self.transport
         self.peer = transport.getPeer()  # type: ignore[union-attr]
         self.secure = ISSLTransport.providedBy(transport)
-        self.send = transport.write  # type: ignore[union-attr]
+        self.send = direct_writer(transport)
         try:
             transport.setTcpNoDelay(True)  # type: ignore[union-attr]
         except (AttributeError, OSError):

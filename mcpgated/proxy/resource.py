@@ -12,7 +12,8 @@ from urllib.parse import urljoin, urlsplit
 import attrs
 from twisted.internet import error as neterror
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseFailed, ResponseNeverReceived
@@ -90,28 +91,33 @@ class Backend:
         return None
 
 
-@attrs.define
 class Exchange:
     """
-    One client request through the gateway, for the access log and the
-    watchdog.
+    One client request through the gateway, for the access log, the
+    backend header timeout and the idle watchdog.
     """
 
-    request: Any
-    started: float
-    api: Optional[Route] = None
-    status: Optional[int] = None
-    bytes_in: int = 0
-    bytes_out: int = 0
-    last_activity: float = 0.0
-    relay: Optional[Relay] = None
-    work: Optional[Deferred] = None
-    watchdog: Optional[IDelayedCall] = None
-    client_gone: bool = False
-    timed_out: bool = False
-    logged: bool = False
-    tracker: Any = None
-    streaming: bool = False
+    __slots__ = ("request", "started", "api", "status", "bytes_in", "bytes_out",
+                 "last_activity", "relay", "work", "pending", "deadline", "client_gone",
+                 "timed_out", "logged", "tracker", "streaming")
+
+    def __init__(self, request: Any, started: float, status: Optional[int] = None) -> None:
+        self.request = request
+        self.started = started
+        self.api: Optional[Route] = None
+        self.status = status
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.last_activity = 0.0
+        self.relay: Optional[Relay] = None
+        self.work: Optional[Deferred] = None
+        self.pending: Optional[Deferred] = None  # the backend request, until its headers
+        self.deadline = 0.0  # when the backend must have sent its headers
+        self.client_gone = False
+        self.timed_out = False
+        self.logged = False
+        self.tracker: Any = None
+        self.streaming = False
 
 
 @attrs.define(slots=False)
@@ -133,6 +139,10 @@ class GatewayResource(Resource):
     gate: Any = None  # mcpgated.policy.gate.Gate: plans, access control, rate limits
     _backends: Dict[str, Backend] = attrs.field(factory=dict)
     oauth: Optional[OAuthRelay] = None  # secured backends; built from the above when None
+    # Timeouts: one sweep for all exchanges instead of timers per request.
+    _awaiting: Dict[Exchange, None] = attrs.field(factory=dict)  # backend headers due
+    _relaying: Dict[Exchange, None] = attrs.field(factory=dict)  # bodies being relayed
+    _sweeper: Optional[LoopingCall] = None
 
     isLeaf = True
 
@@ -245,8 +255,10 @@ class GatewayResource(Resource):
                 self._error(exchange, 502, "The gateway cannot load the backend's CA file")
                 return
         sent = self.clock.seconds()
-        pending = agent.request(request.method, url, headers, producer)
-        timer = self.clock.callLater(self.limits.header_timeout, _expire, exchange, pending)
+        pending = exchange.pending = agent.request(request.method, url, headers, producer)
+        exchange.deadline = sent + self.limits.header_timeout
+        self._awaiting[exchange] = None
+        self._sweep_soon()
         try:
             response = await pending
         except Exception as e:
@@ -255,8 +267,8 @@ class GatewayResource(Resource):
             self._upstream_failed(exchange, e)
             return
         finally:
-            if timer.active():
-                timer.cancel()
+            self._awaiting.pop(exchange, None)
+            exchange.pending = None
         if exchange.client_gone:
             response.deliverBody(_Discard())
             return
@@ -299,7 +311,8 @@ class GatewayResource(Resource):
             observe=exchange.tracker.data if exchange.tracker is not None else None,
         )
         exchange.relay = relay
-        exchange.watchdog = self.clock.callLater(self.limits.idle_timeout, self._watch, exchange)
+        self._relaying[exchange] = None
+        self._sweep_soon()
         response.deliverBody(relay)
 
     async def _admit(self, request: Any, exchange: Exchange, route: Route, query: bytes,
@@ -409,14 +422,45 @@ class GatewayResource(Resource):
         exchange.bytes_out += count
         exchange.last_activity = self.clock.seconds()
 
-    def _watch(self, exchange: Exchange) -> None:
-        idle = self.clock.seconds() - exchange.last_activity
-        if idle < self.limits.idle_timeout:
-            exchange.watchdog = self.clock.callLater(
-                self.limits.idle_timeout - idle, self._watch, exchange
-            )
-            return
-        exchange.watchdog = None
+    def _sweep_soon(self) -> None:
+        if self._sweeper is None:
+            limits = self.limits
+            interval = max(0.01, min(1.0, limits.header_timeout / 4, limits.idle_timeout / 4))
+            self._sweeper = LoopingCall(self._sweep)
+            self._sweeper.clock = self.clock
+            self._sweeper.start(interval, now=False)
+
+    def stop(self) -> None:
+        """
+        Stop the timeout sweep (at shutdown; it stops by itself when idle).
+        """
+        if self._sweeper is not None:
+            self._sweeper.stop()
+            self._sweeper = None
+
+    def _sweep(self) -> None:
+        """
+        Fail backend requests past their header deadline and close streams
+        idle or stalled for C{idle_timeout}; stop sweeping when nothing is
+        left to watch.
+        """
+        now = self.clock.seconds()
+        if self._awaiting:
+            for exchange in [e for e in self._awaiting if now >= e.deadline]:
+                del self._awaiting[exchange]
+                exchange.timed_out = True
+                if exchange.pending is not None:
+                    exchange.pending.cancel()
+        if self._relaying:
+            idle_timeout = self.limits.idle_timeout
+            for exchange in [e for e in self._relaying if now - e.last_activity >= idle_timeout]:
+                del self._relaying[exchange]
+                self._idle(exchange, now - exchange.last_activity)
+        if not self._awaiting and not self._relaying and self._sweeper is not None:
+            self._sweeper.stop()
+            self._sweeper = None
+
+    def _idle(self, exchange: Exchange, idle: float) -> None:
         log.info("closing a stream idle or stalled for {seconds:.0f}s on {path}",
                  seconds=idle, path=exchange.request.path)
         relay = exchange.relay
@@ -427,9 +471,7 @@ class GatewayResource(Resource):
             transport.abortConnection()
 
     def _finished(self, exchange: Exchange, outcome: str, reason: Optional[Failure]) -> None:
-        if exchange.watchdog is not None and exchange.watchdog.active():
-            exchange.watchdog.cancel()
-        exchange.watchdog = None
+        self._relaying.pop(exchange, None)
         if outcome == "upstream_error" and reason is not None:
             log.info("backend stream for {path} ended abnormally: {reason}",
                      path=exchange.request.path, reason=reason.getErrorMessage())
@@ -513,11 +555,6 @@ class GatewayResource(Resource):
 
 
 _UNSET: Any = object()
-
-
-def _expire(exchange: Exchange, pending: Deferred) -> None:
-    exchange.timed_out = True
-    pending.cancel()
 
 
 class _Discard:
