@@ -33,7 +33,6 @@ from mcpgated.proxy.headers import (
     upstream_request_headers,
 )
 from mcpgated.proxy.origin import host_allowed, is_loopback_address, origin_allowed
-from mcpgated.bodies import BytesProducer
 from mcpgated.proxy.relay import Relay
 from mcpgated.policy.auth import Refusal
 from mcpgated.policy.rewrite import EventRewriter, JsonRewriter
@@ -242,20 +241,20 @@ class GatewayResource(Resource):
                 headers.removeHeader(name)
             for name, value in admission.set_headers:
                 headers.setRawHeaders(name, [value])
-        producer = BytesProducer(body) if body or request.method in _BODY_METHODS else None
+        send = body if body or request.method in _BODY_METHODS else None
         ca_file = route.definition.backend_ca_file
         if ca_file is None:
-            agent = self.upstreams.default_agent()
+            client = self.upstreams.default_client()
         else:
             try:
-                agent = await self.upstreams.agent(ca_file)
+                client = await self.upstreams.client(ca_file)
             except Exception as e:
                 log.error("API {api_id}: cannot load backendCaFile {path}: {error}",
                           api_id=route.api_id, path=ca_file, error=str(e))
                 self._error(exchange, 502, "The gateway cannot load the backend's CA file")
                 return
         sent = self.clock.seconds()
-        pending = exchange.pending = agent.request(request.method, url, headers, producer)
+        pending = exchange.pending = client.request(request.method, url, headers, send)
         exchange.deadline = sent + self.limits.header_timeout
         self._awaiting[exchange] = None
         self._sweep_soon()

@@ -1,7 +1,9 @@
 """
-The HTTP client toward backends: a plain L{Agent} (no cookie jar, no
-redirects, no decoding), one keep-alive pool, cached endpoints with
-TCP_NODELAY, and certificate verification through service-identity.
+The HTTP clients toward backends: the proxy's own L{BackendClient} (the hot
+path) and a plain L{Agent} (no cookie jar, no redirects, no decoding) for
+the gateway's other backend requests (OAuth metadata, JWKS, introspection),
+both with cached endpoints, TCP_NODELAY, and certificate verification
+through service-identity.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any, Dict, Optional, Tuple
 import attrs
 from twisted.application.service import Service
 from twisted.internet import ssl
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.threads import deferToThread
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
@@ -19,6 +21,7 @@ from twisted.web.iweb import IAgent, IAgentEndpointFactory, IPolicyForHTTPS
 from zope.interface import implementer
 
 from mcpgated.config import LimitsConfig
+from mcpgated.proxy.backend_client import BackendClient
 
 
 class _NoDelayEndpoint:
@@ -85,6 +88,7 @@ class UpstreamPool(Service):
     max_per_host: int = 256
     pool: HTTPConnectionPool = attrs.field(init=False)
     _agents: Dict[Optional[str], Any] = attrs.field(init=False, factory=dict)
+    _clients: Dict[Optional[str], BackendClient] = attrs.field(init=False, factory=dict)
 
     def __attrs_post_init__(self) -> None:
         self.pool = HTTPConnectionPool(self.reactor, persistent=True)
@@ -117,9 +121,43 @@ class UpstreamPool(Service):
             agent = self._agents[None] = self._build(BrowserLikePolicyForHTTPS())
         return agent
 
+    def _build_client(self, policy: IPolicyForHTTPS) -> BackendClient:
+        endpoints = _CachingEndpointFactory(self.reactor, self.limits.connect_timeout, policy)
+        return BackendClient(self.reactor, lambda scheme, host, port: endpoints.endpointForURI(
+            _URI(scheme, host, port)), max_idle_per_host=self.max_per_host)
+
+    async def client(self, ca_file: Optional[str] = None) -> BackendClient:
+        """
+        The proxy's client (L{BackendClient}) for backends verified against
+        the system trust store, or against C{ca_file} (PEM) when given.
+        """
+        client = self._clients.get(ca_file)
+        if client is None:
+            if ca_file is None:
+                return self.default_client()
+            pem = await deferToThread(_read, ca_file)
+            policy = BrowserLikePolicyForHTTPS(trustRoot=ssl.Certificate.loadPEM(pem))
+            client = self._clients.setdefault(ca_file, self._build_client(policy))
+        return client
+
+    def default_client(self) -> BackendClient:
+        client = self._clients.get(None)
+        if client is None:
+            client = self._clients[None] = self._build_client(BrowserLikePolicyForHTTPS())
+        return client
+
     def stopService(self) -> Deferred:  # type: ignore[override]
         Service.stopService(self)
-        return self.pool.closeCachedConnections()
+        closing = [client.close_idle() for client in self._clients.values()]
+        closing.append(self.pool.closeCachedConnections())
+        return DeferredList(closing)
+
+
+@attrs.frozen
+class _URI:
+    scheme: bytes
+    host: bytes
+    port: int
 
 
 def _read(path: str) -> bytes:
