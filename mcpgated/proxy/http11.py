@@ -100,7 +100,7 @@ class GatewayRequest:
     __slots__ = ("channel", "method", "uri", "path", "clientproto", "requestHeaders",
                  "responseHeaders", "content", "code", "code_message", "keep_alive",
                  "started", "finished", "chunked", "no_body", "_body", "_body_size",
-                 "_waiters", "_args", "expect_continue")
+                 "_waiters", "_args", "expect_continue", "lost")
 
     def __init__(self, channel: "GatewayChannel") -> None:
         self.channel = channel
@@ -123,6 +123,7 @@ class GatewayRequest:
         self._waiters: Optional[List[Deferred]] = None
         self._args: Optional[Dict[bytes, List[bytes]]] = None
         self.expect_continue = False
+        self.lost: Optional[Failure] = None  # why the client left before the answer ended
 
     # --- what the request says ------------------------------------------------------
 
@@ -138,7 +139,7 @@ class GatewayRequest:
         return values[-1] if values else None
 
     def getHost(self) -> Any:
-        return self.channel.transport.getHost()
+        return self.channel.host
 
     def getClientAddress(self) -> Any:
         return self.channel.peer
@@ -229,7 +230,9 @@ class GatewayRequest:
         the client's connection goes first.
         """
         waiter: Deferred = Deferred()
-        if self.finished:
+        if self.lost is not None:
+            waiter.errback(self.lost)
+        elif self.finished:
             waiter.callback(None)
         else:
             if self._waiters is None:
@@ -246,6 +249,7 @@ class GatewayRequest:
     def _lost(self, reason: Failure) -> None:
         waiters, self._waiters = self._waiters, None
         self.finished = True
+        self.lost = reason
         if waiters:
             for waiter in waiters:
                 waiter.errback(reason)
@@ -265,6 +269,7 @@ class GatewayChannel(Protocol):
         self.active: Optional[GatewayRequest] = None
         self.ready: Deque[GatewayRequest] = deque()
         self.head_bytes = 0
+        self.head_size = 0
         self.in_head = True
         self.headers_seen = 0
         self.too_many_headers = False
@@ -273,8 +278,10 @@ class GatewayChannel(Protocol):
         self.close_after = False
         self.registered = False
         self.reading = True
+        self.rendering = False
         self.producer: Any = None
         self.peer: Any = None
+        self.host: Any = None
         self.secure = False
         self.last_activity = 0.0
         self.timer: Any = None
@@ -283,6 +290,7 @@ class GatewayChannel(Protocol):
     def connectionMade(self) -> None:
         transport = self.transport
         self.peer = transport.getPeer()  # type: ignore[union-attr]
+        self.host = transport.getHost()  # type: ignore[union-attr]
         self.secure = ISSLTransport.providedBy(transport)
         self.send = direct_writer(transport)
         try:
@@ -320,9 +328,11 @@ class GatewayChannel(Protocol):
         self.parsing = GatewayRequest(self)
         self.url = []
         self.headers_seen = 0
+        self.head_size = 0
 
     def on_url(self, url: bytes) -> None:
         self.url.append(url)
+        self.head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         request = self.parsing
@@ -332,6 +342,7 @@ class GatewayChannel(Protocol):
         if self.headers_seen > MAX_HEADERS:
             self.too_many_headers = True
             raise ValueError("too many header fields")
+        self.head_size += len(name) + len(value) + 4
         request.requestHeaders._rawHeaders.setdefault(_canonical(name), []).append(value)
 
     def on_headers_complete(self) -> None:
@@ -346,6 +357,11 @@ class GatewayChannel(Protocol):
         request.path = uri.partition(b"?")[0]
         self.in_head = False
         self.head_bytes = 0
+        # head_bytes only sees heads still unfinished at the end of a read: a
+        # head completed by the read that takes it past the cap is caught here.
+        if self.head_size > MAX_HEAD_BYTES:
+            self._refuse(431, "Request header fields are larger than 64 KB")
+            return
         length = request.requestHeaders._rawHeaders.get(b"Content-Length")
         if length is not None:
             try:
@@ -391,11 +407,20 @@ class GatewayChannel(Protocol):
     # --- answering -------------------------------------------------------------------
 
     def _next(self) -> None:
-        while self.active is None and self.ready and not self.closing:
-            request = self.active = self.ready.popleft()
-            if request.expect_continue:
-                self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
-            self.factory.resource.render(request)
+        # A request finished inside render leads back here through answered:
+        # the loop already running takes the next one, so a burst of
+        # pipelined requests answered at once does not recurse.
+        if self.rendering:
+            return
+        self.rendering = True
+        try:
+            while self.active is None and self.ready and not self.closing:
+                request = self.active = self.ready.popleft()
+                if request.expect_continue:
+                    self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+                self.factory.resource.render(request)
+        finally:
+            self.rendering = False
 
     def answered(self, request: GatewayRequest) -> None:
         """
@@ -405,6 +430,8 @@ class GatewayChannel(Protocol):
         if request is not self.active:
             return
         self.active = None
+        if self.producer is not None:
+            self.unregister()
         self.last_activity = self.factory.clock.seconds()
         if not request.keep_alive or self.closing or self.close_after:
             self.closing = True
@@ -413,7 +440,7 @@ class GatewayChannel(Protocol):
             return
         if self.ready:
             self._next()
-        if self.active is None and not self.reading and not self.closing:
+        if self.active is None and not self.ready and not self.reading and not self.closing:
             self.reading = True
             self.transport.resumeProducing()  # type: ignore[union-attr]
 
@@ -519,7 +546,8 @@ class GatewayHTTPFactory(Factory):
     noisy = False
 
     def __init__(self, resource: Any, clock: Any, max_body: int,
-                 too_large_body: Callable[[int], bytes], idle_timeout: float = IDLE_TIMEOUT) -> None:
+                 too_large_body: Callable[[int], bytes],
+                 idle_timeout: float = IDLE_TIMEOUT) -> None:
         self.resource = resource
         self.clock = clock
         self.max_body = max_body
