@@ -10,8 +10,9 @@ L{LogFile} with C{maxRotatedFiles}.
 from __future__ import annotations
 
 import json
+from json.encoder import encode_basestring_ascii
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import attrs
 from twisted.application.service import Service
@@ -29,6 +30,45 @@ from twisted.logger import (
 from twisted.python.logfile import LogFile
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+_STRING = encode_basestring_ascii
+_INFINITY = float("inf")
+
+
+def _c_encoder() -> Optional[Callable[[Any, int], Sequence[str]]]:
+    """
+    The C encoder that C{_ENCODER.encode} builds on every call, built once
+    (and checked against it); L{None} where there is none (PyPy). It keeps
+    no circular-reference marks (no state shared between calls): a
+    circular value fails in it, and then in C{_ENCODER}, which says why.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return None
+    try:
+        encode = make(None, _ENCODER.default, _STRING, None, _ENCODER.key_separator,
+                      _ENCODER.item_separator, False, False, True)
+        sample = {"a": 1.5, "b": [None, True, "\u00e9\n", 2 ** 70], "c": {"d": -0.0}, "e": object}
+        if "".join(encode(sample, 0)) != _ENCODER.encode(sample):
+            return None
+    except Exception:
+        return None
+    return encode  # type: ignore[no-any-return]
+
+
+_C_ENCODE = _c_encoder()
+
+
+def _encode(fields: Dict[str, Any]) -> str:
+    """
+    C{_ENCODER.encode(fields)}, without building an encoder per call.
+    """
+    if _C_ENCODE is not None:
+        try:
+            return "".join(_C_ENCODE(fields, 0))
+        except Exception:
+            pass  # raise what json itself raises
+    return _ENCODER.encode(fields)
+
 
 DAEMON_LOG = "mcpgated.log"
 ACCESS_LOG = "access.log"
@@ -83,7 +123,47 @@ class AccessLog:
     def record(self, fields: Dict[str, Any]) -> None:
         if self.logfile is None:
             return
-        line = _ENCODER.encode(fields) + "\n"
+        line = _encode(fields) + "\n"
+        self._buffer.append(line)
+        self._buffered += len(line)
+        if self._buffered >= self.flush_bytes:
+            self.flush()
+
+    def exchange(self, time: float, api: Optional[str], api_id: Optional[str],
+                 method: Optional[str], path: Optional[str], status: Optional[int],
+                 outcome: str, bytes_in: int, bytes_out: int, duration_ms: float,
+                 client: Optional[str]) -> None:
+        """
+        The gateway's line for one exchange: the same line as
+        C{record({"time": time, "api": api, "apiId": api_id, "method": method,
+        "path": path, "status": status, "outcome": outcome, "bytesIn": bytes_in,
+        "bytesOut": bytes_out, "durationMs": duration_ms, "client": client})},
+        formatted without the dictionary.
+        """
+        if self.logfile is None:
+            return
+        line = None
+        if (type(time) is float and -_INFINITY < time < _INFINITY
+                and type(duration_ms) is float and -_INFINITY < duration_ms < _INFINITY
+                and type(bytes_in) is int and type(bytes_out) is int
+                and type(outcome) is str and (type(status) is int or status is None)):
+            try:
+                line = (f'{{"time":{time!r},"api":{"null" if api is None else _STRING(api)},'
+                        f'"apiId":{"null" if api_id is None else _STRING(api_id)},'
+                        f'"method":{"null" if method is None else _STRING(method)},'
+                        f'"path":{"null" if path is None else _STRING(path)},'
+                        f'"status":{"null" if status is None else int.__repr__(status)},'
+                        f'"outcome":{_STRING(outcome)},"bytesIn":{int.__repr__(bytes_in)},'
+                        f'"bytesOut":{int.__repr__(bytes_out)},"durationMs":{duration_ms!r},'
+                        f'"client":{"null" if client is None else _STRING(client)}}}\n')
+            except TypeError:  # a text that is not a str
+                pass
+        if line is None:  # not the usual types: let the JSON encoder say how
+            self.record({"time": time, "api": api, "apiId": api_id, "method": method,
+                         "path": path, "status": status, "outcome": outcome,
+                         "bytesIn": bytes_in, "bytesOut": bytes_out, "durationMs": duration_ms,
+                         "client": client})
+            return
         self._buffer.append(line)
         self._buffered += len(line)
         if self._buffered >= self.flush_bytes:
@@ -92,11 +172,34 @@ class AccessLog:
     def flush(self) -> None:
         if not self._buffer or self.logfile is None:
             return
-        # LogFile checks its size limit before each write; writing line by
-        # line keeps every file within max_bytes (plus one line).
-        for line in self._buffer:
-            self.logfile.write(line)
-        self.logfile.flush()
+        lines = self._buffer
+        logfile = self.logfile
+        limit = getattr(logfile, "rotateLength", None)
+        if not limit:
+            logfile.write("".join(lines))
+            logfile.flush()
+            self._buffer = []
+            self._buffered = 0
+            return
+        # LogFile checks its size limit before each write, and rotates once
+        # it is reached: every file holds max_bytes plus at most one line.
+        # Each write here takes the lines that the file would take one by one
+        # before that check fires (the file is unbuffered: a write is a
+        # system call).
+        count = len(lines)
+        start = 0
+        while start < count:
+            room = limit - logfile.size
+            if room <= 0:  # this write rotates first
+                room = limit
+            end = start + 1
+            taken = len(lines[start])
+            while end < count and taken < room:
+                taken += len(lines[end])
+                end += 1
+            logfile.write(lines[start] if end == start + 1 else "".join(lines[start:end]))
+            start = end
+        logfile.flush()
         self._buffer = []
         self._buffered = 0
 

@@ -7,9 +7,11 @@ rotated by size with a bounded number of old files; twistd's own
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import List
 
+from mcpgated.logs import AccessLog, open_rotating
 from tests.daemon_helpers import TwistdDaemon, create, set_options
 from tests.support import Daemon, http
 
@@ -113,3 +115,61 @@ def test_no_log_folder_means_no_log_files(tmp_path):
     assert any("mcpgated ready" in line for line in daemon.proc.output)
     assert not (tmp_path / "log").exists()
     assert [p for p in tmp_path.rglob("*") if ".log" in p.name] == []
+
+
+class _Clock:
+    def seconds(self) -> float:
+        return 0.0
+
+
+_ACCESS_KEYS = ("time", "api", "apiId", "method", "path", "status", "outcome", "bytesIn",
+                "bytesOut", "durationMs", "client")
+
+
+def test_access_line_from_values_is_the_line_from_a_dict(tmp_path):
+    samples = [
+        (1800000000.123, "files", "0f8e", "POST", "/files/mcp", 200, "complete", 112, 109, 0.25,
+         "127.0.0.1"),
+        (1.0, None, None, None, None, None, "too_large", 0, 0, 1e-07, None),
+        (1e22, "é\u2028\"\\", "\x00", "GET", "/a b/\u00ff", 404, "x", 10 ** 20, -1, 1e300, "::1"),
+        (float("nan"), "a", "b", "c", "d", 1, "o", 1, 2, float("inf"), "z"),
+        (1.5, b"bytes", "b", "c", "d", True, "o", 1, 2, 3.0, "z"),
+        (2, "a", "b", "c", "d", 1, "o", 1, 2, 3.0, "z"),
+    ]
+    by_values = AccessLog(_Clock(), open_rotating(tmp_path, "a.log", 1 << 20, 1))
+    by_dict = AccessLog(_Clock(), open_rotating(tmp_path, "b.log", 1 << 20, 1))
+    for values in samples:
+        by_values.exchange(*values)
+        by_dict.record(dict(zip(_ACCESS_KEYS, values)))
+    assert by_values._buffer == by_dict._buffer
+    by_values.stop()
+    by_dict.stop()
+    assert (tmp_path / "a.log").read_bytes() == (tmp_path / "b.log").read_bytes()
+    assert json.loads((tmp_path / "a.log").read_text().splitlines()[0])["path"] == "/files/mcp"
+
+
+def test_batched_writes_rotate_where_line_by_line_writes_would(tmp_path):
+    # A batch goes out in as few writes as rotation allows; the files end up
+    # as if each line had been written alone (LogFile checks before a write).
+    rnd = random.Random(3)
+    for trial in range(60):
+        max_bytes, keep = rnd.choice([64, 100, 256, 1000]), rnd.choice([1, 2, 3])
+        batched, single = tmp_path / f"{trial}-batched", tmp_path / f"{trial}-single"
+        if rnd.random() < 0.3:
+            old = "x" * rnd.randrange(3 * max_bytes) + "\n"
+            for folder in (batched, single):
+                folder.mkdir()
+                (folder / "access.log").write_text(old)
+        log = AccessLog(_Clock(), open_rotating(batched, "access.log", max_bytes, keep),
+                        flush_bytes=rnd.choice([1, 64, 300, 5000]))
+        reference = open_rotating(single, "access.log", max_bytes, keep)
+        for n in range(rnd.randrange(1, 150)):
+            fields = {"n": n, "pad": "y" * rnd.randrange(120)}
+            log.record(fields)
+            reference.write(json.dumps(fields, separators=(",", ":")) + "\n")
+            if rnd.random() < 0.05:
+                log.flush()
+        log.stop()
+        reference.close()
+        assert ({p.name: p.read_bytes() for p in batched.iterdir()}
+                == {p.name: p.read_bytes() for p in single.iterdir()}), trial

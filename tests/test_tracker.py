@@ -7,13 +7,25 @@ requests, both protocol eras, chunking independence.
 from __future__ import annotations
 
 import json
+import random
+import re
 from typing import Any, List, Optional
 
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from twisted.internet.task import Clock
 from twisted.web.http_headers import Headers
 
-from mcpgated.analytics.store import AnalyticsStore, bucket_seconds, percentile
-from mcpgated.analytics.tracker import Capture, CallRecord, ExchangeTracker, SessionBook
+from mcpgated.analytics.inspect import MAX_PARSE, loads, loads_text
+from mcpgated.analytics.metrics import LATENCY_BUCKETS, Metrics
+from mcpgated.analytics.store import COLUMNS, AnalyticsStore, bucket_seconds, percentile
+from mcpgated.analytics.tracker import (
+    Capture,
+    CallRecord,
+    ExchangeTracker,
+    SessionBook,
+    _EventReader,
+)
+from mcpgated.proxy.sse import EventParser
 
 
 def _headers(**values: str) -> Headers:
@@ -226,3 +238,138 @@ def test_percentiles_and_buckets():
     assert bucket_seconds(3600) == 60
     assert bucket_seconds(60) == 1
     assert bucket_seconds(7 * 86400) == 3 * 3600
+
+
+def test_store_writes_each_record_as_given(tmp_path):
+    # Rows leave out the columns a record does not set (they default): the
+    # stored rows are the records' values, in order, whatever their mix.
+    store = AnalyticsStore(Clock(), path=tmp_path / "analytics.db")
+    store._open_db()
+    records = []
+    for n in range(40):
+        record = CallRecord(time=float(n), api_id="a", api_name="A", plan=None if n % 3 else "P",
+                            client="127.0.0.1", method="tools/call", kind="request")
+        if n % 2:
+            record.target, record.outcome, record.latency_ms = "echo", "result", 1.5
+        if n % 5 == 0:
+            record.error_code, record.error_message, record.outcome = -1, "no", "error"
+        record.truncated = n % 7 == 0
+        record.bytes_in = n
+        records.append(record)
+    store._insert(records[:25])
+    store._insert(records[25:])
+    rows = store._connection.execute(
+        f"SELECT {', '.join(COLUMNS)} FROM exchanges ORDER BY id").fetchall()
+    expected = [tuple(int(r.truncated) if c == "truncated" else getattr(r, c) for c in COLUMNS)
+                for r in records]
+    assert rows == expected
+    store._close()
+
+
+def _reference_events(chunks: List[bytes], max_line: int = MAX_PARSE) -> List[Any]:
+    parser = EventParser(max_line)
+    return [(e.type, e.data) for chunk in chunks for e in parser.feed(chunk)]
+
+
+def test_event_reader_frames_streams_like_the_relay():
+    pieces = [b"data: x", b"data:y", b"data", b"event: endpoint", b"event:", b": comment",
+              b"id: 3", b"retry: 10", b"data: \xe2\x82", b"\xff: v", b"data:  two spaces",
+              b"data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}", b"dat\xc3\xa9: z", b"",
+              b"event: message", b"data: \xc3\xa9t\xc3\xa9"]
+    ends = [b"\n", b"\r\n", b"\r"]
+    rnd = random.Random(4)
+    for _ in range(400):
+        stream = b"".join(rnd.choice(pieces) + rnd.choice(ends) for _ in range(rnd.randrange(12)))
+        cuts = sorted(rnd.sample(range(len(stream) + 1), min(len(stream) + 1, rnd.randrange(4))))
+        chunks = [stream[a:b] for a, b in zip([0] + cuts, cuts + [len(stream)])]
+        reader = _EventReader(MAX_PARSE)
+        got = [event for chunk in chunks for event in reader.feed(chunk)]
+        assert got == _reference_events(chunks), chunks
+    # a line longer than max_line without its end is cut there
+    for chunks in ([b"data: 0123456789", b"\n"], [b"data: 01", b"23456789\n\n"],
+                   [b"\r", b"data: 0123456789", b"\r\n"]):
+        reader = _EventReader(8)
+        got = [event for chunk in chunks for event in reader.feed(chunk)]
+        assert got == _reference_events(chunks, 8), chunks
+
+
+def test_loads_is_json_loads():
+    samples = [b'{"a":1}', b'{"a":1} \n', b'{"a":1}x', b'{"a":', b"{", b"{}", b'{"a":"\xff"}',
+               b'{"a":"\xed\xa0\x80"}', b"{\x00\x00\x00", b'{"\xc3\xa9":[1,2.5,null]}', b" {}",
+               b"[1]", b"\xef\xbb\xbf{}", b"1", b'"{"', b"", b"{\t}"]
+    for sample in samples:
+        try:
+            expected: Any = ("value", json.loads(sample))
+        except (ValueError, UnicodeDecodeError) as e:
+            expected = ("error", type(e))
+        try:
+            got: Any = ("value", loads(sample))
+        except (ValueError, UnicodeDecodeError) as e:
+            got = ("error", type(e))
+        assert got == expected, sample
+        text = sample.decode("utf-8", "replace")
+        try:
+            expected = ("value", json.loads(text))
+        except ValueError as e:
+            expected = ("error", type(e))
+        try:
+            got = ("value", loads_text(text))
+        except ValueError as e:
+            got = ("error", type(e))
+        assert got == expected, text
+
+
+def test_metrics_count_like_prometheus_client():
+    # The request path adds to plain counts, carried into the series when
+    # the registry is collected: the exposition is what the series give
+    # when updated one event at a time.
+    metrics = Metrics()
+    registry = CollectorRegistry()
+    calls = Counter("mcpgated_mcp_calls", "JSON-RPC calls through the gateway",
+                    ["api", "method", "target", "outcome"], registry=registry)
+    latency = Histogram("mcpgated_mcp_call_latency_seconds", "Gateway latency per JSON-RPC call",
+                        ["api", "method"], buckets=LATENCY_BUCKETS, registry=registry)
+    http = Counter("mcpgated_http_requests", "HTTP exchanges through the gateway",
+                   ["api", "status"], registry=registry)
+    notifications = Counter("mcpgated_mcp_notifications", "Server-to-client notifications relayed",
+                            ["api", "method"], registry=registry)
+    streams = Gauge("mcpgated_open_streams", "Responses currently streaming to clients",
+                    registry=registry)
+    Gauge("mcpgated_exchange_records_dropped",
+          "Exchange log records dropped (store slow or full)", registry=registry)
+    rnd = random.Random(7)
+    for n in range(300):
+        record = CallRecord(time=0.0, api_id=rnd.choice("ab"), api_name="A", plan=None, client=None,
+                            method=rnd.choice(["tools/call", "prompts/get", "tools/list"]),
+                            kind=rnd.choice(["request", "notification"]))
+        record.target = rnd.choice([None, "echo"])
+        record.outcome = rnd.choice([None, "result", "error"])
+        record.latency_ms = rnd.choice([None, 5.0, 0.0, rnd.expovariate(0.01), 1e6])
+        metrics.call(record)
+        target = record.target if record.method in ("tools/call", "prompts/get") else ""
+        calls.labels(record.api_id, record.method, target or "", record.outcome or "").inc()
+        if record.latency_ms is not None and record.kind != "notification":
+            latency.labels(record.api_id, record.method).observe(record.latency_ms / 1000.0)
+        status = rnd.choice([200, 404, None])
+        metrics.exchange(record.api_id, status)
+        http.labels(record.api_id, str(status)).inc()
+        if n % 3 == 0:
+            metrics.notification("a", "notifications/progress")
+            notifications.labels("a", "notifications/progress").inc()
+        if n % 4 == 0:
+            metrics.open_streams.inc()
+            streams.inc()
+        elif n % 4 == 1:
+            metrics.open_streams.dec()
+            streams.dec()
+        if n % 50 == 0:
+            assert _timeless(metrics.render()) == _timeless(generate_latest(registry))
+    assert _timeless(metrics.render()) == _timeless(generate_latest(registry))
+    assert metrics.registry.get_sample_value("mcpgated_http_requests_total",
+                                             {"api": "a", "status": "200"}) == \
+        registry.get_sample_value("mcpgated_http_requests_total", {"api": "a", "status": "200"})
+
+
+def _timeless(exposition: bytes) -> str:
+    # the _created samples hold when each series was made
+    return re.sub(r"^(\S+_created(?:\{.*\})?) \S+$", r"\1", exposition.decode(), flags=re.M)

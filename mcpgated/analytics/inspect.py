@@ -1,11 +1,13 @@
 """
 JSON-RPC inspection of MCP messages: what a request calls, what a response
-says, who the client is. Pure functions over already-decoded JSON.
+says, who the client is. Pure functions over decoded JSON, and the JSON
+decoding itself.
 """
 
 from __future__ import annotations
 
 import json
+from json.decoder import WHITESPACE
 from typing import Any, List, Optional, Tuple
 
 import attrs
@@ -23,32 +25,57 @@ _TARGET_PARAM = {
 }
 
 
-@attrs.define
 class Message:
     """
     One JSON-RPC message, classified.
 
     @ivar kind: C{"request"}, C{"notification"}, C{"response"} or C{"invalid"}.
+    @ivar id_key: a hashable, type-preserving key for the id (1 and "1"
+        differ), or L{None}.
     """
 
-    kind: str
-    id: Any = None
-    method: Optional[str] = None
-    target: Optional[str] = None
-    params: Any = None
-    result: Any = None
-    error: Any = None
-    raw: Any = None
-    size: int = 0
+    # A plain slotted class: one is made per message, on the request path.
+    __slots__ = ("kind", "id", "method", "target", "params", "result", "error", "raw", "size",
+                 "id_key")
 
-    @property
-    def id_key(self) -> Optional[str]:
-        """
-        A hashable, type-preserving key for the id (1 and "1" differ).
-        """
-        if self.id is None or isinstance(self.id, bool):
-            return None
-        return f"{type(self.id).__name__}:{self.id}"
+    def __init__(self, kind: str, id: Any = None, method: Optional[str] = None,
+                 target: Optional[str] = None, params: Any = None, result: Any = None,
+                 error: Any = None, raw: Any = None, size: int = 0) -> None:
+        self.kind = kind
+        self.id = id
+        self.method = method
+        self.target = target
+        self.params = params
+        self.result = result
+        self.error = error
+        self.raw = raw
+        self.size = size
+        self.id_key = id_key(id)
+
+    def __repr__(self) -> str:
+        return (f"Message(kind={self.kind!r}, id={self.id!r}, method={self.method!r}, "
+                f"target={self.target!r})")
+
+
+def id_key(value: Any) -> Optional[str]:
+    """
+    A hashable, type-preserving key for a JSON-RPC id (1 and "1" differ).
+    """
+    if value is None or value is True or value is False:
+        return None
+    return f"{type(value).__name__}:{value}"
+
+
+def target_of(method: str, params: Any) -> Optional[str]:
+    """
+    What a request names (a tool, a prompt, a resource), cut at 500 characters.
+    """
+    key = _TARGET_PARAM.get(method)
+    if key and isinstance(params, dict):
+        value = params.get(key)
+        if isinstance(value, str):
+            return value[:500]
+    return None
 
 
 def classify(message: Any, size: int = 0) -> Message:
@@ -57,19 +84,54 @@ def classify(message: Any, size: int = 0) -> Message:
     method = message.get("method")
     if isinstance(method, str):
         params = message.get("params")
-        target = None
-        key = _TARGET_PARAM.get(method)
-        if key and isinstance(params, dict):
-            value = params.get(key)
-            if isinstance(value, str):
-                target = value[:500]
-        if "id" in message and message["id"] is not None:
-            return Message("request", message["id"], method, target, params, raw=message, size=size)
-        return Message("notification", None, method, target, params, raw=message, size=size)
+        target = target_of(method, params)
+        ident = message.get("id")
+        if ident is not None:
+            return Message("request", ident, method, target, params, None, None, message, size)
+        return Message("notification", None, method, target, params, None, None, message, size)
     if "result" in message or "error" in message:
-        return Message("response", message.get("id"), result=message.get("result"),
-                       error=message.get("error"), raw=message, size=size)
+        return Message("response", message.get("id"), None, None, None, message.get("result"),
+                       message.get("error"), message, size)
     return Message("invalid", raw=message, size=size)
+
+
+# json.loads, without its per-call setup, for the usual body: one object.
+_DECODER = json.JSONDecoder()
+_SCAN = _DECODER.scan_once
+_SPACE = WHITESPACE.match
+
+
+def _object(text: str) -> Any:
+    # JSONDecoder.decode(text) for a text that starts with "{"
+    try:
+        value, end = _SCAN(text, 0)
+    except StopIteration as e:
+        raise json.JSONDecodeError("Expecting value", text, e.value) from None
+    if end != len(text):
+        end = _SPACE(text, end).end()
+        if end != len(text):
+            raise json.JSONDecodeError("Extra data", text, end)
+    return value
+
+
+def loads(body: bytes) -> Any:
+    """
+    C{json.loads(body)}: the same value or the same exception.
+    """
+    # A body that starts with "{" (and no NUL next) is one json.loads
+    # decodes as UTF-8.
+    if body[:1] == b"{" and (len(body) == 1 or body[1]):
+        return _object(body.decode("utf-8", "surrogatepass"))
+    return json.loads(body)
+
+
+def loads_text(text: str) -> Any:
+    """
+    C{json.loads(text)}: the same value or the same exception.
+    """
+    if text[:1] == "{":
+        return _object(text)
+    return json.loads(text)
 
 
 def parse_body(body: bytes) -> Tuple[List[Message], bool]:
@@ -82,7 +144,7 @@ def parse_body(body: bytes) -> Tuple[List[Message], bool]:
     if not body or len(body) > MAX_PARSE:
         return [], False
     try:
-        decoded = json.loads(body)
+        decoded = loads(body)
     except (ValueError, UnicodeDecodeError):
         return [], False
     if isinstance(decoded, list):
@@ -94,7 +156,7 @@ def parse_text(text: str) -> List[Message]:
     if not text or len(text) > MAX_PARSE:
         return []
     try:
-        decoded = json.loads(text)
+        decoded = loads_text(text)
     except ValueError:
         return []
     if isinstance(decoded, list):
@@ -141,19 +203,28 @@ def outcome_of(response: Message) -> Tuple[str, Optional[int], Optional[str]]:
     C{"error"} (JSON-RPC error) or C{"tool_error"} (a tool result with
     C{isError: true}).
     """
-    if response.error is not None:
-        error = response.error if isinstance(response.error, dict) else {}
+    return outcome(response.result, response.error)
+
+
+_RESULT = ("result", None, None)
+
+
+def outcome(result: Any, error: Any) -> Tuple[str, Optional[int], Optional[str]]:
+    """
+    L{outcome_of} a response's C{result} and C{error} members.
+    """
+    if error is not None:
+        error = error if isinstance(error, dict) else {}
         code = error.get("code")
         return ("error", code if isinstance(code, int) else None,
                 _text(error.get("message"), 500))
-    result = response.result
     if isinstance(result, dict) and result.get("isError") is True:
         content = result.get("content")
         text = None
         if isinstance(content, list) and content and isinstance(content[0], dict):
             text = _text(content[0].get("text"), 500)
         return "tool_error", None, text
-    return "result", None, None
+    return _RESULT
 
 
 def redact(value: Any, fields: frozenset) -> Any:

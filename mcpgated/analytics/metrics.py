@@ -1,11 +1,20 @@
 """
 Prometheus metrics (prometheus_client), in a registry of their own so tests
 and several gateways in one process never share counters.
+
+Every exchange counts in several series; prometheus_client takes a lock and
+a few calls per increment, and a histogram observation walks its buckets.
+So the request path only adds to plain numbers kept beside each labelled
+child, and those are carried into the children whenever the registry is
+collected (C{render}, or anything else reading C{registry}): what is
+exported is the same, and series appear (with their C{_created} time) at
+their first event, as before.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from bisect import bisect_left
+from typing import Any, Callable, Dict, Iterable, List, Tuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -13,6 +22,47 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from mcpgated.analytics.tracker import CallRecord
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+# the histogram's upper bounds, +Inf last, as prometheus_client sets them
+_BOUNDS = tuple(float(b) for b in LATENCY_BUCKETS) + (float("inf"),)
+_TARGETED = frozenset({"tools/call", "prompts/get"})
+
+
+class Level:
+    """
+    A gauge's value, moved by L{inc} and L{dec} like a L{Gauge}'s, read
+    when the registry is collected.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def inc(self, amount: float = 1) -> None:
+        self.value += amount
+
+    def dec(self, amount: float = 1) -> None:
+        self.value -= amount
+
+    def set(self, value: float) -> None:
+        self.value = value
+
+
+class _Settle:
+    """
+    Registered first: carries the pending counts into the children before
+    the registry collects them.
+    """
+
+    def __init__(self, settle: Callable[[], None]) -> None:
+        self._settle = settle
+
+    def describe(self) -> List[Any]:
+        return []
+
+    def collect(self) -> Iterable[Any]:
+        self._settle()
+        return ()
 
 
 class Metrics:
@@ -20,8 +70,11 @@ class Metrics:
 
     def __init__(self, dropped: Callable[[], int] = lambda: 0) -> None:
         self.registry = CollectorRegistry()
-        # labelled children by label values: labels() costs more than inc()
-        self._children: dict = {}
+        self.registry.register(_Settle(self._settle))
+        # by label values: [labelled child, count not yet added to it]
+        self._counts: Dict[Tuple[Any, ...], List[Any]] = {}
+        # by (api, method): [child, observations per bucket not yet added, sum of all]
+        self._latencies: Dict[Tuple[str, str], List[Any]] = {}
         self.calls = Counter(
             "mcpgated_mcp_calls", "JSON-RPC calls through the gateway",
             ["api", "method", "target", "outcome"], registry=self.registry)
@@ -34,32 +87,64 @@ class Metrics:
         self.notifications = Counter(
             "mcpgated_mcp_notifications", "Server-to-client notifications relayed",
             ["api", "method"], registry=self.registry)
-        self.open_streams = Gauge(
+        self.open_streams = Level()
+        level = self.open_streams
+        open_gauge = Gauge(
             "mcpgated_open_streams", "Responses currently streaming to clients",
             registry=self.registry)
+        open_gauge.set_function(lambda: float(level.value))
         dropped_gauge = Gauge(
             "mcpgated_exchange_records_dropped", "Exchange log records dropped (store slow or full)",
             registry=self.registry)
         dropped_gauge.set_function(lambda: float(dropped()))
 
     def call(self, record: CallRecord) -> None:
-        target = record.target if record.method in ("tools/call", "prompts/get") else ""
-        key = (record.api_id, record.method, target or "", record.outcome or "")
-        counter = self._children.get(key)
-        if counter is None:
-            counter = self._children[key] = self.calls.labels(*key)
-        counter.inc()
-        if record.latency_ms is not None and record.kind != "notification":
-            histogram = self._children.get(key[:2])
-            if histogram is None:
-                histogram = self._children[key[:2]] = self.latency.labels(*key[:2])
-            histogram.observe(record.latency_ms / 1000.0)
+        method = record.method
+        target = record.target if method in _TARGETED else ""
+        key = (record.api_id, method, target or "", record.outcome or "")
+        entry = self._counts.get(key)
+        if entry is None:
+            entry = self._counts[key] = [self.calls.labels(*key), 0]
+        entry[1] += 1
+        latency = record.latency_ms
+        if latency is not None and record.kind != "notification":
+            series = self._latencies.get(key[:2])  # type: ignore[index]
+            if series is None:
+                series = self._latencies[key[:2]] = [  # type: ignore[index]
+                    self.latency.labels(*key[:2]), [0] * len(_BOUNDS), 0.0]
+            seconds = latency / 1000.0
+            series[2] += seconds
+            if seconds == seconds:  # Histogram.observe puts NaN in no bucket
+                series[1][bisect_left(_BOUNDS, seconds)] += 1
 
     def exchange(self, api_id: str, status: Any) -> None:
-        self.http.labels(api_id, str(status)).inc()
+        key = ("http", api_id, status)
+        entry = self._counts.get(key)
+        if entry is None:
+            entry = self._counts[key] = [self.http.labels(api_id, str(status)), 0]
+        entry[1] += 1
 
     def notification(self, api_id: str, method: str) -> None:
-        self.notifications.labels(api_id, method).inc()
+        key = ("notification", api_id, method)
+        entry = self._counts.get(key)
+        if entry is None:
+            entry = self._counts[key] = [self.notifications.labels(api_id, method), 0]
+        entry[1] += 1
+
+    def _settle(self) -> None:
+        for entry in self._counts.values():
+            if entry[1]:
+                entry[0].inc(entry[1])
+                entry[1] = 0
+        for child, counts, total in self._latencies.values():
+            # Histogram.observe adds to one bucket and to the sum; the sum
+            # here was added up in the same order, so it is the same float.
+            if any(counts):
+                for i, count in enumerate(counts):
+                    if count:
+                        child._buckets[i].inc(count)
+                        counts[i] = 0
+            child._sum.set(total)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

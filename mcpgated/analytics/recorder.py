@@ -5,6 +5,7 @@ metrics and, optionally, a JSON-lines exchange log file.
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Any, Optional
 
 import attrs
@@ -46,21 +47,20 @@ class Recorder:
     def tracker(self, api_id: str, definition: ApiDefinition, client: Optional[str],
                 started: float, http_method: bytes) -> ExchangeTracker:
         capture, plan = self._for(definition)
-        return ExchangeTracker(
-            clock=self.clock, book=self.book, emit=self.emit,
-            on_notification=self.metrics.notification, api_id=api_id,
-            api_name=definition.name, plan=plan, client=client, capture=capture,
-            started=started, http_method=http_method,
-        )
+        return ExchangeTracker(self.clock, self.book, self.emit, self.metrics.notification,
+                               api_id, definition.name, plan, client, capture, started,
+                               http_method)
 
     def emit(self, record: CallRecord) -> None:
         self.metrics.call(record)
         if self.store is not None:
             self.store.record(record)
         if self.exchange_log is not None:
-            self.exchange_log.record({c: getattr(record, c) for c in COLUMNS
-                                      if getattr(record, c) is not None})
+            self.exchange_log.record({c: v for c, v in zip(COLUMNS, _values(record))
+                                      if v is not None})
 
+
+_values = attrgetter(*COLUMNS)
 
 _CACHE: dict = {}
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 import sqlite3
 import time as _time
+from itertools import compress
+from operator import attrgetter, is_not
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -23,20 +25,18 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from mcpgated.analytics.tracker import CallRecord
+from mcpgated.analytics.tracker import RECORD_FIELDS, CallRecord
 from mcpgated.sqlitedb import open_database
 
 log = Logger()
 
-COLUMNS = (
-    "time", "api_id", "api_name", "plan", "consumer", "client", "session", "protocol_version",
-    "client_name", "client_version", "method", "kind", "target", "jsonrpc_id", "outcome",
-    "error_code", "error_message", "http_status", "latency_ms", "ttfb_ms", "bytes_in",
-    "bytes_out", "notifications", "transport", "request_headers", "response_headers",
-    "request_payload", "response_payload", "truncated", "application", "subscription", "policy",
-)
-_INSERT = (f"INSERT INTO exchanges ({', '.join(COLUMNS)}) "
-           f"VALUES ({', '.join('?' for _ in COLUMNS)})")
+COLUMNS = RECORD_FIELDS
+_TRUNCATED = COLUMNS.index("truncated")
+# A column left out of an INSERT takes its default: NULL, or 0 for truncated.
+# Binding None (or a bool) costs sqlite3 a failed adaptation lookup per value,
+# so each row is written with the statement naming only its other columns.
+_DEFAULTS = tuple(False if c == "truncated" else None for c in COLUMNS)
+_values = attrgetter(*COLUMNS)
 _SUMMARY = [c for c in ("id",) + COLUMNS if c not in (
     "request_headers", "response_headers", "request_payload", "response_payload")]
 ERROR_OUTCOMES = ("error", "tool_error", "http_error", "upstream_error", "denied",
@@ -50,7 +50,49 @@ def camel(name: str) -> str:
 
 
 def _row(record: CallRecord) -> Tuple[Any, ...]:
-    return tuple(int(record.truncated) if c == "truncated" else getattr(record, c) for c in COLUMNS)
+    row = _values(record)
+    if row[_TRUNCATED] is not False:
+        return row[:_TRUNCATED] + (int(row[_TRUNCATED]),) + row[_TRUNCATED + 1:]
+    return row
+
+
+def _statement(given: Tuple[bool, ...]) -> str:
+    """
+    The INSERT for a row whose columns C{given} are set (the others default).
+    """
+    names = list(compress(COLUMNS, given))
+    return (f"INSERT INTO exchanges ({', '.join(names)}) "
+            f"VALUES ({', '.join('?' for _ in names)})")
+
+
+_STATEMENTS: Dict[Tuple[bool, ...], str] = {}
+
+
+def _write_rows(connection: sqlite3.Connection, records: List[CallRecord]) -> None:
+    """
+    Insert the records in order: runs of rows with the same columns set go
+    in one C{executemany}.
+    """
+    statements = _STATEMENTS
+    run: List[Tuple[Any, ...]] = []
+    run_shape: Optional[Tuple[bool, ...]] = None
+    insert = ""
+    for record in records:
+        row = _row(record)
+        shape = tuple(map(is_not, row, _DEFAULTS))
+        if shape != run_shape:
+            if run:
+                connection.executemany(insert, run)
+                run = []
+            found = statements.get(shape)
+            if found is None:
+                if len(statements) > 4096:
+                    statements.clear()
+                found = statements[shape] = _statement(shape)
+            insert, run_shape = found, shape
+        run.append(tuple(compress(row, shape)))
+    if run:
+        connection.executemany(insert, run)
 
 
 @attrs.frozen
@@ -237,7 +279,7 @@ class AnalyticsStore(Service):
         assert connection is not None
         connection.execute("BEGIN")
         try:
-            connection.executemany(_INSERT, map(_row, records))
+            _write_rows(connection, records)
         except BaseException:
             connection.execute("ROLLBACK")
             raise

@@ -10,11 +10,10 @@ SSE stream, a client POST answering a server request).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from collections import OrderedDict
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import parse_qs, urlsplit
 
 import attrs
@@ -23,13 +22,15 @@ from mcpgated.analytics.inspect import (
     MAX_PARSE,
     ClientInfo,
     Message,
+    classify,
     client_info,
-    outcome_of,
-    parse_body,
-    parse_text,
+    id_key,
+    loads,
+    loads_text,
+    outcome as response_outcome,
     redact,
+    target_of,
 )
-from mcpgated.proxy.sse import EventParser
 from twisted.logger import Logger
 
 log = Logger()
@@ -54,19 +55,31 @@ class Capture:
     redact: frozenset = DEFAULT_REDACT
 
 
-@attrs.define
+# The stored fields of a CallRecord, in the exchange table's column order.
+RECORD_FIELDS = (
+    "time", "api_id", "api_name", "plan", "consumer", "client", "session", "protocol_version",
+    "client_name", "client_version", "method", "kind", "target", "jsonrpc_id", "outcome",
+    "error_code", "error_message", "http_status", "latency_ms", "ttfb_ms", "bytes_in",
+    "bytes_out", "notifications", "transport", "request_headers", "response_headers",
+    "request_payload", "response_payload", "truncated", "application", "subscription", "policy",
+)
+# ... and the ones never stored: the id's typed key, response messages while capturing.
+_PRIVATE_FIELDS = ("id_key", "captured")
+_REQUIRED = ("time", "api_id", "api_name", "plan", "client", "method", "kind")
+_OPTIONAL = frozenset(RECORD_FIELDS + _PRIVATE_FIELDS) - frozenset(_REQUIRED)
+
+
 class CallRecord:
     """
     One JSON-RPC call (or client notification) as the exchange log stores it.
+
+    Made once per call on the request path: a plain class whose optional
+    fields default at class level, so a record holds only what was set.
+    C{time}, C{api_id}, C{api_name}, C{plan}, C{client}, C{method} and
+    C{kind} are required; any other field of L{RECORD_FIELDS} (and
+    C{id_key}) may be given by keyword.
     """
 
-    time: float
-    api_id: str
-    api_name: str
-    plan: Optional[str]
-    client: Optional[str]
-    method: str
-    kind: str
     target: Optional[str] = None
     jsonrpc_id: Optional[str] = None
     session: Optional[str] = None
@@ -94,31 +107,48 @@ class CallRecord:
     policy: Optional[str] = None  # "would_deny" under a dry-run policy
     # not stored: the id's typed key, and response messages while capturing
     id_key: Optional[str] = None
-    captured: List[Any] = attrs.field(factory=list)
+    captured: Sequence[Any] = ()
+
+    def __init__(self, time: float, api_id: str, api_name: str, plan: Optional[str],
+                 client: Optional[str], method: str, kind: str, **fields: Any) -> None:
+        self.time = time
+        self.api_id = api_id
+        self.api_name = api_name
+        self.plan = plan
+        self.client = client
+        self.method = method
+        self.kind = kind
+        if fields:
+            unknown = set(fields) - _OPTIONAL
+            if unknown:
+                raise TypeError(f"CallRecord has no field {sorted(unknown)[0]!r}")
+            for name, value in fields.items():
+                setattr(self, name, value)
+
+    def _values(self) -> Tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in RECORD_FIELDS + _PRIVATE_FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._values() == other._values()  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in RECORD_FIELDS)
+        return f"CallRecord({shown})"
+
+
+def _capture(record: CallRecord, raw: Any) -> None:
+    if record.captured:
+        record.captured.append(raw)  # type: ignore[attr-defined]
+    else:
+        record.captured = [raw]
 
 
 # Refusals by the gateway itself, recorded as such for every call they stopped.
 _REFUSALS = frozenset({"unauthorized", "forbidden", "rate_limited", "bad_request", "bad_credentials"})
-
-
-def guarded(method: Callable[..., None]) -> Callable[..., None]:
-    """
-    Inspection must never break proxying: a failure is logged once and
-    turns the tracker off for the rest of its exchange.
-    """
-
-    @functools.wraps(method)
-    def wrapper(self: "ExchangeTracker", *args: Any, **kwargs: Any) -> None:
-        if self.broken:
-            return
-        try:
-            method(self, *args, **kwargs)
-        except Exception:
-            self.broken = True
-            log.failure("MCP inspection failed for API {api_id}; this exchange is not recorded",
-                        api_id=self.api_id)
-
-    return wrapper
 
 
 def session_hash(api_id: str, session: str) -> str:
@@ -136,6 +166,20 @@ class SessionBook:
     max_pending: int = 20000
     _clients: "OrderedDict[str, ClientInfo]" = attrs.field(factory=OrderedDict)
     _pending: "OrderedDict[Tuple[str, str], CallRecord]" = attrs.field(factory=OrderedDict)
+    # session_hash by (API, session id): a session sends many requests
+    _hashes: Dict[Tuple[str, str], str] = attrs.field(factory=dict)
+
+    def session_id(self, api_id: str, session: str) -> str:
+        """
+        L{session_hash}, remembered for the most recent sessions.
+        """
+        key = (api_id, session)
+        found = self._hashes.get(key)
+        if found is None:
+            if len(self._hashes) >= self.max_sessions:
+                self._hashes.clear()
+            found = self._hashes[key] = session_hash(api_id, session)
+        return found
 
     def remember_client(self, session: str, info: ClientInfo) -> None:
         self._clients[session] = info
@@ -157,7 +201,7 @@ class SessionBook:
             self._pending.popitem(last=False)
 
     def take_pending(self, session: Optional[str], key: Optional[str]) -> Optional[CallRecord]:
-        if session is None or key is None:
+        if session is None or key is None or not self._pending:
             return None
         return self._pending.pop((session, key), None)
 
@@ -172,6 +216,8 @@ def _headers_json(headers: Any) -> str:
 
 
 def _legacy_session(url: str) -> Optional[str]:
+    if "?" not in url:  # no query: what parse_qs would find
+        return None
     query = parse_qs(urlsplit(url).query)
     for key in ("sessionId", "session_id"):
         if key in query:
@@ -179,100 +225,240 @@ def _legacy_session(url: str) -> Optional[str]:
     return None
 
 
-@attrs.define
+class _EventReader:
+    """
+    The C{(type, data)} of each event of a C{text/event-stream}, fed chunk
+    by chunk: the framing of L{mcpgated.proxy.sse.EventParser} (lines end in
+    CRLF, LF or CR, across chunks; a line longer than C{max_line} is cut),
+    reading only what inspection uses, with a short path for the usual
+    chunk of whole LF-terminated lines.
+    """
+
+    __slots__ = ("_pending", "_skip_lf", "_data", "_type", "max_line")
+
+    def __init__(self, max_line: int) -> None:
+        self._pending = b""
+        self._skip_lf = False
+        self._data: List[str] = []
+        self._type = ""
+        self.max_line = max_line
+
+    def feed(self, chunk: bytes) -> List[Tuple[str, str]]:
+        if self._pending or self._skip_lf or b"\r" in chunk:
+            lines = self._split(chunk)
+        else:
+            lines = chunk.split(b"\n")
+            pending = lines.pop()
+            if len(pending) > self.max_line:
+                lines.append(pending)
+                pending = b""
+            self._pending = pending
+        events = []
+        for raw in lines:
+            if not raw:
+                data = self._data
+                if data:
+                    events.append((self._type or "message", "\n".join(data)))
+                    self._data = []
+                self._type = ""
+                continue
+            # Split before decoding: ":" and " " are single bytes in UTF-8, so
+            # decoding the parts gives the parts of the decoded line. A comment
+            # (":" first) has an empty field name.
+            field, _, value = raw.partition(b":")
+            if field == b"data":
+                if value[:1] == b" ":
+                    value = value[1:]
+                self._data.append(value.decode("utf-8", "replace"))
+            elif field == b"event":
+                if value[:1] == b" ":
+                    value = value[1:]
+                self._type = value.decode("utf-8", "replace")
+        return events
+
+    def _split(self, chunk: bytes) -> List[bytes]:
+        # mcpgated.proxy.sse.LineSplitter.feed
+        if self._skip_lf and chunk[:1] == b"\n":
+            chunk = chunk[1:]
+        self._skip_lf = False
+        data = self._pending + chunk if self._pending else chunk
+        lines = []
+        start = 0
+        length = len(data)
+        while start < length:
+            lf = data.find(b"\n", start)
+            cr = data.find(b"\r", start, lf if lf != -1 else length)
+            if cr != -1:
+                lines.append(data[start:cr])
+                if cr + 1 < length:
+                    start = cr + 2 if data[cr + 1:cr + 2] == b"\n" else cr + 1
+                else:
+                    # CR at the end: a line end; an LF may follow in the next chunk.
+                    start = cr + 1
+                    self._skip_lf = True
+                continue
+            if lf == -1:
+                break
+            lines.append(data[start:lf])
+            start = lf + 1
+        self._pending = data[start:]
+        if len(self._pending) > self.max_line:
+            lines.append(self._pending)
+            self._pending = b""
+        return lines
+
+
+_NO_IDS: frozenset = frozenset()
+
+
 class ExchangeTracker:
     """
     Observes one exchange; calls C{emit} with each finished L{CallRecord}.
+
+    One is made per exchange: a plain class, whose state that most
+    exchanges never change defaults at class level.
     """
 
-    clock: Any
-    book: SessionBook
-    emit: Callable[[CallRecord], None]
-    on_notification: Callable[[str, str], None]
-    api_id: str
-    api_name: str
-    plan: Optional[str]
-    client: Optional[str]
-    capture: Capture
-    started: float
-    http_method: bytes = b"POST"
     session: Optional[str] = None
-    calls: Dict[str, CallRecord] = attrs.field(factory=dict)
-    others: List[CallRecord] = attrs.field(factory=list)
     status: Optional[int] = None
     ttfb_ms: Optional[float] = None
     bytes_in: int = 0
     bytes_out: int = 0
     stream: bool = False
     broken: bool = False
-    denied: frozenset = frozenset()
-    would_deny: frozenset = frozenset()
-    _sse: Optional[EventParser] = attrs.field(init=False, default=None)
-    _body: Optional[bytearray] = attrs.field(init=False, default=None)
-    _body_over: bool = attrs.field(init=False, default=False)
-    _info: Optional[ClientInfo] = attrs.field(init=False, default=None)
-    _initialize_key: Optional[str] = attrs.field(init=False, default=None)
-    _legacy_get: bool = attrs.field(init=False, default=False)
-    _principal: Any = attrs.field(init=False, default=None)
+    denied: frozenset = _NO_IDS
+    would_deny: frozenset = _NO_IDS
+    _sse: Optional[_EventReader] = None
+    _body: Optional[List[bytes]] = None  # the JSON answer's chunks, parsed at the end
+    _body_size: int = 0
+    _body_over: bool = False
+    _info: Optional[ClientInfo] = None
+    _initialize_key: Optional[str] = None
+    _legacy_get: bool = False
+    _principal: Any = None
+
+    def __init__(self, clock: Any, book: SessionBook, emit: Callable[[CallRecord], None],
+                 on_notification: Callable[[str, str], None], api_id: str, api_name: str,
+                 plan: Optional[str], client: Optional[str], capture: Capture, started: float,
+                 http_method: bytes = b"POST") -> None:
+        self.clock = clock
+        self.book = book
+        self.emit = emit
+        self.on_notification = on_notification
+        self.api_id = api_id
+        self.api_name = api_name
+        self.plan = plan
+        self.client = client
+        self.capture = capture
+        self.started = started
+        self.http_method = http_method
+        self.calls: Dict[str, CallRecord] = {}
+        self.others: List[CallRecord] = []
+
+    # Inspection must never break proxying: each entry point below catches
+    # what fails in it, logs it once, and turns the tracker off for the rest
+    # of its exchange.
+
+    def _failed(self) -> None:
+        self.broken = True
+        log.failure("MCP inspection failed for API {api_id}; this exchange is not recorded",
+                    api_id=self.api_id)
+
+    def _open_records(self) -> List[CallRecord]:
+        return list(self.calls.values()) + self.others
 
     # --- request ---------------------------------------------------------------------
 
-    @guarded
     def request(self, body: bytes, headers: Any, uri: bytes) -> None:
-        self.bytes_in = len(body)
-        raw_session = headers.getRawHeaders(b"mcp-session-id")
-        if raw_session:
-            self.session = session_hash(self.api_id, raw_session[0].decode("latin-1"))
-        else:
-            legacy = _legacy_session(uri.decode("latin-1"))
-            if legacy:
-                self.session = session_hash(self.api_id, legacy)
-        self._info = self.book.client(self.session)
-        messages, batch = parse_body(body) if self.http_method == b"POST" else ([], False)
-        request_headers = None
-        if self.capture.mode != "off":
-            request_headers = _headers_json(headers)
-        for message in messages:
-            if message.kind in ("request", "notification"):
-                self._open(message, request_headers, len(messages))
-            elif message.kind == "response":
-                self._client_answer(message)
+        if self.broken:
+            return
+        try:
+            self.bytes_in = len(body)
+            raw_session = headers.getRawHeaders(b"mcp-session-id")
+            if raw_session:
+                self.session = self.book.session_id(self.api_id,
+                                                    raw_session[0].decode("latin-1"))
+            elif b"?" in uri:
+                legacy = _legacy_session(uri.decode("latin-1"))
+                if legacy:
+                    self.session = self.book.session_id(self.api_id, legacy)
+            if self.session is not None:
+                self._info = self.book.client(self.session)
+            if self.http_method != b"POST" or not body or len(body) > MAX_PARSE:
+                return
+            try:
+                decoded = loads(body)
+            except (ValueError, UnicodeDecodeError):
+                return
+            request_headers = None
+            if self.capture.mode != "off":
+                request_headers = _headers_json(headers)
+            if type(decoded) is dict:
+                method = decoded.get("method")
+                if isinstance(method, str):  # classify(), for the usual single call
+                    ident = decoded.get("id")
+                    self._open(method, "notification" if ident is None else "request", ident,
+                               decoded.get("params"), decoded, len(body), request_headers, 1)
+                    return
+                messages = [classify(decoded, len(body))]
+            elif isinstance(decoded, list):
+                messages = [classify(item) for item in decoded]
+            else:
+                messages = [classify(decoded, len(body))]
+            for message in messages:
+                kind = message.kind
+                if kind == "request" or kind == "notification":
+                    assert message.method is not None
+                    self._open(message.method, kind, message.id, message.params, message.raw,
+                               message.size, request_headers, len(messages))
+                elif kind == "response":
+                    self._client_answer(message)
+        except Exception:
+            self._failed()
 
-    def _open(self, message: Message, request_headers: Optional[str], count: int) -> None:
-        info = client_info(message)
-        if info is not None:
-            self._info = info
-        assert message.method is not None
-        record = CallRecord(
-            time=self.started, api_id=self.api_id, api_name=self.api_name, plan=self.plan,
-            client=self.client, method=message.method, kind=message.kind,
-            target=message.target, session=self.session,
-            jsonrpc_id=None if message.id is None else str(message.id)[:100],
-            bytes_in=message.size or (self.bytes_in // max(count, 1)),
-            request_headers=request_headers, id_key=message.id_key,
-        )
+    def _open(self, method: str, kind: str, ident: Any, params: Any, raw: Any, size: int,
+              request_headers: Optional[str], count: int) -> None:
+        """
+        A call (C{kind} C{"request"}) or notification the client sends.
+        """
+        if isinstance(params, dict) and (method == "initialize" or "_meta" in params):
+            info = client_info(Message(kind, ident, method, None, params))
+            if info is not None:
+                self._info = info
+        record = CallRecord(self.started, self.api_id, self.api_name, self.plan, self.client,
+                            method, kind)
+        record.target = target_of(method, params)
+        record.session = self.session
+        if ident is not None:
+            record.jsonrpc_id = str(ident)[:100]
+        record.bytes_in = size or (self.bytes_in // max(count, 1))
+        record.request_headers = request_headers
+        key = record.id_key = id_key(ident)
         if self.capture.mode == "bodies":
-            record.request_payload, cut = self._payload(message.raw)
+            record.request_payload, cut = self._payload(raw)
             record.truncated |= cut
-        key = message.id_key
-        if message.kind == "request" and key is not None:
+        if kind == "request" and key is not None:
             self.calls[key] = record
-            if message.method == "initialize":
+            if method == "initialize":
                 self._initialize_key = key
         else:
             self.others.append(record)
 
-    @guarded
     def admitted(self, principal: Any, denied: Any = (), would_deny: Any = ()) -> None:
         """
         The gate's verdict: who called, and which requests policy denied.
         """
-        self.plan = principal.plan.name
-        self.denied = frozenset(denied)
-        self.would_deny = frozenset(would_deny)
-        for record in list(self.calls.values()) + self.others:
-            self._stamp(record, principal)
-        self._principal = principal
+        if self.broken:
+            return
+        try:
+            self.plan = principal.plan.name
+            self.denied = frozenset(denied)
+            self.would_deny = frozenset(would_deny)
+            for record in self._open_records():
+                self._stamp(record, principal)
+            self._principal = principal
+        except Exception:
+            self._failed()
 
     def _stamp(self, record: CallRecord, principal: Any) -> None:
         record.plan = principal.plan.name
@@ -289,80 +475,117 @@ class ExchangeTracker:
         record = self.book.take_pending(self.session, message.id_key)
         if record is None:
             return
-        self._complete(record, message)
+        self._complete(record, message.result, message.error, message.raw)
         record.http_status = record.http_status or 200
         self.emit(record)
 
     # --- response ----------------------------------------------------------------------
 
-    @guarded
     def response(self, status: int, headers: Any, ttfb_ms: float, event_stream: bool) -> None:
-        self.status = status
-        self.ttfb_ms = ttfb_ms
-        self.stream = event_stream
-        if self._initialize_key is not None:
-            raw_session = headers.getRawHeaders(b"mcp-session-id")
-            if raw_session:
-                self.session = session_hash(self.api_id, raw_session[0].decode("latin-1"))
-                for record in list(self.calls.values()) + self.others:
-                    record.session = self.session
-        if event_stream:
-            self._sse = EventParser(MAX_PARSE)
-            self._legacy_get = self.http_method == b"GET"
-        else:
-            self._body = bytearray()
-        if self.capture.mode != "off":
-            shown = _headers_json(headers)
-            for record in list(self.calls.values()) + self.others:
-                record.response_headers = shown
-
-    @guarded
-    def data(self, chunk: bytes) -> None:
-        self.bytes_out += len(chunk)
-        if self._sse is not None:
-            for event in self._sse.feed(chunk):
-                if self._legacy_get and event.type == "endpoint":
-                    legacy = _legacy_session(event.data)
-                    if legacy:
-                        self.session = session_hash(self.api_id, legacy)
-                    continue
-                for message in parse_text(event.data):
-                    self._server_message(message, len(event.data))
-        elif self._body is not None and not self._body_over:
-            if len(self._body) + len(chunk) > MAX_PARSE:
-                self._body_over = True
-                self._body = None
+        if self.broken:
+            return
+        try:
+            self.status = status
+            self.ttfb_ms = ttfb_ms
+            self.stream = event_stream
+            if self._initialize_key is not None:
+                raw_session = headers.getRawHeaders(b"mcp-session-id")
+                if raw_session:
+                    self.session = self.book.session_id(self.api_id,
+                                                        raw_session[0].decode("latin-1"))
+                    for record in self._open_records():
+                        record.session = self.session
+            if event_stream:
+                self._sse = _EventReader(MAX_PARSE)
+                self._legacy_get = self.http_method == b"GET"
             else:
-                self._body += chunk
+                self._body = []
+            if self.capture.mode != "off":
+                shown = _headers_json(headers)
+                for record in self._open_records():
+                    record.response_headers = shown
+        except Exception:
+            self._failed()
+
+    def data(self, chunk: bytes) -> None:
+        if self.broken:
+            return
+        try:
+            size = len(chunk)
+            self.bytes_out += size
+            if self._sse is not None:
+                for kind, text in self._sse.feed(chunk):
+                    if self._legacy_get and kind == "endpoint":
+                        legacy = _legacy_session(text)
+                        if legacy:
+                            self.session = self.book.session_id(self.api_id, legacy)
+                        continue
+                    if text and len(text) <= MAX_PARSE:
+                        try:
+                            decoded = loads_text(text)
+                        except ValueError:
+                            continue
+                        self._server_json(decoded, len(text))
+            elif self._body is not None:
+                size += self._body_size
+                if size > MAX_PARSE:
+                    self._body_over = True
+                    self._body = None
+                else:
+                    self._body.append(chunk)
+                    self._body_size = size
+        except Exception:
+            self._failed()
+
+    def _server_json(self, decoded: Any, size: int) -> None:
+        """
+        A decoded message (or batch) from the server, C{size} long.
+        """
+        if type(decoded) is dict and not isinstance(decoded.get("method"), str):
+            # classify(), for the usual answer
+            if "result" in decoded or "error" in decoded:
+                self._response(decoded.get("id"), decoded.get("result"), decoded.get("error"),
+                               decoded, size)
+            return
+        if isinstance(decoded, list):
+            for item in decoded:
+                self._server_message(classify(item), size)
+        else:
+            self._server_message(classify(decoded, size), size)
+
+    def _response(self, ident: Any, result: Any, error: Any, raw: Any, size: int) -> None:
+        key = id_key(ident)
+        record = self.calls.pop(key, None) if key is not None else None
+        if record is None:
+            record = self.book.take_pending(self.session, key)
+            if record is None:
+                return
+        record.bytes_out += size
+        self._complete(record, result, error, raw)
+        record.http_status = record.http_status or self.status
+        self.emit(record)
 
     def _server_message(self, message: Message, size: int) -> None:
-        if message.kind == "response":
-            key = message.id_key
-            record = self.calls.pop(key, None) if key is not None else None
-            if record is None:
-                record = self.book.take_pending(self.session, key)
-                if record is None:
-                    return
-            record.bytes_out += size
-            self._complete(record, message)
-            record.http_status = record.http_status or self.status
-            self.emit(record)
-        elif message.kind == "notification":
+        kind = message.kind
+        if kind == "response":
+            self._response(message.id, message.result, message.error, message.raw, size)
+        elif kind == "notification":
             assert message.method is not None
             self.on_notification(self.api_id, message.method)
             for record in self.calls.values():
                 record.notifications += 1
                 if self.capture.mode == "bodies":
-                    record.captured.append(message.raw)
-        elif message.kind == "request":
+                    _capture(record, message.raw)
+        elif kind == "request":
             # server -> client (sampling, elicitation, roots, ping): answered by a client POST
             assert message.method is not None
-            record = CallRecord(
-                time=self.clock.seconds(), api_id=self.api_id, api_name=self.api_name,
-                plan=self.plan, client=self.client, method=message.method, kind="server_request",
-                session=self.session, jsonrpc_id=str(message.id)[:100], bytes_out=size,
-                transport="sse", id_key=message.id_key,
-            )
+            record = CallRecord(self.clock.seconds(), self.api_id, self.api_name, self.plan,
+                                self.client, message.method, "server_request")
+            record.session = self.session
+            record.jsonrpc_id = str(message.id)[:100]
+            record.bytes_out = size
+            record.transport = "sse"
+            record.id_key = message.id_key
             if self.capture.mode == "bodies":
                 record.request_payload, record.truncated = self._payload(message.raw)
             if self._principal is not None:
@@ -371,16 +594,16 @@ class ExchangeTracker:
             if self.session is not None and key is not None:
                 self.book.add_pending(self.session, key, record)
 
-    def _complete(self, record: CallRecord, message: Message) -> None:
-        record.outcome, record.error_code, record.error_message = outcome_of(message)
-        if record.id_key is not None and record.id_key in self.denied:
+    def _complete(self, record: CallRecord, result: Any, error: Any, raw: Any) -> None:
+        record.outcome, record.error_code, record.error_message = response_outcome(result, error)
+        if self.denied and record.id_key is not None and record.id_key in self.denied:
             record.outcome = "denied"
         record.latency_ms = round((self.clock.seconds() - record.time) * 1000, 3)
         record.ttfb_ms = self.ttfb_ms if record.kind != "server_request" else None
         record.transport = "sse" if self.stream else "json"
         info = self._info
-        if record.method == "initialize" and isinstance(message.result, dict):
-            version = message.result.get("protocolVersion")
+        if record.method == "initialize" and isinstance(result, dict):
+            version = result.get("protocolVersion")
             if info is not None:
                 info = attrs.evolve(info, protocol_version=version if isinstance(version, str) else
                                     info.protocol_version)
@@ -391,7 +614,7 @@ class ExchangeTracker:
             record.client_name, record.client_version = info.name, info.version
             record.protocol_version = info.protocol_version
         if self.capture.mode == "bodies":
-            record.captured.append(message.raw)
+            _capture(record, raw)
             record.response_payload, cut = self._payload(record.captured)
             record.truncated |= cut
             record.captured = []
@@ -404,27 +627,55 @@ class ExchangeTracker:
 
     # --- end ---------------------------------------------------------------------------
 
-    @guarded
     def finished(self, outcome: str, status: Optional[int] = None) -> None:
         """
         The exchange ended (C{outcome} as in the access log). Calls still
         open are emitted with what is known.
         """
-        if status is not None:
-            self.status = status
-        if self._body is not None and self._body:
-            messages, _ = parse_body(bytes(self._body))
-            for message in messages:
-                if message.kind == "response":
-                    self._server_message(message, message.size or len(self._body))
-        self._body = None
-        leftover = list(self.calls.values())
-        self.calls = {}
-        for record in leftover + self.others:
-            self._finish_open(record, outcome)
-        self.others = []
-        if self.http_method == b"DELETE" and self.session and self.status == 200:
-            self.book.forget(self.session)
+        if self.broken:
+            return
+        try:
+            if status is not None:
+                self.status = status
+            chunks = self._body
+            if chunks:
+                self._body = None
+                body = b"".join(chunks)
+                if body:
+                    self._answer(body)
+            self._body = None
+            if self.calls:
+                leftover = list(self.calls.values())
+                self.calls = {}
+                for record in leftover:
+                    self._finish_open(record, outcome)
+            if self.others:
+                others, self.others = self.others, []
+                for record in others:
+                    self._finish_open(record, outcome)
+            if self.http_method == b"DELETE" and self.session and self.status == 200:
+                self.book.forget(self.session)
+        except Exception:
+            self._failed()
+
+    def _answer(self, body: bytes) -> None:
+        """
+        The JSON body of the answer: the responses it holds (what
+        L{parse_body} gives, whose other messages are ignored).
+        """
+        try:
+            decoded = loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return
+        if type(decoded) is dict or not isinstance(decoded, list):
+            if type(decoded) is dict and not isinstance(decoded.get("method"), str):
+                if "result" in decoded or "error" in decoded:
+                    self._response(decoded.get("id"), decoded.get("result"),
+                                   decoded.get("error"), decoded, len(body))
+            return
+        for message in [classify(item) for item in decoded]:
+            if message.kind == "response":
+                self._server_message(message, len(body))
 
     def _finish_open(self, record: CallRecord, outcome: str) -> None:
         record.http_status = self.status
@@ -458,4 +709,3 @@ class ExchangeTracker:
             record.truncated |= cut
             record.captured = []
         self.emit(record)
-

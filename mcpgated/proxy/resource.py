@@ -536,20 +536,18 @@ class GatewayResource(Resource):
                                            exchange.status)
         request = exchange.request
         route = exchange.api
-        self.access_log.record(
-            {
-                "time": round(exchange.started, 3),
-                "api": route.definition.name if route else None,
-                "apiId": route.api_id if route else None,
-                "method": request.method.decode("latin-1") if request.method else None,
-                "path": request.path.decode("latin-1") if request.path else None,
-                "status": exchange.status,
-                "outcome": outcome,
-                "bytesIn": exchange.bytes_in,
-                "bytesOut": exchange.bytes_out,
-                "durationMs": round((self.clock.seconds() - exchange.started) * 1000, 3),
-                "client": _peer(request),
-            }
+        self.access_log.exchange(
+            round(exchange.started, 3),
+            route.definition.name if route else None,
+            route.api_id if route else None,
+            request.method.decode("latin-1") if request.method else None,
+            request.path.decode("latin-1") if request.path else None,
+            exchange.status,
+            outcome,
+            exchange.bytes_in,
+            exchange.bytes_out,
+            round((self.clock.seconds() - exchange.started) * 1000, 3),
+            _peer(request),
         )
 
 
