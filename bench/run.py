@@ -298,8 +298,11 @@ def start_mcpgated(name: str, python: str, work: Path, ports: Dict[str, int],
                    src: Optional[str], env: Dict[str, str], logging: str = "on") -> Target:
     """
     @param logging: C{on} (access log and exchange log, metadata only, the
-        defaults), C{off} (both off), or C{capture} (exchange log capturing
-        headers and bodies).
+        defaults), C{off} (the APIs' exchange log records off:
+        C{analytics.logging = false}; inspection, metrics and the access log
+        stay), C{none} (access log off and C{[analytics] enabled = off}: no
+        inspection, no metrics, no records), or C{capture} (exchange log
+        capturing headers and bodies).
     """
     folder = work / name
     folder.mkdir()
@@ -308,9 +311,9 @@ def start_mcpgated(name: str, python: str, work: Path, ports: Dict[str, int],
         "[gateway]\nlisten = tcp:0:interface=127.0.0.1\n"
         f"[admin]\nlisten = tcp:0:interface=127.0.0.1\ntoken = {ADMIN_TOKEN}\n"
         "[storage]\npath = data/mcpgated.db\n"
-        f"[logging]\ndir = log\nlevel = info\naccess_log = {'off' if logging == 'off' else 'on'}\n"
+        f"[logging]\ndir = log\nlevel = info\naccess_log = {'off' if logging == 'none' else 'on'}\n"
         "[daemon]\nports_file = run/ports.json\n"
-        + ("[analytics]\nenabled = off\n" if logging == "off" else ""))
+        + ("[analytics]\nenabled = off\n" if logging == "none" else ""))
     argv = [python, str(HERE / "launch_mcpgated.py")]
     if src:
         argv += ["--src", src]
@@ -323,7 +326,8 @@ def start_mcpgated(name: str, python: str, work: Path, ports: Dict[str, int],
             "name": f"bench{prefix.replace('/', '-')}", "version": "1", "contextPath": prefix,
             "backend": f"http://127.0.0.1:{port}{prefix}",
             "plans": [{"name": "Keyless", "security": "KEY_LESS"}],
-            "analytics": {"capture": "bodies" if logging == "capture" else "off"}}, ADMIN_TOKEN)
+            "analytics": {"capture": "bodies" if logging == "capture" else "off",
+                          **({"logging": False} if logging == "off" else {})}}, ADMIN_TOKEN)
         record = http_json("POST", f"{admin}/apis/{api['id']}/_deploy", None, ADMIN_TOKEN)
         if record and record.get("state") != "STARTED":
             http_json("POST", f"{admin}/apis/{api['id']}/_start", None, ADMIN_TOKEN)
@@ -689,8 +693,10 @@ def main() -> None:
                         help="also measure the snapshot with bench/optimize_copy.py's changes "
                              "(target mcpgated+recs)")
     parser.add_argument("--logging-variants", action="store_true",
-                        help="also measure mcpgated with its access and exchange logs off "
-                             "(mcpgated-log-off) and with payload capture (mcpgated-log-capture)")
+                        help="also measure mcpgated with exchange log records off "
+                             "(mcpgated-log-off), with inspection, metrics, access and "
+                             "exchange logs all off (mcpgated-log-none) and with payload "
+                             "capture (mcpgated-log-capture)")
     parser.add_argument("--streams", default="1000,5000")
     parser.add_argument("--only", default="", help="comma list of sections: wrk,sse,ttfb,idle,big,profile")
     parser.add_argument("--targets", default="", help="comma list to keep (direct is always kept)")
@@ -785,7 +791,7 @@ def run_all(args: argparse.Namespace, sections: set, work: Path, procs: List[Pro
         targets.append(start_mcpgated("mcpgated", args.python, work, ports, src, {}))
         procs.append(targets[-1].proc)
     if args.logging_variants:
-        for variant in ("off", "capture"):
+        for variant in ("off", "none", "capture"):
             targets.append(start_mcpgated(f"mcpgated-log-{variant}", args.python, work, ports,
                                           src, {}, logging=variant))
             procs.append(targets[-1].proc)

@@ -105,21 +105,28 @@ class AnalyticsSettings:
         truncated) at this size.
     @ivar redact_fields: JSON keys whose values are replaced in captured
         messages, besides the built-in token and password keys.
+    @ivar logging: keep exchange log records (the C{/logs} entries and the
+        C{/analytics} dashboard data) for this API. Off, the gateway still
+        inspects its traffic for the Prometheus metrics and access control,
+        and writes the access log.
     """
 
     capture: str = "off"
     max_payload_bytes: int = 16384
     redact_fields: Tuple[str, ...] = ()
+    logging: bool = True
 
     def to_json(self) -> Dict[str, Any]:
-        return {"capture": self.capture, "maxPayloadBytes": self.max_payload_bytes,
+        return {"logging": self.logging, "capture": self.capture,
+                "maxPayloadBytes": self.max_payload_bytes,
                 "redactFields": list(self.redact_fields)}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "AnalyticsSettings":
         return cls(capture=data.get("capture", "off"),
                    max_payload_bytes=data.get("maxPayloadBytes", 16384),
-                   redact_fields=tuple(data.get("redactFields", ())))
+                   redact_fields=tuple(data.get("redactFields", ())),
+                   logging=data.get("logging", True))
 
 
 @attrs.frozen
@@ -398,7 +405,7 @@ def _analytics(body: Mapping[str, Any]) -> AnalyticsSettings:
         return AnalyticsSettings()
     if not isinstance(raw, dict):
         raise InvalidField("analytics", "analytics must be an object")
-    unknown = sorted(set(raw) - {"capture", "maxPayloadBytes", "redactFields"})
+    unknown = sorted(set(raw) - {"logging", "capture", "maxPayloadBytes", "redactFields"})
     if unknown:
         raise InvalidField(f"analytics.{unknown[0]}", f"analytics.{unknown[0]} is not a known field")
     capture = raw.get("capture", "off")
@@ -413,7 +420,10 @@ def _analytics(body: Mapping[str, Any]) -> AnalyticsSettings:
     if not isinstance(fields, list) or not all(isinstance(f, str) and f for f in fields):
         raise InvalidField("analytics.redactFields",
                            "analytics.redactFields must be a list of JSON key names")
-    return AnalyticsSettings(capture, size, tuple(fields))
+    logging = raw.get("logging", True)
+    if not isinstance(logging, bool):
+        raise InvalidField("analytics.logging", "analytics.logging must be true or false")
+    return AnalyticsSettings(capture, size, tuple(fields), logging)
 
 
 def _public_url(body: Mapping[str, Any]) -> Optional[str]:

@@ -150,6 +150,42 @@ def test_payload_capture_with_redaction_and_live_metrics(daemon, everything):
     daemon.stop()
 
 
+def test_logging_off_keeps_metrics_and_access_log_but_no_records(daemon, everything):
+    """
+    C{analytics.logging: false}: the API's calls reach the Prometheus
+    metrics and the access log, and leave no exchange log records.
+    """
+    status, api = daemon.admin("POST", "/apis", {
+        "name": "Quiet", "version": "1", "contextPath": "/quiet",
+        "backend": f"http://127.0.0.1:{everything}/mcp",
+        "plans": [{"name": "Keyless", "security": "KEY_LESS"}],
+        "analytics": {"logging": False}})
+    assert status == 201, api
+    assert api["analytics"]["logging"] is False
+    status, bad = daemon.admin("PUT", f"/apis/{api['id']}", {
+        "name": "Quiet", "version": "1", "contextPath": "/quiet",
+        "backend": f"http://127.0.0.1:{everything}/mcp",
+        "plans": [{"name": "Keyless", "security": "KEY_LESS"}],
+        "analytics": {"logging": "no"}})
+    assert status == 400 and bad["field"] == "analytics.logging", bad
+    daemon.admin("POST", f"/apis/{api['id']}/_deploy")
+    anyio.run(_captured, daemon.gateway + "/quiet")
+
+    status, headers, text = http("GET", daemon.admin_url + "/metrics",
+                                 headers={"Authorization": f"Bearer {daemon.token}"})
+    assert (f'mcpgated_mcp_calls_total{{api="{api["id"]}",method="tools/call",outcome="result",'
+            f'target="echo"}} 1.0') in text.decode()
+    daemon.stop()  # flushes the batched writers
+    daemon.start()
+    status, page = daemon.admin("GET", f"/apis/{api['id']}/logs")
+    assert status == 200 and page["data"] == [], page
+    status, summary = daemon.admin("GET", f"/apis/{api['id']}/analytics")
+    assert status == 200 and summary["totals"]["requests"] == 0, summary
+    access = (daemon.folder / "log" / "access.log").read_text().splitlines()
+    assert sum(1 for line in access if json.loads(line).get("apiId") == api["id"]) >= 3
+    daemon.stop()
+
+
 def test_exchange_log_file_has_the_same_records(tmp_path, everything):
     daemon = Daemon(tmp_path, extra="[analytics]\nexchange_log = on\n").start()
     api_id = daemon.deploy(f"http://127.0.0.1:{everything}/mcp")

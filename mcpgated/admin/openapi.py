@@ -297,6 +297,10 @@ def openapi_document() -> Dict[str, Any]:
                               "description": "PEM CA file trusted for an https backend"},
             "analytics": {"type": "object", "description": "Exchange log capture for this API",
                           "properties": {
+                              "logging": {"type": "boolean", "default": True,
+                                          "description": "Keep exchange log records (logs and "
+                                                         "dashboard); metrics and the access "
+                                                         "log stay when off"},
                               "capture": {"enum": ["off", "headers", "bodies"], "default": "off"},
                               "maxPayloadBytes": {"type": "integer", "default": 16384,
                                                   "minimum": 1, "maximum": 1048576},

@@ -32,22 +32,23 @@ class Recorder:
     # per deployed definition (by identity): its capture settings and plan
     _settings: dict = attrs.field(factory=dict)
 
-    def _for(self, definition: ApiDefinition) -> "tuple[Capture, Optional[str]]":
+    def _for(self, definition: ApiDefinition) -> "tuple[Capture, Optional[str], Any]":
         found = self._settings.get(id(definition))
         if found is None or found[0] is not definition:
             settings = definition.analytics
             capture = Capture(settings.capture, settings.max_payload_bytes,
                               _redact_set(settings.redact_fields))
             plan = next((p.name for p in definition.plans if p.status == "PUBLISHED"), None)
+            emit = self.emit if settings.logging else self.metrics.call
             if len(self._settings) > 1000:
                 self._settings.clear()
-            found = self._settings[id(definition)] = (definition, capture, plan)
-        return found[1], found[2]
+            found = self._settings[id(definition)] = (definition, capture, plan, emit)
+        return found[1], found[2], found[3]
 
     def tracker(self, api_id: str, definition: ApiDefinition, client: Optional[str],
                 started: float, http_method: bytes) -> ExchangeTracker:
-        capture, plan = self._for(definition)
-        return ExchangeTracker(self.clock, self.book, self.emit, self.metrics.notification,
+        capture, plan, emit = self._for(definition)
+        return ExchangeTracker(self.clock, self.book, emit, self.metrics.notification,
                                api_id, definition.name, plan, client, capture, started,
                                http_method)
 
