@@ -9,7 +9,7 @@ import ipaddress
 from typing import Iterable, List, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
-from twisted.web.http_headers import Headers
+from twisted.web.http_headers import Headers, _nameEncoder
 
 # RFC 9110 section 7.6.1, plus the historical proxy ones.
 HOP_BY_HOP = frozenset(
@@ -37,6 +37,17 @@ _REQUEST_DROP = HOP_BY_HOP | {
 }
 _RESPONSE_DROP = HOP_BY_HOP | {b"server", b"date"}
 
+# Headers keys its dict by canonical name (b"Content-Type"); the rules
+# below work on that dict directly, without re-validating values that
+# Headers or the HTTP parser already checked.
+_canonical = _nameEncoder.encode
+_REQUEST_DROP_KEYS = frozenset(_canonical(name) for name in _REQUEST_DROP)
+_RESPONSE_DROP_KEYS = frozenset(_canonical(name) for name in _RESPONSE_DROP)
+_CONNECTION = _canonical(b"connection")
+_X_FORWARDED_FOR = _canonical(b"x-forwarded-for")
+_X_FORWARDED_PROTO = _canonical(b"x-forwarded-proto")
+_X_FORWARDED_HOST = _canonical(b"x-forwarded-host")
+
 
 def connection_tokens(headers: Headers) -> frozenset:
     names = set()
@@ -49,14 +60,16 @@ def connection_tokens(headers: Headers) -> frozenset:
 
 
 def _copy(source: Headers, drop: frozenset) -> List[Tuple[bytes, Sequence[bytes]]]:
-    named = connection_tokens(source)
-    kept = []
-    for name, values in source.getAllRawHeaders():
-        lowered = name.lower()
-        if lowered in drop or lowered in named:
-            continue
-        kept.append((name, values))
-    return kept
+    """
+    The end-to-end headers of C{source} (canonical names): not in C{drop}
+    (canonical names), not named by its C{Connection} header.
+    """
+    raw = source._rawHeaders
+    if _CONNECTION in raw:
+        named = frozenset(_canonical(token) for token in connection_tokens(source))
+        return [(name, values) for name, values in raw.items()
+                if name not in drop and name not in named]
+    return [(name, values) for name, values in raw.items() if name not in drop]
 
 
 def is_trusted(address: Optional[str], networks: Iterable) -> bool:
@@ -148,8 +161,9 @@ def upstream_request_headers(
     X-Forwarded-* set added.
     """
     out = Headers()
-    for name, values in _copy(incoming, _REQUEST_DROP):
-        out.setRawHeaders(name, values)
+    raw = out._rawHeaders
+    for name, values in _copy(incoming, _REQUEST_DROP_KEYS):
+        raw[name] = list(values)
     chain = []
     if is_trusted(peer, trusted_proxies):
         for value in incoming.getRawHeaders(b"x-forwarded-for", ()):
@@ -157,10 +171,10 @@ def upstream_request_headers(
     if peer:
         chain.append(peer.encode("latin-1"))
     if chain:
-        out.setRawHeaders(b"x-forwarded-for", [b", ".join(chain)])
+        out.setRawHeaders(_X_FORWARDED_FOR, [b", ".join(chain)])
     scheme, _, host = origin.partition("://")
-    out.setRawHeaders(b"x-forwarded-proto", [scheme.encode("latin-1")])
-    out.setRawHeaders(b"x-forwarded-host", [host.encode("latin-1")])
+    out.setRawHeaders(_X_FORWARDED_PROTO, [scheme.encode("latin-1")])
+    out.setRawHeaders(_X_FORWARDED_HOST, [host.encode("latin-1")])
     return out
 
 
@@ -170,8 +184,9 @@ def copy_response_headers(upstream: Headers, outgoing: Headers) -> None:
     C{WWW-Authenticate}, C{Retry-After}, C{Content-Length}, ...) onto the
     client response, replacing what twisted.web set by default.
     """
-    for name, values in _copy(upstream, _RESPONSE_DROP):
-        outgoing.setRawHeaders(name, values)
+    raw = outgoing._rawHeaders
+    for name, values in _copy(upstream, _RESPONSE_DROP_KEYS):
+        raw[name] = list(values)
 
 
 def is_event_stream(headers: Headers) -> bool:
