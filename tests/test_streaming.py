@@ -6,6 +6,7 @@ clients that stall or leave.
 
 from __future__ import annotations
 
+import gc
 import json
 from typing import Any, List, Optional
 
@@ -389,3 +390,33 @@ class RelayTests(TestCase):
 
     def test_foreign_host_or_origin_on_loopback_is_refused(self) -> Deferred:
         return Deferred.fromCoroutine(self._rebinding())
+
+    # --- memory ------------------------------------------------------------------------------
+
+    async def _garbage(self) -> None:
+        async def exchanges(n: int) -> None:
+            for _ in range(n):
+                client = await self.connect(b"/api/echo", method=b"POST", body=b"{}",
+                                            extra=b"Connection: close\r\n")
+                status, _, _ = await self._status_and_body(client)
+                self.assertEqual(status, 200)
+
+        await exchanges(3)  # caches and pools warm
+        gc.collect()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            await exchanges(20)
+            gc.collect()
+            left = sorted({f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.garbage
+                           if type(o).__module__.startswith("mcpgated")})
+        finally:
+            gc.set_debug(0)
+            del gc.garbage[:]
+        self.assertEqual(left, [])
+
+    def test_exchanges_leave_no_cyclic_garbage(self) -> Deferred:
+        """
+        The gateway's per-request objects are freed by reference counting:
+        no cycles for the garbage collector to find after an exchange.
+        """
+        return Deferred.fromCoroutine(self._garbage())

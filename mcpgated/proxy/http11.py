@@ -530,6 +530,7 @@ class GatewayChannel(Protocol):
         if active is not None and not active.finished:
             active._lost(reason if reason is not None else Failure(ConnectionDone()))
         self.send = _unconnected
+        self.parser = None  # it holds this channel: no cycle left for the collector
 
 
 def _unconnected(data: bytes) -> None:

@@ -105,6 +105,15 @@ class Relay(Protocol):
             self.producer.stopProducing()
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        try:
+            self._ended(reason)
+        finally:
+            # Nothing of this exchange stays reachable from a cycle: the
+            # garbage collector never has to find it.
+            self.transport = self.producer = None
+            self._transform = self._flush = self._observe = None
+
+    def _ended(self, reason: Optional[Failure]) -> None:
         if self.client_gone:
             self._done("client_closed", reason)
             return
@@ -133,4 +142,3 @@ class Relay(Protocol):
                 self.request.notifyFinish().addBoth(
                     lambda _: abort.cancel() if abort.active() else None)
             self._done("upstream_error", reason)
-

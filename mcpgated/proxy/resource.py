@@ -156,9 +156,11 @@ class GatewayResource(Resource):
     def render(self, request: Any) -> Any:
         exchange = Exchange(request=request, started=self.clock.seconds())
         finished = request.notifyFinish()
-        exchange.work = Deferred.fromCoroutine(self._proxy(request, exchange))
+        work = Deferred.fromCoroutine(self._proxy(request, exchange))
+        if not exchange.logged:  # still running (answered at once otherwise)
+            exchange.work = work
         finished.addErrback(self._client_gone, exchange)
-        exchange.work.addErrback(self._unexpected, exchange)
+        work.addErrback(self._unexpected, exchange)
         return NOT_DONE_YET
 
     def _client_gone(self, reason: Failure, exchange: Exchange) -> None:
@@ -527,6 +529,7 @@ class GatewayResource(Resource):
         if exchange.logged:
             return
         exchange.logged = True
+        exchange.work = None  # its callbacks hold the exchange: no cycle left
         if self.recorder is not None:
             if exchange.tracker is not None:
                 exchange.tracker.finished(outcome, exchange.status)
