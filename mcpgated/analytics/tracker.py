@@ -31,6 +31,7 @@ from mcpgated.analytics.inspect import (
     redact,
     target_of,
 )
+from mcpgated.proxy.sse import LineSplitter
 from twisted.logger import Logger
 
 log = Logger()
@@ -228,33 +229,20 @@ def _legacy_session(url: str) -> Optional[str]:
 class _EventReader:
     """
     The C{(type, data)} of each event of a C{text/event-stream}, fed chunk
-    by chunk: the framing of L{mcpgated.proxy.sse.EventParser} (lines end in
-    CRLF, LF or CR, across chunks; a line longer than C{max_line} is cut),
-    reading only what inspection uses, with a short path for the usual
-    chunk of whole LF-terminated lines.
+    by chunk: the line framing of L{mcpgated.proxy.sse.LineSplitter}, reading
+    only the fields inspection uses.
     """
 
-    __slots__ = ("_pending", "_skip_lf", "_data", "_type", "max_line")
+    __slots__ = ("_lines", "_data", "_type")
 
     def __init__(self, max_line: int) -> None:
-        self._pending = b""
-        self._skip_lf = False
+        self._lines = LineSplitter(max_line)
         self._data: List[str] = []
         self._type = ""
-        self.max_line = max_line
 
     def feed(self, chunk: bytes) -> List[Tuple[str, str]]:
-        if self._pending or self._skip_lf or b"\r" in chunk:
-            lines = self._split(chunk)
-        else:
-            lines = chunk.split(b"\n")
-            pending = lines.pop()
-            if len(pending) > self.max_line:
-                lines.append(pending)
-                pending = b""
-            self._pending = pending
         events = []
-        for raw in lines:
+        for raw, _ in self._lines.feed(chunk):
             if not raw:
                 data = self._data
                 if data:
@@ -275,37 +263,6 @@ class _EventReader:
                     value = value[1:]
                 self._type = value.decode("utf-8", "replace")
         return events
-
-    def _split(self, chunk: bytes) -> List[bytes]:
-        # mcpgated.proxy.sse.LineSplitter.feed
-        if self._skip_lf and chunk[:1] == b"\n":
-            chunk = chunk[1:]
-        self._skip_lf = False
-        data = self._pending + chunk if self._pending else chunk
-        lines = []
-        start = 0
-        length = len(data)
-        while start < length:
-            lf = data.find(b"\n", start)
-            cr = data.find(b"\r", start, lf if lf != -1 else length)
-            if cr != -1:
-                lines.append(data[start:cr])
-                if cr + 1 < length:
-                    start = cr + 2 if data[cr + 1:cr + 2] == b"\n" else cr + 1
-                else:
-                    # CR at the end: a line end; an LF may follow in the next chunk.
-                    start = cr + 1
-                    self._skip_lf = True
-                continue
-            if lf == -1:
-                break
-            lines.append(data[start:lf])
-            start = lf + 1
-        self._pending = data[start:]
-        if len(self._pending) > self.max_line:
-            lines.append(self._pending)
-            self._pending = b""
-        return lines
 
 
 _NO_IDS: frozenset = frozenset()

@@ -41,6 +41,17 @@ class LineSplitter:
         """
         # True when this chunk began with the LF of a CRLF whose CR ended
         # the previous chunk (that line was already reported with "\r").
+        if not self._pending and not self._skip_lf and b"\r" not in chunk:
+            # The usual chunk: whole LF-terminated lines.
+            self.completed_crlf = False
+            parts = chunk.split(b"\n")
+            pending = parts.pop()
+            lines = [(part, b"\n") for part in parts]
+            if len(pending) > self.max_line:
+                lines.append((pending, b""))
+                pending = b""
+            self._pending = pending
+            return lines
         self.completed_crlf = self._skip_lf and chunk[:1] == b"\n"
         if self.completed_crlf:
             chunk = chunk[1:]

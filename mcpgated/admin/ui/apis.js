@@ -253,6 +253,8 @@ export async function renderApiPage(root, params, id) {
     const description = h("textarea", { value: record.description || "", maxlength: 2000 });
     const contextPath = h("input", { type: "text", value: record.contextPath, required: true, spellcheck: "false" });
     const backend = h("input", { type: "url", value: record.backend, required: true, spellcheck: "false" });
+    const logging = h("select", {}, [["on", "On: a record per call"], ["off", "Off: metrics and access log only"]]
+      .map(([value, label]) => option(value, label, (record.analytics.logging !== false) === (value === "on"))));
     const capture = h("select", {}, [["off", "Off: metadata only"], ["headers", "Headers"], ["bodies", "Headers and messages"]]
       .map(([value, label]) => option(value, label, record.analytics.capture === value)));
     const maxPayload = h("input", { type: "number", min: 1, max: 1048576, value: record.analytics.maxPayloadBytes });
@@ -271,6 +273,8 @@ export async function renderApiPage(root, params, id) {
         hint: "The MCP server's endpoint, e.g. http://localhost:3001/mcp" }),
       h("fieldset", {}, h("legend", {}, "Plans"), plans.element),
       h("fieldset", {}, h("legend", {}, "Exchange log"),
+        field({ id: "api-logging", label: "Records", input: logging, fieldName: "analytics.logging",
+          hint: "Off: no log entries or dashboard data for this API; Prometheus metrics stay." }),
         field({ id: "api-capture", label: "Capture", input: capture, fieldName: "analytics.capture",
           hint: "Secrets (Authorization, cookies, token and password fields) are always redacted." }),
         field({ id: "api-max-payload", label: "Largest payload kept (bytes)", input: maxPayload, fieldName: "analytics.maxPayloadBytes" }),
@@ -284,6 +288,7 @@ export async function renderApiPage(root, params, id) {
         name: name.value, version: version.value, description: description.value,
         contextPath: contextPath.value.trim(), backend: backend.value.trim(), plans: plans.read(),
         analytics: Object.assign({}, record.analytics, {
+          logging: logging.value === "on",
           capture: capture.value,
           maxPayloadBytes: Number(maxPayload.value),
           redactFields: redact.value.split(",").map((s) => s.trim()).filter(Boolean),
