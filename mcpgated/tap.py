@@ -7,6 +7,7 @@ when the services start.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import secrets
@@ -279,6 +280,11 @@ class GatewayService(MultiService):
         Listening and the store loaded: announce the ports (log line and,
         if configured, the ports file written atomically).
         """
+        # What is loaded by now lives as long as the daemon: keep it out of
+        # the garbage collector's full passes, which the exchange log's
+        # queued records would otherwise trigger again and again.
+        gc.collect()
+        gc.freeze()
         ports = self.ports()
         path = self.cfg.daemon.ports_file
         if path is not None:

@@ -17,7 +17,7 @@ from twisted.web.http_headers import Headers
 
 from mcpgated.analytics.inspect import MAX_PARSE, loads, loads_text
 from mcpgated.analytics.metrics import LATENCY_BUCKETS, Metrics
-from mcpgated.analytics.store import COLUMNS, AnalyticsStore, bucket_seconds, percentile
+from mcpgated.analytics.store import COLUMNS, AnalyticsStore, _row, bucket_seconds, percentile
 from mcpgated.analytics.tracker import (
     Capture,
     CallRecord,
@@ -256,8 +256,8 @@ def test_store_writes_each_record_as_given(tmp_path):
         record.truncated = n % 7 == 0
         record.bytes_in = n
         records.append(record)
-    store._insert(records[:25])
-    store._insert(records[25:])
+    store._insert([_row(r) for r in records[:25]])
+    store._insert([_row(r) for r in records[25:]])
     rows = store._connection.execute(
         f"SELECT {', '.join(COLUMNS)} FROM exchanges ORDER BY id").fetchall()
     expected = [tuple(int(r.truncated) if c == "truncated" else getattr(r, c) for c in COLUMNS)

@@ -68,17 +68,16 @@ def _statement(given: Tuple[bool, ...]) -> str:
 _STATEMENTS: Dict[Tuple[bool, ...], str] = {}
 
 
-def _write_rows(connection: sqlite3.Connection, records: List[CallRecord]) -> None:
+def _write_rows(connection: sqlite3.Connection, rows: List[Tuple[Any, ...]]) -> None:
     """
-    Insert the records in order: runs of rows with the same columns set go
-    in one C{executemany}.
+    Insert the rows (L{_row}) in order: runs of rows with the same columns
+    set go in one C{executemany}.
     """
     statements = _STATEMENTS
     run: List[Tuple[Any, ...]] = []
     run_shape: Optional[Tuple[bool, ...]] = None
     insert = ""
-    for record in records:
-        row = _row(record)
+    for row in rows:
         shape = tuple(map(is_not, row, _DEFAULTS))
         if shape != run_shape:
             if run:
@@ -183,7 +182,9 @@ class AnalyticsStore(Service):
     batch_interval: float = 0.5
     dropped: int = 0
     written: int = 0
-    _queue: List[CallRecord] = attrs.field(factory=list)
+    # rows, not records: tuples of plain values, which the garbage collector
+    # stops tracking, instead of objects it would scan until the next flush
+    _queue: List[Tuple[Any, ...]] = attrs.field(factory=list)
     _pool: ThreadPool = attrs.field(factory=lambda: ThreadPool(1, 1, "mcpgated-analytics"))
     _connection: Optional[sqlite3.Connection] = None
     _flushing: bool = False
@@ -244,7 +245,7 @@ class AnalyticsStore(Service):
         if len(self._queue) >= self.max_queue:
             self.dropped += 1
             return
-        self._queue.append(record)
+        self._queue.append(_row(record))
 
     def flush(self, final: bool = False) -> Deferred:
         if self._flushing and not final:
@@ -252,7 +253,7 @@ class AnalyticsStore(Service):
         if not self._queue or not self._open:
             return _done()
         batch, self._queue = self._queue, []
-        rows = batch  # turned into rows on the store's thread, not the reactor's
+        rows = batch
         self._flushing = True
         d = self._run(self._insert, rows)
 
@@ -274,12 +275,12 @@ class AnalyticsStore(Service):
         d.addBoth(done)
         return d
 
-    def _insert(self, records: List[CallRecord]) -> None:
+    def _insert(self, rows: List[Tuple[Any, ...]]) -> None:
         connection = self._connection
         assert connection is not None
         connection.execute("BEGIN")
         try:
-            _write_rows(connection, records)
+            _write_rows(connection, rows)
         except BaseException:
             connection.execute("ROLLBACK")
             raise
