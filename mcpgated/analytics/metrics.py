@@ -2,18 +2,18 @@
 Prometheus metrics (prometheus_client), in a registry of their own so tests
 and several gateways in one process never share counters.
 
-Every exchange counts in several series; prometheus_client takes a lock and
-a few calls per increment, and a histogram observation walks its buckets.
-So the request path only adds to plain numbers kept beside each labelled
-child, and those are carried into the children whenever the registry is
-collected (C{render}, or anything else reading C{registry}): what is
-exported is the same, and series appear (with their C{_created} time) at
-their first event, as before.
+Every exchange counts in several series, and prometheus_client takes a lock
+and a few calls per increment. So the request path only adds to plain
+numbers kept beside each labelled counter, and those are carried into the
+counters (with the public C{inc}) whenever the registry is collected
+(C{render}, or anything else reading C{registry}): what is exported is the
+same, and series appear (with their C{_created} time) at their first event.
+Latencies go to the histogram's C{observe} at once: folding them later would
+mean writing its private buckets.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from typing import Any, Callable, Dict, Iterable, List, Tuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -23,7 +23,6 @@ from mcpgated.analytics.tracker import CallRecord
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 # the histogram's upper bounds, +Inf last, as prometheus_client sets them
-_BOUNDS = tuple(float(b) for b in LATENCY_BUCKETS) + (float("inf"),)
 _TARGETED = frozenset({"tools/call", "prompts/get"})
 
 
@@ -74,7 +73,7 @@ class Metrics:
         # by label values: [labelled child, count not yet added to it]
         self._counts: Dict[Tuple[Any, ...], List[Any]] = {}
         # by (api, method): [child, observations per bucket not yet added, sum of all]
-        self._latencies: Dict[Tuple[str, str], List[Any]] = {}
+        self._latencies: Dict[Tuple[str, str], Any] = {}  # labelled histogram children
         self.calls = Counter(
             "mcpgated_mcp_calls", "JSON-RPC calls through the gateway",
             ["api", "method", "target", "outcome"], registry=self.registry)
@@ -108,14 +107,10 @@ class Metrics:
         entry[1] += 1
         latency = record.latency_ms
         if latency is not None and record.kind != "notification":
-            series = self._latencies.get(key[:2])  # type: ignore[index]
-            if series is None:
-                series = self._latencies[key[:2]] = [  # type: ignore[index]
-                    self.latency.labels(*key[:2]), [0] * len(_BOUNDS), 0.0]
-            seconds = latency / 1000.0
-            series[2] += seconds
-            if seconds == seconds:  # Histogram.observe puts NaN in no bucket
-                series[1][bisect_left(_BOUNDS, seconds)] += 1
+            child = self._latencies.get(key[:2])  # type: ignore[index]
+            if child is None:
+                child = self._latencies[key[:2]] = self.latency.labels(*key[:2])  # type: ignore
+            child.observe(latency / 1000.0)
 
     def exchange(self, api_id: str, status: Any) -> None:
         key = ("http", api_id, status)
@@ -136,15 +131,6 @@ class Metrics:
             if entry[1]:
                 entry[0].inc(entry[1])
                 entry[1] = 0
-        for child, counts, total in self._latencies.values():
-            # Histogram.observe adds to one bucket and to the sum; the sum
-            # here was added up in the same order, so it is the same float.
-            if any(counts):
-                for i, count in enumerate(counts):
-                    if count:
-                        child._buckets[i].inc(count)
-                        counts[i] = 0
-            child._sum.set(total)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

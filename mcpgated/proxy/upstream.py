@@ -100,18 +100,23 @@ class UpstreamPool(Service):
         factory = _CachingEndpointFactory(self.reactor, self.limits.connect_timeout, policy)
         return Agent.usingEndpointFactory(self.reactor, factory, pool=self.pool)
 
+    async def _policy(self, ca_file: Optional[str]) -> IPolicyForHTTPS:
+        """
+        Verification against the system trust store, or against C{ca_file}
+        (PEM, read off the reactor thread) when given.
+        """
+        if ca_file is None:
+            return BrowserLikePolicyForHTTPS()
+        pem = await deferToThread(_read, ca_file)
+        return BrowserLikePolicyForHTTPS(trustRoot=ssl.Certificate.loadPEM(pem))
+
     async def agent(self, ca_file: Optional[str] = None) -> IAgent:
         """
-        The agent for backends verified against the system trust store, or
-        against C{ca_file} (PEM) when given.
+        The agent for backends verified as L{_policy} says.
         """
         agent = self._agents.get(ca_file)
         if agent is None:
-            if ca_file is None:
-                policy = BrowserLikePolicyForHTTPS()
-            else:
-                pem = await deferToThread(_read, ca_file)
-                policy = BrowserLikePolicyForHTTPS(trustRoot=ssl.Certificate.loadPEM(pem))
+            policy = await self._policy(ca_file)
             agent = self._agents.setdefault(ca_file, self._build(policy))
         return agent
 
@@ -128,15 +133,12 @@ class UpstreamPool(Service):
 
     async def client(self, ca_file: Optional[str] = None) -> BackendClient:
         """
-        The proxy's client (L{BackendClient}) for backends verified against
-        the system trust store, or against C{ca_file} (PEM) when given.
+        The proxy's client (L{BackendClient}) for backends verified as
+        L{_policy} says.
         """
         client = self._clients.get(ca_file)
         if client is None:
-            if ca_file is None:
-                return self.default_client()
-            pem = await deferToThread(_read, ca_file)
-            policy = BrowserLikePolicyForHTTPS(trustRoot=ssl.Certificate.loadPEM(pem))
+            policy = await self._policy(ca_file)
             client = self._clients.setdefault(ca_file, self._build_client(policy))
         return client
 
