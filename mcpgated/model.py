@@ -8,11 +8,13 @@ the admin API answers with.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Dict, Mapping, Optional, Tuple
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import attrs
+import idna
 
 from mcpgated.policy.acl import AccessPolicy, PolicyError, parse_policy
 from mcpgated.policy.plans import SECRET_MASK, parse_backend_auth, parse_configuration, shown
@@ -39,11 +41,17 @@ _READ_ONLY = {
 }
 _FIELDS = {"name", "version", "description", "contextPath", "backend", "plans", "analytics"}
 _FIELDS |= {"publicUrl", "oauth"}  # secured backends (mcpgated.oauth)
-_FIELDS |= {"backendCaFile", "acl", "backendAuth"}
+_FIELDS |= {"backendCaFile", "acl", "backendAuth", "backendKeepAlive"}
 _OAUTH_FIELDS = {"relay": "relay", "proxyAuthorizationServerDiscovery": "proxy_authorization_server_discovery"}
 CAPTURE_MODES = ("off", "headers", "bodies")
 _PLAN_FIELDS = {"name", "security", "status", "description", "configuration", "rateLimit", "acl"}
 _SEGMENT = re.compile(r"^[A-Za-z0-9._~!$&'()*+,;=:@%-]+$")
+# Seconds an idle pooled backend connection is kept: below the keep-alive
+# timeout of common servers (uvicorn, Apache, Node <= 25: 5 s); gunicorn's is
+# 2 s, set backendKeepAlive.idleTimeoutSeconds to 1 for it.
+DEFAULT_IDLE_TIMEOUT = 4.0
+MAX_IDLE_TIMEOUT = 600.0
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 
 
 class InvalidField(ValueError):
@@ -162,6 +170,28 @@ class OAuthSettings:
 
 
 @attrs.frozen
+class KeepAliveSettings:
+    """
+    The gateway's keep-alive pool toward the backend.
+
+    @ivar idle_timeout: seconds an idle connection is kept for the next
+        request (0: a new connection per request); a response's
+        C{Keep-Alive: timeout=N} shortens it to N - 2 s. Keep it below the
+        backend's own keep-alive timeout.
+    """
+
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+
+    def to_json(self) -> Dict[str, Any]:
+        timeout = self.idle_timeout
+        return {"idleTimeoutSeconds": int(timeout) if timeout == int(timeout) else timeout}
+
+    @classmethod
+    def from_json(cls, data: Optional[Mapping[str, Any]]) -> "KeepAliveSettings":
+        return cls(float((data or {}).get("idleTimeoutSeconds", DEFAULT_IDLE_TIMEOUT)))
+
+
+@attrs.frozen
 class ApiDefinition:
     name: str
     version: str
@@ -179,6 +209,7 @@ class ApiDefinition:
     # credential the gateway sends to the backend (JWT/OAUTH2/API_KEY plans).
     acl: AccessPolicy = AccessPolicy()
     backend_auth: Optional[Mapping[str, Any]] = attrs.field(default=None, hash=False)
+    backend_keep_alive: KeepAliveSettings = KeepAliveSettings()
 
     def to_json(self, secrets: bool = True) -> Dict[str, Any]:
         return {
@@ -194,6 +225,7 @@ class ApiDefinition:
             "backendCaFile": self.backend_ca_file,
             "acl": self.acl.to_json(),
             "backendAuth": _backend_auth_json(self.backend_auth, secrets),
+            "backendKeepAlive": self.backend_keep_alive.to_json(),
         }
 
 
@@ -340,7 +372,76 @@ def _backend(value: str) -> str:
         raise InvalidField(field, "backend must not contain whitespace")
     if ".." in parts.path.split("/"):
         raise InvalidField(field, "backend path must not contain '..' segments")
+    netloc = parts.netloc
+    if not value.isascii() or "%" in netloc or "xn--" in netloc.lower():
+        value = _ascii_backend(value, parts)
     return value
+
+
+def _ascii_backend(value: str, parts: Any) -> str:
+    """
+    The backend URL as sent on the wire: an internationalised host in its
+    IDNA (ASCII, C{xn--}) form, as browsers map it (UTS 46, then IDNA 2008
+    per label), and a non-ASCII path or query percent-encoded as UTF-8.
+
+    @raise InvalidField: naming C{backend}, for a host that is not a valid
+        internationalised domain name.
+    """
+    netloc = host = parts.netloc
+    port = ""
+    if netloc.startswith("["):
+        if not netloc.isascii():
+            raise InvalidField("backend", "backend IPv6 address must be ASCII")
+    else:
+        head, colon, tail = netloc.rpartition(":")
+        if colon:
+            host, port = head, colon + tail
+        if "%" in host:
+            raise InvalidField("backend", "backend host must not be percent-encoded; write the "
+                                          "name itself (e.g. bücher.example) or its xn-- form")
+        try:
+            host = idna_host(host)
+        except (idna.IDNAError, UnicodeError) as e:
+            raise InvalidField("backend", f"backend host {host!r} is not a valid "
+                                          f"internationalised domain name: {e}")
+    try:
+        path = _NON_ASCII.sub(lambda m: quote(m.group(), safe=""), parts.path)
+        query = _NON_ASCII.sub(lambda m: quote(m.group(), safe=""), parts.query)
+    except UnicodeError:
+        raise InvalidField("backend", "backend is not valid Unicode")
+    return f"{parts.scheme}://{host}{port}{path}" + (f"?{query}" if query else "")
+
+
+def idna_host(host: str) -> str:
+    """
+    A host name in ASCII: labels that are not ASCII are mapped (UTS 46:
+    case, width, full stops such as U+3002) and encoded (IDNA 2008);
+    C{xn--} labels must decode. ASCII labels are otherwise kept as they are
+    (underscores included, as in container host names).
+
+    @raise idna.IDNAError: for a label that is not valid IDNA.
+    """
+    if host.startswith("["):
+        return host
+    if not host.isascii():
+        host = idna.uts46_remap(host, std3_rules=False, transitional=False)
+    labels = host.split(".")
+    out = []
+    for index, label in enumerate(labels):
+        if not label:
+            if index and index == len(labels) - 1:
+                out.append("")  # a trailing dot: the root
+                continue
+            raise idna.IDNAError("Empty label")
+        if not label.isascii():
+            label = idna.alabel(label).decode("ascii")
+        elif label[:4].lower() == "xn--":
+            idna.ulabel(label)
+        out.append(label)
+    ascii_host = ".".join(out)
+    if len(ascii_host.rstrip(".")) > 253:
+        raise idna.IDNAError("Domain too long")
+    return ascii_host
 
 
 def _plans(body: Mapping[str, Any],
@@ -492,6 +593,28 @@ def _ca_file(body: Mapping[str, Any]) -> Optional[str]:
     return value
 
 
+def _keep_alive(body: Mapping[str, Any]) -> KeepAliveSettings:
+    raw = body.get("backendKeepAlive")
+    if raw is None:
+        return KeepAliveSettings()
+    if not isinstance(raw, dict):
+        raise InvalidField("backendKeepAlive",
+                           "backendKeepAlive must be an object, e.g. {\"idleTimeoutSeconds\": 2}")
+    unknown = sorted(set(raw) - {"idleTimeoutSeconds"})
+    if unknown:
+        raise InvalidField(f"backendKeepAlive.{unknown[0]}",
+                           f"backendKeepAlive.{unknown[0]} is not a known field")
+    field = "backendKeepAlive.idleTimeoutSeconds"
+    value = raw.get("idleTimeoutSeconds")
+    if value is None:
+        return KeepAliveSettings()
+    if (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
+            or not 0 <= value <= MAX_IDLE_TIMEOUT):
+        raise InvalidField(field, f"{field} must be a number of seconds from 0 (no pooling) "
+                                  f"to {MAX_IDLE_TIMEOUT:.0f}")
+    return KeepAliveSettings(float(value))
+
+
 def _policy(body: Mapping[str, Any]) -> AccessPolicy:
     try:
         return parse_policy(body.get("acl"))
@@ -546,6 +669,7 @@ def parse_definition(body: Any, previous: Optional["ApiDefinition"] = None) -> A
         backend_ca_file=_ca_file(body),
         acl=_policy(body),
         backend_auth=_backend_auth(body, previous),
+        backend_keep_alive=_keep_alive(body),
     )
 
 
@@ -558,7 +682,7 @@ def definition_from_json(data: Mapping[str, Any]) -> ApiDefinition:
         version=data["version"],
         description=data.get("description", ""),
         context_path=data["contextPath"],
-        backend=data["backend"],
+        backend=_stored_backend(data["backend"]),
         plans=tuple(Plan.from_json(plan) for plan in data["plans"]),
         analytics=AnalyticsSettings.from_json(data.get("analytics") or {}),
         public_url=data.get("publicUrl"),
@@ -566,4 +690,18 @@ def definition_from_json(data: Mapping[str, Any]) -> ApiDefinition:
         backend_ca_file=data.get("backendCaFile"),
         acl=parse_policy(data.get("acl")),
         backend_auth=data.get("backendAuth"),
+        backend_keep_alive=KeepAliveSettings.from_json(data.get("backendKeepAlive")),
     )
+
+
+def _stored_backend(value: str) -> str:
+    """
+    A stored backend URL; one saved with a non-ASCII host before they were
+    encoded at validation is encoded now (left as it was if it cannot be).
+    """
+    if value.isascii():
+        return value
+    try:
+        return _backend(value)
+    except InvalidField:
+        return value

@@ -6,7 +6,10 @@ backpressure.
 
 from __future__ import annotations
 
+import select
 import shutil
+import socket
+import struct
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -25,7 +28,7 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH
 
-from mcpgated.proxy.backend_client import BackendClient, BackendResponse
+from mcpgated.proxy.backend_client import BackendClient, BackendResponse, keep_alive_hint
 from tests.test_tls import self_signed
 
 JSON = b'{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}'
@@ -154,8 +157,14 @@ async def until(predicate: Callable[[], bool], limit: int = 2000) -> None:
     raise AssertionError("condition not reached")
 
 
-class BackendClientTests(TestCase):
+class ClientHarness:
+    """
+    Loopback servers and tracked clients for trial tests of the backend
+    client; everything is closed at cleanup.
+    """
+
     timeout = 5
+
     def setUp(self) -> None:
         self.servers: List[Tuple[Any, CannedServer]] = []
         self.client_conns: List[Any] = []
@@ -229,6 +238,77 @@ class BackendClientTests(TestCase):
     def get(self, client: BackendClient, url: bytes, method: bytes = b"GET",
             body: Optional[bytes] = None, headers: Optional[Headers] = None) -> Deferred:
         return client.request(method, url, headers if headers is not None else Headers(), body)
+
+    # -- a raw backend the test drives itself --------------------------------------------
+
+    def listen_raw(self) -> Tuple[socket.socket, bytes]:
+        """
+        A listening socket the reactor knows nothing about: the test
+        accepts, reads and answers on it itself, so a close or a byte it
+        sends waits in the client's kernel buffer until the reactor runs.
+        """
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        listener.settimeout(5)
+        self.addCleanup(listener.close)
+        return listener, b"http://127.0.0.1:%d" % listener.getsockname()[1]
+
+    async def accept_raw(self, listener: socket.socket, count: int) -> socket.socket:
+        """
+        Accept the client's connection number C{count} (from 1) once the
+        reactor has made it.
+        """
+        await until(lambda: len(self.client_conns) >= count)
+        conn, _ = listener.accept()
+        conn.settimeout(5)
+        self.addCleanup(conn.close)
+        return conn
+
+    def readable(self, index: int) -> None:
+        """
+        Wait (blocking the reactor, on purpose) until what the server sent
+        is in client connection C{index}'s socket: the reactor has not seen
+        it yet.
+        """
+        fd = self.client_conns[index].transport.fileno()
+        ready, _, _ = select.select([fd], [], [], 5)
+        assert ready, "nothing arrived"
+
+
+def recv_request(conn: socket.socket) -> Received:
+    """
+    One request (Content-Length body) read off a raw server socket.
+    """
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        assert chunk, "closed before a request"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    received = Received(head, b"")
+    length = int(received.headers.get(b"content-length", [b"0"])[0])
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        assert chunk, "closed in a request body"
+        body += chunk
+    received.body = body
+    return received
+
+
+def idle_count(client: BackendClient) -> int:
+    return sum(len(idle) for idle in client._idle.values())
+
+
+def reset(conn: socket.socket) -> None:
+    """
+    Close with a TCP RST (SO_LINGER 0).
+    """
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.close()
+
+
+class BackendClientTests(ClientHarness, TestCase):
 
     # -- framing -------------------------------------------------------------------------
 
@@ -752,3 +832,140 @@ class BackendClientTests(TestCase):
         await factory.connections[0].lost
         self.assertEqual(client._idle, {})
         self.flushLoggedErrors(ZeroDivisionError)
+
+    # -- keep-alive rules (see also tests/security/test_backend_pool.py) -----------------
+
+    def test_keep_alive_hint(self) -> None:
+        # undici's rule: timeout=N allows N - 2 s, at most 600 s.
+        self.assertEqual(keep_alive_hint([b"timeout=5"]), 3.0)
+        self.assertEqual(keep_alive_hint([b"timeout=5, max=1000"]), 3.0)
+        self.assertEqual(keep_alive_hint([b"max=1000, Timeout = 75"]), 73.0)
+        self.assertEqual(keep_alive_hint([b"max=10", b"timeout=3"]), 1.0)
+        self.assertEqual(keep_alive_hint([b"timeout=2"]), 0.0)
+        self.assertEqual(keep_alive_hint([b"timeout=0"]), -2.0)
+        self.assertEqual(keep_alive_hint([b"timeout=86400"]), 600.0)
+        self.assertIsNone(keep_alive_hint([b"max=10"]))
+        self.assertIsNone(keep_alive_hint([b"mytimeout=10"]))
+        self.assertIsNone(keep_alive_hint([b"timeout=abc"]))
+
+    async def test_idle_timeout_zero_never_pools(self) -> None:
+        factory, base = self.serve(answer(ok()))
+        client = self.make_client(idle_timeout=0)
+        for _ in range(2):
+            body, reason = await read(await self.get(client, base + b"/", b"POST", b"{}"))
+            self.assertEqual(body, JSON)
+        self.assertEqual(idle_count(client), 0)
+        self.assertEqual([len(c.requests) for c in factory.connections], [1, 1])
+        await DeferredList([c.lost for c in factory.connections])
+
+    async def test_max_requests_per_connection(self) -> None:
+        factory, base = self.serve(answer(ok()))
+        client = self.make_client(max_requests=2)
+        for _ in range(5):
+            await read(await self.get(client, base + b"/", b"POST", b"{}"))
+        self.assertEqual([len(c.requests) for c in factory.connections], [2, 2, 1])
+        await DeferredList([c.lost for c in factory.connections[:2]])
+
+    async def test_max_lifetime(self) -> None:
+        clock = Clock()
+        factory, base = self.serve(answer(ok()))
+        client = self.make_client(clock=clock, max_lifetime=10.0)
+        await read(await self.get(client, base + b"/"))
+        clock.advance(3)
+        await read(await self.get(client, base + b"/"))
+        clock.advance(3)
+        await read(await self.get(client, base + b"/"))
+        clock.advance(3)
+        await read(await self.get(client, base + b"/"))
+        self.assertEqual([len(c.requests) for c in factory.connections], [4])
+        clock.advance(1.5)
+        # 10.5 s old: answered, then closed rather than pooled.
+        await read(await self.get(client, base + b"/"))
+        self.assertEqual(idle_count(client), 0)
+        await factory.connections[0].lost
+
+    async def test_no_retry_post_written_then_closed(self) -> None:
+        # The backend read the whole POST, then closed without a byte: the
+        # request may have been processed, so it is not sent again.
+        listener, base = self.listen_raw()
+        client = self.make_client()
+        pending = self.get(client, base + b"/mcp", b"POST", b"{}")
+        server = await self.accept_raw(listener, 1)
+        recv_request(server)
+        server.sendall(ok())
+        await read(await pending)
+        pending = self.get(client, base + b"/mcp", b"POST", b'{"id":2}')
+        self.assertEqual(recv_request(server).body, b'{"id":2}')
+        server.close()
+        with self.assertRaises(ResponseNeverReceived):
+            await pending
+        listener.setblocking(False)
+        with self.assertRaises(BlockingIOError):
+            listener.accept()
+        self.assertEqual(len(self.client_conns), 1)
+
+    async def test_no_retry_delete_written_then_reset(self) -> None:
+        # Go's isReplayable: GET, HEAD, OPTIONS, TRACE only.
+        factory, pending = await self._dead_reused(b"DELETE")
+        with self.assertRaises(ResponseNeverReceived):
+            await pending
+        self.assertEqual(len(factory.connections), 1)
+
+    async def test_retry_get_written_then_reset_raw(self) -> None:
+        listener, base = self.listen_raw()
+        client = self.make_client()
+        pending = self.get(client, base + b"/mcp")
+        server = await self.accept_raw(listener, 1)
+        recv_request(server)
+        server.sendall(ok())
+        await read(await pending)
+        pending = self.get(client, base + b"/mcp")
+        self.assertEqual(recv_request(server).method, b"GET")
+        reset(server)
+        fresh = await self.accept_raw(listener, 2)
+        self.assertEqual(recv_request(fresh).method, b"GET")
+        fresh.sendall(ok())
+        body, reason = await read(await pending)
+        self.assertEqual(body, JSON)
+
+    async def test_bytes_while_idle_close_the_connection(self) -> None:
+        # Bytes that arrive in a later read, once the connection is idle
+        # and the reactor sees them.
+        factory, base = self.serve(answer(ok()))
+        client = self.make_client()
+        await read(await self.get(client, base + b"/"))
+        factory.connections[0].transport.write(ok(b"bogus"))
+        await until(lambda: self.client_conns[0].lost)
+        self.assertEqual(idle_count(client), 0)
+        body, reason = await read(await self.get(client, base + b"/"))
+        self.assertEqual(body, JSON)
+        self.assertEqual(len(factory.connections), 2)
+
+    async def test_extra_after_response_read_later(self) -> None:
+        # Bytes after a response that nobody reads yet: the connection is
+        # closed, not pooled; the body stays whole.
+        def respond(conn: ServerConnection, req: Received) -> None:
+            conn.transport.write(ok() + ok(b"bogus") if conn.index == 0 else ok(b"real"))
+
+        factory, base = self.serve(respond)
+        client = self.make_client()
+        response = await self.get(client, base + b"/mcp", b"POST", b"{}")
+        await factory.connections[0].lost
+        self.assertEqual(idle_count(client), 0)
+        self.assertEqual((await read(response))[0], JSON)
+        response = await self.get(client, base + b"/mcp", b"POST", b"{}")
+        self.assertEqual((await read(response))[0], b"real")
+
+
+class UpstreamPoolTests(TestCase):
+    def test_one_client_per_idle_timeout(self) -> None:
+        from mcpgated.config import LimitsConfig
+        from mcpgated.proxy.upstream import UpstreamPool
+
+        pool = UpstreamPool(Clock(), LimitsConfig(1024, 1.0, 1.0, 1.0))
+        default = pool.default_client()
+        self.assertIs(pool.default_client(4.0), default)
+        self.assertEqual(default.idle_timeout, 4.0)
+        short = pool.default_client(1.0)
+        self.assertIsNot(short, default)
+        self.assertEqual(short.idle_timeout, 1.0)

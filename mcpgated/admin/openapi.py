@@ -285,7 +285,21 @@ def openapi_document() -> Dict[str, Any]:
             "contextPath": {"type": "string", "example": "/mcp-proxy",
                             "description": "Absolute path; no '..', query or fragment; "
                                            "must not overlap a deployed API's path."},
-            "backend": {"type": "string", "format": "uri", "example": "http://localhost:3001/mcp"},
+            "backend": {"type": "string", "format": "uri", "example": "http://localhost:3001/mcp",
+                        "description": "http(s) URL; an internationalised host is stored in its IDNA "
+                                       "(xn--) form and a non-ASCII path or query percent-encoded; a "
+                                       "host that is not valid IDNA 2008 is refused."},
+            "backendKeepAlive": {
+                "type": "object", "additionalProperties": False,
+                "description": "The keep-alive pool toward the backend.",
+                "properties": {
+                    "idleTimeoutSeconds": {
+                        "type": "number", "minimum": 0, "maximum": 600, "default": 4,
+                        "description": "Seconds an idle backend connection is kept for the next "
+                                       "request (0: a new connection per request). Keep it below the "
+                                       "backend's keep-alive timeout (gunicorn: 2 s). A response's "
+                                       "Keep-Alive: timeout=N shortens it to N - 2 s."},
+                }},
             "plans": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Plan"}},
             "acl": {"$ref": "#/components/schemas/AccessPolicy"},
             "backendAuth": {"type": ["object", "null"], "properties": {

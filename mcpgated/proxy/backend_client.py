@@ -23,8 +23,8 @@ flight per connection, bodies already in memory) at a fraction of the cost:
   - The request L{Deferred} is the only Deferred per request; it is fired
     from the parser's C{on_headers_complete} callback.
   - The pool is a LIFO list of idle connections per C{(scheme, host, port)};
-    idle connections are closed by one shared timer, armed once per idle
-    period, instead of one timer per returned connection.
+    idle connections are closed by one shared timer, armed for the earliest
+    expiry, instead of one timer per returned connection.
 
 Semantics follow Twisted's C{_newclient} where the gateway relies on them:
 the response looks like L{IResponse} (C{code}, C{phrase}, C{version},
@@ -40,6 +40,27 @@ the wire and the response is detached from it: body bytes the consumer has
 not taken yet (it is paused, or has not called C{deliverBody}) stay buffered
 in the response, not in the socket.
 
+Keep-alive follows Go's transport and nginx (see the HTTP edge reference,
+section 8):
+
+  - A connection is pooled only after the parser has returned from the read
+    that completed the response (never from inside its callback, where the
+    response's consumer may already send the next request), without
+    C{Connection: close}, once the request is fully handed to the kernel,
+    and within its caps (requests and lifetime per connection).
+  - Any byte after the end of a response (in the same read or while idle)
+    closes the connection: it is never parsed as the next request's response.
+  - Idle timeout: the client's (per API, at most 4 s by default), shortened
+    by the response's C{Keep-Alive: timeout=N} hint to N - 2 s as undici
+    does; a hint of 2 s or less means no pooling.
+  - A pooled connection is checked before it is written to: one C{poll(2)}
+    on its socket, so an end-of-file, error or unsolicited byte the reactor
+    has not processed yet makes the request go to another connection
+    instead of failing. A reused connection that closes after the request
+    was written, before any response byte, is retried on a new connection
+    only for GET, HEAD, OPTIONS and TRACE (Go's C{isReplayable}); an MCP
+    POST then fails with L{ResponseNeverReceived}.
+
 httptools cannot tell llhttp that a response to HEAD has no body, so after a
 HEAD response that announces a length the connection is closed rather than
 reused (HEAD is rare toward MCP backends).
@@ -48,9 +69,11 @@ reused (HEAD is rare toward MCP backends).
 from __future__ import annotations
 
 import re
+import select
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred, DeferredList, fail
 from twisted.internet.error import ConnectionAborted
 from twisted.internet.interfaces import (
@@ -79,9 +102,19 @@ log = Logger()
 
 EndpointFor = Callable[[bytes, bytes, int], IStreamClientEndpoint]
 
-# Methods safe to send again when a reused connection turns out dead before
-# any response byte (RFC 9110 9.2.2 idempotent, as far as the gateway uses).
-_RETRYABLE = frozenset((b"GET", b"HEAD", b"OPTIONS", b"DELETE"))
+# Methods sent again when a reused connection closes after the request was
+# written and before any response byte: Go's isReplayable set. An MCP POST
+# is not idempotent and is never sent twice.
+_RETRYABLE = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE"))
+# undici: Keep-Alive: timeout=N allows N - 2 s of idleness (a margin for the
+# server's timer and the network), at most 600 s.
+_HINT_MARGIN = 2.0
+_HINT_MAX = 600.0
+_KEEP_ALIVE_TIMEOUT = re.compile(rb"(?:^|[\s,;])timeout\s*=\s*\"?(\d{1,9})", re.IGNORECASE).search
+# Readiness of an idle socket: data, end of file, hang-up or error.
+_POLL = getattr(select, "poll", None)
+_POLL_EVENTS = (getattr(select, "POLLIN", 1) | getattr(select, "POLLPRI", 2)
+                | getattr(select, "POLLRDHUP", 0))
 
 
 def _header_key(name: bytes) -> bytes:
@@ -98,6 +131,7 @@ def _header_key(name: bytes) -> bytes:
 _CL = _header_key(b"content-length")
 _TE = _header_key(b"transfer-encoding")
 _HOST = _header_key(b"host")
+_KEEP_ALIVE = _header_key(b"keep-alive")
 # Framing is ours: these never come from the caller's headers (in either
 # spelling, for headers filled through _rawHeaders by hand).
 _SKIP = frozenset((_CL, _TE, b"content-length", b"transfer-encoding"))
@@ -116,6 +150,19 @@ _MAX_URLS = 4096
 
 def _valid_method(method: bytes) -> bool:
     return _VALID_METHOD(method) is not None
+
+
+def keep_alive_hint(values: List[bytes]) -> Optional[float]:
+    """
+    The idle time a response's C{Keep-Alive} header allows, as undici
+    computes it: C{timeout=N} gives N - 2 s (0 or less: do not reuse), at
+    most 600 s; L{None} without a C{timeout} parameter.
+    """
+    for value in values:
+        match = _KEEP_ALIVE_TIMEOUT(value)
+        if match is not None:
+            return min(int(match.group(1)) - _HINT_MARGIN, _HINT_MAX)
+    return None
 
 
 class _UnexpectedResponse(Exception):
@@ -177,21 +224,35 @@ class BackendClient:
     @param endpoint_for: C{(scheme, host, port) -> IStreamClientEndpoint},
         called once per new connection; the endpoint does TLS, the connect
         timeout and TCP_NODELAY.
-    @param idle_timeout: seconds an idle pooled connection is kept.
+    @param idle_timeout: seconds an idle pooled connection is kept (a
+        response's C{Keep-Alive: timeout=N} shortens it to N - 2 s); 0 turns
+        pooling off.
     @param max_idle_per_host: idle connections kept per C{(scheme, host,
         port)}; the oldest is closed beyond that.
+    @param max_requests: requests sent on one connection before it is
+        closed (nginx's C{keepalive_requests}).
+    @param max_lifetime: seconds after which a connection is closed instead
+        of pooled (nginx's C{keepalive_time}).
     """
 
     def __init__(self, reactor: IReactorTime, endpoint_for: EndpointFor,
-                 idle_timeout: float = 4.0, max_idle_per_host: int = 256) -> None:
+                 idle_timeout: float = 4.0, max_idle_per_host: int = 256,
+                 max_requests: int = 1000, max_lifetime: float = 3600.0) -> None:
         self._reactor = reactor
         self._endpoint_for = endpoint_for
         self._idle_timeout = idle_timeout
         self._max_idle = max_idle_per_host
+        self._max_requests = max_requests
+        self._max_lifetime = max_lifetime
         self._targets: Dict[bytes, _Target] = {}
         self._urls: Dict[bytes, Tuple[_Target, bytes]] = {}
         self._idle: Dict[Tuple[bytes, bytes, int], List[_Connection]] = {}
         self._sweeper: Optional[IDelayedCall] = None
+        self._sweep_at = 0.0
+
+    @property
+    def idle_timeout(self) -> float:
+        return self._idle_timeout
 
     # -- requests ----------------------------------------------------------
 
@@ -291,17 +352,44 @@ class BackendClient:
     # -- the pool ----------------------------------------------------------
 
     def _take(self, key: Tuple[bytes, bytes, int]) -> "Optional[_Connection]":
+        """
+        The most recently used idle connection that is still good: not past
+        its idle deadline, and with nothing readable on its socket (an end
+        of file, an error or unsolicited bytes the reactor has not processed
+        yet). Checked here, before anything is written to it.
+        """
         idle = self._idle.get(key)
+        if not idle:
+            return None
+        now = self._reactor.seconds()
         while idle:
             conn = idle.pop()
-            if not conn.lost and not conn.dead:
-                return conn
+            if conn.lost or conn.dead:
+                continue
+            if conn.expires <= now or conn.stale():
+                conn.close()
+                continue
+            return conn
         return None
 
     def _release(self, conn: "_Connection") -> None:
         """
-        A connection that finished a response and may be kept alive.
+        A connection whose response is complete and that may be kept alive:
+        pool it, or close it when its idle timeout is 0, it reached its caps
+        or part of its request is still queued in the transport.
         """
+        now = self._reactor.seconds()
+        timeout = self._idle_timeout
+        hint = conn.hint
+        if hint is not None and hint < timeout:
+            timeout = hint
+        if timeout <= 0 or conn.sent >= self._max_requests or now - conn.born >= self._max_lifetime:
+            conn.close()
+            return
+        if conn.unsent():
+            # What is left of the request would only be waited for.
+            conn.abort()
+            return
         key = conn.key
         idle = self._idle.get(key)
         if idle is None:
@@ -311,10 +399,16 @@ class BackendClient:
                 conn.close()
                 return
             idle.pop(0).close()
-        conn.idle_since = self._reactor.seconds()
+        expires = conn.expires = now + timeout
         idle.append(conn)
-        if self._sweeper is None:
-            self._sweeper = self._reactor.callLater(self._idle_timeout, self._sweep)
+        sweeper = self._sweeper
+        if sweeper is None:
+            self._sweep_at = expires
+            self._sweeper = self._reactor.callLater(timeout, self._sweep)
+        elif expires < self._sweep_at:
+            # A shorter Keep-Alive hint than the connections already idle.
+            self._sweep_at = expires
+            sweeper.reset(timeout)
 
     def _forget(self, conn: "_Connection") -> None:
         """
@@ -334,34 +428,30 @@ class BackendClient:
 
     def _sweep(self) -> None:
         """
-        Close the connections idle for longer than the idle timeout, and arm
-        the timer again for the next oldest one.
+        Close the connections past their idle deadline, and arm the timer
+        again for the earliest remaining one.
         """
         self._sweeper = None
-        timeout = self._idle_timeout
         now = self._reactor.seconds()
         # A timer may fire a hair early; do not re-arm for microseconds.
-        deadline = now - timeout + 0.01
-        oldest: Optional[float] = None
+        deadline = now + 0.01
+        soonest: Optional[float] = None
         for key, idle in list(self._idle.items()):
-            expired = 0
-            for conn in idle:
-                if conn.idle_since > deadline:
-                    break
-                expired += 1
-            if expired:
-                closing = idle[:expired]
-                del idle[:expired]
-                for conn in closing:
-                    conn.close()
-            if idle:
-                first = idle[0].idle_since
-                if oldest is None or first < oldest:
-                    oldest = first
-            else:
+            kept = [conn for conn in idle if conn.expires > deadline]
+            if len(kept) != len(idle):
+                for conn in idle:
+                    if conn.expires <= deadline:
+                        conn.close()
+                idle[:] = kept
+            if not idle:
                 del self._idle[key]
-        if oldest is not None:
-            self._sweeper = self._reactor.callLater(max(0.0, oldest + timeout - now), self._sweep)
+                continue
+            first = min(conn.expires for conn in idle)
+            if soonest is None or first < soonest:
+                soonest = first
+        if soonest is not None:
+            self._sweep_at = soonest
+            self._sweeper = self._reactor.callLater(max(0.0, soonest - now), self._sweep)
 
     def close_idle(self) -> "Deferred[None]":
         """
@@ -453,12 +543,19 @@ class _Connection:
     @ivar req: the request waiting for its response head.
     @ivar resp: the response whose body is still arriving.
     @ivar dead: we closed or aborted it; never reuse.
+    @ivar ended: the parser completed a response during the current read;
+        the connection is released once the parser has returned.
+    @ivar keep: that response allows keep-alive (no C{Connection: close}).
+    @ivar hint: the idle time its C{Keep-Alive} header allows, or L{None}.
+    @ivar expires: when it leaves the pool, while idle.
+    @ivar sent: requests sent on it.
+    @ivar born: when it was connected.
     """
 
     __slots__ = (
         "client", "key", "transport", "parser", "req", "resp", "busy", "got", "reused",
         "dead", "lost", "sock_paused", "head_wait", "informational", "phrase", "raw",
-        "idle_since", "on_lost", "write",
+        "on_lost", "write", "ended", "keep", "hint", "expires", "sent", "born", "poll", "tcp",
     )
 
     def __init__(self, client: BackendClient, key: Tuple[bytes, bytes, int]) -> None:
@@ -478,8 +575,15 @@ class _Connection:
         self.informational = False
         self.phrase = b""
         self.raw: Dict[bytes, List[bytes]] = {}
-        self.idle_since = 0.0
         self.on_lost: Optional[Deferred[None]] = None
+        self.ended = False
+        self.keep = False
+        self.hint: Optional[float] = None
+        self.expires = 0.0
+        self.sent = 0
+        self.born = 0.0
+        self.poll: Optional[Callable[[int], List[Any]]] = None
+        self.tcp: Any = None
 
     # -- IProtocol ---------------------------------------------------------
 
@@ -489,6 +593,18 @@ class _Connection:
     def makeConnection(self, transport: Any) -> None:
         self.transport = transport
         self.write = direct_writer(transport)
+        self.born = self.client._reactor.seconds()
+        # The TCP transport under TLS, if any: its socket is polled before
+        # reuse and its buffer tells whether the request is fully sent.
+        inner = transport
+        while inner is not None and not isinstance(inner, tcp.Connection):
+            inner = getattr(inner, "transport", None)
+        if inner is not None:
+            self.tcp = inner
+            if _POLL is not None:
+                poller = _POLL()
+                poller.register(inner.fileno(), _POLL_EVENTS)
+                self.poll = poller.poll
 
     def connectionMade(self) -> None:
         pass
@@ -498,7 +614,26 @@ class _Connection:
         self.req = req
         self.busy = True
         self.got = False
+        self.sent += 1
         self.write(req.data)
+
+    def stale(self) -> bool:
+        """
+        Whether the idle connection's socket is readable (end of file, an
+        error or unsolicited bytes): it must not carry another request.
+        """
+        poll = self.poll
+        return poll is not None and bool(poll(0))
+
+    def unsent(self) -> bool:
+        """
+        Whether part of the last request is still queued in the transport
+        (the backend answered before reading all of it).
+        """
+        inner = self.tcp
+        if inner is not None and (inner._tempDataLen or inner.offset < len(inner.dataBuffer)):
+            return True
+        return bool(getattr(self.transport, "_appSendBuffer", None))
 
     def dataReceived(self, data: bytes) -> None:
         if not self.busy:
@@ -514,7 +649,16 @@ class _Connection:
             self.close()
             return
         except HttpParserError as e:
+            if self.ended:
+                # Bytes after the end of the response (on_message_begin
+                # stopped the parser, or they are not HTTP): the response is
+                # whole, the connection is not reusable.
+                self._end(False)
+                return
             self._parse_failed(e)
+            return
+        if self.ended:
+            self._end(True)
             return
         if self.head_wait:
             # A HEAD response whose framing llhttp still waits for (it cannot
@@ -596,6 +740,12 @@ class _Connection:
 
     # -- httptools callbacks -----------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self.ended:
+            # The backend sent more than the response asked for: stop here,
+            # so none of it can pass for the next request's response.
+            raise _UnexpectedResponse()
+
     def on_status(self, status: bytes) -> None:
         self.phrase += status
 
@@ -628,6 +778,8 @@ class _Connection:
             # final response.
             self.informational = True
             return
+        hint = raw.get(_KEEP_ALIVE)
+        self.hint = None if hint is None else keep_alive_hint(hint)
         headers = Headers.__new__(Headers)
         headers._rawHeaders = raw
         version = parser.get_http_version()
@@ -675,21 +827,34 @@ class _Connection:
         if self.informational:
             self.informational = False
             return
-        keep = self.parser.should_keep_alive()
+        # Finished in dataReceived once the parser returns: the rest of
+        # this read must be looked at before the connection can be reused.
+        self.ended = True
+        self.keep = self.parser.should_keep_alive()
+
+    def _end(self, reusable: bool) -> None:
+        """
+        The response completed in the read just parsed: release the
+        connection (or close it), then end the response's body, whose
+        consumer may send the next request at once.
+        """
+        self.ended = False
         self.busy = False
         self.head_wait = False
         resp = self.resp
         if resp is not None:
             self.resp = None
             resp._conn = None
-        if keep and not self.dead:
+        if reusable and self.keep and not self.dead:
             if self.sock_paused:
                 self.sock_paused = False
                 self.transport.resumeProducing()
             self.reused = True
             self.client._release(self)
-        else:
+        elif reusable:
             self.close()
+        else:
+            self.abort()
         if resp is not None:
             resp._finish(Failure(ResponseDone()))
 

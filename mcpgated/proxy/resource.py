@@ -245,11 +245,12 @@ class GatewayResource(Resource):
                 headers.setRawHeaders(name, [value])
         send = body if body or request.method in _BODY_METHODS else None
         ca_file = route.definition.backend_ca_file
+        idle_timeout = route.definition.backend_keep_alive.idle_timeout
         if ca_file is None:
-            client = self.upstreams.default_client()
+            client = self.upstreams.default_client(idle_timeout)
         else:
             try:
-                client = await self.upstreams.client(ca_file)
+                client = await self.upstreams.client(ca_file, idle_timeout)
             except Exception as e:
                 log.error("API {api_id}: cannot load backendCaFile {path}: {error}",
                           api_id=route.api_id, path=ca_file, error=str(e))

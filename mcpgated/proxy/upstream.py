@@ -21,6 +21,7 @@ from twisted.web.iweb import IAgent, IAgentEndpointFactory, IPolicyForHTTPS
 from zope.interface import implementer
 
 from mcpgated.config import LimitsConfig
+from mcpgated.model import DEFAULT_IDLE_TIMEOUT
 from mcpgated.proxy.backend_client import BackendClient
 
 
@@ -88,7 +89,9 @@ class UpstreamPool(Service):
     max_per_host: int = 256
     pool: HTTPConnectionPool = attrs.field(init=False)
     _agents: Dict[Optional[str], Any] = attrs.field(init=False, factory=dict)
-    _clients: Dict[Optional[str], BackendClient] = attrs.field(init=False, factory=dict)
+    # one proxy client per (CA file, pool idle timeout): the per-API settings
+    _clients: Dict[Tuple[Optional[str], float], BackendClient] = attrs.field(init=False,
+                                                                            factory=dict)
 
     def __attrs_post_init__(self) -> None:
         self.pool = HTTPConnectionPool(self.reactor, persistent=True)
@@ -126,26 +129,36 @@ class UpstreamPool(Service):
             agent = self._agents[None] = self._build(BrowserLikePolicyForHTTPS())
         return agent
 
-    def _build_client(self, policy: IPolicyForHTTPS) -> BackendClient:
+    def _build_client(self, policy: IPolicyForHTTPS, idle_timeout: float) -> BackendClient:
         endpoints = _CachingEndpointFactory(self.reactor, self.limits.connect_timeout, policy)
         return BackendClient(self.reactor, lambda scheme, host, port: endpoints.endpointForURI(
-            _URI(scheme, host, port)), max_idle_per_host=self.max_per_host)
+            _URI(scheme, host, port)), idle_timeout=idle_timeout,
+            max_idle_per_host=self.max_per_host)
 
-    async def client(self, ca_file: Optional[str] = None) -> BackendClient:
+    async def client(self, ca_file: Optional[str] = None,
+                     idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> BackendClient:
         """
         The proxy's client (L{BackendClient}) for backends verified as
-        L{_policy} says.
+        L{_policy} says, whose pool keeps idle connections for
+        C{idle_timeout} seconds (an API's C{backendKeepAlive}).
         """
-        client = self._clients.get(ca_file)
+        key = (ca_file, idle_timeout)
+        client = self._clients.get(key)
         if client is None:
             policy = await self._policy(ca_file)
-            client = self._clients.setdefault(ca_file, self._build_client(policy))
+            client = self._clients.setdefault(key, self._build_client(policy, idle_timeout))
         return client
 
-    def default_client(self) -> BackendClient:
-        client = self._clients.get(None)
+    def default_client(self, idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> BackendClient:
+        """
+        The proxy's client for backends verified against the system trust
+        store (the hot path: no Deferred).
+        """
+        key = (None, idle_timeout)
+        client = self._clients.get(key)
         if client is None:
-            client = self._clients[None] = self._build_client(BrowserLikePolicyForHTTPS())
+            client = self._clients[key] = self._build_client(BrowserLikePolicyForHTTPS(),
+                                                             idle_timeout)
         return client
 
     def stopService(self) -> Deferred:  # type: ignore[override]
