@@ -176,6 +176,16 @@ def _text(value: str) -> str:
     return value.strip()
 
 
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        lowered = value.strip().lower()
+        if lowered not in choices:
+            raise ValueError(f"{value!r} is not one of {', '.join(choices)}")
+        return lowered
+
+    return parse
+
+
 # --- the records --------------------------------------------------------------
 
 
@@ -186,6 +196,7 @@ class GatewayConfig:
     trusted_proxies: Tuple[IPNetwork, ...]
     allowed_hosts: Tuple[str, ...] = ()
     allowed_origins: Tuple[str, ...] = ()
+    http: str = "fast"  # the listener's HTTP/1.1 server: "fast" (llhttp) or "twisted" (twisted.web)
 
 
 @attrs.frozen
@@ -215,6 +226,11 @@ class LimitsConfig:
     connect_timeout: float
     header_timeout: float
     idle_timeout: float
+    # The client side of the gateway listener (nginx's client_header_timeout,
+    # client_body_timeout and keepalive_timeout).
+    client_header_timeout: float = 60.0
+    client_body_timeout: float = 60.0
+    keepalive_timeout: float = 75.0
 
 
 @attrs.frozen
@@ -252,6 +268,7 @@ _SCHEMA: Dict[str, Dict[str, Tuple[str, _Parser]]] = {
         "trusted_proxies": ("", parse_networks),
         "allowed_hosts": ("", parse_words),
         "allowed_origins": ("", parse_words),
+        "http": ("fast", _choice("fast", "twisted")),
     },
     "admin": {
         "listen": ("tcp:8083:interface=127.0.0.1", parse_endpoints),
@@ -273,6 +290,9 @@ _SCHEMA: Dict[str, Dict[str, Tuple[str, _Parser]]] = {
         "connect_timeout": ("10s", _positive(parse_duration)),
         "header_timeout": ("60s", _positive(parse_duration)),
         "idle_timeout": ("300s", _positive(parse_duration)),
+        "client_header_timeout": ("60s", _positive(parse_duration)),
+        "client_body_timeout": ("60s", _positive(parse_duration)),
+        "keepalive_timeout": ("75s", _positive(parse_duration)),
     },
     "daemon": {
         "ports_file": ("", _text),
