@@ -343,6 +343,9 @@ class GatewayChannel(Protocol):
             self.too_many_headers = True
             raise ValueError("too many header fields")
         self.head_size += len(name) + len(value) + 4
+        if value and value[-1] in b" \t":
+            # llhttp keeps trailing whitespace; a field value has none (RFC 9110 section 5.5).
+            value = value.rstrip(b" \t")
         request.requestHeaders._rawHeaders.setdefault(_canonical(name), []).append(value)
 
     def on_headers_complete(self) -> None:

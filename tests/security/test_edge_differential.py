@@ -1,0 +1,394 @@
+"""
+Differential tests of the gateway's HTTP/1.1 server (issue #11): the same
+random request bytes go to the fast channel (L{mcpgated.proxy.http11}) and to
+h11 acting as a server, the reference parser of
+shared/reference/http-edge.md section 9.
+
+The fast channel runs in memory: the real L{GatewayHTTPFactory}'s protocol on
+a L{StringTransport}, answered by a resource that records what it is given
+(method, target, version, header fields, body) and answers 200. The bytes
+arrive cut at generated points.
+
+Properties, for every generated connection:
+ - every request the channel hands on is the one h11 reads at that place
+   (method, target, version, the multiset of header fields, body): never a
+   different request, never one h11 refuses or has not completed;
+ - where the channel stops earlier than h11, it refused with a 4xx/5xx
+   answer, and the message carries a tag in L{ALLOWED}: an intended
+   strictness, not a bug;
+ - where h11 refuses, the channel refuses too (or has closed);
+ - the channel's outcome does not depend on where the reads cut the bytes.
+
+Every known attack of issue #11 is pinned with C{@example}. The same corpus
+also runs against twisted.web's server, to document where it differs.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
+
+import attrs
+import h11
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from mcpgated.proxy.http11 import GatewayHTTPFactory, GatewayRequest
+from mcpgated.site import jsonrpc_too_large
+from tests.security.http_grammar import Stream, message, split, stream, streams
+
+MAX_BODY = 1 << 20
+
+# Tags of messages the gateway may refuse although h11 reads them, and why:
+# http-edge.md sections 1-3 and 5 ask for more strictness than h11 has.
+ALLOWED: Dict[str, str] = {
+    "cl-te": "Content-Length with Transfer-Encoding: 400 and close (section 3)",
+    "cl-dup": "Content-Length twice or as a list, even equal: 400 (section 3)",
+    "bare-lf": "CRLF only (section 3)",
+    "obs-fold": "obs-fold gets a 400 (RFC 9112 section 5.2)",
+    "ctl-in-value": "control bytes in a field value (llhttp refuses them)",
+    "underscore-name": "_ in a field name: dropped or 400 (section 3)",
+    "target-fragment": "# in the target: 400 (section 1)",
+    "target-non-ascii": "raw bytes >= 0x80 in the target: 400 (section 1)",
+    "absolute-form": "absolute-form whose authority is not the Host: 400 (section 2)",
+    "asterisk": "the gateway serves no OPTIONS *",
+    "authority-form": "the gateway is not a forward proxy",
+    "connect": "the gateway is not a forward proxy",
+    "host-invalid": "Host validated as nginx does, with , refused (section 2)",
+    "host-missing": "HTTP/1.0 without Host may be refused (section 2)",
+    "http10": "HTTP/1.0 may be refused (section 2)",
+    "trailer-host": "Host in trailers (section 9)",
+    "trailer-cl": "Content-Length in trailers (section 9)",
+    "upgrade": "an Upgrade request may get 400 and close (section 5)",
+    "connection-names-judged": "Connection naming a field the gateway judges: 400 (section 5)",
+    "method-unknown": "llhttp knows a fixed set of methods, in capitals",
+    "version-odd": "only HTTP/1.0 and HTTP/1.1",
+    "path-dot": ". and .. segments: 400 (section 1)",
+    "path-escaped-slash": "%2F, %5C, %00: 400 (section 1)",
+    "path-bad-escape": "% without two hex digits: 400 (section 1)",
+    "path-backslash": "raw \\ in the target: 400 (section 1)",
+    "path-double-slash": "// merged or refused (section 1)",
+    "chunk-ext-odd": "chunk extensions checked against RFC 9112 section 7.1.1",
+    "chunk-ext-long": "chunk line at most 1 KiB (section 3)",
+    "chunk-long": "chunk-size at most 16 hex digits (section 3)",
+    "request-line-space": "one SP between the parts of the request line",
+}
+
+# Requests after which the channel closes the connection instead of reading
+# the next one: it answers them, then closes (http11.py, dataReceived).
+CLOSE_AFTER = frozenset({"upgrade", "connect"})
+
+# Header fields the channel drops before the resource sees them (none: the
+# relay strips hop-by-hop fields, not the channel).
+CHANNEL_STRIPS: FrozenSet[bytes] = frozenset()
+
+
+@attrs.frozen
+class Seen:
+    """
+    One request as a server handed it on.
+    """
+
+    method: bytes
+    target: bytes
+    version: bytes
+    headers: Tuple[Tuple[bytes, bytes], ...]  # sorted; names lower-cased
+    body: bytes
+
+
+@attrs.frozen
+class Outcome:
+    """
+    What a server made of a connection's bytes: the requests it handed on,
+    in order, the status of its refusal if it refused, and whether it closed
+    (or will close) the connection.
+    """
+
+    requests: Tuple[Seen, ...]
+    refused: Optional[int]
+    closed: bool
+
+
+def _fields(pairs: Any) -> Tuple[Tuple[bytes, bytes], ...]:
+    return tuple(sorted((name.lower(), value) for name, value in pairs
+                        if name.lower() not in CHANNEL_STRIPS))
+
+
+# --- the servers --------------------------------------------------------------------
+
+
+class Recording:
+    """
+    The gateway resource's place: records each request and answers 200.
+    """
+
+    def __init__(self) -> None:
+        self.seen: List[Seen] = []
+
+    def render(self, request: GatewayRequest) -> None:
+        self.seen.append(Seen(
+            request.method, request.uri, request.clientproto[len(b"HTTP/"):],
+            _fields((name, value) for name, values in request.requestHeaders.getAllRawHeaders()
+                    for value in values),
+            request.content.read()))
+        request.setResponseCode(200)
+        request.setHeader(b"Content-Length", b"0")
+        request.finish()
+
+
+_STATUS = re.compile(rb"HTTP/1\.[01] (\d{3}) ")
+
+
+def _refusal(written: bytes) -> Optional[int]:
+    """
+    The first status in C{written} that is not the recording resource's
+    200 or a 100 Continue: the server's refusal.
+    """
+    for match in _STATUS.finditer(written):
+        code = int(match.group(1))
+        if code not in (100, 200):
+            return code
+    return None
+
+
+def run_fast(parts: Sequence[bytes]) -> Outcome:
+    """
+    The gateway's fast channel, fed C{parts} one read at a time.
+    """
+    resource = Recording()
+    factory = GatewayHTTPFactory(resource, Clock(), MAX_BODY, jsonrpc_too_large)
+    channel = factory.buildProtocol(None)
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    for part in parts:
+        if transport.disconnecting:
+            break
+        channel.dataReceived(part)
+    return Outcome(tuple(resource.seen), _refusal(transport.value()), transport.disconnecting)
+
+
+class TwistedRecording(Resource):
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: List[Seen] = []
+
+    def render(self, request: Any) -> bytes:
+        request.content.seek(0)
+        self.seen.append(Seen(
+            request.method, request.uri, request.clientproto[len(b"HTTP/"):],
+            _fields((name, value) for name, values in request.requestHeaders.getAllRawHeaders()
+                    for value in values),
+            request.content.read()))
+        request.setHeader(b"Content-Length", b"0")
+        return b""
+
+
+def run_twisted_web(parts: Sequence[bytes]) -> Outcome:
+    """
+    twisted.web's server (L{Site}, L{HTTPChannel}), fed C{parts}.
+    """
+    resource = TwistedRecording()
+    site = Site(resource, reactor=Clock())
+    channel = site.buildProtocol(None)
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    for part in parts:
+        if transport.disconnecting:
+            break
+        channel.dataReceived(part)
+    return Outcome(tuple(resource.seen), _refusal(transport.value()), transport.disconnecting)
+
+
+def run_h11(parts: Sequence[bytes]) -> Outcome:
+    """
+    h11 as a server (http-edge.md section 9), answering each request 200 so
+    the next one is read; a CONNECT gets a 405, so h11 reads on.
+    """
+    connection = h11.Connection(our_role=h11.SERVER, max_incomplete_event_size=16384)
+    seen: List[Seen] = []
+    current: Optional[List[Any]] = None
+    try:
+        for part in parts:
+            connection.receive_data(part)
+            while True:
+                event = connection.next_event()
+                if event is h11.NEED_DATA:
+                    break
+                if event is h11.PAUSED:
+                    if connection.their_state is h11.MUST_CLOSE:
+                        return Outcome(tuple(seen), None, True)
+                    raise AssertionError(f"h11 paused in {connection.states}")
+                if isinstance(event, h11.Request):
+                    current = [event.method, event.target, event.http_version,
+                               _fields(event.headers.raw_items()), b""]
+                elif isinstance(event, h11.Data):
+                    assert current is not None
+                    current[4] += event.data
+                elif isinstance(event, h11.EndOfMessage):
+                    assert current is not None
+                    seen.append(Seen(*current))
+                    status = 405 if current[0] == b"CONNECT" else 200
+                    current = None
+                    connection.send(h11.Response(status_code=status,
+                                                 headers=[("content-length", "0")]))
+                    connection.send(h11.EndOfMessage())
+                    if connection.their_state is h11.MUST_CLOSE:
+                        return Outcome(tuple(seen), None, True)
+                    connection.start_next_cycle()
+    except h11.RemoteProtocolError as error:
+        return Outcome(tuple(seen), error.error_status_hint, True)
+    return Outcome(tuple(seen), None, False)
+
+
+# --- the properties -----------------------------------------------------------------
+
+
+def disagreements(connection: Stream, ours: Outcome, reference: Outcome,
+                  allowed: FrozenSet[str]) -> List[str]:
+    """
+    How C{ours} breaks the properties of the module docstring against
+    C{reference}, in words; empty when it keeps them.
+    """
+    problems: List[str] = []
+    for index, (mine, theirs) in enumerate(zip(ours.requests, reference.requests)):
+        if mine != theirs:
+            problems.append(f"request {index} handed on as {mine}, the reference reads {theirs}")
+    handed, read = len(ours.requests), len(reference.requests)
+    if handed > read:
+        how = f"refuses with {reference.refused}" if reference.refused else "has not completed"
+        problems.append(f"request {read} handed on, which the reference {how}: "
+                        f"{ours.requests[read]}")
+    elif handed < read:
+        tags = connection.tags(handed)
+        if ours.refused is None:
+            before = connection.tags(handed - 1) if handed else frozenset()
+            if not (ours.closed and before & CLOSE_AFTER):
+                problems.append(f"request {handed} read by the reference, neither handed on "
+                                f"nor refused (closed={ours.closed}): {reference.requests[handed]}")
+        elif not tags & allowed:
+            problems.append(f"request {handed} refused with {ours.refused}, the reference reads "
+                            f"it, and none of its tags {sorted(tags)} is an allowed refusal")
+    if ours.refused is not None and not (400 <= ours.refused < 600 and ours.closed):
+        problems.append(f"refused with {ours.refused}, closed={ours.closed}")
+    if reference.refused is not None and ours.refused is None and not ours.closed:
+        problems.append(f"the reference refuses with {reference.refused} after {read} requests; "
+                        f"we neither refuse nor close")
+    return problems
+
+
+def problems_of(run: Callable[[Sequence[bytes]], Outcome], connection: Stream,
+                cuts: Sequence[int], allowed: FrozenSet[str] = frozenset(ALLOWED)) -> List[str]:
+    """
+    The disagreements of C{run} with h11 on C{connection} cut at C{cuts},
+    and with itself on the whole connection in one read.
+    """
+    raw = connection.raw
+    parts = split(raw, cuts)
+    ours, reference = run(parts), run_h11(parts)
+    problems = disagreements(connection, ours, reference, allowed)
+    whole = run([raw])
+    if whole != ours:
+        problems.append(f"outcome depends on the cuts: {parts!r} gives {ours}, one read gives "
+                        f"{whole}")
+    return problems
+
+
+def check(run: Callable[[Sequence[bytes]], Outcome], connection: Stream,
+          cuts: Sequence[int], allowed: FrozenSet[str] = frozenset(ALLOWED)) -> None:
+    problems = problems_of(run, connection, cuts, allowed)
+    assert not problems, f"{connection.raw!r}\n  tags: " \
+        f"{[sorted(m.tags) for m in connection.messages]}\n  " + "\n  ".join(problems)
+
+
+# --- the corpus ---------------------------------------------------------------------
+
+H = b"Host: gw.test\r\n"
+
+# The attacks of issue #11, each pinned: (name, connection).
+ATTACKS: List[Tuple[str, Stream]] = [
+    ("trailer carrying an API key", stream(message(
+        b"POST /mcp HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n0\r\nX-Gravitee-Api-Key: stolen\r\nAuthorization: Bearer stolen\r\n\r\n",
+        "trailer-auth"))),
+    ("trailer carrying Host and Content-Length", stream(message(
+        b"POST /mcp HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n"
+        b"3;ext=1\r\nabc\r\n0\r\nHost: evil.test\r\nContent-Length: 40\r\n\r\n",
+        "trailer-host", "trailer-cl"))),
+    ("two Host headers", stream(message(
+        b"GET /mcp HTTP/1.1\r\nHost: gw.test\r\nHost: evil.test\r\n\r\n", "host-dup"))),
+    ("two equal Host headers", stream(message(
+        b"GET /mcp HTTP/1.1\r\nHost: gw.test\r\nHost: gw.test\r\n\r\n", "host-dup"))),
+    ("no Host", stream(message(b"GET /mcp HTTP/1.1\r\n\r\n", "host-missing"))),
+    ("Content-Length and Transfer-Encoding", stream(message(
+        b"POST /mcp HTTP/1.1\r\n" + H + b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"0\r\n\r\n", "cl-te"), message(b"GET /admin HTTP/1.1\r\n" + H + b"\r\n"))),
+    ("Transfer-Encoding then Content-Length", stream(message(
+        b"POST /mcp HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\nContent-Length: 40\r\n\r\n"
+        b"0\r\n\r\n", "cl-te"), message(b"GET /admin HTTP/1.1\r\n" + H + b"\r\n"))),
+    ("Upgrade: h2c on a POST with a body", stream(message(
+        b"POST /mcp HTTP/1.1\r\n" + H + b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+        b"HTTP2-Settings: AAMAAABkAAQAAP__\r\nContent-Length: 37\r\n\r\n"
+        b"GET /admin HTTP/1.1\r\nHost: gw.test\r\n\r\n", "upgrade"))),
+    ("Upgrade: h2c on a chunked POST", stream(message(
+        b"POST /mcp HTTP/1.1\r\n" + H + b"Connection: upgrade\r\nUpgrade: h2c\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+        b"25\r\nGET /admin HTTP/1.1\r\nHost: gw.test\r\n\r\n\r\n0\r\n\r\n", "upgrade"))),
+    ("Upgrade: websocket, then a pipelined request", stream(message(
+        b"GET /mcp HTTP/1.1\r\n" + H + b"Connection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+        "upgrade"), message(b"GET /admin HTTP/1.1\r\n" + H + b"\r\n"))),
+    ("Content-Length twice, different", stream(message(
+        b"POST /mcp HTTP/1.1\r\n" + H + b"Content-Length: 0\r\nContent-Length: 37\r\n\r\n"
+        b"GET /admin HTTP/1.1\r\nHost: gw.test\r\n\r\n", "cl-dup"))),
+    ("Transfer-Encoding twice", stream(message(
+        b"POST /mcp HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "te-dup"))),
+    ("obs-fold hiding Transfer-Encoding", stream(message(
+        b"POST /mcp HTTP/1.1\r\n" + H + b"X-Folded: a\r\n Transfer-Encoding: chunked\r\n"
+        b"Content-Length: 5\r\n\r\nhello", "obs-fold"))),
+    ("space before the colon", stream(message(
+        b"POST /mcp HTTP/1.1\r\n" + H + b"Content-Length : 5\r\n\r\nhello", "space-before-colon"))),
+    ("bare LF in a chunk line", stream(message(
+        b"POST /mcp HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n"
+        b"5\nhello\r\n0\r\n\r\n", "chunk-bare-lf"))),
+    ("trailing whitespace in a value", stream(message(
+        b"POST /mcp HTTP/1.1\r\n" + H + b"Mcp-Session-Id: s1 \t\r\nContent-Length: 2\r\n\r\n{}"))),
+    ("Connection naming Authorization", stream(message(
+        b"POST /mcp HTTP/1.1\r\n" + H + b"Authorization: Bearer t\r\nConnection: Authorization\r\n"
+        b"Content-Length: 2\r\n\r\n{}", "connection-names-judged"))),
+    ("a valid request, then a malformed one", stream(
+        message(b"GET /mcp HTTP/1.1\r\n" + H + b"\r\n"),
+        message(b"GET /mcp HTTP/1.1\r\n" + H + b"X: \x00\r\n\r\n", "nul"))),
+]
+
+
+# --- divergences found, pinned one by one ---------------------------------------------
+
+
+def _post(fields: bytes, body: bytes = b"{}") -> bytes:
+    return (b"POST /mcp HTTP/1.1\r\n" + H + fields + b"Content-Length: %d\r\n\r\n" % len(body)
+            + body)
+
+
+def test_trailing_whitespace_is_not_part_of_a_value() -> None:
+    """
+    A field value has no trailing whitespace (RFC 9110 section 5.5): the
+    resource gets C{s1}, as h11 reads it, never C{s1 } (a session, key or
+    token the backend would read differently).
+    """
+    for name in (b"Mcp-Session-Id", b"Authorization", b"X-Gravitee-Api-Key", b"Content-Type"):
+        for space in (b" ", b"\t", b" \t ", b"\t\t"):
+            raw = _post(name + b": s1" + space + b"\r\n")
+            ours = run_fast([raw])
+            assert ours == run_h11([raw]), raw
+            [request] = ours.requests
+            assert (name.lower(), b"s1") in request.headers, request
+    raw = b"POST /mcp HTTP/1.1\r\n" + H + b"Content-Length: 2 \t\r\n\r\n{}"
+    [request] = run_fast([raw]).requests
+    assert (b"content-length", b"2") in request.headers
+    assert request.body == b"{}"
