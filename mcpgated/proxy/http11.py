@@ -365,6 +365,12 @@ class GatewayChannel(Protocol):
         if self.head_size > MAX_HEAD_BYTES:
             self._refuse(431, "Request header fields are larger than 64 KB")
             return
+        coding = request.requestHeaders._rawHeaders.get(b"Transfer-Encoding")
+        if coding is not None and (len(coding) != 1 or coding[0].lower() != b"chunked"):
+            # llhttp takes any codings before a final chunked (gzip, chunked);
+            # the gateway decodes none of them (RFC 9112 section 6.1: 501).
+            self._refuse(501, "Transfer-Encoding other than chunked is not supported")
+            return
         length = request.requestHeaders._rawHeaders.get(b"Content-Length")
         if length is not None:
             try:

@@ -392,3 +392,19 @@ def test_trailing_whitespace_is_not_part_of_a_value() -> None:
     [request] = run_fast([raw]).requests
     assert (b"content-length", b"2") in request.headers
     assert request.body == b"{}"
+
+
+def test_transfer_codings_other_than_chunked_get_501() -> None:
+    """
+    A coding before C{chunked} (which llhttp takes) is refused with 501 and
+    the connection closed, as h11 does: the gateway would hand on a gzip or
+    custom-coded body as if it were plain.
+    """
+    for coding in (b"gzip, chunked", b"deflate,chunked", b"x-custom, chunked", b"GZIP , Chunked",
+                   b"identity, chunked", b"br,  chunked"):
+        raw = (b"POST /mcp HTTP/1.1\r\n" + H + b"Transfer-Encoding: " + coding + b"\r\n\r\n"
+               b"2\r\n{}\r\n0\r\n\r\nGET /admin HTTP/1.1\r\n" + H + b"\r\n")
+        for parts in ([raw], split(raw, [30, 70, 75])):
+            ours = run_fast(parts)
+            assert ours == Outcome((), 501, True), (coding, ours)
+            assert run_h11(parts) == Outcome((), 501, True), coding
