@@ -366,7 +366,8 @@ class BackendClient:
             conn = idle.pop()
             if conn.lost or conn.dead:
                 continue
-            if conn.expires <= now or conn.stale():
+            poll = conn.poll  # conn.stale(), inline: this is the hot path
+            if conn.expires <= now or (poll is not None and poll(0)):
                 conn.close()
                 continue
             return conn
@@ -386,7 +387,9 @@ class BackendClient:
         if timeout <= 0 or conn.sent >= self._max_requests or now - conn.born >= self._max_lifetime:
             conn.close()
             return
-        if conn.unsent():
+        inner = conn.tcp  # conn.unsent(), inline for plain TCP
+        if (inner is not None and (inner._tempDataLen or inner.offset < len(inner.dataBuffer))
+                or conn.tls and conn.unsent()):
             # What is left of the request would only be waited for.
             conn.abort()
             return
@@ -556,6 +559,7 @@ class _Connection:
         "client", "key", "transport", "parser", "req", "resp", "busy", "got", "reused",
         "dead", "lost", "sock_paused", "head_wait", "informational", "phrase", "raw",
         "on_lost", "write", "ended", "keep", "hint", "expires", "sent", "born", "poll", "tcp",
+        "tls",
     )
 
     def __init__(self, client: BackendClient, key: Tuple[bytes, bytes, int]) -> None:
@@ -584,6 +588,7 @@ class _Connection:
         self.born = 0.0
         self.poll: Optional[Callable[[int], List[Any]]] = None
         self.tcp: Any = None
+        self.tls = False
 
     # -- IProtocol ---------------------------------------------------------
 
@@ -599,6 +604,7 @@ class _Connection:
         inner = transport
         while inner is not None and not isinstance(inner, tcp.Connection):
             inner = getattr(inner, "transport", None)
+        self.tls = inner is not transport
         if inner is not None:
             self.tcp = inner
             if _POLL is not None:

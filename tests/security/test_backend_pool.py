@@ -22,6 +22,7 @@ tests put a real gateway between an HTTP client and a raw-socket backend.
 from __future__ import annotations
 
 import json
+import select
 import socket
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
@@ -264,6 +265,20 @@ class StaleConnectionTests(ClientHarness, TestCase):
 
     async def test_unsolicited_byte(self) -> None:
         await self._stale(lambda sock: sock.sendall(b"\r\n"))
+
+    async def test_tls_closed(self) -> None:
+        # The same check under TLS: the TCP socket below the TLS layer.
+        factory, base, trust = self.serve_tls(lambda conn, req: conn.transport.write(ok()))
+        client = self.make_client(tls=trust)
+        await read(await client.request(b"POST", base + b"/mcp", None, b"{}"))
+        self.assertEqual(idle_count(client), 1)
+        factory.connections[0].transport.transport.getHandle().shutdown(socket.SHUT_RDWR)
+        ready, _, _ = select.select([self.client_conns[0].transport.transport.getHandle()], [], [], 5)
+        self.assertTrue(ready)
+        pending = client.request(b"POST", base + b"/mcp", None, b'{"id":2}')
+        body, reason = await read(await pending)
+        self.assertEqual(body, JSON)
+        self.assertEqual([len(c.requests) for c in factory.connections], [1, 1])
 
 
 class UnsentRequestTests(ClientHarness, TestCase):
