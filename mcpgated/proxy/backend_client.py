@@ -366,7 +366,8 @@ class BackendClient:
             conn = idle.pop()
             if conn.lost or conn.dead:
                 continue
-            poll = conn.poll  # conn.stale(), inline: this is the hot path
+            # Readable while idle (end of file, error, unsolicited bytes): stale.
+            poll = conn.poll
             if conn.expires <= now or (poll is not None and poll(0)):
                 conn.close()
                 continue
@@ -622,14 +623,6 @@ class _Connection:
         self.got = False
         self.sent += 1
         self.write(req.data)
-
-    def stale(self) -> bool:
-        """
-        Whether the idle connection's socket is readable (end of file, an
-        error or unsolicited bytes): it must not carry another request.
-        """
-        poll = self.poll
-        return poll is not None and bool(poll(0))
 
     def unsent(self) -> bool:
         """
