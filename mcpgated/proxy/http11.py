@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections import deque
 from email.utils import formatdate
 from io import BytesIO
-from typing import Any, Callable, Deque, Dict, List, Optional
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs
 
 import httptools
@@ -276,6 +276,8 @@ class GatewayChannel(Protocol):
         self.url: List[bytes] = []
         self.closing = False
         self.close_after = False
+        # A refusal waiting for the requests read before it to be answered.
+        self.refusal: Optional[Tuple[int, Optional[str]]] = None
         self.registered = False
         self.reading = True
         self.rendering = False
@@ -317,10 +319,8 @@ class GatewayChannel(Protocol):
             if not self.closing:
                 reason = "too many header fields" if self.too_many_headers else str(e)
                 self._refuse(400, f"Malformed HTTP request: {reason}")
-            return
         if self.in_head and self.head_bytes > MAX_HEAD_BYTES and not self.closing:
             self._refuse(431, "Request header fields are larger than 64 KB")
-            return
         if self.active is None and self.ready:
             self._next()
 
@@ -423,7 +423,8 @@ class GatewayChannel(Protocol):
             return
         self.rendering = True
         try:
-            while self.active is None and self.ready and not self.closing:
+            while self.active is None and self.ready and (not self.closing
+                                                          or self.refusal is not None):
                 request = self.active = self.ready.popleft()
                 if request.expect_continue:
                     self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -442,8 +443,18 @@ class GatewayChannel(Protocol):
         if self.producer is not None:
             self.unregister()
         self.last_activity = self.factory.clock.seconds()
+        if (self.refusal is not None and request.keep_alive and not self.close_after
+                and self.transport is not None):
+            if self.ready:
+                self._next()
+            if self.active is None and not self.ready and self.refusal is not None:
+                status, message = self.refusal
+                self.refusal = None
+                self._send_refusal(status, message)
+            return
         if not request.keep_alive or self.closing or self.close_after:
             self.closing = True
+            self.refusal = None
             if self.transport is not None:
                 self.transport.loseConnection()
             return
@@ -489,15 +500,20 @@ class GatewayChannel(Protocol):
     def _refuse(self, status: int, message: Optional[str]) -> None:
         """
         Answer an unparseable or oversized request and close: nothing after
-        it on this connection can be framed.
+        it on this connection can be framed. The requests read complete
+        before it are answered first, as they would be had they been read
+        one at a time: where the reads cut the bytes does not matter.
         """
+        if self.closing:
+            return
         self.closing = True
         self.parsing = None
-        self.ready.clear()
-        if self.active is not None and self.active.started:
-            # An answer is already on the wire: just close after it.
-            self.transport.loseConnection()  # type: ignore[union-attr]
+        if self.active is not None or self.ready:
+            self.refusal = (status, message)
             return
+        self._send_refusal(status, message)
+
+    def _send_refusal(self, status: int, message: Optional[str]) -> None:
         if message is None:
             body = self.factory.too_large_body(self.factory.max_body)
         else:
@@ -505,9 +521,6 @@ class GatewayChannel(Protocol):
         head = (b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
                 b"Connection: close\r\n\r\n" % (status, RESPONSES.get(status, b"Error"), len(body)))
         self.send(head + body)
-        if self.active is not None:
-            active, self.active = self.active, None
-            active._lost(Failure(ConnectionDone("the connection closed on a refused request")))
         self.transport.loseConnection()  # type: ignore[union-attr]
 
     # --- lifetime --------------------------------------------------------------------

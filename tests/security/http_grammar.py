@@ -16,7 +16,7 @@ A L{Stream} is what one connection sends: one or more pipelined messages.
 
 from __future__ import annotations
 
-from typing import FrozenSet, List, Sequence, Tuple
+from typing import FrozenSet, List, Optional, Sequence, Tuple
 
 import attrs
 from hypothesis import strategies as st
@@ -32,6 +32,9 @@ class Message:
 
     raw: bytes
     tags: FrozenSet[str] = frozenset()
+    # The same request in the plain grammar, where a deviation has only one
+    # reading (extra spaces in the request line): what the reference reads.
+    plain: Optional[bytes] = None
 
 
 @attrs.frozen
@@ -45,6 +48,11 @@ class Stream:
     @property
     def raw(self) -> bytes:
         return b"".join(message.raw for message in self.messages)
+
+    @property
+    def plain(self) -> bytes:
+        return b"".join(message.raw if message.plain is None else message.plain
+                        for message in self.messages)
 
     def tags(self, index: int) -> FrozenSet[str]:
         """
@@ -118,9 +126,9 @@ def targets(draw: st.DrawFn) -> Tuple[bytes, FrozenSet[str]]:
 
 
 @st.composite
-def request_lines(draw: st.DrawFn) -> Tuple[bytes, bytes, FrozenSet[str]]:
+def request_lines(draw: st.DrawFn) -> Tuple[bytes, bytes, bytes, FrozenSet[str]]:
     """
-    (method, line without its line end, tags).
+    (method, line without its line end, the line with single spaces, tags).
     """
     tags: set = set()
     if draw(st.integers(0, 9)) == 0:
@@ -141,7 +149,8 @@ def request_lines(draw: st.DrawFn) -> Tuple[bytes, bytes, FrozenSet[str]]:
     space, space_tags = draw(st.sampled_from(
         [(b" ", ())] * 12 + [(b"  ", ("request-line-space",)), (b"\t", ("request-line-space",))]))
     tags.update(space_tags)
-    return method, method + space + target + b" " + version, frozenset(tags)
+    return (method, method + space + target + b" " + version,
+            method + b" " + target + b" " + version, frozenset(tags))
 
 
 # --- header fields ----------------------------------------------------------------------
@@ -313,7 +322,7 @@ def chunked_bodies(draw: st.DrawFn, body: bytes) -> Tuple[bytes, FrozenSet[str]]
 
 @st.composite
 def messages(draw: st.DrawFn) -> Message:
-    method, line, tags = draw(request_lines())
+    method, line, plain_line, tags = draw(request_lines())
     all_tags = set(tags)
     fields: List[Field] = []
     host_fields, host_tags = draw(st.sampled_from(_HOSTS))
@@ -371,7 +380,11 @@ def messages(draw: st.DrawFn) -> Message:
         lines.append(encoded)
     elif framing != "none":
         lines.append(body)
-    return Message(b"".join(lines), frozenset(all_tags))
+    raw = b"".join(lines)
+    plain = None
+    if plain_line != line:
+        plain = plain_line + raw[len(line):]
+    return Message(raw, frozenset(all_tags), plain)
 
 
 @st.composite
