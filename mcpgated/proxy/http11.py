@@ -53,6 +53,7 @@ MAX_HEADERS = 256
 IDLE_TIMEOUT = 75.0
 
 _NO_BODY_CODES = frozenset({204, 304})
+_VERSIONS = frozenset({b"HTTP/1.1", b"HTTP/1.0"})
 _names: Dict[bytes, bytes] = {}
 
 
@@ -364,6 +365,11 @@ class GatewayChannel(Protocol):
         # head completed by the read that takes it past the cap is caught here.
         if self.head_size > MAX_HEAD_BYTES:
             self._refuse(431, "Request header fields are larger than 64 KB")
+            return
+        if request.clientproto not in _VERSIONS:
+            # llhttp reads any one-digit version (HTTP/0.9, HTTP/2.0) in an
+            # HTTP/1 head; the gateway speaks only these two (RFC 9112 2.3).
+            self._refuse(505, "Only HTTP/1.0 and HTTP/1.1 are served")
             return
         coding = request.requestHeaders._rawHeaders.get(b"Transfer-Encoding")
         if coding is not None and (len(coding) != 1 or coding[0].lower() != b"chunked"):

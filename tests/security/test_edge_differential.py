@@ -422,6 +422,24 @@ def test_transfer_codings_other_than_chunked_get_501() -> None:
             assert run_h11(parts) == Outcome((), 501, True), coding
 
 
+def test_versions_other_than_1_0_and_1_1_get_505() -> None:
+    """
+    An HTTP/1 head claiming HTTP/0.9, 2.0 or 3.0 (llhttp reads any one-digit
+    version, and h11 too) is refused with 505 and the connection closed,
+    before anything is handed on; so is what was pipelined after it.
+    """
+    # llhttp itself refuses the versions it does not know (400).
+    statuses = {b"HTTP/0.9": 505, b"HTTP/2.0": 505, b"HTTP/3.0": 400, b"HTTP/2.1": 400,
+                b"HTTP/1.2": 400}
+    for version, status in statuses.items():
+        for method, framing in ((b"GET", b""), (b"POST", b"Content-Length: 2\r\n")):
+            raw = (method + b" /mcp " + version + b"\r\n" + H + framing + b"\r\n"
+                   + (b"{}" if framing else b"") + b"GET /admin HTTP/1.1\r\n" + H + b"\r\n")
+            ours = run_fast([raw])
+            assert ours.requests == () and ours.closed, (version, ours)
+            assert ours.refused == status, (version, ours)
+
+
 _GOOD = b"GET /mcp HTTP/1.1\r\n" + H + b"\r\n"
 _BAD_AFTER_GOOD: List[Tuple[bytes, int]] = [
     (b"GET /mcp HTTP/1.1\r\n" + H + b"X: a\x00b\r\n\r\n", 400),
