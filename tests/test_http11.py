@@ -23,6 +23,7 @@ from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
 from mcpgated.jsonrpc import INVALID_REQUEST
+from mcpgated.proxy.edge import ClientTimeouts
 from mcpgated.proxy.http11 import GatewayChannel, GatewayHTTPFactory, GatewayRequest
 from mcpgated.site import jsonrpc_too_large
 
@@ -290,7 +291,9 @@ class HTTP11TestCase(TestCase):
 
     def listen(self, resource: Any, clock: Any = reactor, max_body: int = MAX_BODY,
                idle_timeout: float = 75.0) -> TrackedFactory:
-        factory = TrackedFactory(resource, clock, max_body, jsonrpc_too_large, idle_timeout)
+        factory = TrackedFactory(resource, clock, max_body, jsonrpc_too_large,
+                                 ClientTimeouts(header=idle_timeout, body=idle_timeout,
+                                                keepalive=idle_timeout))
         self.port = reactor.listenTCP(0, factory, interface="127.0.0.1")
         self.clients: List[RawClient] = []
 

@@ -18,8 +18,10 @@ request. This channel does only what a reverse proxy needs:
  - the backend body as the client connection's producer, through the
    channel, so a client that stops reading pauses the backend and a client
    that leaves ends the exchange (L{GatewayRequest.notifyFinish} errbacks);
- - a per-connection timer, armed once, closing connections idle (or stuck
-   sending a head) for C{idle_timeout} seconds.
+ - the client timeouts of L{mcpgated.proxy.edge} (head deadline, body read
+   pauses, keep-alive idle) on one timer per connection;
+ - exactly one valid C{Host} (HTTP/1.1); trailers counted against the head
+   cap and dropped; an C{Upgrade} ignored, the body kept.
 
 The admin listener keeps twisted.web (Klein): it is not on the hot path.
 """
@@ -44,13 +46,25 @@ from twisted.web.http_headers import Headers, _nameEncoder
 from zope.interface import implementer
 
 from mcpgated.jsonrpc import INVALID_REQUEST, error_body
+from mcpgated.proxy.edge import (
+    BODY,
+    BUSY,
+    HEAD,
+    HEAD_TOO_LARGE,
+    IDLE,
+    MAX_HEAD_BYTES,
+    MAX_HEADERS,
+    TRAILERS_TOO_LARGE,
+    ClientDeadlines,
+    ClientTimeouts,
+    body_timeout_message,
+    head_timeout_message,
+    host_problem,
+)
 from mcpgated.proxy.fastwrite import direct_writer
 
 log = Logger()
 
-MAX_HEAD_BYTES = 65536
-MAX_HEADERS = 256
-IDLE_TIMEOUT = 75.0
 
 _NO_BODY_CODES = frozenset({204, 304})
 _VERSIONS = frozenset({b"HTTP/1.1", b"HTTP/1.0"})
@@ -274,6 +288,14 @@ class GatewayChannel(Protocol):
         self.in_head = True
         self.headers_seen = 0
         self.too_many_headers = False
+        # What a parser callback refused with (raising stops the parser).
+        self.refused_in_callback: Optional[Tuple[int, str]] = None
+        self.trailer_size = 0  # trailer fields of the body being read, complete ones
+        self.trailer_stream = 0  # bytes of reads spent wholly inside its trailer section
+        self.after_chunk_header = False  # a chunk header read, no chunk data since
+        self.chunk_headers = 0
+        self.upgrading: Optional[GatewayRequest] = None  # llhttp skipped its body
+        self.resuming: Optional[GatewayRequest] = None  # its body, read by a fresh parser
         self.url: List[bytes] = []
         self.closing = False
         self.close_after = False
@@ -286,8 +308,8 @@ class GatewayChannel(Protocol):
         self.peer: Any = None
         self.host: Any = None
         self.secure = False
-        self.last_activity = 0.0
-        self.timer: Any = None
+        self.read_at = 0.0
+        self.deadlines = ClientDeadlines(factory.clock, factory.timeouts, self._expired)
         self.send: Callable[[bytes], None] = _unconnected
 
     def connectionMade(self) -> None:
@@ -300,36 +322,102 @@ class GatewayChannel(Protocol):
             transport.setTcpNoDelay(True)  # type: ignore[union-attr]
         except (AttributeError, OSError):
             pass
-        clock = self.factory.clock
-        self.last_activity = clock.seconds()
-        self.timer = clock.callLater(self.factory.idle_timeout, self._check_idle)
+        self.deadlines.start()
 
     # --- parsing ---------------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
         if self.closing:
             return
+        now = self.read_at = self.factory.clock.seconds()
+        deadlines = self.deadlines
+        if deadlines.phase == IDLE:
+            # The first byte of a request: its head's deadline starts.
+            deadlines.phase = HEAD
+            deadlines.since = now
+        elif deadlines.phase == BODY:
+            deadlines.since = now
         if self.in_head:
             self.head_bytes += len(data)
+        in_trailers = self.after_chunk_header
+        if in_trailers:
+            chunk_headers = self.chunk_headers
+            parsing = self.parsing
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # Upgrades are not relayed: answer the request, then close.
-            self.close_after = True
+        except httptools.HttpParserUpgrade as e:
+            self._upgraded(data, e.args[0])
+            return
         except httptools.HttpParserError as e:
             if not self.closing:
-                reason = "too many header fields" if self.too_many_headers else str(e)
-                self._refuse(400, f"Malformed HTTP request: {reason}")
+                if self.refused_in_callback is not None:
+                    self._refuse(*self.refused_in_callback)
+                else:
+                    reason = "too many header fields" if self.too_many_headers else str(e)
+                    self._refuse(400, f"Malformed HTTP request: {reason}")
+        if (in_trailers and self.after_chunk_header and self.chunk_headers == chunk_headers
+                and self.parsing is parsing and not self.closing):
+            # The whole read went into a trailer section still unfinished:
+            # its fields are not complete yet, count the bytes, so a huge
+            # one is refused before httptools gathers it.
+            self.trailer_stream += len(data)
+            if self.head_size + self.trailer_stream > MAX_HEAD_BYTES:
+                self._refuse(431, TRAILERS_TOO_LARGE)
         if self.in_head and self.head_bytes > MAX_HEAD_BYTES and not self.closing:
-            self._refuse(431, "Request header fields are larger than 64 KB")
+            self._refuse(431, HEAD_TOO_LARGE)
         if self.active is None and self.ready:
             self._next()
 
+    def _upgraded(self, data: bytes, offset: int) -> None:
+        """
+        llhttp stopped at the end of a head with C{Connection: upgrade} and
+        C{Upgrade} (or a CONNECT), having ended the message without its
+        body. The gateway does not switch protocols: the request stays an
+        HTTP/1.1 request, its body is read by its own framing by a fresh
+        parser, and the connection goes on (RFC 9110 section 7.8).
+        """
+        request, self.upgrading = self.upgrading, None
+        if self.closing or request is None:
+            return
+        parser = self.parser = httptools.HttpRequestParser(self)
+        if request.method == b"CONNECT":
+            # Not a forward proxy: what follows is a tunnel's bytes, never
+            # requests. Answer, then close.
+            self.close_after = True
+            self._complete(request)
+            if self.reading:
+                self.reading = False
+                self.transport.pauseProducing()  # type: ignore[union-attr]
+            if self.active is None and self.ready:
+                self._next()
+            return
+        raw = request.requestHeaders._rawHeaders
+        length = raw.get(b"Content-Length")
+        if b"Transfer-Encoding" in raw or (length is not None and length[0].strip(b"0")):
+            # A head for the fresh parser that frames the body as this one
+            # does; its callbacks go on with the same request.
+            self.resuming = request
+            self.in_head = False
+            framing = (b"Transfer-Encoding: chunked" if length is None
+                       else b"Content-Length: " + length[0])
+            parser.feed_data(b"POST / HTTP/1.1\r\n" + framing + b"\r\n\r\n")
+        else:
+            self._complete(request)
+        rest = data[offset:]
+        if rest and not self.closing:
+            self.dataReceived(rest)
+        elif self.active is None and self.ready:
+            self._next()
+
     def on_message_begin(self) -> None:
+        if self.resuming is not None:
+            self.parsing = self.resuming
+            return
         self.parsing = GatewayRequest(self)
         self.url = []
         self.headers_seen = 0
         self.head_size = 0
+        self.trailer_size = self.trailer_stream = 0
 
     def on_url(self, url: bytes) -> None:
         self.url.append(url)
@@ -338,6 +426,14 @@ class GatewayChannel(Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         request = self.parsing
         if request is None:
+            return
+        if not self.in_head:
+            # A trailer field (after a chunked body): never a header. It
+            # counts against the head cap and is dropped (RFC 9110 6.5.1).
+            self.trailer_size += len(name) + len(value) + 4
+            if self.head_size + self.trailer_size > MAX_HEAD_BYTES:
+                self.refused_in_callback = (431, TRAILERS_TOO_LARGE)
+                raise ValueError(TRAILERS_TOO_LARGE)
             return
         self.headers_seen += 1
         if self.headers_seen > MAX_HEADERS:
@@ -353,6 +449,15 @@ class GatewayChannel(Protocol):
         request = self.parsing
         if request is None:
             return
+        deadlines = self.deadlines
+        if deadlines.phase != BUSY:
+            deadlines.phase = BODY
+            deadlines.since = self.read_at
+        if request is self.resuming:
+            # The fresh parser's stand-in head, after an upgrade: the body follows.
+            self.resuming = None
+            self.trailer_size = 0
+            return
         parser = self.parser
         request.method = parser.get_method()
         request.clientproto = b"HTTP/" + parser.get_http_version().encode("ascii")
@@ -364,13 +469,25 @@ class GatewayChannel(Protocol):
         # head_bytes only sees heads still unfinished at the end of a read: a
         # head completed by the read that takes it past the cap is caught here.
         if self.head_size > MAX_HEAD_BYTES:
-            self._refuse(431, "Request header fields are larger than 64 KB")
+            self._refuse(431, HEAD_TOO_LARGE)
             return
         if request.clientproto not in _VERSIONS:
             # llhttp reads any one-digit version (HTTP/0.9, HTTP/2.0) in an
             # HTTP/1 head; the gateway speaks only these two (RFC 9112 2.3).
             self._refuse(505, "Only HTTP/1.0 and HTTP/1.1 are served")
             return
+        raw = request.requestHeaders._rawHeaders
+        problem = host_problem(raw.get(b"Host"), request.clientproto)
+        if problem is not None:
+            # Exactly one valid Host (RFC 9112 3.2), so the rebinding check
+            # and the URLs the gateway builds read the same one.
+            self._refuse(400, problem)
+            return
+        if parser.should_upgrade():
+            # Never switched to (h2c, websocket): the request is answered as
+            # HTTP/1.1; Upgrade and the fields Connection names (HTTP2-Settings)
+            # are hop-by-hop, never sent on (mcpgated.proxy.headers).
+            self.upgrading = request
         coding = request.requestHeaders._rawHeaders.get(b"Transfer-Encoding")
         if coding is not None and (len(coding) != 1 or coding[0].lower() != b"chunked"):
             # llhttp takes any codings before a final chunked (gzip, chunked);
@@ -393,7 +510,12 @@ class GatewayChannel(Protocol):
                 self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
                 request.expect_continue = False
 
+    def on_chunk_header(self) -> None:
+        self.after_chunk_header = True
+        self.chunk_headers += 1
+
     def on_body(self, body: bytes) -> None:
+        self.after_chunk_header = False
         request = self.parsing
         if request is None or self.closing:
             return
@@ -408,8 +530,14 @@ class GatewayChannel(Protocol):
         self.parsing = None
         self.in_head = True
         self.head_bytes = 0
-        if request is None or self.closing:
+        self.after_chunk_header = False
+        if request is None or self.closing or request is self.upgrading:
+            # (an upgrade's body has not been read: see _upgraded)
             return
+        self._complete(request)
+
+    def _complete(self, request: GatewayRequest) -> None:
+        self.deadlines.phase = BUSY
         body = request._body
         request.content = BytesIO(body[0] if len(body) == 1 else b"".join(body))
         request._body = []
@@ -448,7 +576,6 @@ class GatewayChannel(Protocol):
         self.active = None
         if self.producer is not None:
             self.unregister()
-        self.last_activity = self.factory.clock.seconds()
         if (self.refusal is not None and request.keep_alive and not self.close_after
                 and self.transport is not None):
             if self.ready:
@@ -466,9 +593,14 @@ class GatewayChannel(Protocol):
             return
         if self.ready:
             self._next()
-        if self.active is None and not self.ready and not self.reading and not self.closing:
-            self.reading = True
-            self.transport.resumeProducing()  # type: ignore[union-attr]
+        if self.active is None and not self.ready and not self.closing:
+            # Waiting for the client again: a request read in part goes on
+            # with its head or body deadline, else the keep-alive one.
+            self.deadlines.set(IDLE if self.parsing is None else HEAD if self.in_head else BODY,
+                               self.factory.clock.seconds())
+            if not self.reading:
+                self.reading = True
+                self.transport.resumeProducing()  # type: ignore[union-attr]
 
     def register(self, producer: Any) -> None:
         self.producer = producer
@@ -531,27 +663,24 @@ class GatewayChannel(Protocol):
 
     # --- lifetime --------------------------------------------------------------------
 
-    def _check_idle(self) -> None:
-        self.timer = None
-        if self.transport is None or not self.connected:
+    def _expired(self, phase: int) -> None:
+        """
+        A client timeout passed: close, with a 408 when part of a request
+        was read.
+        """
+        if self.transport is None or self.closing:
             return
-        clock = self.factory.clock
-        idle_timeout = self.factory.idle_timeout
-        if self.active is not None:
-            self.timer = clock.callLater(idle_timeout, self._check_idle)
+        if phase == BODY or (phase == HEAD and self.parsing is not None):
+            timeouts = self.factory.timeouts
+            self._refuse(408, body_timeout_message(timeouts) if phase == BODY
+                         else head_timeout_message(timeouts))
             return
-        idle = clock.seconds() - self.last_activity
-        if idle >= idle_timeout:
-            self.closing = True
-            self.transport.loseConnection()
-            return
-        self.timer = clock.callLater(idle_timeout - idle, self._check_idle)
+        self.closing = True
+        self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.closing = True
-        if self.timer is not None and self.timer.active():
-            self.timer.cancel()
-        self.timer = None
+        self.deadlines.stop()
         self.ready.clear()
         self.producer = None
         active, self.active = self.active, None
@@ -576,12 +705,12 @@ class GatewayHTTPFactory(Factory):
 
     def __init__(self, resource: Any, clock: Any, max_body: int,
                  too_large_body: Callable[[int], bytes],
-                 idle_timeout: float = IDLE_TIMEOUT) -> None:
+                 timeouts: ClientTimeouts = ClientTimeouts()) -> None:
         self.resource = resource
         self.clock = clock
         self.max_body = max_body
         self.too_large_body = too_large_body
-        self.idle_timeout = idle_timeout
+        self.timeouts = timeouts
         self.dates = _Clock(clock)
         self.rejected_too_large: Callable[[Any], None] = lambda request: None
 
