@@ -315,6 +315,10 @@ class GatewayResource(Resource):
         exchange.relay = relay
         self._relaying[exchange] = None
         self._sweep_soon()
+        if event_stream or response.length is UNKNOWN_LENGTH:
+            # A stream's status and headers go out now, not with its first
+            # event, which may be minutes away (a client waits for them).
+            request.write(b"")
         response.deliverBody(relay)
 
     async def _admit(self, request: Any, exchange: Exchange, route: Route, query: bytes,
