@@ -7,6 +7,8 @@ Each helper degrades to Twisted's own behaviour when the name is missing.
 
 from __future__ import annotations
 
+from typing import Tuple
+
 from twisted.web.http import HTTPChannel
 
 
@@ -19,6 +21,14 @@ def request_version(channel: HTTPChannel) -> bytes:
     from the request line, private until the request is received).
     """
     return getattr(channel, "_version", b"HTTP/1.1")
+
+
+def request_line(channel: HTTPChannel) -> Tuple[bytes, bytes]:
+    """
+    The method and target of the request whose head C{channel} is reading
+    (twisted.web gives them to the request only once its body is in).
+    """
+    return getattr(channel, "_command", b""), getattr(channel, "_path", b"")
 
 
 def cap_trailers(channel: HTTPChannel, limit: int) -> None:

@@ -33,11 +33,11 @@ from mcpgated.policy.gate import Gate
 from mcpgated.policy.ratelimit import Limiter
 from mcpgated.policy.tokens import TokenVerifier
 from mcpgated.logs import LogFilesService
-from mcpgated.proxy.http11 import GatewayHTTPFactory
+from mcpgated.proxy.listener import gateway_factory
 from mcpgated.proxy.resource import GatewayResource
 from mcpgated.proxy.upstream import UpstreamPool
 from mcpgated.routing import RouteTable
-from mcpgated.site import CappedSite, json_too_large, jsonrpc_too_large
+from mcpgated.site import CappedSite, json_too_large
 from mcpgated.store import SQLiteApiStore
 
 log = Logger()
@@ -254,9 +254,7 @@ class GatewayService(MultiService):
                                     verifier=TokenVerifier(reactor, self.upstreams)),
                       Limiter(reactor)),
         )
-        gateway_site = GatewayHTTPFactory(self.gateway, reactor, cfg.limits.max_body,
-                                          jsonrpc_too_large)
-        gateway_site.rejected_too_large = self.gateway.log_too_large
+        gateway_site = gateway_factory(cfg.gateway.http, self.gateway, reactor, cfg.limits)
         self.listeners: List[ListenerService] = []
         for description in cfg.gateway.listen:
             self.listeners.append(ListenerService("gateway", description, gateway_site, reactor))

@@ -291,9 +291,8 @@ class GatewayChannel(Protocol):
         # What a parser callback refused with (raising stops the parser).
         self.refused_in_callback: Optional[Tuple[int, str]] = None
         self.trailer_size = 0  # trailer fields of the body being read, complete ones
-        self.trailer_stream = 0  # bytes of reads spent wholly inside its trailer section
+        self.trailer_stream = 0  # bytes of reads that ended inside its trailer section
         self.after_chunk_header = False  # a chunk header read, no chunk data since
-        self.chunk_headers = 0
         self.upgrading: Optional[GatewayRequest] = None  # llhttp skipped its body
         self.resuming: Optional[GatewayRequest] = None  # its body, read by a fresh parser
         self.url: List[bytes] = []
@@ -339,10 +338,8 @@ class GatewayChannel(Protocol):
             deadlines.since = now
         if self.in_head:
             self.head_bytes += len(data)
-        in_trailers = self.after_chunk_header
-        if in_trailers:
-            chunk_headers = self.chunk_headers
-            parsing = self.parsing
+        parsing = self.parsing
+        body_before = parsing._body_size if parsing is not None and not self.in_head else -1
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
@@ -355,12 +352,13 @@ class GatewayChannel(Protocol):
                 else:
                     reason = "too many header fields" if self.too_many_headers else str(e)
                     self._refuse(400, f"Malformed HTTP request: {reason}")
-        if (in_trailers and self.after_chunk_header and self.chunk_headers == chunk_headers
-                and self.parsing is parsing and not self.closing):
-            # The whole read went into a trailer section still unfinished:
-            # its fields are not complete yet, count the bytes, so a huge
-            # one is refused before httptools gathers it.
-            self.trailer_stream += len(data)
+        if (self.after_chunk_header and body_before >= 0 and self.parsing is parsing
+                and not self.closing):
+            # The read ended inside a trailer section (or right after a
+            # chunk header) of a body it did not start: what it held beyond
+            # chunk data counts, so a huge unfinished field is refused before
+            # httptools gathers it (at most a read's chunk lines overcount).
+            self.trailer_stream += len(data) - (parsing._body_size - body_before)
             if self.head_size + self.trailer_stream > MAX_HEAD_BYTES:
                 self._refuse(431, TRAILERS_TOO_LARGE)
         if self.in_head and self.head_bytes > MAX_HEAD_BYTES and not self.closing:
@@ -512,10 +510,11 @@ class GatewayChannel(Protocol):
 
     def on_chunk_header(self) -> None:
         self.after_chunk_header = True
-        self.chunk_headers += 1
 
     def on_body(self, body: bytes) -> None:
-        self.after_chunk_header = False
+        if self.after_chunk_header:
+            self.after_chunk_header = False
+            self.trailer_stream = 0  # that was a chunk's header, not a trailer section
         request = self.parsing
         if request is None or self.closing:
             return
