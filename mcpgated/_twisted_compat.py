@@ -7,9 +7,11 @@ Each helper degrades to Twisted's own behaviour when the name is missing.
 
 from __future__ import annotations
 
-from typing import Tuple
+from operator import attrgetter
+from typing import Any, Callable, Dict, List, Tuple, Union
 
 from twisted.web.http import HTTPChannel
+from twisted.web.http_headers import Headers
 
 
 # --- twisted.web's server (mcpgated.proxy.twisted_server) ----------------------------
@@ -68,3 +70,72 @@ class HTTPChannelHooks(HTTPChannel):
 
     def send_continue(self) -> None:
         HTTPChannel._send100Continue(self)
+
+
+# --- Headers' own dictionary (mcpgated.proxy: the fast channel, the relay, the backend client)
+#
+# Headers keeps C{{Header-Case name: [values]}} in C{_rawHeaders} (since
+# Twisted 24.7; lowercase names before): the gateway fills and reads that
+# dictionary directly, with names made canonical by Twisted's own encoder.
+
+try:
+    from twisted.web.http_headers import _nameEncoder
+except ImportError:  # Twisted 24.7: the same encoder was a method of Headers
+    canonical_name: Callable[[Union[str, bytes]], bytes] = Headers()._encodeName
+else:
+    canonical_name = _nameEncoder.encode
+"""
+A header name as L{Headers} keys it: C{b"content-type"} -> C{b"Content-Type"}.
+"""
+
+raw_headers: Callable[[Headers], Dict[bytes, List[bytes]]] = attrgetter("_rawHeaders")
+"""
+The live C{{canonical name: [values]}} dictionary of a L{Headers}.
+"""
+
+
+def headers_from_raw(raw: Dict[bytes, List[bytes]]) -> Headers:
+    """
+    A L{Headers} over C{raw} (canonical names, values already checked),
+    without copying or re-validating it.
+    """
+    headers = Headers.__new__(Headers)
+    headers._rawHeaders = raw
+    return headers
+
+
+# --- TCP and TLS transports' write buffers (mcpgated.proxy.fastwrite, backend_client) ------
+
+
+def has_tcp_buffer(transport: Any) -> bool:
+    """
+    Whether C{transport} keeps its write buffer the way
+    C{twisted.internet.abstract.FileDescriptor} does (so the two checks
+    below apply).
+    """
+    return hasattr(transport, "_tempDataLen")
+
+
+def tcp_buffered(transport: Any) -> bool:
+    """
+    Whether a TCP transport still holds bytes it has not handed to the kernel.
+    """
+    return bool(transport._tempDataLen) or transport.offset < len(transport.dataBuffer)
+
+
+def tcp_can_send_now(transport: Any) -> bool:
+    """
+    Whether a C{send(2)} on a TCP transport's socket keeps its byte order
+    and state: nothing buffered, connected, and its writing side open.
+    """
+    return (not transport._tempDataLen and transport.offset == len(transport.dataBuffer)
+            and transport.connected and not transport.disconnecting
+            and not transport._writeDisconnected)
+
+
+def tls_buffered(transport: Any) -> bool:
+    """
+    Whether a TLS transport (C{TLSMemoryBIOProtocol}) still holds cleartext
+    it has not encrypted yet (waiting for the handshake).
+    """
+    return bool(getattr(transport, "_appSendBuffer", None))

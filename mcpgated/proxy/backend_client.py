@@ -94,6 +94,12 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH
 from zope.interface import implementer
 
+from mcpgated._twisted_compat import (
+    headers_from_raw,
+    raw_headers,
+    tcp_buffered,
+    tls_buffered,
+)
 from mcpgated.proxy.fastwrite import direct_writer
 
 __all__ = ["BackendClient", "BackendResponse"]
@@ -125,7 +131,7 @@ def _header_key(name: bytes) -> bytes:
     """
     headers = Headers()
     headers.addRawHeader(name, b"")
-    return next(iter(headers._rawHeaders))
+    return next(iter(raw_headers(headers)))
 
 
 _CL = _header_key(b"content-length")
@@ -281,7 +287,7 @@ class BackendClient:
 
         lines = [method + b" " + path + b" HTTP/1.1"]
         append = lines.append
-        raw = headers._rawHeaders if headers is not None else {}
+        raw = raw_headers(headers) if headers is not None else {}
         if _HOST not in raw and b"host" not in raw:
             append(target.host_line)
         for name, values in raw.items():
@@ -630,9 +636,9 @@ class _Connection:
         (the backend answered before reading all of it).
         """
         inner = self.tcp
-        if inner is not None and (inner._tempDataLen or inner.offset < len(inner.dataBuffer)):
+        if inner is not None and tcp_buffered(inner):
             return True
-        return bool(getattr(self.transport, "_appSendBuffer", None))
+        return tls_buffered(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
         if not self.busy:
@@ -779,8 +785,7 @@ class _Connection:
             return
         hint = raw.get(_KEEP_ALIVE)
         self.hint = None if hint is None else keep_alive_hint(hint)
-        headers = Headers.__new__(Headers)
-        headers._rawHeaders = raw
+        headers = headers_from_raw(raw)
         version = parser.get_http_version()
         resp = BackendResponse(code, phrase, _VERSIONS.get(version) or _version(version), headers)
         self.req = None

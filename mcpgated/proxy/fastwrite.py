@@ -21,6 +21,8 @@ from typing import Any, Callable
 
 from twisted.internet import tcp
 
+from mcpgated._twisted_compat import has_tcp_buffer, tcp_can_send_now
+
 _PLAIN = (tcp.Server, tcp.Client)
 
 
@@ -30,14 +32,12 @@ def direct_writer(transport: Any) -> Callable[[bytes], None]:
     transport has nothing buffered.
     """
     write = transport.write
-    if type(transport) not in _PLAIN or not hasattr(transport, "_tempDataLen"):
+    if type(transport) not in _PLAIN or not has_tcp_buffer(transport):
         return write
     sock = transport.socket
 
     def send(data: bytes) -> None:
-        if (not transport._tempDataLen and transport.offset == len(transport.dataBuffer)
-                and transport.connected and not transport.disconnecting
-                and not transport._writeDisconnected):
+        if tcp_can_send_now(transport):
             try:
                 sent = sock.send(data)
             except OSError:

@@ -9,7 +9,9 @@ import ipaddress
 from typing import Iterable, List, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
-from twisted.web.http_headers import Headers, _nameEncoder
+from twisted.web.http_headers import Headers
+
+from mcpgated._twisted_compat import canonical_name, raw_headers
 
 # RFC 9110 section 7.6.1, plus the historical proxy ones.
 HOP_BY_HOP = frozenset(
@@ -40,7 +42,7 @@ _RESPONSE_DROP = HOP_BY_HOP | {b"server", b"date"}
 # Headers keys its dict by canonical name (b"Content-Type"); the rules
 # below work on that dict directly, without re-validating values that
 # Headers or the HTTP parser already checked.
-_canonical = _nameEncoder.encode
+_canonical = canonical_name
 _REQUEST_DROP_KEYS = frozenset(_canonical(name) for name in _REQUEST_DROP)
 _RESPONSE_DROP_KEYS = frozenset(_canonical(name) for name in _RESPONSE_DROP)
 _CONNECTION = _canonical(b"connection")
@@ -64,7 +66,7 @@ def _copy(source: Headers, drop: frozenset) -> List[Tuple[bytes, Sequence[bytes]
     The end-to-end headers of C{source} (canonical names): not in C{drop}
     (canonical names), not named by its C{Connection} header.
     """
-    raw = source._rawHeaders
+    raw = raw_headers(source)
     if _CONNECTION in raw:
         named = frozenset(_canonical(token) for token in connection_tokens(source))
         return [(name, values) for name, values in raw.items()
@@ -161,7 +163,7 @@ def upstream_request_headers(
     X-Forwarded-* set added.
     """
     out = Headers()
-    raw = out._rawHeaders
+    raw = raw_headers(out)
     for name, values in _copy(incoming, _REQUEST_DROP_KEYS):
         raw[name] = list(values)
     chain = []
@@ -184,7 +186,7 @@ def copy_response_headers(upstream: Headers, outgoing: Headers) -> None:
     C{WWW-Authenticate}, C{Retry-After}, C{Content-Length}, ...) onto the
     client response, replacing what twisted.web set by default.
     """
-    raw = outgoing._rawHeaders
+    raw = raw_headers(outgoing)
     for name, values in _copy(upstream, _RESPONSE_DROP_KEYS):
         raw[name] = list(values)
 

@@ -42,9 +42,10 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES
-from twisted.web.http_headers import Headers, _nameEncoder
+from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
+from mcpgated._twisted_compat import canonical_name, raw_headers
 from mcpgated.jsonrpc import INVALID_REQUEST, error_body
 from mcpgated.proxy.edge import (
     BODY,
@@ -77,7 +78,7 @@ def _canonical(name: bytes) -> bytes:
     """
     found = _names.get(name)
     if found is None:
-        found = _nameEncoder.encode(name)
+        found = canonical_name(name)
         if len(_names) < 4096:
             _names[name] = found
     return found
@@ -150,7 +151,7 @@ class GatewayRequest:
         return self._args
 
     def getHeader(self, name: bytes) -> Optional[bytes]:
-        values = self.requestHeaders._rawHeaders.get(_canonical(name))
+        values = raw_headers(self.requestHeaders).get(_canonical(name))
         return values[-1] if values else None
 
     def getHost(self) -> Any:
@@ -177,7 +178,7 @@ class GatewayRequest:
         """
         self.started = True
         code = self.code
-        raw = self.responseHeaders._rawHeaders
+        raw = raw_headers(self.responseHeaders)
         if self.method == b"HEAD" or code in _NO_BODY_CODES or 100 <= code < 200:
             self.no_body = True
             if code in _NO_BODY_CODES:
@@ -225,7 +226,7 @@ class GatewayRequest:
         if self.finished:
             return
         if not self.started:
-            raw = self.responseHeaders._rawHeaders
+            raw = raw_headers(self.responseHeaders)
             if (b"Content-Length" not in raw and self.method != b"HEAD"
                     and self.code not in _NO_BODY_CODES and not 100 <= self.code < 200):
                 raw[b"Content-Length"] = [b"0"]
@@ -389,7 +390,7 @@ class GatewayChannel(Protocol):
             if self.active is None and self.ready:
                 self._next()
             return
-        raw = request.requestHeaders._rawHeaders
+        raw = raw_headers(request.requestHeaders)
         length = raw.get(b"Content-Length")
         if b"Transfer-Encoding" in raw or (length is not None and length[0].strip(b"0")):
             # A head for the fresh parser that frames the body as this one
@@ -441,7 +442,7 @@ class GatewayChannel(Protocol):
         if value and value[-1] in b" \t":
             # llhttp keeps trailing whitespace; a field value has none (RFC 9110 section 5.5).
             value = value.rstrip(b" \t")
-        request.requestHeaders._rawHeaders.setdefault(_canonical(name), []).append(value)
+        raw_headers(request.requestHeaders).setdefault(_canonical(name), []).append(value)
 
     def on_headers_complete(self) -> None:
         request = self.parsing
@@ -474,7 +475,7 @@ class GatewayChannel(Protocol):
             # HTTP/1 head; the gateway speaks only these two (RFC 9112 2.3).
             self._refuse(505, "Only HTTP/1.0 and HTTP/1.1 are served")
             return
-        raw = request.requestHeaders._rawHeaders
+        raw = raw_headers(request.requestHeaders)
         problem = host_problem(raw.get(b"Host"), request.clientproto)
         if problem is not None:
             # Exactly one valid Host (RFC 9112 3.2), so the rebinding check
@@ -486,13 +487,13 @@ class GatewayChannel(Protocol):
             # HTTP/1.1; Upgrade and the fields Connection names (HTTP2-Settings)
             # are hop-by-hop, never sent on (mcpgated.proxy.headers).
             self.upgrading = request
-        coding = request.requestHeaders._rawHeaders.get(b"Transfer-Encoding")
+        coding = raw_headers(request.requestHeaders).get(b"Transfer-Encoding")
         if coding is not None and (len(coding) != 1 or coding[0].lower() != b"chunked"):
             # llhttp takes any codings before a final chunked (gzip, chunked);
             # the gateway decodes none of them (RFC 9112 section 6.1: 501).
             self._refuse(501, "Transfer-Encoding other than chunked is not supported")
             return
-        length = request.requestHeaders._rawHeaders.get(b"Content-Length")
+        length = raw_headers(request.requestHeaders).get(b"Content-Length")
         if length is not None:
             try:
                 declared = int(length[0])
@@ -501,7 +502,7 @@ class GatewayChannel(Protocol):
             if declared > self.factory.max_body:
                 self._too_large(request)
                 return
-        expect = request.requestHeaders._rawHeaders.get(b"Expect")
+        expect = raw_headers(request.requestHeaders).get(b"Expect")
         if expect and expect[0].lower() == b"100-continue" and request.clientproto == b"HTTP/1.1":
             request.expect_continue = True
             if self.active is None and not self.ready:
