@@ -56,10 +56,12 @@ class Options(usage.Options):
     ]
 
     def postOptions(self) -> None:
+        # A bad file ends twistd with one line and status 1 on every Twisted
+        # release: before 26.10, twistd exits 0 after printing a UsageError.
         try:
             self["parsed"] = configmod.load(self["config"])
         except configmod.ConfigError as e:
-            raise usage.UsageError(str(e))
+            raise SystemExit(f"mcpgated: {e}")
         if self["check-config"]:
             if self["parsed"].admin.token_file is not None:
                 # What startService would read (a generated token is not
@@ -67,7 +69,7 @@ class Options(usage.Options):
                 try:
                     admin_token(self["parsed"])
                 except configmod.ConfigError as e:
-                    raise usage.UsageError(str(e))
+                    raise SystemExit(f"mcpgated: {e}")
             sys.stdout.write(f"{self['config']}: configuration is valid\n")
             sys.stdout.flush()
             raise SystemExit(0)
