@@ -76,6 +76,20 @@ def test_defaults_as_values(tmp_path):
     assert cfg.daemon.ports_file is None
 
 
+def test_client_timeouts_and_http_server(tmp_path):
+    cfg = config.load(str(_write(tmp_path, "")))
+    assert cfg.gateway.http == "fast"
+    assert (cfg.limits.client_header_timeout, cfg.limits.client_body_timeout,
+            cfg.limits.keepalive_timeout) == (60.0, 60.0, 75.0)
+    cfg = config.load(str(_write(tmp_path, (
+        "[gateway]\nhttp = Twisted\n"
+        "[limits]\nclient_header_timeout = 5s\nclient_body_timeout = 500ms\n"
+        "keepalive_timeout = 2m\n"))))
+    assert cfg.gateway.http == "twisted"
+    assert (cfg.limits.client_header_timeout, cfg.limits.client_body_timeout,
+            cfg.limits.keepalive_timeout) == (5.0, 0.5, 120.0)
+
+
 def test_values_are_read(tmp_path):
     cfg = config.load(str(_write(tmp_path, (
         "[gateway]\nlisten = tcp:0:interface=127.0.0.1 tcp6:0\n"
@@ -116,6 +130,11 @@ BAD = [
     ("[logging]\naccess_log = maybe\n", "logging", "access_log", "not a boolean"),
     ("[limits]\nconnect_timeout = soon\n", "limits", "connect_timeout", "not a duration"),
     ("[limits]\nidle_timeout = 0s\n", "limits", "idle_timeout", "greater than zero"),
+    ("[limits]\nclient_header_timeout = soon\n", "limits", "client_header_timeout",
+     "not a duration"),
+    ("[limits]\nclient_body_timeout = 0\n", "limits", "client_body_timeout", "greater than zero"),
+    ("[limits]\nkeepalive_timeout = -1s\n", "limits", "keepalive_timeout", "not a duration"),
+    ("[gateway]\nhttp = h2\n", "gateway", "http", "'h2' is not one of fast, twisted"),
     ("[gateway]\nlisten = http:80\n", "gateway", "listen", "not a supported endpoint"),
     ("[gateway]\nlisten = tcp:eighty\n", "gateway", "listen", "not a valid endpoint"),
     ("[admin]\nlisten = tcp:0:colour=blue\n", "admin", "listen", "not a valid endpoint"),
