@@ -38,6 +38,7 @@ _READ_ONLY = {
     "deploymentState",
     "needsRedeploy",
     "deployed",
+    "effectiveAudience",
 }
 _FIELDS = {"name", "version", "description", "contextPath", "backend", "plans", "analytics"}
 _FIELDS |= {"publicUrl", "oauth"}  # secured backends (mcpgated.oauth)

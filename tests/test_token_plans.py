@@ -447,15 +447,18 @@ def test_backend_gets_its_credential_not_the_token(gateway, peers):
            backendAuth={"header": "Authorization", "value": "Bearer backend-token"})
     deploy(gateway, "/forwarded", peers.url + "/backend", plans,
            backendAuth={"forwardClientToken": True})
-    token = Issuer("https://idp.example", "ignored").sign(key, alg="ES256", kid=None)
-    for path in ("/recorded", "/replaced", "/forwarded"):
+    # each token issued for its API's URL (the audience a plan without one expects)
+    tokens = {path: Issuer("https://idp.example", gateway.gateway + path).sign(key, alg="ES256", kid=None)
+              for path in ("/recorded", "/replaced", "/forwarded")}
+    for path, token in tokens.items():
         status, _, body = _post(gateway.gateway + path, INITIALIZE, token)
         assert status == 200, (path, body)
     recorded, replaced, forwarded = peers.recorded[-3:]
     assert "authorization" not in recorded and recorded["x-backend-credential"] == "backend-secret"
     assert replaced["authorization"] == "Bearer backend-token"
-    assert forwarded["authorization"] == f"Bearer {token}"
-    assert not any(token in value for r in (recorded, replaced) for value in r.values())
+    assert forwarded["authorization"] == f"Bearer {tokens['/forwarded']}"
+    assert not any(token in value for token in tokens.values()
+                   for r in (recorded, replaced) for value in r.values())
 
 
 # --- the SDK's OAuth flow against the gateway -------------------------------------------------
@@ -589,7 +592,9 @@ def test_verifier_caches_within_the_token_life_and_refetches_keys():
 
     agent = FakeAgent(route)
     verifier = TokenVerifier(clock, FakePool(agent))
-    plan = _Plan("OAUTH2", {"introspectionUrl": "http://as/introspect", "clientId": "c"})
+    # caching, not audiences, is what this test is about: plans that accept any
+    plan = _Plan("OAUTH2", {"introspectionUrl": "http://as/introspect", "clientId": "c",
+                            "anyAudience": True})
 
     def introspections() -> int:
         return sum(1 for r in agent.requests if r[1].endswith("/introspect"))
@@ -621,7 +626,8 @@ def test_verifier_caches_within_the_token_life_and_refetches_keys():
     assert introspections() == 6
 
     # JWT: leeway on exp, and an unknown kid fetches the keys again once per interval
-    jwt_plan = _Plan("JWT", {"issuer": "https://i", "jwksUrl": "http://as/jwks", "algorithms": ["RS256"]})
+    jwt_plan = _Plan("JWT", {"issuer": "https://i", "jwksUrl": "http://as/jwks", "algorithms": ["RS256"],
+                             "anyAudience": True})
     signer = RSAKey.generate_key(2048, parameters={"kid": "one"})
     keys["set"] = public_set(signer)
     issuer = Issuer("https://i", "aud")

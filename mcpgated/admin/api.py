@@ -22,6 +22,7 @@ from mcpgated import __version__
 from mcpgated.admin.openapi import openapi_document
 from mcpgated.model import STARTED, STOPPED, InvalidField, parse_definition
 from mcpgated.keys import KeyIndex, hash_key, key_prefix, new_key
+from mcpgated.oauth.terminating import effective_audiences
 from mcpgated.routing import RouteTable
 from mcpgated.store import Closed, Conflict, IApiStore, NotFound
 from mcpgated.subscriptions import parse_application, parse_rotation, parse_subscription_request
@@ -43,6 +44,7 @@ def _json(request: IRequest, status: int, body: Any) -> bytes:
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json")
     request.setHeader(b"cache-control", b"no-store")
+    request.setHeader(b"x-content-type-options", b"nosniff")
     return json.dumps(body, indent=None).encode("utf-8")
 
 
@@ -129,6 +131,20 @@ class AdminAPI:
             return False
         return hmac.compare_digest(credential.strip(), self.token.encode("utf-8"))
 
+    def _api_json(self, record: Any) -> Any:
+        """
+        An API as the admin API shows it: its record, plus the audiences its
+        token plans accept (C{effectiveAudience}, for the stored and the
+        deployed definition).
+        """
+        body = record.to_json()
+        info = self.gateway_info() if self.gateway_info is not None else None
+        public_url = (info or {}).get("publicUrl")
+        body["effectiveAudience"] = effective_audiences(record.definition, public_url)
+        if record.deployed is not None and body.get("deployed") is not None:
+            body["deployed"]["effectiveAudience"] = effective_audiences(record.deployed, public_url)
+        return body
+
     def resource(self):  # type: ignore[no-untyped-def]
         from mcpgated.admin.console import AdminRoot
 
@@ -139,6 +155,9 @@ class AdminAPI:
     @app.route("/health", methods=["GET"])
     @endpoint(authenticated=False)
     async def health(self, request: IRequest) -> Any:
+        # Readiness for anyone; what runs (version, APIs) only for the admin.
+        if not self.authorized(request):
+            return 200, {"status": "ok"}
         return 200, {"status": "ok", "version": __version__,
                      "apisStarted": len(self.routes.routes())}
 
@@ -153,7 +172,7 @@ class AdminAPI:
     @endpoint()
     async def list_apis(self, request: IRequest) -> Any:
         records = await self.store.list_apis()
-        return 200, {"data": [record.to_json() for record in records]}
+        return 200, {"data": [self._api_json(record) for record in records]}
 
     @app.route("/apis", methods=["POST"])
     @endpoint()
@@ -163,12 +182,12 @@ class AdminAPI:
         log.info("API {api_id} created at {context_path}", api_id=record.id,
                  context_path=definition.context_path)
         request.setHeader(b"location", f"/apis/{record.id}".encode("ascii"))
-        return 201, record.to_json()
+        return 201, self._api_json(record)
 
     @app.route("/apis/<string:api_id>", methods=["GET"])
     @endpoint()
     async def get_api(self, request: IRequest, api_id: str) -> Any:
-        return 200, (await self.store.get_api(api_id)).to_json()
+        return 200, self._api_json(await self.store.get_api(api_id))
 
     @app.route("/apis/<string:api_id>", methods=["PUT"])
     @endpoint()
@@ -180,7 +199,7 @@ class AdminAPI:
         if isinstance(body, dict) and body.get("id") not in (None, api_id):
             raise InvalidField("id", "id in the body does not match the URL")
         record = await self.store.update_api(api_id, definition, self.clock.seconds())
-        return 200, record.to_json()
+        return 200, self._api_json(record)
 
     @app.route("/apis/<string:api_id>", methods=["DELETE"])
     @endpoint()
@@ -197,7 +216,7 @@ class AdminAPI:
         self.routes.apply(record)
         log.info("API {api_id} deployed and started at {context_path}", api_id=api_id,
                  context_path=record.definition.context_path)
-        return 200, record.to_json()
+        return 200, self._api_json(record)
 
     @app.route("/apis/<string:api_id>/_start", methods=["POST"])
     @endpoint()
@@ -205,7 +224,7 @@ class AdminAPI:
         record = await self.store.set_state(api_id, STARTED, self.clock.seconds())
         self.routes.apply(record)
         log.info("API {api_id} started", api_id=api_id)
-        return 200, record.to_json()
+        return 200, self._api_json(record)
 
     @app.route("/apis/<string:api_id>/_stop", methods=["POST"])
     @endpoint()
@@ -213,7 +232,7 @@ class AdminAPI:
         record = await self.store.set_state(api_id, STOPPED, self.clock.seconds())
         self.routes.apply(record)
         log.info("API {api_id} stopped", api_id=api_id)
-        return 200, record.to_json()
+        return 200, self._api_json(record)
 
     # --- applications, subscriptions and API keys (mcpgated.subscriptions) --------------
     # Each write updates self.keys (the gateway's KeyIndex) as soon as it is
@@ -402,7 +421,10 @@ class AdminAPI:
         if self.metrics is None:
             return _error(request, 404, "metrics are disabled")
         request.setHeader(b"content-type", self.metrics.content_type.encode("ascii"))
-        return self.metrics.render()
+        request.setHeader(b"cache-control", b"no-store")
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        # rendered on a thread: a scrape never stalls the proxied traffic
+        return self.metrics.render_in_thread()
 
     # --- web console (mcpgated/admin/console.py serves the /ui/ files) ------------------
 

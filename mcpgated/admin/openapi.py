@@ -7,11 +7,22 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from mcpgated import __version__
-
 _ERROR = {"$ref": "#/components/responses/Error"}
 _API = {"$ref": "#/components/schemas/Api"}
 _ID = {"name": "api_id", "in": "path", "required": True, "schema": {"type": "string"}}
+ADMIN_API_VERSION = "1"
+_EFFECTIVE_AUDIENCE = {
+    "type": "object", "readOnly": True,
+    "description": "By token plan name (JWT, OAUTH2): the audiences its tokens must name (one of them). "
+                   "source: plan (its audience), publicUrl or gateway.public_url (the API's public "
+                   "resource URL, as its protected-resource metadata advertises), request (no public "
+                   "URL is configured: the origin each client used, shown as {origin}, decides it; "
+                   "set publicUrl or [gateway] public_url to pin it), anyAudience (no check; audience "
+                   "null).",
+    "additionalProperties": {"type": "object", "properties": {
+        "audience": {"type": ["array", "null"], "items": {"type": "string"}},
+        "source": {"enum": ["plan", "publicUrl", "gateway.public_url", "request", "anyAudience"]}}},
+}
 
 
 def _ok(description: str, schema: Dict[str, Any]) -> Dict[str, Any]:
@@ -243,6 +254,10 @@ _ACCESS_POLICY = {
 }
 _RATE_LIMIT = {
     "type": "object",
+    "description": "Fixed windows counted per API and plan: scope subscription (each subscription, "
+                   "token subject or client address apart) or plan (one budget for the plan of this "
+                   "API). A batch is admitted or refused (429) as a whole; a refused batch spends "
+                   "nothing.",
     "properties": {
         "periodSeconds": {"type": "number", "default": 60},
         "requests": {"type": "integer"}, "toolCalls": {"type": "integer"},
@@ -265,11 +280,15 @@ def openapi_document() -> Dict[str, Any]:
             "status": {"enum": ["STAGING", "PUBLISHED", "CLOSED"], "default": "PUBLISHED"},
             "description": {"type": "string"},
             "configuration": {"type": "object", "description":
-                              "API_KEY: header, queryParam. JWT: issuer, audience, jwksUrl | publicKey, "
-                              "algorithms, requiredScopes, scopesSupported, scopeClaim, "
-                              "authorizationServers. OAUTH2: introspectionUrl, clientId, clientSecret "
-                              "(shown masked), issuer, audience, cacheSeconds, requiredScopes, "
-                              "scopesSupported, authorizationServers."},
+                              "API_KEY: header, queryParam. JWT: issuer, audience | anyAudience, "
+                              "jwksUrl | publicKey, algorithms, requiredScopes, scopesSupported, "
+                              "scopeClaim, authorizationServers. OAUTH2: introspectionUrl, clientId, "
+                              "clientSecret (shown masked), issuer, audience | anyAudience, "
+                              "cacheSeconds, requiredScopes, scopesSupported, authorizationServers. "
+                              "audience (a URL or a list): the token's aud must name one; without it, "
+                              "the API's public resource URL (the resource of its protected-resource "
+                              "metadata). anyAudience: true accepts tokens for any audience (explicit "
+                              "opt-out; not with audience). See effectiveAudience on the API."},
             "rateLimit": {"$ref": "#/components/schemas/RateLimit"},
             "acl": {"$ref": "#/components/schemas/AccessPolicy"},
         },
@@ -372,18 +391,26 @@ def openapi_document() -> Dict[str, Any]:
                     "updatedAt": {"type": "string", "format": "date-time"},
                     "deployedAt": {"type": ["string", "null"], "format": "date-time"},
                     "deployed": {"oneOf": [{"$ref": "#/components/schemas/ApiDefinition"},
-                                           {"type": "null"}]},
+                                           {"type": "null"}],
+                                 "description": "The live definition, with its own effectiveAudience."},
+                    "effectiveAudience": _EFFECTIVE_AUDIENCE,
                 },
             },
         ]
     }
     return {
         "openapi": "3.1.0",
-        "info": {"title": "mcpgated admin API", "version": __version__},
+        # the document's version, not the daemon's: /openapi.json needs no token
+        "info": {"title": "mcpgated admin API", "version": ADMIN_API_VERSION},
         "security": [{"bearer": []}],
         "paths": {
-            "/health": {"get": {"summary": "Liveness", "security": [],
-                                "responses": {"200": _ok("Up", {"type": "object"})}}},
+            "/health": {"get": {
+                "summary": "Liveness: {\"status\": \"ok\"}; with the admin token also version and "
+                           "apisStarted (not shown without it)",
+                "security": [],
+                "responses": {"200": _ok("Up", {"type": "object", "properties": {
+                    "status": {"const": "ok"}, "version": {"type": "string"},
+                    "apisStarted": {"type": "integer"}}, "required": ["status"]})}}},
             "/openapi.json": {"get": {"summary": "This document", "security": [],
                                       "responses": {"200": _ok("OpenAPI 3.1", {"type": "object"})}}},
             "/apis": {
@@ -433,7 +460,10 @@ def openapi_document() -> Dict[str, Any]:
                         "port": {"type": ["integer", "null"]}}}}}}), "401": _ERROR}}},
             **_subscription_paths(),
             "/metrics": {"get": {
-                "summary": "Prometheus metrics (text exposition format)",
+                "summary": "Prometheus metrics (text exposition format). Labels come from bounded "
+                           "sets: method (the MCP specification's methods, else other), target "
+                           "(tools/call and prompts/get names of admitted calls, at most 100 per API "
+                           "and 64 characters, else other), outcome (refusals by reason)",
                 "responses": {"200": {"description": "Metrics", "content": {
                     "text/plain": {"schema": {"type": "string"}}}}, "401": _ERROR}}},
         },

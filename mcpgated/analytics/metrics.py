@@ -5,25 +5,85 @@ and several gateways in one process never share counters.
 Every exchange counts in several series, and prometheus_client takes a lock
 and a few calls per increment. So the request path only adds to plain
 numbers kept beside each labelled counter, and those are carried into the
-counters (with the public C{inc}) whenever the registry is collected
-(C{render}, or anything else reading C{registry}): what is exported is the
-same, and series appear (with their C{_created} time) at their first event.
-Latencies go to the histogram's C{observe} at once: folding them later would
-mean writing its private buckets.
+counters (with the public C{inc}) whenever the registry is collected on the
+reactor thread (C{render}, C{render_in_thread}, or anything else reading
+C{registry}): what is exported is the same, and series appear (with their
+C{_created} time) at their first event. Latencies go to the histogram's
+C{observe} at once: folding them later would mean writing its private
+buckets.
+
+Labels come from bounded sets, never from what a client may choose freely
+(the exchange log keeps the exact names):
+
+- C{method}: one of L{MCP_METHODS} (the methods of the MCP specification's
+  revisions), else C{other};
+- C{target}: the tool or prompt name of C{tools/call} and C{prompts/get}
+  calls the gateway admitted, cut at L{MAX_LABEL} characters, for at most
+  L{MAX_TARGETS} distinct names per API (later ones are C{other}); calls the
+  gateway refused (L{REFUSED}) have none, their C{outcome} says why;
+- C{outcome}: one of L{OUTCOMES}, else C{other}.
+
+So each API has at most L{series_bound} C{mcpgated_mcp_calls} series.
+C{render_in_thread} builds the text on a thread: a scrape never stalls
+proxied requests.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, List, Tuple
+import threading
+from typing import Any, Callable, Dict, Iterable, List, Set, Tuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThread
 
 from mcpgated.analytics.tracker import CallRecord
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 # the histogram's upper bounds, +Inf last, as prometheus_client sets them
 _TARGETED = frozenset({"tools/call", "prompts/get"})
+OTHER = "other"
+MAX_TARGETS = 100  # distinct target labels per API
+MAX_LABEL = 64  # characters of a target label
+
+# Every method of the MCP specification (2024-11-05 to 2026-07-28): requests
+# both ways and notifications. Any other method is counted as "other".
+MCP_METHODS = frozenset({
+    "initialize", "ping", "server/discover", "subscriptions/listen",
+    "tools/list", "tools/call", "prompts/list", "prompts/get",
+    "resources/list", "resources/templates/list", "resources/read",
+    "resources/subscribe", "resources/unsubscribe",
+    "completion/complete", "logging/setLevel",
+    "sampling/createMessage", "elicitation/create", "roots/list",
+    "tasks/get", "tasks/result", "tasks/list", "tasks/cancel", "tasks/update",
+    "notifications/initialized", "notifications/cancelled", "notifications/progress",
+    "notifications/message", "notifications/roots/list_changed",
+    "notifications/tools/list_changed", "notifications/prompts/list_changed",
+    "notifications/resources/list_changed", "notifications/resources/updated",
+    "notifications/tasks/status", "notifications/elicitation/complete",
+    "notifications/subscriptions/acknowledged",
+})
+# What the gateway refused itself, before the backend saw the call.
+REFUSED = frozenset({"unauthorized", "forbidden", "bad_credentials", "bad_request",
+                     "rate_limited", "denied"})
+# Every outcome the exchange tracker gives ("" when it gave none).
+OUTCOMES = REFUSED | frozenset({
+    "", "result", "error", "tool_error", "http_error", "accepted", "no_response",
+    "client_closed", "upstream_error", "unparsed",
+})
+
+
+def series_bound() -> int:
+    """
+    The most C{mcpgated_mcp_calls} series one API can have: untargeted
+    calls of every method label, plus the targeted ones (each of the
+    L{MAX_TARGETS} names, and C{other}, under both targeted methods), for
+    every outcome label.
+    """
+    methods = len(MCP_METHODS) + 1
+    targets = MAX_TARGETS + len(_TARGETED)  # ... and "other" under each targeted method
+    return (methods + targets) * (len(OUTCOMES) + 1)
 
 
 class Level:
@@ -50,17 +110,21 @@ class Level:
 class _Settle:
     """
     Registered first: carries the pending counts into the children before
-    the registry collects them.
+    the registry collects them, when collected on the thread that counts
+    (a collection on another thread, L{Metrics.render_in_thread}, was
+    settled before it started).
     """
 
     def __init__(self, settle: Callable[[], None]) -> None:
         self._settle = settle
+        self._owner = threading.get_ident()
 
     def describe(self) -> List[Any]:
         return []
 
     def collect(self) -> Iterable[Any]:
-        self._settle()
+        if threading.get_ident() == self._owner:
+            self._settle()
         return ()
 
 
@@ -72,8 +136,10 @@ class Metrics:
         self.registry.register(_Settle(self._settle))
         # by label values: [labelled child, count not yet added to it]
         self._counts: Dict[Tuple[Any, ...], List[Any]] = {}
-        # by (api, method): [child, observations per bucket not yet added, sum of all]
-        self._latencies: Dict[Tuple[str, str], Any] = {}  # labelled histogram children
+        # by (api, method): labelled histogram children
+        self._latencies: Dict[Tuple[str, str], Any] = {}
+        # by API: the target labels given so far (at most MAX_TARGETS)
+        self._targets: Dict[str, Set[Tuple[str, str]]] = {}
         self.calls = Counter(
             "mcpgated_mcp_calls", "JSON-RPC calls through the gateway",
             ["api", "method", "target", "outcome"], registry=self.registry)
@@ -97,10 +163,34 @@ class Metrics:
             registry=self.registry)
         dropped_gauge.set_function(lambda: float(dropped()))
 
+    def _target(self, api_id: str, method: str, target: str) -> str:
+        """
+        The label of an admitted call's target: cut to L{MAX_LABEL}
+        characters, one of the first L{MAX_TARGETS} of its API, else
+        C{other}.
+        """
+        label = target[:MAX_LABEL]
+        seen = self._targets.get(api_id)
+        if seen is None:
+            seen = self._targets[api_id] = set()
+        if (method, label) in seen:
+            return label
+        if len(seen) < MAX_TARGETS:
+            seen.add((method, label))
+            return label
+        return OTHER
+
     def call(self, record: CallRecord) -> None:
         method = record.method
-        target = record.target if method in _TARGETED else ""
-        key = (record.api_id, method, target or "", record.outcome or "")
+        if method not in MCP_METHODS:
+            method = OTHER
+        outcome = record.outcome or ""
+        if outcome not in OUTCOMES:
+            outcome = OTHER
+        target = ""
+        if method in _TARGETED and record.target and outcome not in REFUSED:
+            target = self._target(record.api_id, method, record.target)
+        key = (record.api_id, method, target, outcome)
         entry = self._counts.get(key)
         if entry is None:
             entry = self._counts[key] = [self.calls.labels(*key), 0]
@@ -113,6 +203,7 @@ class Metrics:
             child.observe(latency / 1000.0)
 
     def exchange(self, api_id: str, status: Any) -> None:
+        # status: a three-digit code (the parsers take no other) or None
         key = ("http", api_id, status)
         entry = self._counts.get(key)
         if entry is None:
@@ -120,6 +211,8 @@ class Metrics:
         entry[1] += 1
 
     def notification(self, api_id: str, method: str) -> None:
+        if method not in MCP_METHODS:
+            method = OTHER
         key = ("notification", api_id, method)
         entry = self._counts.get(key)
         if entry is None:
@@ -134,3 +227,13 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def render_in_thread(self) -> "Deferred[bytes]":
+        """
+        L{render}, with the text built on a thread of the reactor's pool:
+        the pending counts are settled here (on the reactor thread, the one
+        that counts), then prometheus_client, whose children lock their
+        values, collects and formats them there.
+        """
+        self._settle()
+        return deferToThread(generate_latest, self.registry)

@@ -21,11 +21,15 @@ below records where each value sits and the rewrite splices only there.
 from __future__ import annotations
 
 from typing import List, Optional, Sequence, Tuple
+from urllib.parse import quote, unquote
 
 import attrs
 from werkzeug.http import quote_header_value, unquote_header_value
 
 RESOURCE_METADATA = "resource_metadata"
+RESOURCE_METADATA_EXT = RESOURCE_METADATA + "*"  # RFC 8187: resource_metadata*=UTF-8''...
+# RFC 8187 attr-char: what an ext-value leaves unescaped
+_ATTR_CHAR = "!#$&+-.^_`|~"
 
 _TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _TOKEN68 = frozenset("-._~+/0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -280,17 +284,24 @@ def rewrite_resource_metadata(value: str, url: str) -> Rewritten:
     originals = []
     for challenge in challenges:
         for param in challenge.params:
-            if param.name.lower() == RESOURCE_METADATA:
-                spans.append(param.span)
+            name = param.name.lower()
+            if name == RESOURCE_METADATA:
+                spans.append((param.span, _quote(url)))
                 originals.append(param.value)
+            elif name == RESOURCE_METADATA_EXT:
+                # RFC 8187's extended form names the backend's address as
+                # much as the plain one does: point it at the gateway too.
+                spans.append((param.span, _ext_value(url)))
+                original = _ext_decoded(param.value)
+                if original is not None:
+                    originals.append(original)
     if not spans:
         return Rewritten(value)
-    quoted = _quote(url)
     parts = []
     last = 0
-    for start, end in spans:
+    for (start, end), replacement in spans:
         parts.append(value[last:start])
-        parts.append(quoted)
+        parts.append(replacement)
         last = end
     parts.append(value[last:])
     return Rewritten("".join(parts), tuple(originals))
@@ -317,3 +328,26 @@ def rewrite_header_values(values: Sequence[bytes], url: str) -> Tuple[List[bytes
 
 def _quote(url: str) -> str:
     return quote_header_value(url, allow_token=False)
+
+
+def _ext_value(url: str) -> str:
+    """
+    C{url} as an RFC 8187 ext-value: C{UTF-8''} and the percent-encoded
+    UTF-8 bytes.
+    """
+    return "UTF-8''" + quote(url, safe=_ATTR_CHAR, encoding="utf-8")
+
+
+def _ext_decoded(value: str) -> Optional[str]:
+    """
+    The text of an RFC 8187 ext-value (C{charset'language'value-chars}),
+    or L{None} when it is not one.
+    """
+    charset, sep, rest = value.partition("'")
+    _, sep2, encoded = rest.partition("'")
+    if not sep or not sep2 or charset.lower() not in ("utf-8", "iso-8859-1"):
+        return None
+    try:
+        return unquote(encoded, encoding=charset.lower(), errors="strict")
+    except (UnicodeDecodeError, LookupError):
+        return None

@@ -7,7 +7,7 @@ C{OAUTH2} plan, no credential the C{KEY_LESS} plan.
 from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional, Tuple
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import unquote_to_bytes
 
 import attrs
 from zope.interface import Interface
@@ -51,10 +51,11 @@ class InvalidToken(Exception):
 
 
 class ITokenVerifier(Interface):
-    async def verify(token: str, plan: Any) -> TokenInfo:  # type: ignore[misc]
+    async def verify(token: str, plan: Any, resource: Optional[str] = None) -> TokenInfo:  # type: ignore[misc]
         """
-        Check a bearer token against a C{JWT} or C{OAUTH2} plan's settings;
-        raise L{InvalidToken} when it is not valid.
+        Check a bearer token against a C{JWT} or C{OAUTH2} plan's settings
+        (C{resource}: the API's public resource URL, the audience expected
+        when the plan names none); raise L{InvalidToken} when it is not valid.
         """
 
 
@@ -116,15 +117,26 @@ def bearer_token(headers: Any) -> Optional[str]:
 
 def strip_query(query: bytes, names: List[str]) -> bytes:
     """
-    The query without the API key parameters (they never reach the backend).
+    The query without the API key parameters (they never reach the backend),
+    every other byte as the client sent it.
+
+    Pairs are split on C{&} only, and a pair is dropped when its name,
+    decoded as the gateway decodes it to read the key (C{+} as a space, then
+    percent-escapes), is one of C{names}: C{api%2Dkey=K} is the key as much
+    as C{api-key=K} is. Everything else, empty pairs and C{+} versus
+    C{%20} included, is kept unchanged.
     """
     if not query or not names:
         return query
-    pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
-    kept = [(k, v) for k, v in pairs if k not in names]
-    if len(kept) == len(pairs):
+    if b"%" not in query and not any(name.encode("latin-1") in query for name in names):
+        return query  # no pair can be named like a key parameter
+    wanted = {name.encode("latin-1") for name in names}
+    parts = query.split(b"&")
+    kept = [part for part in parts
+            if unquote_to_bytes(part.partition(b"=")[0].replace(b"+", b" ")) not in wanted]
+    if len(kept) == len(parts):
         return query
-    return urlencode(kept).encode("latin-1")
+    return b"&".join(kept)
 
 
 @attrs.define
@@ -140,10 +152,14 @@ class Authenticator:
     verifier: Any = None
 
     async def authenticate(self, api_id: str, definition: Any, headers: Any,
-                           query: Dict[str, List[str]], challenge: str) -> Principal:
+                           query: Dict[str, List[str]], challenge: str,
+                           resource: Optional[str] = None) -> Principal:
         """
         @param challenge: the C{WWW-Authenticate} value for token plans
             (pointing at the gateway's protected-resource metadata).
+        @param resource: the API's public resource URL (the C{resource} of
+            that metadata): the audience tokens must name unless the plan
+            says otherwise.
         @raise Refusal: no plan accepts the request.
         """
         plans = [p for p in definition.plans if p.status == "PUBLISHED"]
@@ -167,7 +183,7 @@ class Authenticator:
         if presented_key is not None:
             return self._api_key(api_id, plans, presented_key)
         if token is not None:
-            return await self._token(token, token_plans, challenge)
+            return await self._token(token, token_plans, challenge, resource)
         keyless = next((p for p in plans if p.security == "KEY_LESS"), None)
         if keyless is not None:
             return Principal(plan=keyless)
@@ -186,7 +202,8 @@ class Authenticator:
                          application_name=grant.application_name,
                          subscription_id=grant.subscription_id, credential="api_key")
 
-    async def _token(self, token: str, plans: List[Any], challenge: str) -> Principal:
+    async def _token(self, token: str, plans: List[Any], challenge: str,
+                     resource: Optional[str]) -> Principal:
         if self.verifier is None:
             raise Refusal(401, "Bearer tokens cannot be checked by this gateway",
                           challenge + ', error="invalid_token"')
@@ -194,7 +211,7 @@ class Authenticator:
         unavailable: Optional[Refusal] = None
         for plan in plans:
             try:
-                info = await self.verifier.verify(token, plan)
+                info = await self.verifier.verify(token, plan, resource)
             except InvalidToken as e:
                 reason = str(e) or reason
                 continue

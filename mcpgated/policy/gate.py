@@ -124,13 +124,13 @@ class Gate:
 
     async def admit(self, api_id: str, definition: Any, method: bytes, headers: Any,
                     query: bytes, args: Dict[bytes, List[bytes]], body: bytes, client: Optional[str],
-                    challenge: str) -> Admission:
+                    challenge: str, resource: Optional[str] = None) -> Admission:
         """
         @raise Refusal: the request is refused as a whole (401, 403, 400, 429).
         """
         text_args = {k.decode("latin-1"): [v.decode("latin-1") for v in vs] for k, vs in args.items()}
         principal = await self.authenticator.authenticate(api_id, definition, headers, text_args,
-                                                          challenge)
+                                                          challenge, resource)
         policy = combine(definition.acl, principal.plan.acl)
         caller = principal.caller()
         admission = Admission(principal, caller, policy, body, query)
@@ -149,7 +149,7 @@ class Gate:
         messages = decoded if admission.batch else [decoded]
         if not admission.batch:
             self._check_headers(headers, messages[0])
-        self._limits(principal, client, messages)
+        self._limits(api_id, principal, client, messages)
         if not policy.active:
             return admission
         kept: List[Any] = []
@@ -232,19 +232,28 @@ class Gate:
                                    "Mcp-Name header does not match the request body",
                                    message.get("id"))
 
-    def _limits(self, principal: Principal, client: Optional[str], messages: List[Any]) -> None:
+    def _limits(self, api_id: str, principal: Principal, client: Optional[str],
+                messages: List[Any]) -> None:
+        """
+        Count the requests of a message (or batch) against the plan's rate
+        limit, all or nothing: a batch that does not fit as a whole is
+        refused (429) and spends none of the budget. Counters belong to one
+        API's plan: C{(API id, plan name, subscription, subject or client)}.
+        """
         limit = principal.plan.rate_limit
         if limit is None:
             return
-        who = principal.limit_key(client, limit.scope)
-        for message in messages:
-            if not isinstance(message, dict) or message.get("id") is None \
-                    or not isinstance(message.get("method"), str):
-                continue
-            wait = self.limiter.check(limit, who, message["method"], _target(message))
-            if wait is not None:
-                refusal = Refusal(429, "Rate limit exceeded for this plan; retry later",
-                                  outcome="rate_limited")
-                refusal.retry_after = max(1, int(wait + 0.999))  # type: ignore[attr-defined]
-                refusal.id = message.get("id")  # type: ignore[attr-defined]
-                raise refusal
+        calls = [(message["method"], _target(message)) for message in messages
+                 if isinstance(message, dict) and message.get("id") is not None
+                 and isinstance(message.get("method"), str)]
+        if not calls:
+            return
+        who = (api_id, principal.plan.name, principal.limit_key(client, limit.scope))
+        wait = self.limiter.check_all(limit, who, calls)
+        if wait is not None:
+            refusal = Refusal(429, "Rate limit exceeded for this plan; retry later",
+                              outcome="rate_limited")
+            refusal.retry_after = max(1, int(wait + 0.999))  # type: ignore[attr-defined]
+            # a single request's id; a batch's error has none (JSON-RPC: null)
+            refusal.id = messages[0]["id"] if len(messages) == 1 else None  # type: ignore[attr-defined]
+            raise refusal

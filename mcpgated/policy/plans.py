@@ -13,10 +13,11 @@ from mcpgated.policy.acl import PolicyError
 SECRET_MASK = "********"
 
 _API_KEY = {"header", "queryParam"}
-_JWT = {"issuer", "audience", "jwksUrl", "publicKey", "algorithms", "requiredScopes",
+_JWT = {"issuer", "audience", "anyAudience", "jwksUrl", "publicKey", "algorithms", "requiredScopes",
         "authorizationServers", "scopesSupported", "scopeClaim"}
 _OAUTH2 = {"introspectionUrl", "clientId", "clientSecret", "requiredScopes",
-           "authorizationServers", "scopesSupported", "issuer", "audience", "cacheSeconds"}
+           "authorizationServers", "scopesSupported", "issuer", "audience", "anyAudience",
+           "cacheSeconds"}
 # signature algorithms of JWT plans (asymmetric only: a plan holds no shared secret)
 JWT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
                   "EdDSA", "Ed25519")
@@ -57,6 +58,26 @@ def _public_key(pem: str) -> bool:
     return isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey))
 
 
+def _audience(raw: Mapping[str, Any], out: Dict[str, Any], field: str) -> None:
+    """
+    The audiences a token plan accepts: C{audience} (a URL or a list), or,
+    without it, the API's own public resource URL (the C{resource} of its
+    protected-resource metadata; see L{mcpgated.policy.tokens.expected_audience}).
+    C{anyAudience: true} turns the check off, and only explicitly.
+    """
+    if "audience" in raw:
+        out["audience"] = _strings(raw["audience"], f"{field}.audience")
+    if "anyAudience" in raw:
+        value = raw["anyAudience"]
+        if not isinstance(value, bool):
+            raise PolicyError(f"{field}.anyAudience", f"{field}.anyAudience must be true or false")
+        if value and "audience" in raw:
+            raise PolicyError(f"{field}.anyAudience",
+                              f"{field}.anyAudience cannot be combined with {field}.audience")
+        if value:
+            out["anyAudience"] = True
+
+
 def parse_configuration(security: str, raw: Any, where: str,
                         previous: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     field = f"{where}.configuration"
@@ -78,8 +99,6 @@ def parse_configuration(security: str, raw: Any, where: str,
         if not isinstance(raw.get("issuer"), str) or not raw["issuer"]:
             raise PolicyError(f"{field}.issuer", f"{field}.issuer is required")
         out["issuer"] = raw["issuer"]
-        if "audience" in raw:
-            out["audience"] = _strings(raw["audience"], f"{field}.audience")
         if ("jwksUrl" in raw) == ("publicKey" in raw):
             raise PolicyError(f"{field}.jwksUrl", f"{field} needs jwksUrl or publicKey (one of them)")
         if "jwksUrl" in raw:
@@ -113,8 +132,6 @@ def parse_configuration(security: str, raw: Any, where: str,
             if not isinstance(raw["issuer"], str) or not raw["issuer"]:
                 raise PolicyError(f"{field}.issuer", f"{field}.issuer must be a string")
             out["issuer"] = raw["issuer"]
-        if "audience" in raw:
-            out["audience"] = _strings(raw["audience"], f"{field}.audience")
         if "cacheSeconds" in raw:
             seconds = raw["cacheSeconds"]
             if isinstance(seconds, bool) or not isinstance(seconds, int) or not 0 <= seconds <= 3600:
@@ -122,6 +139,7 @@ def parse_configuration(security: str, raw: Any, where: str,
                                   f"{field}.cacheSeconds must be a whole number of seconds from 0 to 3600")
             out["cacheSeconds"] = seconds
     if security in ("JWT", "OAUTH2"):
+        _audience(raw, out, field)
         out["requiredScopes"] = _strings(raw.get("requiredScopes", []), f"{field}.requiredScopes")
         if "authorizationServers" in raw:
             out["authorizationServers"] = [

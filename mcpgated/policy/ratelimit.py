@@ -6,7 +6,7 @@ memory on the reactor thread, with an injected clock.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Hashable, Iterable, List, Optional, Tuple
 
 import attrs
 
@@ -84,37 +84,64 @@ class Limiter:
     """
     Fixed-window counters: C{(key, window)} -> count. Old windows are
     dropped as time moves on, so memory stays bounded by active callers.
+
+    C{who} is whatever identifies one budget; the gate makes it
+    C{(API id, plan name, subject)}, so two APIs never share a counter even
+    when their plans have the same name.
     """
 
     clock: Any
     _counts: Dict[Tuple[Any, ...], int] = attrs.field(factory=dict)
     _window: Dict[float, int] = attrs.field(factory=dict)
 
-    def check(self, limit: RateLimit, who: str, method: str, tool: Optional[str]) -> Optional[float]:
+    def check(self, limit: RateLimit, who: Hashable, method: str, tool: Optional[str]) -> Optional[float]:
         """
         Count one request. Returns L{None} when allowed, or the seconds
         until the window resets when over a limit (the request is not
         counted then).
         """
+        return self.check_all(limit, who, [(method, tool)])
+
+    def check_all(self, limit: RateLimit, who: Hashable,
+                  calls: Iterable[Tuple[str, Optional[str]]]) -> Optional[float]:
+        """
+        Count several requests (a batch) as one decision: all of them fit
+        in what is left of every budget they draw on, and are counted, or
+        none is counted and the seconds until the window resets are
+        returned. A refused batch spends nothing.
+        """
         now = self.clock.seconds()
         window = math.floor(now / limit.period)
         self._expire(limit.period, window)
-        checks = []
+        needed: Dict[Tuple[Any, ...], int] = {}
+        allowed: Dict[Tuple[Any, ...], int] = {}
+        for method, tool in calls:
+            for kind, count in self._budgets(limit, method, tool):
+                key = (who, limit.period, kind, window)
+                needed[key] = needed.get(key, 0) + 1
+                allowed[key] = count
+        for key, count in needed.items():
+            if self._counts.get(key, 0) + count > allowed[key]:
+                return max((window + 1) * limit.period - now, 0.001)
+        for key, count in needed.items():
+            self._counts[key] = self._counts.get(key, 0) + count
+        return None
+
+    @staticmethod
+    def _budgets(limit: RateLimit, method: str, tool: Optional[str]) -> List[Tuple[str, int]]:
+        """
+        The budgets one request draws on: C{(kind, allowed per period)}.
+        """
+        budgets = []
         if limit.requests is not None:
-            checks.append(("requests", limit.requests))
+            budgets.append(("requests", limit.requests))
         if method == "tools/call":
             if limit.tool_calls is not None:
-                checks.append(("tools", limit.tool_calls))
+                budgets.append(("tools", limit.tool_calls))
             for name, count in limit.per_tool:
                 if name == tool:
-                    checks.append(("tool:" + name, count))
-        keys = [((who, limit.period, kind, window), allowed) for kind, allowed in checks]
-        for key, allowed in keys:
-            if self._counts.get(key, 0) >= allowed:
-                return max((window + 1) * limit.period - now, 0.001)
-        for key, _ in keys:
-            self._counts[key] = self._counts.get(key, 0) + 1
-        return None
+                    budgets.append(("tool:" + name, count))
+        return budgets
 
     def _expire(self, period: float, window: int) -> None:
         last = self._window.get(period)

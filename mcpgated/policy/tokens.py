@@ -5,13 +5,16 @@ resource server (the "terminating" mode of the MCP authorization spec).
 - C{JWT}: the signature is checked against the plan's C{publicKey} or the
   keys at its C{jwksUrl} (fetched through the gateway's own agent, cached,
   fetched again when a token names an unknown C{kid}, at most once per
-  C{jwks_refetch_interval} seconds); then C{iss}, C{aud} (when the plan names
-  an audience), C{exp} (required), C{nbf} and C{iat}, with C{leeway} seconds
-  of clock skew. Only the plan's asymmetric C{algorithms} are accepted.
+  C{jwks_refetch_interval} seconds); then C{iss}, C{aud}, C{exp} (required),
+  C{nbf} and C{iat}, with C{leeway} seconds of clock skew. Only the plan's asymmetric C{algorithms} are accepted.
 - C{OAUTH2}: RFC 7662 introspection, a form POST of the token to the plan's
   C{introspectionUrl} with the plan's client credentials (HTTP Basic);
   C{active} must be true, then C{exp}, C{nbf}, C{iss} and C{aud} are checked
-  as the answer and the plan allow. Answers are cached by a hash of the
+  as the answer and the plan allow.
+
+C{aud} must name the plan's C{audience}, or, when the plan names none, the
+API's public resource URL (L{expected_audience}: the C{resource} of the
+metadata the gateway serves for it); only C{anyAudience: true} skips it. Answers are cached by a hash of the
   token until the token expires, at most C{cacheSeconds} (default 5
   minutes); inactive ones for C{negative_ttl} seconds.
 
@@ -127,9 +130,26 @@ def _time_checks(claims: Mapping[str, Any], now: float, leeway: float, require_e
             raise InvalidToken("the token was issued in the future (iat)")
 
 
-def _audience_check(claims: Mapping[str, Any], config: Mapping[str, Any]) -> None:
-    expected = config.get("audience")
-    if not expected:
+def expected_audience(config: Mapping[str, Any], resource: Optional[str]) -> Optional[List[str]]:
+    """
+    The audiences a token must name (one of them) for a plan: the plan's
+    C{audience}, else the API's public resource URL C{resource} (what its
+    protected-resource metadata advertises, and what a spec-following
+    client asks the authorization server for, RFC 8707). L{None} only when
+    the plan says C{anyAudience: true}. An empty list (no resource known)
+    accepts no token.
+    """
+    if config.get("audience"):
+        return list(config["audience"])
+    if config.get("anyAudience") is True:
+        return None
+    return [resource] if resource else []
+
+
+def _audience_check(claims: Mapping[str, Any], config: Mapping[str, Any],
+                    resource: Optional[str]) -> None:
+    expected = expected_audience(config, resource)
+    if expected is None:
         return
     if not set(_strings(claims.get("aud"))) & set(expected):
         raise InvalidToken("the token was not issued for this API (aud)")
@@ -195,19 +215,23 @@ class TokenVerifier:
     _introspections: Dict[bytes, Tuple[float, Optional[Dict[str, Any]]]] = attrs.field(factory=dict)
     _waiting: Dict[Any, List[Deferred]] = attrs.field(factory=dict)
 
-    async def verify(self, token: str, plan: Any) -> TokenInfo:
+    async def verify(self, token: str, plan: Any, resource: Optional[str] = None) -> TokenInfo:
+        """
+        @param resource: the API's public resource URL, the audience a token
+            must name when the plan sets none (L{expected_audience}).
+        """
         config = plan.configuration or {}
         if len(token) > _MAX_TOKEN:
             raise InvalidToken("the token is too large")
         if plan.security == "JWT":
-            return await self._jwt(token, config)
+            return await self._jwt(token, config, resource)
         if plan.security == "OAUTH2":
-            return await self._introspected(token, config)
+            return await self._introspected(token, config, resource)
         raise InvalidToken("this plan takes no bearer tokens")
 
     # --- JWT ------------------------------------------------------------------------------
 
-    async def _jwt(self, token: str, config: Mapping[str, Any]) -> TokenInfo:
+    async def _jwt(self, token: str, config: Mapping[str, Any], resource: Optional[str]) -> TokenInfo:
         parts = token.split(".")
         if len(parts) != 3:
             raise InvalidToken("the token is not a signed JWT")
@@ -239,7 +263,7 @@ class TokenVerifier:
             raise InvalidToken("the token's signature is invalid")
         claims = _json_object(verified.payload or b"")
         _issuer_check(claims, config.get("issuer"), required=True)
-        _audience_check(claims, config)
+        _audience_check(claims, config, resource)
         _time_checks(claims, self.clock.seconds(), self.leeway, require_exp=True)
         return _info(claims, scopes_of(claims, config.get("scopeClaim")))
 
@@ -322,7 +346,8 @@ class TokenVerifier:
 
     # --- OAuth 2 introspection ------------------------------------------------------------
 
-    async def _introspected(self, token: str, config: Mapping[str, Any]) -> TokenInfo:
+    async def _introspected(self, token: str, config: Mapping[str, Any],
+                            resource: Optional[str]) -> TokenInfo:
         url = config["introspectionUrl"]
         # per endpoint and client: what one client may learn is not another's
         digest = hashlib.sha256("\0".join((url, config.get("clientId", ""), config.get("clientSecret", ""),
@@ -339,7 +364,7 @@ class TokenVerifier:
             raise InvalidToken("the token is not active")
         _time_checks(answer, self.clock.seconds(), self.leeway, require_exp=False)
         _issuer_check(answer, config.get("issuer"), required=False)
-        _audience_check(answer, config)
+        _audience_check(answer, config, resource)
         return _info(answer, scopes_of(answer))
 
     async def _introspect(self, digest: bytes, token: str,

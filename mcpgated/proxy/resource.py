@@ -36,7 +36,8 @@ from mcpgated.proxy.origin import host_allowed, is_loopback_address, origin_allo
 from mcpgated.proxy.relay import Relay
 from mcpgated.policy.auth import Refusal
 from mcpgated.policy.rewrite import EventRewriter, JsonRewriter
-from mcpgated.oauth.wellknown import public_metadata_url
+from mcpgated.oauth.metadata import well_known_url
+from mcpgated.oauth.wellknown import public_resource
 from mcpgated.proxy.sse import EndpointRewriter
 from mcpgated.proxy.upstream import UpstreamPool
 from mcpgated.routing import Route, RouteTable
@@ -328,7 +329,8 @@ class GatewayResource(Resource):
         everything. Returns the admission, or L{None} when answered.
         """
         origin = self.oauth.request_origin(request) if self.oauth is not None else ""
-        challenge = f'Bearer resource_metadata="{public_metadata_url(route, self.public_url, origin)}"'
+        resource = public_resource(route, self.public_url, origin)  # the tokens' audience
+        challenge = f'Bearer resource_metadata="{well_known_url(resource)}"'
         scopes = sorted({s for p in route.definition.plans if p.status == "PUBLISHED"
                          for s in p.configuration.get("requiredScopes", ())})
         if scopes:
@@ -336,7 +338,7 @@ class GatewayResource(Resource):
         try:
             admission = await self.gate.admit(route.api_id, route.definition, request.method,
                                               request.requestHeaders, query, request.args, body,
-                                              peer, challenge)
+                                              peer, challenge, resource)
         except Refusal as refusal:
             if refusal.challenge:
                 request.responseHeaders.setRawHeaders(b"www-authenticate",
