@@ -17,6 +17,7 @@ import attrs
 import idna
 
 from mcpgated.policy.acl import AccessPolicy, PolicyError, parse_policy
+from mcpgated.policy.pinning import PinningError, PinSettings, parse_settings
 from mcpgated.policy.plans import SECRET_MASK, parse_backend_auth, parse_configuration, shown
 from mcpgated.policy.ratelimit import LimitError, RateLimit, parse_limit
 
@@ -43,6 +44,7 @@ _READ_ONLY = {
 _FIELDS = {"name", "version", "description", "contextPath", "backend", "plans", "analytics"}
 _FIELDS |= {"publicUrl", "oauth"}  # secured backends (mcpgated.oauth)
 _FIELDS |= {"backendCaFile", "acl", "backendAuth", "backendKeepAlive"}
+_FIELDS |= {"pinning"}  # tool-definition pinning (mcpgated.policy.pinning)
 _OAUTH_FIELDS = {"relay": "relay", "proxyAuthorizationServerDiscovery": "proxy_authorization_server_discovery"}
 CAPTURE_MODES = ("off", "headers", "bodies")
 _PLAN_FIELDS = {"name", "security", "status", "description", "configuration", "rateLimit", "acl"}
@@ -211,6 +213,7 @@ class ApiDefinition:
     acl: AccessPolicy = AccessPolicy()
     backend_auth: Optional[Mapping[str, Any]] = attrs.field(default=None, hash=False)
     backend_keep_alive: KeepAliveSettings = KeepAliveSettings()
+    pinning: PinSettings = PinSettings()
 
     def to_json(self, secrets: bool = True) -> Dict[str, Any]:
         return {
@@ -227,6 +230,7 @@ class ApiDefinition:
             "acl": self.acl.to_json(),
             "backendAuth": _backend_auth_json(self.backend_auth, secrets),
             "backendKeepAlive": self.backend_keep_alive.to_json(),
+            "pinning": self.pinning.to_json(),
         }
 
 
@@ -671,7 +675,15 @@ def parse_definition(body: Any, previous: Optional["ApiDefinition"] = None) -> A
         acl=_policy(body),
         backend_auth=_backend_auth(body, previous),
         backend_keep_alive=_keep_alive(body),
+        pinning=_pinning(body),
     )
+
+
+def _pinning(body: Mapping[str, Any]) -> PinSettings:
+    try:
+        return parse_settings(body.get("pinning"))
+    except PinningError as e:
+        raise InvalidField(e.field, e.message)
 
 
 def definition_from_json(data: Mapping[str, Any]) -> ApiDefinition:
@@ -692,6 +704,7 @@ def definition_from_json(data: Mapping[str, Any]) -> ApiDefinition:
         acl=parse_policy(data.get("acl")),
         backend_auth=data.get("backendAuth"),
         backend_keep_alive=KeepAliveSettings.from_json(data.get("backendKeepAlive")),
+        pinning=parse_settings(data.get("pinning")),
     )
 
 

@@ -152,6 +152,14 @@ class Metrics:
         self.notifications = Counter(
             "mcpgated_mcp_notifications", "Server-to-client notifications relayed",
             ["api", "method"], registry=self.registry)
+        # tool-definition pinning (mcpgated.policy.pinning): kind and type
+        # from fixed sets, "what" is list_item or call
+        self.pin_events = Counter(
+            "mcpgated_pin_drift_events", "Pinning events: tool, prompt or resource template "
+            "definitions changed, new or removed", ["api", "kind", "type"], registry=self.registry)
+        self.pin_blocks = Counter(
+            "mcpgated_pin_blocked", "List items and calls blocked by pinning",
+            ["api", "what"], registry=self.registry)
         self.open_streams = Level()
         level = self.open_streams
         open_gauge = Gauge(
@@ -218,6 +226,20 @@ class Metrics:
         if entry is None:
             entry = self._counts[key] = [self.notifications.labels(api_id, method), 0]
         entry[1] += 1
+
+    def pin_event(self, api_id: str, kind: str, type: str) -> None:
+        key = ("pin_event", api_id, kind, type)
+        entry = self._counts.get(key)
+        if entry is None:
+            entry = self._counts[key] = [self.pin_events.labels(api_id, kind, type), 0]
+        entry[1] += 1
+
+    def pin_blocked(self, api_id: str, what: str, count: int) -> None:
+        key = ("pin_blocked", api_id, what)
+        entry = self._counts.get(key)
+        if entry is None:
+            entry = self._counts[key] = [self.pin_blocks.labels(api_id, what), 0]
+        entry[1] += count
 
     def _settle(self) -> None:
         for entry in self._counts.values():

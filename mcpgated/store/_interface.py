@@ -173,3 +173,44 @@ class IApiStore(Interface):
         neither revoked, expired at C{now}, nor on a CLOSED subscription:
         what L{mcpgated.keys.KeyIndex} loads at start.
         """
+
+    # --- tool-definition pinning (mcpgated.policy.pinning) -------------------------
+
+    def pin_states(api_id=None):
+        """
+        Deferred list of (API id, kind, name, L{PinState}) of every pin, or
+        of one API's: what L{mcpgated.policy.pinbook.PinBook} loads.
+        """
+
+    def observe_pins(api_id, kind, items, settings, complete, session, now):
+        """
+        Judge one list result's L{Observed} items against the stored pins of
+        their kind, store what changed (new pins, pending definitions, items
+        seen or gone) and record the drift events, in one transaction.
+        Deferred ({(kind, name): L{PinState}} of that kind as stored, list
+        of the L{EventRecord}s recorded).
+        """
+
+    def list_pins(api_id):
+        """
+        Deferred list of the API's L{PinRecord}s; L{NotFound}.
+        """
+
+    def get_pin(api_id, pin_id):
+        """
+        Deferred (L{PinRecord}, its history newest first); L{NotFound}.
+        """
+
+    def decide_pin(api_id, pin_id, approve, fingerprint, now):
+        """
+        Approve (re-pin) or reject the definition awaiting a decision
+        (C{fingerprint}, when given, must be its). Deferred L{PinRecord};
+        L{NotFound}; L{Conflict} when none or another one awaits.
+        """
+
+    def list_pin_events(api_id, limit, before):
+        """
+        Deferred (the API's L{EventRecord}s newest first, at most C{limit},
+        older than the event id C{before}; the cursor of the next page or
+        L{None}); L{NotFound}.
+        """

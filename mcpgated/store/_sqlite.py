@@ -34,6 +34,7 @@ from mcpgated.model import (
 )
 from mcpgated.sqlitedb import open_database
 from mcpgated.store._interface import Closed, Conflict, IApiStore, NotFound
+from mcpgated.store._pins import PinStore
 from mcpgated.store._subscriptions import SubscriptionStore
 
 T = TypeVar("T")
@@ -69,7 +70,7 @@ def _record(row: Tuple[Any, ...]) -> ApiRecord:
 
 @implementer(IApiStore)
 @attrs.define
-class SQLiteApiStore(SubscriptionStore):
+class SQLiteApiStore(SubscriptionStore, PinStore):
     """
     L{IApiStore} on a SQLite file.
 

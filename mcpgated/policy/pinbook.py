@@ -1,0 +1,229 @@
+"""
+The gateway's copy of the pins (L{mcpgated.policy.pinning}) and what a
+request does with them.
+
+The store holds the pins; L{PinBook} keeps their states in memory so a list
+result is judged, and a call checked, without waiting on the disk. A list
+result is judged on the copy at once (what it serves follows), and whatever
+it changed goes to the store, which judges it again in a transaction (the
+authority: it records the events) and sends back the stored states. An
+API's copy is read again from the store when it is older than
+C{refresh_after} seconds, so nodes sharing a store follow each other's
+approvals and pins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Dict, Iterable, Mapping, Optional, Set, Tuple
+
+import attrs
+from twisted.logger import Logger
+
+from mcpgated.policy.acl import ALLOW, Decision
+from mcpgated.policy.pinning import (
+    CALLS,
+    LISTS,
+    Key,
+    PinSettings,
+    PinState,
+    filtered,
+    observe,
+    read_items,
+    refusal,
+)
+
+log = Logger()
+
+# The error of a refused call: as the backend answers an unknown tool, with
+# the reason in the message.
+BLOCKED = -32602
+
+
+def session_id(api_id: str, session: str) -> str:
+    """
+    A session as the exchange log names it (the same hash as
+    L{mcpgated.analytics.tracker.session_hash}), never the id itself.
+    """
+    return hashlib.sha256(f"{api_id}\x00{session}".encode("utf-8", "replace")).hexdigest()[:16]
+
+
+@attrs.define
+class PinBook:
+    """
+    @ivar store: an L{mcpgated.store.IApiStore} (its pin methods), or
+        L{None} to keep pins in memory only.
+    @ivar clock: for timestamps and refreshes.
+    @ivar metrics: L{mcpgated.analytics.metrics.Metrics}, or L{None}.
+    """
+
+    store: Any
+    clock: Any
+    metrics: Any = None
+    refresh_after: float = 10.0
+    _pins: Dict[str, Dict[Key, PinState]] = attrs.field(factory=dict)
+    _read_at: Dict[str, float] = attrs.field(factory=dict)
+    _refreshing: Set[str] = attrs.field(factory=set)
+
+    # --- the copy ---------------------------------------------------------------------
+
+    def load(self, rows: Iterable[Tuple[str, str, str, PinState]]) -> None:
+        """
+        Replace the whole copy (at start, from L{IApiStore.pin_states}).
+        """
+        now = self.clock.seconds()
+        pins: Dict[str, Dict[Key, PinState]] = {}
+        for api_id, kind, name, state in rows:
+            pins.setdefault(api_id, {})[(kind, name)] = state
+        self._pins = pins
+        self._read_at = {api_id: now for api_id in pins}
+
+    def states(self, api_id: str) -> Mapping[Key, PinState]:
+        return self._pins.get(api_id, {})
+
+    def put(self, api_id: str, key: Key, state: PinState) -> None:
+        """
+        One pin as the store has it now (after an operator's decision).
+        """
+        self._pins.setdefault(api_id, {})[key] = state
+
+    def _replace_kind(self, api_id: str, kind: str, states: Mapping[Key, PinState]) -> None:
+        pins = self._pins.setdefault(api_id, {})
+        for key in [key for key in pins if key[0] == kind and key not in states]:
+            del pins[key]
+        pins.update(states)
+
+    def _refresh(self, api_id: str) -> None:
+        """
+        Read an API's pins again when the copy is old (another node may have
+        pinned or an operator approved there).
+        """
+        if self.store is None or api_id in self._refreshing:
+            return
+        if self.clock.seconds() - self._read_at.get(api_id, 0.0) < self.refresh_after:
+            return
+        self._refreshing.add(api_id)
+
+        def read(rows: Any) -> None:
+            self._pins[api_id] = {(kind, name): state for _, kind, name, state in rows}
+            self._read_at[api_id] = self.clock.seconds()
+
+        d = self.store.pin_states(api_id)
+        d.addCallback(read)
+        d.addErrback(self._store_failed, api_id)
+        d.addBoth(lambda _: self._refreshing.discard(api_id))
+
+    # --- per request --------------------------------------------------------------------
+
+    def check(self, api_id: str, settings: PinSettings, headers: Any) -> "PinCheck":
+        """
+        What one request (a message or a batch) does with the pins.
+        """
+        self._refresh(api_id)
+        session = headers.getRawHeaders(b"mcp-session-id")
+        return PinCheck(self, api_id, settings,
+                        session_id(api_id, session[0].decode("latin-1")) if session else None)
+
+    def judge(self, api_id: str, settings: PinSettings, list_method: str, result: Any,
+              complete: bool, session: Optional[str]) -> Any:
+        """
+        Judge a list result: the result to serve (in C{block} mode without
+        the items that are not trusted), changes sent to the store.
+        """
+        items = read_items(list_method, result)
+        if items is None:
+            return result
+        kind = LISTS[list_method][0]
+        pins = self._pins.setdefault(api_id, {})
+        verdict = observe(kind, pins, items, settings, complete)
+        changed = any(pins.get(key) != state for key, state in verdict.states.items())
+        pins.update(verdict.states)
+        if changed and self.store is not None:
+            d = self.store.observe_pins(api_id, kind, items, settings, complete, session,
+                                        self.clock.seconds())
+            d.addCallback(self._stored, api_id, kind)
+            d.addErrback(self._store_failed, api_id)
+        for key in verdict.first_use:
+            log.info("API {api_id}: {kind} {name} pinned on first use", api_id=api_id,
+                     kind=key[0], name=key[1])
+        blocked = len(verdict.keep) - sum(verdict.keep)
+        if blocked:
+            if self.metrics is not None:
+                self.metrics.pin_blocked(api_id, "list_item", blocked)
+            return filtered(list_method, result, verdict.keep)
+        return result
+
+    def _stored(self, outcome: Tuple[Mapping[Key, PinState], Any], api_id: str,
+                kind: str) -> None:
+        states, events = outcome
+        self._replace_kind(api_id, kind, states)
+        for event in events:
+            log.warn("API {api_id}: {kind} {name} {type} (pin {old} -> {new}, session "
+                     "{session}); see GET /apis/{api_id}/pins/events",
+                     api_id=api_id, kind=event.kind, name=event.name, type=event.type,
+                     old=event.old, new=event.new, session=event.session)
+            if self.metrics is not None:
+                self.metrics.pin_event(api_id, event.kind, event.type)
+
+    def _store_failed(self, failure: Any, api_id: str) -> None:
+        from mcpgated.store import Closed
+
+        if failure.check(Closed):
+            return
+        log.failure("API {api_id}: cannot store pins", failure, api_id=api_id)
+
+    def refuses(self, api_id: str, settings: PinSettings, method: str,
+                name: Optional[str]) -> Decision:
+        """
+        Whether a call may go on: refused in C{block} mode for an item whose
+        listed definition is not the one pinned, or never approved.
+        """
+        kind = CALLS.get(method)
+        if kind is None or name is None or not settings.blocks:
+            return ALLOW
+        reason = refusal(kind, name, self._pins.get(api_id, {}).get((kind, name)), settings)
+        if reason is None:
+            return ALLOW
+        if self.metrics is not None:
+            self.metrics.pin_blocked(api_id, "call", 1)
+        return Decision(False, BLOCKED, reason)
+
+
+@attrs.define
+class PinCheck:
+    """
+    One request's view of the pins: calls checked, list results judged.
+
+    @ivar paged: a list request of this message asked for a later page (its
+        answer then says nothing of the items it lacks).
+    """
+
+    book: PinBook
+    api_id: str
+    settings: PinSettings
+    session: Optional[str]
+    paged: bool = False
+
+    def decide(self, message: Mapping[str, Any]) -> Decision:
+        """
+        The decision on one request of the message (C{method}, C{params}).
+        """
+        method = message.get("method")
+        params = message.get("params")
+        if method in LISTS:
+            if isinstance(params, dict) and params.get("cursor") is not None:
+                self.paged = True
+            return ALLOW
+        if method not in CALLS or not isinstance(params, dict):
+            return ALLOW
+        name = params.get("name")
+        return self.book.refuses(self.api_id, self.settings, method,
+                                 name if isinstance(name, str) else None)
+
+    def filter_result(self, list_method: str, result: Any) -> Any:
+        if list_method not in LISTS:
+            return result
+        complete = not self.paged and isinstance(result, dict) \
+            and result.get("nextCursor") is None
+        return self.book.judge(self.api_id, self.settings, list_method, result, complete,
+                               self.session)
