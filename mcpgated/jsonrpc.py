@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 from typing import Any, Optional, Union
 
+from mcpgated.mcp.body import BodyError, decode
+from mcpgated.mcp.ids import canonical, id_key
+
 JsonRpcId = Union[str, int, None]
 
 PARSE_ERROR = -32700
@@ -30,16 +33,18 @@ def error_body(code: int, message: str, id: JsonRpcId = None,
 def request_id(body: bytes) -> JsonRpcId:
     """
     The id of a single JSON-RPC request body, or L{None} when it cannot be
-    read (not JSON, a batch, a notification, an id of the wrong type).
+    read as the gateway reads bodies (L{mcpgated.mcp.body}: not JSON, a
+    batch, a notification, an id that is not a string or a safe integer).
+    A number is echoed as an integer (C{1.0} as C{1}), as JavaScript does.
     """
     if not body or body[:1] not in (b"{", b" ", b"\t", b"\r", b"\n"):
         return None
     try:
-        message = json.loads(body)
-    except ValueError:
+        message = decode(body)
+    except BodyError:
         return None
     if isinstance(message, dict):
-        value = message.get("id")
-        if isinstance(value, (str, int)) and not isinstance(value, bool):
-            return value
+        key = id_key(message.get("id"))
+        if key is not None:
+            return canonical(key)
     return None

@@ -2,7 +2,9 @@
 The routing table: which deployed, started API serves a request path.
 
 The admin side replaces entries after each committed store write; the
-gateway side only reads. Lookups are longest-prefix on whole path segments.
+gateway side only reads. Lookups are longest-prefix on whole path segments,
+of paths normalised by L{mcpgated.paths} (a context path too: C{/a%41} is
+matched as C{/aA}, as the request path is).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import attrs
 from twisted.internet.defer import Deferred
 
 from mcpgated.model import ApiDefinition, ApiRecord
+from mcpgated.paths import BadPath, normalize_path
 
 
 @attrs.frozen
@@ -34,6 +37,7 @@ class RouteTable:
 
     _by_id: Dict[str, Route] = attrs.field(factory=dict)
     _ordered: List[Route] = attrs.field(factory=list)
+    _prefixes: List[Tuple[str, Route]] = attrs.field(factory=list)  # normalised, longest first
     _ready: bool = False
     _waiting: List["Deferred[None]"] = attrs.field(factory=list)
 
@@ -70,6 +74,8 @@ class RouteTable:
         self._ordered = sorted(
             self._by_id.values(), key=lambda route: len(route.context_path), reverse=True
         )
+        prefixes = [(_prefix(route.context_path), route) for route in self._ordered]
+        self._prefixes = sorted(prefixes, key=lambda pair: len(pair[0]), reverse=True)
 
     # --- reads (gateway side) -----------------------------------------------------
 
@@ -87,13 +93,13 @@ class RouteTable:
 
     def match(self, path: str) -> Optional[Tuple[Route, str]]:
         """
-        Find the route for a request path (without query).
+        Find the route for a request path (without query), normalised by
+        L{mcpgated.paths.normalize_path}.
 
         @return: the route and the rest of the path after the context path
             (C{""} or starting with C{"/"}), or L{None}.
         """
-        for route in self._ordered:
-            prefix = route.context_path
+        for prefix, route in self._prefixes:
             if path == prefix:
                 return route, ""
             if path.startswith(prefix) and path[len(prefix)] == "/":
@@ -102,3 +108,15 @@ class RouteTable:
 
     def routes(self) -> List[Route]:
         return list(self._ordered)
+
+
+def _prefix(context_path: str) -> str:
+    """
+    A context path as request paths are compared with it: normalised (one
+    the normalisation refuses, with C{%2F} say, can match no request path,
+    which is refused before it is matched).
+    """
+    try:
+        return normalize_path(context_path.encode("latin-1"))
+    except BadPath:
+        return context_path

@@ -92,7 +92,7 @@ def _events(raw: bytes) -> List[dict]:
 @given(st.lists(st.integers(1, 400), max_size=10), st.sampled_from([b"\n", b"\r\n", b"\r"]))
 def test_sse_list_answers_are_filtered_under_any_chunking(cuts, end):
     stream = _sse([PROGRESS, LIST_ANSWER], end)
-    rewriter = EventRewriter({"int:4": "tools/list"}, _apply, [])
+    rewriter = EventRewriter({("n", 4): "tools/list"}, _apply, [])
     points = sorted(set(c % (len(stream) + 1) for c in cuts))
     out, start = b"", 0
     for point in points + [len(stream)]:
@@ -108,13 +108,14 @@ def test_sse_list_answers_are_filtered_under_any_chunking(cuts, end):
 
 def test_other_events_pass_byte_for_byte():
     stream = b": keepalive\n\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":9,\"result\":{\"tools\":[]}}\n\n"
-    rewriter = EventRewriter({"int:4": "tools/list"}, _apply, [])
+    # id 9: another request forwarded in the same exchange
+    rewriter = EventRewriter({("n", 4): "tools/list"}, _apply, [], forwarded={("n", 9)})
     assert rewriter.feed(stream) + rewriter.flush() == stream
 
 
 def test_json_batch_answers_gain_denied_errors():
     denied = {"jsonrpc": "2.0", "id": 2, "error": {"code": -32602, "message": "Unknown tool: x"}}
-    rewriter = JsonRewriter({"int:4": "tools/list"}, _apply, [denied], batch=True)
+    rewriter = JsonRewriter({("n", 4): "tools/list"}, _apply, [denied], batch=True)
     body = json.dumps([LIST_ANSWER]).encode()
     assert rewriter.feed(body[:10]) == b"" and rewriter.feed(body[10:]) == b""
     answer = json.loads(rewriter.flush())

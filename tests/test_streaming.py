@@ -178,6 +178,8 @@ class RelayTests(TestCase):
     async def connect(self, path: bytes, stall_after: Optional[int] = None,
                       method: bytes = b"GET", body: bytes = b"",
                       extra: bytes = b"") -> RawClient:
+        if body and b"content-type:" not in extra.lower():
+            extra += b"Content-Type: application/json\r\n"  # JSON-RPC bodies need it (415)
         request = (method + b" " + path + b" HTTP/1.1\r\nHost: gw.test\r\n" + extra
                    + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
         client = RawClient(request, stall_after)

@@ -12,6 +12,8 @@ from typing import Any, List, Optional, Tuple
 
 import attrs
 
+from mcpgated.mcp.ids import id_key
+
 META_PREFIX = "io.modelcontextprotocol/"
 # Largest message body parsed for analytics; bigger ones are counted, not read.
 MAX_PARSE = 1024 * 1024
@@ -30,8 +32,8 @@ class Message:
     One JSON-RPC message, classified.
 
     @ivar kind: C{"request"}, C{"notification"}, C{"response"} or C{"invalid"}.
-    @ivar id_key: a hashable, type-preserving key for the id (1 and "1"
-        differ), or L{None}.
+    @ivar id_key: the id's key (L{mcpgated.mcp.ids.id_key}: 1, 1.0 and 1e0
+        are one id, "1" another), or L{None}.
     """
 
     # A plain slotted class: one is made per message, on the request path.
@@ -55,15 +57,6 @@ class Message:
     def __repr__(self) -> str:
         return (f"Message(kind={self.kind!r}, id={self.id!r}, method={self.method!r}, "
                 f"target={self.target!r})")
-
-
-def id_key(value: Any) -> Optional[str]:
-    """
-    A hashable, type-preserving key for a JSON-RPC id (1 and "1" differ).
-    """
-    if value is None or value is True or value is False:
-        return None
-    return f"{type(value).__name__}:{value}"
 
 
 def target_of(method: str, params: Any) -> Optional[str]:

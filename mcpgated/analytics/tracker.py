@@ -31,6 +31,7 @@ from mcpgated.analytics.inspect import (
     redact,
     target_of,
 )
+from mcpgated.mcp.body import BodyError, Parsed, parse as parse_request
 from mcpgated.proxy.sse import LineSplitter
 from twisted.logger import Logger
 
@@ -106,8 +107,8 @@ class CallRecord:
     application: Optional[str] = None
     subscription: Optional[str] = None
     policy: Optional[str] = None  # "would_deny" under a dry-run policy
-    # not stored: the id's typed key, and response messages while capturing
-    id_key: Optional[str] = None
+    # not stored: the id's key (mcpgated.mcp.ids), and response messages while capturing
+    id_key: Any = None
     captured: Sequence[Any] = ()
 
     def __init__(self, time: float, api_id: str, api_name: str, plan: Optional[str],
@@ -166,7 +167,7 @@ class SessionBook:
     max_sessions: int = 10000
     max_pending: int = 20000
     _clients: "OrderedDict[str, ClientInfo]" = attrs.field(factory=OrderedDict)
-    _pending: "OrderedDict[Tuple[str, str], CallRecord]" = attrs.field(factory=OrderedDict)
+    _pending: "OrderedDict[Tuple[str, Any], CallRecord]" = attrs.field(factory=OrderedDict)
     # session_hash by (API, session id): a session sends many requests
     _hashes: Dict[Tuple[str, str], str] = attrs.field(factory=dict)
 
@@ -196,12 +197,12 @@ class SessionBook:
     def forget(self, session: str) -> None:
         self._clients.pop(session, None)
 
-    def add_pending(self, session: str, key: str, record: CallRecord) -> None:
+    def add_pending(self, session: str, key: Any, record: CallRecord) -> None:
         self._pending[(session, key)] = record
         while len(self._pending) > self.max_pending:
             self._pending.popitem(last=False)
 
-    def take_pending(self, session: Optional[str], key: Optional[str]) -> Optional[CallRecord]:
+    def take_pending(self, session: Optional[str], key: Any) -> Optional[CallRecord]:
         if session is None or key is None or not self._pending:
             return None
         return self._pending.pop((session, key), None)
@@ -290,7 +291,7 @@ class ExchangeTracker:
     _body_size: int = 0
     _body_over: bool = False
     _info: Optional[ClientInfo] = None
-    _initialize_key: Optional[str] = None
+    _initialize_key: Any = None
     _legacy_get: bool = False
     _principal: Any = None
 
@@ -309,7 +310,7 @@ class ExchangeTracker:
         self.capture = capture
         self.started = started
         self.http_method = http_method
-        self.calls: Dict[str, CallRecord] = {}
+        self.calls: Dict[Any, CallRecord] = {}  # by id key (mcpgated.mcp.ids)
         self.others: List[CallRecord] = []
 
     # Inspection must never break proxying: each entry point below catches
@@ -326,7 +327,15 @@ class ExchangeTracker:
 
     # --- request ---------------------------------------------------------------------
 
-    def request(self, body: bytes, headers: Any, uri: bytes) -> None:
+    def request(self, body: bytes, headers: Any, uri: bytes,
+                parsed: Optional[Parsed] = None) -> None:
+        """
+        The client's request: its session, and the calls of its body.
+
+        @param parsed: the body as the gateway read it (L{mcpgated.mcp.body}),
+            when it was; else it is read here, the same way (a body that
+            cannot be read so is not recorded: the gateway refuses it).
+        """
         if self.broken:
             return
         try:
@@ -343,10 +352,12 @@ class ExchangeTracker:
                 self._info = self.book.client(self.session)
             if self.http_method != b"POST" or not body or len(body) > MAX_PARSE:
                 return
-            try:
-                decoded = loads(body)
-            except (ValueError, UnicodeDecodeError):
-                return
+            if parsed is None:
+                try:
+                    parsed = parse_request(body)
+                except BodyError:
+                    return
+            decoded = parsed.value
             request_headers = None
             if self.capture.mode != "off":
                 request_headers = _headers_json(headers)

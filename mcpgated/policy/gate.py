@@ -9,11 +9,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 import attrs
 from twisted.logger import Logger
 
+from mcpgated.mcp.body import BodyError, Parsed, parse
+from mcpgated.mcp.ids import IdKey, id_key
 from mcpgated.policy.acl import FEATURE_METHODS, LIST_ITEMS, AccessPolicy, Caller, combine
 from mcpgated.policy.auth import Authenticator, Principal, Refusal, key_locations, strip_query
 from mcpgated.policy.ratelimit import Limiter
@@ -34,7 +36,10 @@ class Admission:
     @ivar body: the body to forward (denied batch elements removed).
     @ivar extra: error messages for denied batch elements, to add to the
         backend's answer.
-    @ivar lists: id key -> list method, for results to filter.
+    @ivar lists: id key (L{mcpgated.mcp.ids}) -> list method, for results
+        to filter.
+    @ivar forwarded: id keys of the other requests forwarded: a result
+        matching neither is not passed on while lists are filtered.
     @ivar denied: id keys of denied requests (for the exchange log).
     @ivar would_deny: id keys a dry-run policy would have denied.
     """
@@ -47,34 +52,16 @@ class Admission:
     batch: bool = False
     answer: Optional[bytes] = None
     extra: List[Any] = attrs.field(factory=list)
-    lists: Dict[str, str] = attrs.field(factory=dict)
-    denied: List[str] = attrs.field(factory=list)
-    would_deny: List[str] = attrs.field(factory=list)
+    lists: Dict[IdKey, str] = attrs.field(factory=dict)
+    forwarded: Set[IdKey] = attrs.field(factory=set)
+    denied: List[IdKey] = attrs.field(factory=list)
+    would_deny: List[IdKey] = attrs.field(factory=list)
     strip_headers: List[bytes] = attrs.field(factory=list)
     set_headers: List[Tuple[bytes, bytes]] = attrs.field(factory=list)
 
     @property
     def rewrites(self) -> bool:
         return bool(self.lists or self.extra)
-
-
-class _Duplicate(ValueError):
-    pass
-
-
-def _no_duplicates(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
-    seen: Dict[str, Any] = {}
-    for key, value in pairs:
-        if key in seen:
-            raise _Duplicate(key)
-        seen[key] = value
-    return seen
-
-
-def _key(value: Any) -> Optional[str]:
-    if value is None or isinstance(value, bool):
-        return None
-    return f"{type(value).__name__}:{value}"
 
 
 def decode_header_value(raw: str) -> str:
@@ -124,8 +111,11 @@ class Gate:
 
     async def admit(self, api_id: str, definition: Any, method: bytes, headers: Any,
                     query: bytes, args: Dict[bytes, List[bytes]], body: bytes, client: Optional[str],
-                    challenge: str, resource: Optional[str] = None) -> Admission:
+                    challenge: str, resource: Optional[str] = None,
+                    parsed: Optional[Parsed] = None) -> Admission:
         """
+        @param parsed: the POST body as the gateway read it
+            (L{mcpgated.mcp.body.parse}); read here when not given.
         @raise Refusal: the request is refused as a whole (401, 403, 400, 429).
         """
         text_args = {k.decode("latin-1"): [v.decode("latin-1") for v in vs] for k, vs in args.items()}
@@ -135,51 +125,46 @@ class Gate:
         caller = principal.caller()
         admission = Admission(principal, caller, policy, body, query)
         self._credentials(admission, definition, headers)
-        if method != b"POST" or not body.strip():
+        if method != b"POST" or not body:
             return admission
-        try:
-            decoded = json.loads(body, object_pairs_hook=_no_duplicates)
-        except _Duplicate as e:
-            raise _refuse_json(400, -32600, f"Duplicate key {str(e)!r} in a JSON-RPC message")
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            if policy.active:
-                raise _refuse_json(400, -32700, "Parse error: the body is not JSON")
-            return admission
-        admission.batch = isinstance(decoded, list)
-        messages = decoded if admission.batch else [decoded]
+        if parsed is None:
+            try:
+                parsed = parse(body)
+            except BodyError as e:
+                raise _refuse_json(e.status, e.code, e.message, e.id)
+        admission.batch = parsed.batch
+        messages = parsed.messages
         if not admission.batch:
             self._check_headers(headers, messages[0])
         self._limits(api_id, principal, client, messages)
         if not policy.active:
             return admission
         kept: List[Any] = []
-        seen_ids = set()
         for message in messages:
             if not isinstance(message, dict) or not isinstance(message.get("method"), str) \
-                    or "id" not in message or message["id"] is None:
+                    or "id" not in message:
                 kept.append(message)  # notifications, client responses: not ACL'd
                 continue
-            key = _key(message["id"])
-            if key in seen_ids:
-                raise _refuse_json(400, -32600, "Two requests in one batch share an id")
-            seen_ids.add(key)
+            # a request: parse() refused null, unkeyable and repeated ids
+            key = id_key(message["id"])
+            assert key is not None
             name = message["method"]
             decision = policy.decide(name, _target(message), caller)
             if not decision.allowed:
                 if policy.dry_run:
-                    if key is not None:
-                        admission.would_deny.append(key)
+                    admission.would_deny.append(key)
                     log.info("dry run: API {api_id} would deny {method} {target} for plan {plan}",
                              api_id=api_id, method=name, target=_target(message),
                              plan=principal.plan.name)
                 else:
-                    if key is not None:
-                        admission.denied.append(key)
+                    admission.denied.append(key)
                     admission.extra.append({"jsonrpc": "2.0", "id": message["id"], "error": {
                         "code": decision.code, "message": decision.message}})
                     continue
-            if name in LIST_ITEMS and key is not None and not policy.dry_run:
+            if name in LIST_ITEMS and not policy.dry_run:
                 admission.lists[key] = name
+            else:
+                admission.forwarded.add(key)
             kept.append(message)
         if admission.extra:
             if not admission.batch or not kept:

@@ -5,13 +5,21 @@ a batch added to the backend's answer.
 
 Only responses that need it are rewritten; everything else passes through
 byte for byte.
+
+Responses are matched to requests by id key (L{mcpgated.mcp.ids}: by value,
+as a JavaScript or Go backend answers them). While lists are filtered, a
+result whose id matches no request forwarded in the exchange is not passed
+on (it is replaced by an error): the gateway fails closed rather than let an
+answer it cannot place through unfiltered. Bodies and events are decoded as
+a client decodes them (UTF-8, invalid bytes as U+FFFD).
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import AbstractSet, Any, Callable, Dict, List, Tuple
 
+from mcpgated.mcp.ids import IdKey, id_key
 from mcpgated.proxy.sse import EventFramer, Lines, event_data, raw, replace_data
 
 # A list answer larger than this cannot be filtered; it is replaced by an
@@ -25,22 +33,29 @@ def _dump(message: Any) -> bytes:
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def _rewrite_message(message: Any, lists: Dict[str, str], apply: Filter) -> Tuple[Any, bool]:
+UNMATCHED = "The gateway could not match this answer to a request; it is withheld"
+
+
+def _rewrite_message(message: Any, lists: Dict[IdKey, str], forwarded: AbstractSet[IdKey],
+                     apply: Filter) -> Tuple[Any, bool]:
     if not isinstance(message, dict) or "result" not in message:
         return message, False
-    key = _key(message.get("id"))
+    key = id_key(message.get("id"))
     method = lists.get(key) if key is not None else None
     if method is None:
-        return message, False
+        if not lists or key in forwarded:
+            return message, False
+        # an answer to no request of this exchange, while lists are filtered
+        return {"jsonrpc": "2.0", "id": message.get("id"),
+                "error": {"code": -32603, "message": UNMATCHED}}, True
     filtered = dict(message)
     filtered["result"] = apply(method, message["result"])
     return filtered, True
 
 
-def _key(value: Any) -> Optional[str]:
-    if value is None or isinstance(value, bool):
-        return None
-    return f"{type(value).__name__}:{value}"
+def _loads(data: bytes) -> Any:
+    # as a client reads it: UTF-8, invalid bytes replaced
+    return json.loads(data.decode("utf-8", "replace"))
 
 
 class JsonRewriter:
@@ -49,9 +64,11 @@ class JsonRewriter:
     denied batch errors.
     """
 
-    def __init__(self, lists: Dict[str, str], apply: Filter, extra: List[Any],
-                 batch: bool, error_id: Any = None) -> None:
+    def __init__(self, lists: Dict[IdKey, str], apply: Filter, extra: List[Any],
+                 batch: bool, error_id: Any = None,
+                 forwarded: AbstractSet[IdKey] = frozenset()) -> None:
         self._lists = lists
+        self._forwarded = forwarded
         self._apply = apply
         self._extra = extra
         self._batch = batch
@@ -77,13 +94,14 @@ class JsonRewriter:
                 return _dump(self._extra if self._batch else self._extra[0])
             return body
         try:
-            decoded = json.loads(body)
+            decoded = _loads(body)
         except ValueError:
-            return body
+            return body  # no client reads it as JSON either
         if isinstance(decoded, list):
-            out = [(_rewrite_message(m, self._lists, self._apply))[0] for m in decoded]
+            out = [_rewrite_message(m, self._lists, self._forwarded, self._apply)[0]
+                   for m in decoded]
             return _dump(out + self._extra)
-        message, changed = _rewrite_message(decoded, self._lists, self._apply)
+        message, changed = _rewrite_message(decoded, self._lists, self._forwarded, self._apply)
         if self._extra:
             return _dump([message] + self._extra)
         return _dump(message) if changed else body
@@ -96,8 +114,10 @@ class EventRewriter:
     denied batch errors are sent as extra events at the end.
     """
 
-    def __init__(self, lists: Dict[str, str], apply: Filter, extra: List[Any]) -> None:
+    def __init__(self, lists: Dict[IdKey, str], apply: Filter, extra: List[Any],
+                 forwarded: AbstractSet[IdKey] = frozenset()) -> None:
         self._lists = lists
+        self._forwarded = forwarded
         self._apply = apply
         self._extra = extra
         self._framer = EventFramer(MAX_FILTERED)
@@ -109,11 +129,12 @@ class EventRewriter:
         data, payload = event_data(lines)
         if payload:
             try:
-                decoded = json.loads(payload)
+                decoded = _loads(payload)
             except ValueError:
                 decoded = None
             if decoded is not None:
-                message, changed = _rewrite_message(decoded, self._lists, self._apply)
+                message, changed = _rewrite_message(decoded, self._lists, self._forwarded,
+                                                    self._apply)
                 if changed:
                     return replace_data(lines, data, _dump(message))
         return raw(lines)

@@ -21,9 +21,12 @@ from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from mcpgated.analytics.inspect import MAX_PARSE
 from mcpgated.config import LimitsConfig
-from mcpgated.jsonrpc import GATEWAY_ERROR, error_body, request_id
+from mcpgated.jsonrpc import GATEWAY_ERROR, INVALID_REQUEST, error_body, request_id
 from mcpgated.logs import AccessLog
+from mcpgated.mcp.body import BodyError, check_bytes, check_headers, parse
+from mcpgated.paths import BadPath, split_target
 from mcpgated.oauth.relay import OAuthRelay
 from mcpgated.proxy.headers import (
     copy_response_headers,
@@ -45,6 +48,11 @@ from mcpgated.routing import Route, RouteTable
 log = Logger()
 
 _BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
+# What MCP uses: POST for messages, GET for the SSE stream, DELETE to end a
+# session, and HEAD and OPTIONS (CORS preflights); only POST has a body.
+_MCP_METHODS = frozenset({b"GET", b"POST", b"DELETE", b"HEAD", b"OPTIONS"})
+_ALLOW = b"GET, POST, DELETE, HEAD, OPTIONS"
+_UNSET: Any = object()
 
 
 @attrs.frozen
@@ -202,7 +210,13 @@ class GatewayResource(Resource):
             return
         if not self.routes.ready:
             await self.routes.when_ready()
-        path = request.path.decode("latin-1")
+        try:
+            # normalised: what routes is what the backend is sent (mcpgated.paths)
+            path, query = split_target(request.uri)
+        except BadPath as e:
+            self._error(exchange, 400, str(e), code=INVALID_REQUEST, id=None,
+                        outcome="bad_request")
+            return
         # OAuth discovery documents the gateway answers itself (mcpgated.oauth).
         discovery = self.oauth.discovery(path, self.routes, request)
         if discovery is not None:
@@ -214,8 +228,37 @@ class GatewayResource(Resource):
             return
         route, rest = match
         exchange.api = route
+        method = request.method
+        body = request.content.getvalue()
+        exchange.bytes_in = len(body)
+        parsed = None
+        gated = self.gate is not None and self.gate.needed(route.definition)
+        try:
+            if method == b"POST":
+                if body:
+                    # read as the backend reads it, or refused (mcpgated.mcp.body)
+                    headers_in = request.requestHeaders
+                    check_headers(headers_in.getRawHeaders(b"content-type"),
+                                  headers_in.getRawHeaders(b"content-encoding"))
+                    if gated or (self.recorder is not None and len(body) <= MAX_PARSE):
+                        parsed = parse(body)
+                    else:
+                        check_bytes(body)
+            elif method not in _MCP_METHODS:
+                request.responseHeaders.setRawHeaders(b"allow", [_ALLOW])
+                self._error(exchange, 405, "MCP messages are sent with POST",
+                            code=INVALID_REQUEST, id=None, outcome="bad_request")
+                return
+            elif body:
+                raise BodyError(400, INVALID_REQUEST,
+                                f"A {method.decode('latin-1')} request must not have a body")
+        except BodyError as e:
+            if e.accept_encoding:
+                request.responseHeaders.setRawHeaders(b"accept-encoding", [b"identity"])
+            self._error(exchange, e.status, e.message, code=e.code, id=e.id,
+                        outcome="bad_request")
+            return
         backend = self._backend(route.definition.backend)
-        _, _, query = request.uri.partition(b"?")
         url = backend.target(rest, query)
         peer = _peer(request)
         origin = public_origin(request.requestHeaders, request.isSecure(), peer,
@@ -225,15 +268,13 @@ class GatewayResource(Resource):
         # set here, or the client computes it (with IDNA checks) on every request
         if backend.authority is not None:
             headers.setRawHeaders(b"host", [backend.authority])
-        body = request.content.getvalue()
-        exchange.bytes_in = len(body)
         if self.recorder is not None:
             exchange.tracker = self.recorder.tracker(route.api_id, route.definition, peer,
-                                                     exchange.started, request.method)
-            exchange.tracker.request(body, request.requestHeaders, request.uri)
+                                                     exchange.started, method)
+            exchange.tracker.request(body, request.requestHeaders, request.uri, parsed)
         admission = None
-        if self.gate is not None and self.gate.needed(route.definition):
-            admission = await self._admit(request, exchange, route, query, body, peer)
+        if gated:
+            admission = await self._admit(request, exchange, route, query, body, peer, parsed)
             if admission is None:
                 return
             if admission.body is not body:
@@ -323,7 +364,7 @@ class GatewayResource(Resource):
         response.deliverBody(relay)
 
     async def _admit(self, request: Any, exchange: Exchange, route: Route, query: bytes,
-                     body: bytes, peer: Optional[str]) -> Any:
+                     body: bytes, peer: Optional[str], parsed: Any) -> Any:
         """
         Run the gate; answer the client itself when it refuses or denies
         everything. Returns the admission, or L{None} when answered.
@@ -338,7 +379,7 @@ class GatewayResource(Resource):
         try:
             admission = await self.gate.admit(route.api_id, route.definition, request.method,
                                               request.requestHeaders, query, request.args, body,
-                                              peer, challenge, resource)
+                                              peer, challenge, resource, parsed)
         except Refusal as refusal:
             if refusal.challenge:
                 request.responseHeaders.setRawHeaders(b"www-authenticate",
@@ -384,12 +425,14 @@ class GatewayResource(Resource):
         # the body changes length: let twisted.web chunk it
         request.responseHeaders.removeHeader(b"content-length")
         if event_stream:
-            rewriter: Any = EventRewriter(admission.lists, apply, admission.extra)
+            rewriter: Any = EventRewriter(admission.lists, apply, admission.extra,
+                                          admission.forwarded)
         else:
             if status == 202 and admission.extra:
                 request.setResponseCode(200)
                 request.responseHeaders.setRawHeaders(b"content-type", [b"application/json"])
-            rewriter = JsonRewriter(admission.lists, apply, admission.extra, admission.batch)
+            rewriter = JsonRewriter(admission.lists, apply, admission.extra, admission.batch,
+                                    forwarded=admission.forwarded)
         return rewriter.feed, rewriter.flush
 
     async def _discovery(self, request: Any, exchange: Exchange, discovery: Any) -> None:
@@ -510,13 +553,18 @@ class GatewayResource(Resource):
     # --- errors and the access log -------------------------------------------------------
 
     def _error(self, exchange: Exchange, status: int, message: str, code: int = GATEWAY_ERROR,
-               id: Any = None, outcome: str = "gateway_error") -> None:
+               id: Any = _UNSET, outcome: str = "gateway_error") -> None:
+        """
+        Answer with a JSON-RPC error: C{id} as given (L{None}: null), or by
+        default the id of the request body, when it is a request the gateway
+        can read.
+        """
         request = exchange.request
         exchange.status = status
         if exchange.client_gone:
             self._log(exchange, "client_closed")
             return
-        if id is _UNSET or id is None:
+        if id is _UNSET:
             body = request.content.getvalue() if request.content is not None else b""
             id = request_id(body)
         payload = error_body(code, message, id, {"httpStatus": status})
@@ -559,9 +607,6 @@ class GatewayResource(Resource):
             round((self.clock.seconds() - exchange.started) * 1000, 3),
             _peer(request),
         )
-
-
-_UNSET: Any = object()
 
 
 class _Discard:
