@@ -149,6 +149,16 @@ def messages_of(body: bytes) -> List[Dict[str, Any]]:
             if line.startswith("data:") and line[5:].strip()]
 
 
+def post(daemon: Daemon, path: str, body: bytes,
+         headers: Optional[Dict[str, str]] = None) -> Tuple[int, Any, bytes]:
+    """
+    One JSON POST, outside any session.
+    """
+    sent = {"Accept": ACCEPT, "Content-Type": "application/json"}
+    sent.update(headers or {})
+    return http("POST", daemon.gateway + path, raw=body, headers=sent)
+
+
 class Streamable:
     """
     A streamable HTTP session (2025-03-26) through the gateway, with raw
