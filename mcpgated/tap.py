@@ -30,6 +30,7 @@ from mcpgated.analytics.store import AnalyticsStore
 from mcpgated.keys import KeyIndex
 from mcpgated.policy.auth import Authenticator
 from mcpgated.policy.gate import Gate
+from mcpgated.policy.pinbook import PinBook
 from mcpgated.policy.ratelimit import Limiter
 from mcpgated.policy.tokens import TokenVerifier
 from mcpgated.logs import LogFilesService
@@ -142,6 +143,7 @@ class StoreService(Service):
     reactor: Any
     on_ready: Any = None
     keys: KeyIndex = attrs.field(factory=KeyIndex)
+    pins: Optional[PinBook] = None  # tool-definition pins, for the gateway
 
     def startService(self) -> None:
         Service.startService(self)
@@ -153,6 +155,8 @@ class StoreService(Service):
         records = await self.store.list_apis()
         # Keys first: loading the routes releases the requests waiting for them.
         self.keys.load(await self.store.usable_keys(self.reactor.seconds()))
+        if self.pins is not None:
+            self.pins.load(await self.store.pin_states())
         self.routes.load(records)
         log.info("store {path} open (schema {version}): {count} APIs, {live} started",
                  path=str(self.store.path), version=version, count=len(records),
@@ -225,8 +229,9 @@ class GatewayService(MultiService):
         )
         self.logs.setServiceParent(self)
         self.store = SQLiteApiStore(reactor, cfg.storage.path)
+        self.pins = PinBook(self.store, reactor)
         StoreService(self.store, self.routes, reactor, self._ready,
-                     keys=self.keys).setServiceParent(self)
+                     keys=self.keys, pins=self.pins).setServiceParent(self)
         self.upstreams = UpstreamPool(reactor=reactor, limits=cfg.limits)
         self.upstreams.setServiceParent(self)
         self.analytics: Optional[AnalyticsStore] = None
@@ -238,6 +243,7 @@ class GatewayService(MultiService):
             self.analytics.setServiceParent(self)
         analytics = self.analytics
         self.metrics = Metrics(dropped=lambda: analytics.dropped if analytics else 0)
+        self.pins.metrics = self.metrics
         if analytics is not None:
             recorder = Recorder(reactor, analytics, self.metrics,
                                 self.logs.exchanges if cfg.analytics.exchange_log else None)
@@ -254,14 +260,15 @@ class GatewayService(MultiService):
             allowed_origins=cfg.gateway.allowed_origins,
             gate=Gate(Authenticator(reactor, keys=self.keys,
                                     verifier=TokenVerifier(reactor, self.upstreams)),
-                      Limiter(reactor)),
+                      Limiter(reactor), pins=self.pins),
         )
         gateway_site = gateway_factory(cfg.gateway.http, self.gateway, reactor, cfg.limits)
         self.listeners: List[ListenerService] = []
         for description in cfg.gateway.listen:
             self.listeners.append(ListenerService("gateway", description, gateway_site, reactor))
         self.admin = AdminAPI(self.store, self.routes, reactor, token="",
-                              analytics=self.analytics, metrics=self.metrics, keys=self.keys)
+                              analytics=self.analytics, metrics=self.metrics, keys=self.keys,
+                              pins=self.pins)
         self.admin.gateway_info = lambda: gateway_addresses(self.listeners, cfg.gateway.public_url)
         admin_site = CappedSite(self.admin.resource(), ADMIN_MAX_BODY, json_too_large)
         for description in cfg.admin.listen:

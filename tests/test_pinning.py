@@ -329,3 +329,11 @@ def test_session_hash_matches_the_exchange_log() -> None:
     from mcpgated.policy.pinbook import session_id
 
     assert session_id("api", "abc") == session_hash("api", "abc")
+
+
+def test_the_later_pages_of_the_first_list_are_the_first_inventory() -> None:
+    page1 = observe("tool", {}, _items(("a", "A")), BLOCK, False)
+    page2 = observe("tool", page1.states, _items(("b", "B")), BLOCK, False, initial=True)
+    assert page2.events == () and page2.first_use == (("tool", "b"),)
+    later = observe("tool", {**page1.states, **page2.states}, _items(("c", "C")), BLOCK, False)
+    assert [(e.name, e.type) for e in later.events] == [("c", "new")]

@@ -119,6 +119,7 @@ class AdminAPI:
     metrics: Any = None  # mcpgated.analytics.metrics.Metrics
     gateway_info: Any = None  # () -> where clients reach the gateway (web console hints)
     keys: KeyIndex = attrs.field(factory=KeyIndex)  # the gateway's API keys, kept in sync
+    pins: Any = None  # the gateway's mcpgated.policy.pinbook.PinBook, kept in sync
 
     app = Klein()
 
@@ -559,3 +560,9 @@ def _with_payloads(entry: Any) -> Any:
         except ValueError:
             entry[key] = raw  # cut at the capture limit: shown as text
     return entry
+
+
+# Tool-definition pinning: pins, drift events, approve and reject.
+from mcpgated.admin import pins as _pins  # noqa: E402
+
+_pins.install(AdminAPI, endpoint, _read_optional_json, HTTPError)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
+from mcpgated.admin import pins as _pins
+
 _ERROR = {"$ref": "#/components/responses/Error"}
 _API = {"$ref": "#/components/schemas/Api"}
 _ID = {"name": "api_id", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -321,6 +323,7 @@ def openapi_document() -> Dict[str, Any]:
                 }},
             "plans": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Plan"}},
             "acl": {"$ref": "#/components/schemas/AccessPolicy"},
+            "pinning": {"$ref": "#/components/schemas/PinningSettings"},
             "backendAuth": {"type": ["object", "null"], "properties": {
                 "header": {"type": "string"}, "value": {"type": "string", "description": "shown masked"},
                 "forwardClientToken": {"type": "boolean", "default": False}},
@@ -459,6 +462,7 @@ def openapi_document() -> Dict[str, Any]:
                         "host": {"type": ["string", "null"]},
                         "port": {"type": ["integer", "null"]}}}}}}), "401": _ERROR}}},
             **_subscription_paths(),
+            **_pins.openapi_paths(),
             "/metrics": {"get": {
                 "summary": "Prometheus metrics (text exposition format). Labels come from bounded "
                            "sets: method (the MCP specification's methods, else other), target "
@@ -472,6 +476,7 @@ def openapi_document() -> Dict[str, Any]:
             "schemas": {"Plan": plan, "ApiDefinition": definition, "Api": api,
                         "LogEntry": _LOG_ENTRY, "Analytics": _ANALYTICS,
                         "AccessPolicy": _ACCESS_POLICY, "RateLimit": _RATE_LIMIT, **_SUBSCRIPTION_SCHEMAS,
+                        **_pins.SCHEMAS,
                         "Error": {"type": "object", "required": ["error"], "properties": {
                             "error": {"type": "string"}, "field": {"type": ["string", "null"]}}}},
             "responses": {"Error": {"description": "Error",

@@ -58,10 +58,23 @@ class Admission:
     would_deny: List[IdKey] = attrs.field(factory=list)
     strip_headers: List[bytes] = attrs.field(factory=list)
     set_headers: List[Tuple[bytes, bytes]] = attrs.field(factory=list)
+    # tool-definition pinning: a mcpgated.policy.pinbook.PinCheck, or None
+    pinning: Any = None
 
     @property
     def rewrites(self) -> bool:
         return bool(self.lists or self.extra)
+
+    def filter_result(self, method: str, result: Any) -> Any:
+        """
+        A list result as this caller gets it: judged against the pins (the
+        backend's whole result), then filtered by access control.
+        """
+        if self.pinning is not None:
+            result = self.pinning.filter_result(method, result)
+        if self.policy.active and not self.policy.dry_run:
+            result = self.policy.filter_result(method, result, self.caller)[0]
+        return result
 
 
 def decode_header_value(raw: str) -> str:
@@ -98,13 +111,14 @@ def _refuse_json(status: int, code: int, message: str, id: Any = None) -> Refusa
 class Gate:
     authenticator: Authenticator
     limiter: Limiter
+    pins: Any = None  # mcpgated.policy.pinbook.PinBook: tool-definition pinning
 
     def needed(self, definition: Any) -> bool:
         """
         Whether an API needs the gate at all (the open, rule-less, limit-less
         keyless case skips it, costing nothing).
         """
-        if definition.acl.active or definition.backend_auth:
+        if definition.acl.active or definition.backend_auth or definition.pinning.active:
             return True
         return any(p.security != "KEY_LESS" or p.rate_limit is not None or p.acl is not None
                    for p in definition.plans)
@@ -124,6 +138,8 @@ class Gate:
         policy = combine(definition.acl, principal.plan.acl)
         caller = principal.caller()
         admission = Admission(principal, caller, policy, body, query)
+        if self.pins is not None and definition.pinning.active:
+            admission.pinning = self.pins.check(api_id, definition.pinning, headers)
         self._credentials(admission, definition, headers)
         if method != b"POST" or not body:
             return admission
@@ -137,7 +153,8 @@ class Gate:
         if not admission.batch:
             self._check_headers(headers, messages[0])
         self._limits(api_id, principal, client, messages)
-        if not policy.active:
+        pinning = admission.pinning
+        if not policy.active and pinning is None:
             return admission
         kept: List[Any] = []
         for message in messages:
@@ -161,7 +178,15 @@ class Gate:
                     admission.extra.append({"jsonrpc": "2.0", "id": message["id"], "error": {
                         "code": decision.code, "message": decision.message}})
                     continue
-            if name in LIST_ITEMS and not policy.dry_run:
+            if pinning is not None:
+                decision = pinning.decide(message)  # a changed or unapproved tool or prompt
+                if not decision.allowed:
+                    admission.denied.append(key)
+                    admission.extra.append({"jsonrpc": "2.0", "id": message["id"], "error": {
+                        "code": decision.code, "message": decision.message}})
+                    continue
+            if name in LIST_ITEMS and ((policy.active and not policy.dry_run)
+                                       or (pinning is not None and pinning.judges(name))):
                 admission.lists[key] = name
             else:
                 admission.forwarded.add(key)

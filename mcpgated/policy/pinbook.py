@@ -64,6 +64,8 @@ class PinBook:
     _pins: Dict[str, Dict[Key, PinState]] = attrs.field(factory=dict)
     _read_at: Dict[str, float] = attrs.field(factory=dict)
     _refreshing: Set[str] = attrs.field(factory=set)
+    # (API, kind) whose first list is being read page by page
+    _first_walks: Set[Tuple[str, str]] = attrs.field(factory=set)
 
     # --- the copy ---------------------------------------------------------------------
 
@@ -125,21 +127,31 @@ class PinBook:
                         session_id(api_id, session[0].decode("latin-1")) if session else None)
 
     def judge(self, api_id: str, settings: PinSettings, list_method: str, result: Any,
-              complete: bool, session: Optional[str]) -> Any:
+              first_page: bool, session: Optional[str]) -> Any:
         """
         Judge a list result: the result to serve (in C{block} mode without
         the items that are not trusted), changes sent to the store.
+
+        @param first_page: the request asked for the first page (no cursor).
         """
         items = read_items(list_method, result)
         if items is None:
             return result
         kind = LISTS[list_method][0]
         pins = self._pins.setdefault(api_id, {})
-        verdict = observe(kind, pins, items, settings, complete)
+        last_page = result.get("nextCursor") is None
+        walk = (api_id, kind)
+        if first_page and not any(key[0] == kind for key in pins):
+            self._first_walks.add(walk)  # the first inventory, maybe over several pages
+        initial = walk in self._first_walks
+        if last_page:
+            self._first_walks.discard(walk)
+        complete = first_page and last_page
+        verdict = observe(kind, pins, items, settings, complete, initial)
         changed = any(pins.get(key) != state for key, state in verdict.states.items())
         pins.update(verdict.states)
         if changed and self.store is not None:
-            d = self.store.observe_pins(api_id, kind, items, settings, complete, session,
+            d = self.store.observe_pins(api_id, kind, items, settings, complete, initial, session,
                                         self.clock.seconds())
             d.addCallback(self._stored, api_id, kind)
             d.addErrback(self._store_failed, api_id)
@@ -220,10 +232,15 @@ class PinCheck:
         return self.book.refuses(self.api_id, self.settings, method,
                                  name if isinstance(name, str) else None)
 
+    def judges(self, method: str) -> bool:
+        """
+        Whether answers to this method are judged (tools, prompts and
+        resource templates lists).
+        """
+        return method in LISTS
+
     def filter_result(self, list_method: str, result: Any) -> Any:
-        if list_method not in LISTS:
+        if list_method not in LISTS or not isinstance(result, dict):
             return result
-        complete = not self.paged and isinstance(result, dict) \
-            and result.get("nextCursor") is None
-        return self.book.judge(self.api_id, self.settings, list_method, result, complete,
+        return self.book.judge(self.api_id, self.settings, list_method, result, not self.paged,
                                self.session)

@@ -351,7 +351,7 @@ class Verdict:
 
 
 def observe(kind: str, pins: Mapping[Key, PinState], items: Sequence[Observed],
-            settings: PinSettings, complete: bool) -> Verdict:
+            settings: PinSettings, complete: bool, initial: bool = False) -> Verdict:
     """
     Judge the items of one list result against an API's pins.
 
@@ -360,9 +360,11 @@ def observe(kind: str, pins: Mapping[Key, PinState], items: Sequence[Observed],
     awaits a decision (a C{changed} event the first time that definition is
     seen); a C{complete} result (the whole list in one page) that lacks a
     pinned item makes a C{removed} event. In C{block} mode only trusted
-    items are kept.
+    items are kept. The items pinned on first use when the API had no pin
+    of their kind yet (or, C{initial}, on the later pages of that first
+    list) are its first inventory, not C{new} events.
     """
-    first_sight = not any(key[0] == kind for key in pins)
+    first_sight = initial or not any(key[0] == kind for key in pins)
     states: Dict[Key, PinState] = {}
     events: List[Event] = []
     first_use: List[Key] = []

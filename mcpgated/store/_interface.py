@@ -182,11 +182,12 @@ class IApiStore(Interface):
         of one API's: what L{mcpgated.policy.pinbook.PinBook} loads.
         """
 
-    def observe_pins(api_id, kind, items, settings, complete, session, now):
+    def observe_pins(api_id, kind, items, settings, complete, initial, session, now):
         """
         Judge one list result's L{Observed} items against the stored pins of
         their kind, store what changed (new pins, pending definitions, items
-        seen or gone) and record the drift events, in one transaction.
+        seen or gone) and record the drift events, in one transaction
+        (C{initial}: a page of the API's first list of that kind).
         Deferred ({(kind, name): L{PinState}} of that kind as stored, list
         of the L{EventRecord}s recorded).
         """

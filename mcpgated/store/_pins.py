@@ -74,8 +74,9 @@ class PinStore:
         return self._transaction(work)
 
     def observe_pins(self, api_id: str, kind: str, items: Sequence[Observed],
-                     settings: PinSettings, complete: bool, session: Optional[str],
-                     now: float) -> "Deferred[Tuple[Dict[Key, PinState], List[EventRecord]]]":
+                     settings: PinSettings, complete: bool, initial: bool,
+                     session: Optional[str], now: float
+                     ) -> "Deferred[Tuple[Dict[Key, PinState], List[EventRecord]]]":
         """
         Judge one list result against the stored pins of its kind, store
         what changed and record the events.
@@ -90,7 +91,7 @@ class PinStore:
             rows = {(row[2], row[3]): _record(row) for row in connection.execute(
                 _PIN + " WHERE api_id = ? AND kind = ?", (api_id, kind))}
             verdict = observe(kind, {key: r.state for key, r in rows.items()}, items, settings,
-                              complete)
+                              complete, initial)
             texts = {(kind, item.name, item.fingerprint): item.text for item in items
                      if item.name is not None}
             count = None
