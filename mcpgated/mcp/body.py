@@ -33,7 +33,7 @@ import json
 import re
 from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
-from mcpgated.mcp.ids import IdKey, InvalidId, canonical, request_key
+from mcpgated.mcp.ids import IdKey, InvalidId, request_key
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -262,12 +262,3 @@ def parse(body: bytes) -> Parsed:
     @raise BodyError: 400.
     """
     return validate(decode(body))
-
-
-def error_id(parsed: Optional[Parsed]) -> Union[str, int, None]:
-    """
-    The id to answer a refused single request with.
-    """
-    if parsed is not None and not parsed.batch and parsed.keys:
-        return canonical(parsed.keys[0])
-    return None
