@@ -173,6 +173,7 @@ export async function renderApiPage(root, params, id) {
       h("div", { class: "actions" },
         h("a", { class: "button secondary", href: hashFor("logs", { api: record.id }) }, "Logs"),
         h("a", { class: "button secondary", href: hashFor("dashboard", { api: record.id }) }, "Dashboard"),
+        h("a", { class: "button secondary", href: `#/apis/${encodeURIComponent(record.id)}/pins` }, "Pins"),
         deployButton, toggle, deleteButton)));
 
     const status = h("dl", { class: "summary" },

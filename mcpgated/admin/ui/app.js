@@ -7,6 +7,7 @@ import { renderApiList, renderApiPage } from "./apis.js";
 import { renderWizard } from "./wizard.js";
 import { renderLogDetail, renderLogs } from "./logs.js";
 import { renderDashboard } from "./dashboard.js";
+import { renderPins } from "./pins.js";
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");
@@ -20,6 +21,7 @@ let rendered = false; // on the first page load, focus stays at the top (skip li
 function routeFor(path) {
   const [section, a, b] = path;
   if (section === "apis" && a === "new") return [renderWizard, []];
+  if (section === "apis" && a && b === "pins") return [renderPins, [a]];
   if (section === "apis" && a) return [renderApiPage, [a]];
   if (section === "logs" && a && b) return [renderLogDetail, [a, b]];
   if (section === "logs") return [renderLogs, []];
