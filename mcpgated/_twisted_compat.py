@@ -11,7 +11,7 @@ from operator import attrgetter
 from typing import Any, Callable, Dict, List, Tuple, Union
 
 from twisted.web.http import HTTPChannel
-from twisted.web.http_headers import Headers
+from twisted.web.http_headers import Headers, _nameEncoder
 
 
 # --- twisted.web's server (mcpgated.proxy.twisted_server) ----------------------------
@@ -74,16 +74,11 @@ class HTTPChannelHooks(HTTPChannel):
 
 # --- Headers' own dictionary (mcpgated.proxy: the fast channel, the relay, the backend client)
 #
-# Headers keeps C{{Header-Case name: [values]}} in C{_rawHeaders} (since
-# Twisted 24.7; lowercase names before): the gateway fills and reads that
-# dictionary directly, with names made canonical by Twisted's own encoder.
+# Headers keeps C{{Header-Case name: [values]}} in C{_rawHeaders}: the
+# gateway fills and reads that dictionary directly, with names made canonical
+# by Twisted's own encoder (C{_nameEncoder}, Twisted 24.10+).
 
-try:
-    from twisted.web.http_headers import _nameEncoder
-except ImportError:  # Twisted 24.7: the same encoder was a method of Headers
-    canonical_name: Callable[[Union[str, bytes]], bytes] = Headers()._encodeName
-else:
-    canonical_name = _nameEncoder.encode
+canonical_name: Callable[[Union[str, bytes]], bytes] = _nameEncoder.encode
 """
 A header name as L{Headers} keys it: C{b"content-type"} -> C{b"Content-Type"}.
 """

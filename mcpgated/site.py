@@ -32,9 +32,6 @@ class CappedRequest(Request):
     with the site's error body and closes the connection.
     """
 
-    # The gateway never reads HTML form bodies; skipping the form parsing
-    # also skips parsing Content-Type on every POST.
-    _parsePOSTFormSubmission = False
     _received = 0
     _rejected = False
 
@@ -87,6 +84,8 @@ class CappedSite(Site):
 
     def __init__(self, resource: IResource, max_body: int,
                  too_large_body: Callable[[int], bytes]) -> None:
+        # Never an HTML form body to read: no form parsing, which also
+        # skips parsing Content-Type on every POST (Twisted 25.5+).
         Site.__init__(self, resource, parsePOSTFormSubmission=False)
         self.max_body = max_body
         self.too_large_body = too_large_body

@@ -395,7 +395,7 @@ class BackendClient:
             conn.close()
             return
         inner = conn.tcp  # conn.unsent(), inline for plain TCP
-        if (inner is not None and (inner._tempDataLen or inner.offset < len(inner.dataBuffer))
+        if (inner is not None and tcp_buffered(inner)
                 or conn.tls and conn.unsent()):
             # What is left of the request would only be waited for.
             conn.abort()
