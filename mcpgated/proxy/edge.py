@@ -50,18 +50,19 @@ class ClientTimeouts:
 # RFC 3986 host (reg-name or IP-literal) and optional port; as nginx's
 # ngx_http_validate_host, plus "," refused (a list is never one host).
 _HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+;=%]+)(?::([0-9]{0,5}))?\Z")
-_valid_hosts: Dict[bytes, bool] = {}
+# Host values seen, and whether each is valid (the fast channel looks here first).
+VALID_HOSTS: Dict[bytes, bool] = {}
 
 
 def _host_valid(value: bytes) -> bool:
-    known = _valid_hosts.get(value)
+    known = VALID_HOSTS.get(value)
     if known is not None:
         return known
     match = _HOST.match(value)
     valid = (match is not None and b".." not in value
              and not (match.group(1) and int(match.group(1)) > 65535))
-    if len(_valid_hosts) < 4096:
-        _valid_hosts[value] = valid
+    if len(VALID_HOSTS) < 4096:
+        VALID_HOSTS[value] = valid
     return valid
 
 

@@ -56,6 +56,7 @@ from mcpgated.proxy.edge import (
     MAX_HEAD_BYTES,
     MAX_HEADERS,
     TRAILERS_TOO_LARGE,
+    VALID_HOSTS,
     ClientDeadlines,
     ClientTimeouts,
     body_timeout_message,
@@ -309,6 +310,7 @@ class GatewayChannel(Protocol):
         self.host: Any = None
         self.secure = False
         self.read_at = 0.0
+        self.seconds: Callable[[], float] = factory.clock.seconds
         self.deadlines = ClientDeadlines(factory.clock, factory.timeouts, self._expired)
         self.send: Callable[[bytes], None] = _unconnected
 
@@ -329,7 +331,7 @@ class GatewayChannel(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.closing:
             return
-        now = self.read_at = self.factory.clock.seconds()
+        now = self.read_at = self.seconds()
         deadlines = self.deadlines
         if deadlines.phase == IDLE:
             # The first byte of a request: its head's deadline starts.
@@ -380,16 +382,9 @@ class GatewayChannel(Protocol):
             return
         parser = self.parser = httptools.HttpRequestParser(self)
         if request.method == b"CONNECT":
-            # Not a forward proxy: what follows is a tunnel's bytes, never
-            # requests. Answer, then close.
+            # Not a forward proxy: its body is read, but what follows would
+            # be a tunnel's bytes, never requests. Answer, then close.
             self.close_after = True
-            self._complete(request)
-            if self.reading:
-                self.reading = False
-                self.transport.pauseProducing()  # type: ignore[union-attr]
-            if self.active is None and self.ready:
-                self._next()
-            return
         raw = raw_headers(request.requestHeaders)
         length = raw.get(b"Content-Length")
         if b"Transfer-Encoding" in raw or (length is not None and length[0].strip(b"0")):
@@ -476,12 +471,14 @@ class GatewayChannel(Protocol):
             self._refuse(505, "Only HTTP/1.0 and HTTP/1.1 are served")
             return
         raw = raw_headers(request.requestHeaders)
-        problem = host_problem(raw.get(b"Host"), request.clientproto)
-        if problem is not None:
-            # Exactly one valid Host (RFC 9112 3.2), so the rebinding check
-            # and the URLs the gateway builds read the same one.
-            self._refuse(400, problem)
-            return
+        hosts = raw.get(b"Host")
+        if hosts is None or len(hosts) != 1 or not VALID_HOSTS.get(hosts[0]):
+            problem = host_problem(hosts, request.clientproto)
+            if problem is not None:
+                # Exactly one valid Host (RFC 9112 3.2), so the rebinding
+                # check and the URLs the gateway builds read the same one.
+                self._refuse(400, problem)
+                return
         if parser.should_upgrade():
             # Never switched to (h2c, websocket): the request is answered as
             # HTTP/1.1; Upgrade and the fields Connection names (HTTP2-Settings)
@@ -596,8 +593,9 @@ class GatewayChannel(Protocol):
         if self.active is None and not self.ready and not self.closing:
             # Waiting for the client again: a request read in part goes on
             # with its head or body deadline, else the keep-alive one.
-            self.deadlines.set(IDLE if self.parsing is None else HEAD if self.in_head else BODY,
-                               self.factory.clock.seconds())
+            deadlines = self.deadlines
+            deadlines.phase = IDLE if self.parsing is None else HEAD if self.in_head else BODY
+            deadlines.since = self.seconds()
             if not self.reading:
                 self.reading = True
                 self.transport.resumeProducing()  # type: ignore[union-attr]

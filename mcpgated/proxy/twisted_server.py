@@ -104,6 +104,7 @@ class TwistedGatewayChannel(HTTPChannelHooks):
     site: "TwistedGatewaySite"
     head_size = 0
     refused = False
+    tail = b""  # the last bytes of a head still being read
     deadlines: Optional[ClientDeadlines] = None
 
     def connectionMade(self) -> None:
@@ -118,6 +119,16 @@ class TwistedGatewayChannel(HTTPChannelHooks):
                 deadlines.set(HEAD, self.site.clock.seconds())
             elif deadlines.phase == BODY:
                 deadlines.since = self.site.clock.seconds()
+        if self.line_mode and not self.refused:
+            # A head's lines end with CRLF only (RFC 9112 2.2, as the fast
+            # channel): Twisted would wait for a CRLF that never comes.
+            window = self.tail + data
+            end = window.find(b"\r\n\r\n")
+            head = window if end < 0 else window[:end]
+            if head.count(b"\n") != head.count(b"\r\n"):
+                self.refuse(400, "Malformed HTTP request: a line ends with LF alone")
+                return
+            self.tail = data[-3:] if end < 0 else b""
         HTTPChannelHooks.dataReceived(self, data)
 
     def lineReceived(self, line: bytes) -> None:
@@ -127,6 +138,9 @@ class TwistedGatewayChannel(HTTPChannelHooks):
         if deadlines is not None and deadlines.phase == IDLE:
             # A pipelined request read from Twisted's buffer after an answer.
             deadlines.set(HEAD, self.site.clock.seconds())
+        if b"\n" in line:
+            self.refuse(400, "Malformed HTTP request: a line ends with LF alone")
+            return
         self.head_size += len(line) + 2
         if self.head_size > MAX_HEAD_BYTES:
             self.refuse(431, HEAD_TOO_LARGE)
