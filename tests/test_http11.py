@@ -23,7 +23,15 @@ from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
 from mcpgated.jsonrpc import INVALID_REQUEST
-from mcpgated.proxy.edge import ClientTimeouts
+from mcpgated.proxy.edge import (
+    BODY,
+    BUSY,
+    HEAD,
+    IDLE,
+    ClientDeadlines,
+    ClientTimeouts,
+    host_problem,
+)
 from mcpgated.proxy.http11 import GatewayChannel, GatewayHTTPFactory, GatewayRequest
 from mcpgated.site import jsonrpc_too_large
 
@@ -932,3 +940,75 @@ class LifetimeTests(HTTP11TestCase):
             "type": "text/plain",
             "missing": None,
         })
+
+
+# --- the edge rules both servers share (mcpgated.proxy.edge) ----------------------------
+
+
+class EdgeRuleTests(TestCase):
+    def test_host_rule(self) -> None:
+        """
+        Exactly one valid Host for HTTP/1.1; none is fine for HTTP/1.0;
+        validity as nginx's, with "," refused.
+        """
+        ok = [b"gw.test", b"GW.test:8082", b"127.0.0.1", b"[::1]", b"[::1]:443", b"a_b~c-d",
+              b"x.example.", b"h:", b"xn--bcher-kva.example", b"%41.test"]
+        bad = [b"", b"a,b", b"a b", b"a..b", b"a/b", b"a\\b", b"u@h", b"h:65536", b"h:1:2",
+               b"[::1", b"h:port", b"h\x00", b"h\x7f"]
+        for value in ok:
+            self.assertIsNone(host_problem([value], b"HTTP/1.1"), value)
+        for value in bad:
+            self.assertEqual(host_problem([value], b"HTTP/1.1"),
+                             "The request's Host header is not a valid host", value)
+        self.assertEqual(host_problem(None, b"HTTP/1.1"), "The request has no Host header")
+        self.assertIsNone(host_problem(None, b"HTTP/1.0"))
+        self.assertEqual(host_problem([b"a", b"a"], b"HTTP/1.0"),
+                         "The request has more than one Host header")
+
+    def test_deadlines_follow_the_phase(self) -> None:
+        """
+        One timer serves every phase: a head begun just after an answer
+        expires at its own deadline (before the keep-alive one would); body
+        reads push the body deadline; an answer in progress never expires.
+        """
+        clock = Clock()
+        expired: List[int] = []
+        deadlines = ClientDeadlines(clock, ClientTimeouts(header=10, body=5, keepalive=30),
+                                    expired.append)
+        deadlines.start()
+        clock.advance(1)
+        deadlines.set(BUSY, clock.seconds())
+        clock.advance(100)
+        self.assertEqual(expired, [])
+        deadlines.set(IDLE, clock.seconds())  # answered at 101
+        clock.advance(2)
+        deadlines.set(HEAD, clock.seconds())  # a head begins at 103
+        clock.advance(9.5)
+        self.assertEqual(expired, [])
+        deadlines.set(BODY, clock.seconds())  # complete at 112.5
+        for _ in range(6):
+            clock.advance(4)
+            deadlines.since = clock.seconds()  # a body read
+        self.assertEqual(expired, [])
+        clock.advance(5)
+        self.assertEqual(expired, [BODY])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_keepalive_and_fresh_head_deadlines(self) -> None:
+        clock = Clock()
+        expired: List[int] = []
+        deadlines = ClientDeadlines(clock, ClientTimeouts(header=10, body=5, keepalive=30),
+                                    expired.append)
+        deadlines.start()
+        clock.advance(9.9)
+        self.assertEqual(expired, [])
+        clock.advance(0.1)
+        self.assertEqual(expired, [HEAD])
+        expired.clear()
+        deadlines.start()
+        deadlines.set(IDLE, clock.seconds())
+        clock.advance(29)
+        self.assertEqual(expired, [])
+        clock.advance(1)
+        self.assertEqual(expired, [IDLE])
+        deadlines.stop()
