@@ -337,3 +337,26 @@ def test_the_later_pages_of_the_first_list_are_the_first_inventory() -> None:
     assert page2.events == () and page2.first_use == (("tool", "b"),)
     later = observe("tool", {**page1.states, **page2.states}, _items(("c", "C")), BLOCK, False)
     assert [(e.name, e.type) for e in later.events] == [("c", "new")]
+
+
+@given(values)
+def test_the_fast_path_and_the_walk_agree(value: Any) -> None:
+    walked = pinning._walk(value)
+    assert canonical(value) == pinning._SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", walked)
+
+
+def test_a_definition_nested_too_deeply_is_never_trusted() -> None:
+    deep: Any = "x"
+    for _ in range(5000):  # beyond the interpreter's recursion limit
+        deep = [deep]
+    items = pinning.read_items("tools/list", {"tools": [{"name": "deep", "inputSchema": deep}]},
+                               pinning.FingerprintCache())
+    assert items is not None and items[0].name is None
+    assert observe("tool", {}, items, BLOCK, True).keep == (False,)
+    assert observe("tool", {}, items, WARN, True).keep == (True,)
+
+
+def test_the_fingerprint_cache_gives_what_canonical_gives() -> None:
+    cache = pinning.FingerprintCache(size=2)
+    for value in ({"a": 1.0}, {"a": 1}, {"b": True}, {"a": 1.0}):
+        assert cache.get(value) == (pinning.fingerprint_of(canonical(value)), canonical(value))

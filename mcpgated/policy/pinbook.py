@@ -24,6 +24,7 @@ from mcpgated.policy.acl import ALLOW, Decision
 from mcpgated.policy.pinning import (
     CALLS,
     LISTS,
+    FingerprintCache,
     Key,
     PinSettings,
     PinState,
@@ -66,6 +67,7 @@ class PinBook:
     _refreshing: Set[str] = attrs.field(factory=set)
     # (API, kind) whose first list is being read page by page
     _first_walks: Set[Tuple[str, str]] = attrs.field(factory=set)
+    _fingerprints: FingerprintCache = attrs.field(factory=FingerprintCache)
 
     # --- the copy ---------------------------------------------------------------------
 
@@ -134,7 +136,7 @@ class PinBook:
 
         @param first_page: the request asked for the first page (no cursor).
         """
-        items = read_items(list_method, result)
+        items = read_items(list_method, result, self._fingerprints)
         if items is None:
             return result
         kind = LISTS[list_method][0]
@@ -148,9 +150,8 @@ class PinBook:
             self._first_walks.discard(walk)
         complete = first_page and last_page
         verdict = observe(kind, pins, items, settings, complete, initial)
-        changed = any(pins.get(key) != state for key, state in verdict.states.items())
         pins.update(verdict.states)
-        if changed and self.store is not None:
+        if verdict.states and self.store is not None:
             d = self.store.observe_pins(api_id, kind, items, settings, complete, initial, session,
                                         self.clock.seconds())
             d.addCallback(self._stored, api_id, kind)

@@ -32,6 +32,8 @@ import difflib
 import hashlib
 import json
 import math
+import re
+from json.encoder import encode_basestring
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import attrs
@@ -68,21 +70,11 @@ class PinningError(ValueError):
 
 # --- canonical JSON (RFC 8785) and fingerprints --------------------------------------------
 
-_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
-            "\t": "\\t"}
-
-
-def _string(value: str, out: List[str]) -> None:
-    out.append('"')
-    start = 0
-    for index, char in enumerate(value):
-        code = ord(char)
-        if code < 0x20 or char in '"\\' or 0xD800 <= code <= 0xDFFF:
-            out.append(value[start:index])
-            out.append(_ESCAPES.get(char) or f"\\u{code:04x}")
-            start = index + 1
-    out.append(value[start:])
-    out.append('"')
+# RFC 8785's string escapes are JSON's shortest: the C encoder's (the quote,
+# the backslash, \b \f \n \r \t, other controls as lowercase \u00XX).
+_string = encode_basestring
+# A lone surrogate (JSON text may escape one) is kept escaped.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _double(value: float) -> str:
@@ -132,8 +124,6 @@ def _utf16(key: str) -> bytes:
 
 
 def _write(value: Any, out: List[str], depth: int) -> None:
-    if depth > 200:
-        raise ValueError("nested too deeply")
     if value is None:
         out.append("null")
     elif value is True:
@@ -141,7 +131,7 @@ def _write(value: Any, out: List[str], depth: int) -> None:
     elif value is False:
         out.append("false")
     elif isinstance(value, str):
-        _string(value, out)
+        out.append(_string(value))
     elif isinstance(value, (int, float)):
         out.append(_number(value))
     elif isinstance(value, dict):
@@ -149,7 +139,7 @@ def _write(value: Any, out: List[str], depth: int) -> None:
         for index, key in enumerate(sorted(value, key=_utf16)):
             if index:
                 out.append(",")
-            _string(key, out)
+            out.append(_string(key))
             out.append(":")
             _write(value[key], out, depth + 1)
         out.append("}")
@@ -164,16 +154,50 @@ def _write(value: Any, out: List[str], depth: int) -> None:
         raise TypeError(f"not a JSON value: {type(value).__name__}")
 
 
+def _walk(value: Any) -> str:
+    out: List[str] = []
+    _write(value, out, 0)
+    return "".join(out)
+
+
+_sorted_plain = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True,
+                                 allow_nan=True, check_circular=False).encode
+_STRINGS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+# outside strings: a float as Python writes it (1.0, 1e+16); NaN and Infinity
+# are looked for as words
+_FLOAT = re.compile(r"[0-9][.eE]")
+# where Python's key order (code points) may differ from UTF-16's
+_FAR = re.compile("[\ud800-\udfff\ue000-\U0010ffff]")
+
+
+def _floats(text: str) -> bool:
+    """
+    Whether a plain JSON text has a float, NaN or an infinity (outside its
+    strings).
+    """
+    if _FLOAT.search(text) is None and "NaN" not in text and "Infinity" not in text:
+        return False
+    bare = _STRINGS.sub("", text)
+    return _FLOAT.search(bare) is not None or "NaN" in bare or "Infinity" in bare
+
+
 def canonical(value: Any) -> str:
     """
     The canonical JSON text of a decoded JSON value (see the module
     docstring). Equal values give equal texts; different values (in the
     RFC 8785 sense: numbers compare as doubles within 2**53) give different
     ones.
+
+    Most definitions have no float and no character beyond U+D7FF: for them
+    the C encoder with sorted keys writes the RFC 8785 form already (the
+    same escapes, integers, key order); the others are written by L{_walk}.
     """
-    out: List[str] = []
-    _write(value, out, 0)
-    return "".join(out)
+    text = _sorted_plain(value)
+    if (not text.isascii() and _FAR.search(text) is not None) or _floats(text):
+        text = _walk(value)
+    if _SURROGATE.search(text) is not None:
+        text = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return text
 
 
 def definition(list_method: str, item: Mapping[str, Any]) -> Dict[str, Any]:
@@ -194,6 +218,38 @@ def fingerprint(list_method: str, item: Mapping[str, Any]) -> str:
     The fingerprint of a list item's definition.
     """
     return fingerprint_of(canonical(definition(list_method, item)))
+
+
+_plain = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=True,
+                          check_circular=False).encode
+
+
+class FingerprintCache:
+    """
+    Fingerprints of the definitions seen lately, by their plain JSON text
+    (the C encoder's, keys in the order received): an unchanged list answer
+    costs one plain encoding and one lookup per item instead of a canonical
+    form. Equal plain texts are equal JSON values, so a hit is never wrong.
+    Bounded: emptied when full.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._entries: Dict[str, Tuple[str, str]] = {}
+
+    def get(self, value: Any) -> Tuple[str, str]:
+        """
+        (fingerprint, canonical text) of a definition.
+        """
+        plain = _plain(value)
+        hit = self._entries.get(plain)
+        if hit is None:
+            text = canonical(value)
+            hit = (fingerprint_of(text), text)
+            if len(self._entries) >= self._size:
+                self._entries.clear()
+            self._entries[plain] = hit
+        return hit
 
 
 def pretty(text: Optional[str]) -> List[str]:
@@ -339,7 +395,7 @@ class Verdict:
     What one list result means for the pins.
 
     @ivar keep: per item, whether it is served.
-    @ivar states: the pins this result changed (new ones included).
+    @ivar states: the pins this result changed (new ones included), only.
     @ivar events: what changed, to record and report.
     @ivar first_use: the pins created trusted (trust on first use).
     """
@@ -376,7 +432,8 @@ def observe(kind: str, pins: Mapping[Key, PinState], items: Sequence[Observed],
             continue
         key = (kind, item.name)
         names.add(item.name)
-        pin = states.get(key) or pins.get(key)
+        known = states.get(key) or pins.get(key)
+        pin = known
         new_fp = item.fingerprint
         if pin is None:
             if settings.approval == FIRST_USE:
@@ -388,13 +445,15 @@ def observe(kind: str, pins: Mapping[Key, PinState], items: Sequence[Observed],
                 pin = PinState(None, PENDING, new_fp, new_fp)
                 events.append(Event(kind, item.name, NEW, None, new_fp))
         elif new_fp == pin.approved or new_fp == pin.pending:
-            pin = attrs.evolve(pin, seen=new_fp)
+            if pin.seen != new_fp:
+                pin = attrs.evolve(pin, seen=new_fp)
         else:
             events.append(Event(kind, item.name, NEW if pin.approved is None else CHANGED,
                                 pin.approved if pin.approved is not None else pin.pending,
                                 new_fp))
             pin = PinState(pin.approved, PENDING, new_fp, new_fp)
-        states[key] = pin
+        if pin is not known:
+            states[key] = pin
         keep.append(pin.trusted or not settings.blocks)
     if complete:
         for key, pin in pins.items():
@@ -404,7 +463,8 @@ def observe(kind: str, pins: Mapping[Key, PinState], items: Sequence[Observed],
     return Verdict(tuple(keep), states, tuple(events), tuple(first_use))
 
 
-def read_items(list_method: str, result: Any) -> Optional[List[Observed]]:
+def read_items(list_method: str, result: Any,
+               cache: Optional[FingerprintCache] = None) -> Optional[List[Observed]]:
     """
     The items of a list result, or L{None} when it has no item list.
     """
@@ -420,8 +480,16 @@ def read_items(list_method: str, result: Any) -> Optional[List[Observed]]:
             out.append(Observed(None, "", ""))
             continue
         name = item.get(name_key)
-        text = canonical(definition(list_method, item))
-        out.append(Observed(name if isinstance(name, str) else None, fingerprint_of(text), text))
+        try:
+            if cache is not None:
+                fingerprint_, text = cache.get(definition(list_method, item))
+            else:
+                text = canonical(definition(list_method, item))
+                fingerprint_ = fingerprint_of(text)
+        except (ValueError, RecursionError):  # nested too deeply: never trusted
+            out.append(Observed(None, "", ""))
+            continue
+        out.append(Observed(name if isinstance(name, str) else None, fingerprint_, text))
     return out
 
 
