@@ -25,7 +25,7 @@ is never decoded and goes on byte for byte.
 from __future__ import annotations
 
 import re
-from typing import Tuple
+from typing import Dict, Tuple
 
 # Bytes a path may hold as they are (RFC 3986 pchar and "/", without "%").
 _PLAIN = re.compile(rb"[A-Za-z0-9\-._~!$&'()*+,;=:@/]*")
@@ -109,4 +109,13 @@ def split_target(target: bytes) -> Tuple[str, bytes]:
         if b"#" in query:
             raise BadPath("The request target must not have a fragment ('#')")
         raise BadPath("The request query has a byte that must be percent-encoded")
-    return normalize_path(path), query
+    normal = _normal.get(path)
+    if normal is None:
+        normal = normalize_path(path)
+        if len(_normal) < 4096:
+            _normal[path] = normal
+    return normal, query
+
+
+# Paths seen, normalised: a gateway serves few (the query, a session id say, varies).
+_normal: Dict[bytes, str] = {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any, List
 
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 from twisted.internet.task import Clock
 from twisted.web.http_headers import Headers
 
@@ -30,6 +30,7 @@ SPELLINGS = st.integers(-MAX_SAFE, MAX_SAFE).flatmap(lambda n: st.sampled_from(
     [str(n), f"{n}.0", f"{n}e0", f"{n * 10}e-1", f"{n}.000"]))
 
 
+@settings(deadline=None)
 @given(SPELLINGS)
 def test_a_list_asked_with_any_spelling_is_filtered_in_json_and_sse(spelling):
     value = json.loads(spelling)
@@ -78,6 +79,7 @@ def _tracker(records: List[CallRecord], book: SessionBook) -> ExchangeTracker:
                            capture=Capture(), started=0.0)
 
 
+@settings(deadline=None)
 @given(SPELLINGS, st.booleans())
 def test_the_exchange_log_matches_answers_by_value(spelling, sse):
     records: List[CallRecord] = []

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from mcpgated.mcp.body import (
     BodyError,
@@ -119,6 +119,7 @@ def test_escaped_lone_surrogates_are_read_as_javascript_reads_them():
     check_bytes(b'{"a":"\\ud800"}')
 
 
+@settings(deadline=None)
 @given(st.recursive(st.none() | st.booleans() | st.integers() | st.text()
                     | st.floats(allow_nan=False, allow_infinity=False),
                     lambda children: st.lists(children) | st.dictionaries(st.text(), children),

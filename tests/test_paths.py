@@ -10,7 +10,7 @@ from typing import List
 from urllib.parse import unquote_to_bytes
 
 import pytest
-from hypothesis import example, given, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from mcpgated.model import ApiRecord, parse_definition
 from mcpgated.paths import BadPath, normalize_path, split_target
@@ -48,6 +48,7 @@ def _reference(path: bytes) -> bytes:
     return b"/" + b"/".join(output) + (b"/" if trailing else b"")
 
 
+@settings(deadline=None)
 @given(st.lists(SEGMENTS, min_size=1, max_size=6))
 @example([b"pa", b"..", b"mcp-b"])
 @example([b"pa", b"%2e%2e", b"mcp-b"])
@@ -71,6 +72,7 @@ def test_a_path_is_refused_or_what_a_backend_resolves_it_to(segments):
     decoded.decode("utf-8")  # no overlong dots or slashes
 
 
+@settings(deadline=None)
 @given(st.lists(SEGMENTS, min_size=1, max_size=6))
 def test_every_dot_segment_spelling_is_refused(segments):
     raw = b"/" + b"/".join(segments)

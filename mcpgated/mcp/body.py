@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import json
 import re
+from json.decoder import WHITESPACE
 from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
-from mcpgated.mcp.ids import IdKey, InvalidId, request_key
+from mcpgated.mcp.ids import MAX_SAFE, IdKey, InvalidId, request_key
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -185,7 +186,21 @@ def _constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-_DECODE = json.JSONDecoder(object_pairs_hook=_pairs, parse_constant=_constant).decode
+_DECODER = json.JSONDecoder(object_pairs_hook=_pairs, parse_constant=_constant)
+_SCAN = _DECODER.scan_once
+_SPACE = WHITESPACE.match
+NOT_JSON_BODY = "Parse error: the body is not JSON"
+
+
+def _object(text: str) -> Any:
+    # JSONDecoder.decode(text) for a text that starts with "{", without its per-call setup
+    try:
+        value, end = _SCAN(text, 0)
+    except StopIteration:
+        raise ValueError("not JSON") from None
+    if end != len(text) and _SPACE(text, end).end() != len(text):
+        raise ValueError("extra data")
+    return value
 
 
 def decode(body: bytes) -> Any:
@@ -199,15 +214,17 @@ def decode(body: bytes) -> Any:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise BodyError(400, PARSE_ERROR, NOT_UTF8) from None
-    if text[:1] == "\ufeff":
-        raise BodyError(400, PARSE_ERROR, BOM)
     try:
-        return _DECODE(text)
+        if text[:1] == "{":
+            return _object(text)  # the usual body: one message
+        if text[:1] == "\ufeff":
+            raise BodyError(400, PARSE_ERROR, BOM)
+        return _DECODER.decode(text)
     except _Duplicate as e:
         raise BodyError(400, INVALID_REQUEST,
                         f"Duplicate key {str(e)!r} in a JSON-RPC message") from None
     except (ValueError, RecursionError):
-        raise BodyError(400, PARSE_ERROR, "Parse error: the body is not JSON") from None
+        raise BodyError(400, PARSE_ERROR, NOT_JSON_BODY) from None
 
 
 class Parsed:
@@ -236,6 +253,16 @@ def validate(value: Any) -> Parsed:
     @raise BodyError: 400, -32600, for a request whose id is null or cannot
         be keyed, or two requests of a batch with one id.
     """
+    if type(value) is dict:  # the usual body: one message
+        if "id" in value and type(value.get("method")) is str:
+            ident = value["id"]
+            kind = type(ident)
+            if kind is str:
+                return Parsed(value, False, [value], [("s", ident)])
+            if kind is int and -MAX_SAFE <= ident <= MAX_SAFE:
+                return Parsed(value, False, [value], [("n", ident)])
+        else:
+            return Parsed(value, False, [value], [])
     batch = type(value) is list
     messages = value if batch else [value]
     keys: List[IdKey] = []

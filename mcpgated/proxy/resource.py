@@ -21,6 +21,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from mcpgated._twisted_compat import raw_headers
 from mcpgated.analytics.inspect import MAX_PARSE
 from mcpgated.config import LimitsConfig
 from mcpgated.jsonrpc import GATEWAY_ERROR, INVALID_REQUEST, error_body, request_id
@@ -237,9 +238,9 @@ class GatewayResource(Resource):
             if method == b"POST":
                 if body:
                     # read as the backend reads it, or refused (mcpgated.mcp.body)
-                    headers_in = request.requestHeaders
-                    check_headers(headers_in.getRawHeaders(b"content-type"),
-                                  headers_in.getRawHeaders(b"content-encoding"))
+                    headers_in = raw_headers(request.requestHeaders)
+                    check_headers(headers_in.get(b"Content-Type"),
+                                  headers_in.get(b"Content-Encoding"))
                     if gated or (self.recorder is not None and len(body) <= MAX_PARSE):
                         parsed = parse(body)
                     else:
