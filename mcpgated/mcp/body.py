@@ -283,9 +283,9 @@ def validate(value: Any) -> Parsed:
 
 def parse(body: bytes) -> Parsed:
     """
-    L{decode} and L{validate}; a refusal names the id of a single request
-    whose id is valid.
+    L{decode} and L{validate}: the body as the gateway reads it, judges it,
+    logs it and forwards it.
 
-    @raise BodyError: 400.
+    @raise BodyError: 400 (answered with a null id: the body is not read).
     """
     return validate(decode(body))
