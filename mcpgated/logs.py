@@ -5,29 +5,47 @@ old files kept: the daemon log (text) and the access log (JSON lines).
 twistd's own C{--logfile} (C{-} for stdout/journald) keeps working beside
 these; twistd's built-in rotation keeps unlimited files, so these files use
 L{LogFile} with C{maxRotatedFiles}.
+
+A log file that cannot be written (a full disk: C{ENOSPC}, C{EIO}...) never
+stops the daemon, the request path or the periodic flush: its lines are
+dropped and counted (C{mcpgated_log_lines_dropped_total}, by log), the error
+is logged once per streak of failures, and the file is opened afresh until
+writing works again.
+
+Files and folders created here are 0640 and 0750 whatever the umask
+(L{mcpgated.files}); rotated files keep the mode of the file they replace.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from json.encoder import encode_basestring_ascii
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import attrs
 from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
+from prometheus_client.core import CounterMetricFamily
 from twisted.internet.task import LoopingCall
 from twisted.logger import (
     FilteringLogObserver,
     ILogObserver,
+    LogEvent,
     LogLevel,
     LogLevelFilterPredicate,
     LogPublisher,
+    Logger,
     globalLogPublisher,
     textFileLogObserver,
 )
 from twisted.python.logfile import LogFile
+from zope.interface import implementer
+
+from mcpgated.files import LOG_DIR, LOG_FILE, create_file, make_dirs
+
+log = Logger()
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
 _STRING = encode_basestring_ascii
@@ -76,15 +94,66 @@ EXCHANGE_LOG = "exchanges.log"
 
 
 def open_rotating(directory: Path, name: str, max_bytes: int, keep: int) -> LogFile:
-    directory.mkdir(parents=True, exist_ok=True)
+    make_dirs(directory, LOG_DIR)
+    # Created 0640 here; LogFile then keeps the file's mode across rotations.
+    create_file(directory / name, LOG_FILE)
     return LogFile(name, str(directory), rotateLength=max_bytes, maxRotatedFiles=keep)
 
 
-def daemon_observer(logfile: LogFile, level: LogLevel) -> ILogObserver:
-    return FilteringLogObserver(
+def _reopened(logfile: LogFile) -> LogFile:
+    """
+    The same log file opened afresh, after failed writes: a failed rotation
+    may have left the old object without an open file, and the file may
+    have been moved or removed meanwhile. What follows starts on a line of
+    its own (a failed write may have left half a line).
+    """
+    try:
+        logfile.close()
+    except Exception:
+        pass  # it had no open file left
+    create_file(Path(logfile.path), LOG_FILE)  # if it was removed meanwhile
+    fresh = LogFile(logfile.name, logfile.directory, rotateLength=logfile.rotateLength,
+                    maxRotatedFiles=logfile.maxRotatedFiles)
+    if fresh.size:
+        with open(fresh.path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            last = f.read(1)
+        if last != b"\n":
+            fresh.write("\n")
+    return fresh
+
+
+@implementer(ILogObserver)
+@attrs.define
+class GuardedObserver:
+    """
+    An observer writing to a file that may fail (a full disk): the first
+    failure of a streak is raised, so Twisted reports it to the other
+    observers (stdout, journald); the events after it are dropped and
+    counted until a write works again.
+    """
+
+    observer: ILogObserver
+    dropped: int = 0
+    _failing: bool = False
+
+    def __call__(self, event: LogEvent) -> None:
+        try:
+            self.observer(event)
+        except Exception:
+            self.dropped += 1
+            if not self._failing:
+                self._failing = True
+                raise
+            return
+        self._failing = False
+
+
+def daemon_observer(logfile: LogFile, level: LogLevel) -> GuardedObserver:
+    return GuardedObserver(FilteringLogObserver(
         textFileLogObserver(logfile),
         [LogLevelFilterPredicate(defaultLogLevel=level)],
-    )
+    ))
 
 
 @attrs.define
@@ -95,15 +164,23 @@ class AccessLog:
     path never waits on a per-line file write.
 
     Records must not contain secrets; callers pass only chosen fields.
+
+    A write that fails (L{OSError}: C{ENOSPC}, C{EIO}...) drops the lines of
+    that flush and counts them in C{dropped}; the error is logged once per
+    streak, and each later flush opens the file afresh and tries again.
+
+    @ivar dropped: lines lost to failed writes since the start.
     """
 
     clock: IReactorTime
     logfile: Optional[LogFile]
     flush_interval: float = 0.5
     flush_bytes: int = 64 * 1024
+    dropped: int = 0
     _buffer: List[str] = attrs.field(factory=list)
     _buffered: int = 0
     _loop: Optional[LoopingCall] = None
+    _failing: int = 0  # lines dropped in the current streak of failed writes
 
     def start(self) -> None:
         if self.logfile is None:
@@ -117,7 +194,10 @@ class AccessLog:
             self._loop.stop()
         self.flush()
         if self.logfile is not None:
-            self.logfile.close()
+            try:
+                self.logfile.close()
+            except Exception:
+                pass  # a failed rotation left it without an open file
             self.logfile = None
 
     def record(self, fields: Dict[str, Any]) -> None:
@@ -170,24 +250,62 @@ class AccessLog:
             self.flush()
 
     def flush(self) -> None:
+        """
+        Write the buffered lines. Never raises: lines a failed write could
+        not take are dropped and counted.
+        """
         if not self._buffer or self.logfile is None:
             return
         lines = self._buffer
-        logfile = self.logfile
-        limit = getattr(logfile, "rotateLength", None)
-        if not limit:
+        self._buffer = []
+        self._buffered = 0
+        if self._failing:
+            try:
+                self.logfile = _reopened(self.logfile)
+            except Exception as e:  # OSError mostly; whatever the file layer raises
+                self._lost(len(lines), e)
+                return
+        written, error = _write(self.logfile, lines)
+        if error is not None:
+            self._lost(len(lines) - written, error)
+            return
+        if self._failing:
+            log.info("{path} is written again ({count} lines were dropped)",
+                     path=self.logfile.path, count=self._failing)
+            self._failing = 0
+
+    def _lost(self, count: int, error: Exception) -> None:
+        self.dropped += count
+        if not self._failing:
+            path = getattr(self.logfile, "path", None)
+            log.error("cannot write {path} ({error}): its lines are dropped and counted "
+                      "until writing works again", path=path, error=str(error) or repr(error))
+        self._failing += count
+
+
+def _write(logfile: LogFile, lines: List[str]) -> Tuple[int, Optional[Exception]]:
+    """
+    Write C{lines} to C{logfile}, rotating as it does.
+
+    @return: how many lines were written, and the error that stopped the
+        others (L{OSError} mostly; whatever the file layer raised).
+    """
+    count = len(lines)
+    limit = getattr(logfile, "rotateLength", None)
+    if not limit:
+        try:
             logfile.write("".join(lines))
             logfile.flush()
-            self._buffer = []
-            self._buffered = 0
-            return
-        # LogFile checks its size limit before each write, and rotates once
-        # it is reached: every file holds max_bytes plus at most one line.
-        # Each write here takes the lines that the file would take one by one
-        # before that check fires (the file is unbuffered: a write is a
-        # system call).
-        count = len(lines)
-        start = 0
+        except Exception as e:
+            return 0, e
+        return count, None
+    # LogFile checks its size limit before each write, and rotates once
+    # it is reached: every file holds max_bytes plus at most one line.
+    # Each write here takes the lines that the file would take one by one
+    # before that check fires (the file is unbuffered: a write is a
+    # system call).
+    start = 0
+    try:
         while start < count:
             room = limit - logfile.size
             if room <= 0:  # this write rotates first
@@ -200,8 +318,38 @@ class AccessLog:
             logfile.write(lines[start] if end == start + 1 else "".join(lines[start:end]))
             start = end
         logfile.flush()
-        self._buffer = []
-        self._buffered = 0
+    except Exception as e:
+        return start, e
+    return count, None
+
+
+class DroppedLines:
+    """
+    A Prometheus collector: C{mcpgated_log_lines_dropped_total}, the lines
+    each log file lost to failed writes (label C{log}: C{daemon},
+    C{access}, C{exchanges}), read when the registry is collected.
+    """
+
+    def __init__(self, service: "LogFilesService") -> None:
+        self._service = service
+
+    def _family(self) -> CounterMetricFamily:
+        return CounterMetricFamily(
+            "mcpgated_log_lines_dropped",
+            "Log lines dropped because their file could not be written (a full or failing disk)",
+            labels=["log"])
+
+    def describe(self) -> Iterable[CounterMetricFamily]:
+        return [self._family()]
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        family = self._family()
+        service = self._service
+        daemon = service.daemon_observer
+        family.add_metric(["daemon"], daemon.dropped if daemon is not None else 0)
+        family.add_metric(["access"], service.access.dropped)
+        family.add_metric(["exchanges"], service.exchanges.dropped)
+        return [family]
 
 
 @attrs.define(slots=False)
@@ -221,7 +369,14 @@ class LogFilesService(Service):
     access: AccessLog = attrs.field(init=False)
     exchanges: AccessLog = attrs.field(init=False)
     _daemon_file: Optional[LogFile] = attrs.field(init=False, default=None)
-    _observer: Optional[ILogObserver] = attrs.field(init=False, default=None)
+    _observer: Optional[GuardedObserver] = attrs.field(init=False, default=None)
+
+    @property
+    def daemon_observer(self) -> Optional[GuardedObserver]:
+        """
+        The daemon log's observer while the service runs (its C{dropped}).
+        """
+        return self._observer
 
     def __attrs_post_init__(self) -> None:
         self.access = AccessLog(self.clock, None)
@@ -252,5 +407,8 @@ class LogFilesService(Service):
             self.publisher.removeObserver(self._observer)
             self._observer = None
         if self._daemon_file is not None:
-            self._daemon_file.close()
+            try:
+                self._daemon_file.close()
+            except Exception:
+                pass  # a failed rotation left it without an open file
             self._daemon_file = None

@@ -10,6 +10,8 @@ from importlib import resources
 from pathlib import Path
 from typing import List, Tuple
 
+from mcpgated.files import SECRET_DIR, SECRET_FILE, create_file, make_dirs
+
 
 def migrations(package: str) -> List[Tuple[int, str]]:
     folder = resources.files(package) / "migrations"
@@ -28,7 +30,10 @@ def open_database(path: Path, package: str, synchronous: str = "FULL") -> Tuple[
     @return: the connection (autocommit mode; callers BEGIN/COMMIT) and the
         schema version.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent, SECRET_DIR)
+    # 0600 whatever the umask; SQLite gives the -wal, -shm and -journal
+    # files it creates the database file's mode.
+    create_file(path, SECRET_FILE)
     connection = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
                                  timeout=30)
     connection.execute("PRAGMA journal_mode=WAL")

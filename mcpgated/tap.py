@@ -27,13 +27,14 @@ from mcpgated.admin.console import gateway_addresses
 from mcpgated.analytics.metrics import Metrics
 from mcpgated.analytics.recorder import Recorder
 from mcpgated.analytics.store import AnalyticsStore
+from mcpgated.files import SECRET_DIR, make_dirs
 from mcpgated.keys import KeyIndex
 from mcpgated.policy.auth import Authenticator
 from mcpgated.policy.gate import Gate
 from mcpgated.policy.pinbook import PinBook
 from mcpgated.policy.ratelimit import Limiter
 from mcpgated.policy.tokens import TokenVerifier
-from mcpgated.logs import LogFilesService
+from mcpgated.logs import DroppedLines, LogFilesService
 from mcpgated.proxy.listener import gateway_factory
 from mcpgated.proxy.resource import GatewayResource
 from mcpgated.proxy.upstream import UpstreamPool
@@ -195,10 +196,11 @@ def admin_token(cfg: configmod.Config) -> str:
     generated = cfg.storage.path.parent / "admin.token"
     if generated.exists():
         return generated.read_text("utf-8").strip()
-    generated.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(generated.parent, SECRET_DIR)
     token = secrets.token_urlsafe(32)
     fd = os.open(generated, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
+        os.fchmod(fd, 0o600)  # whatever the umask
         f.write(token + "\n")
     log.warn("no [admin] token configured: generated one in {path}", path=str(generated))
     return token
@@ -244,6 +246,7 @@ class GatewayService(MultiService):
         analytics = self.analytics
         self.metrics = Metrics(dropped=lambda: analytics.dropped if analytics else 0)
         self.pins.metrics = self.metrics
+        self.metrics.registry.register(DroppedLines(self.logs))
         if analytics is not None:
             recorder = Recorder(reactor, analytics, self.metrics,
                                 self.logs.exchanges if cfg.analytics.exchange_log else None)

@@ -5,13 +5,15 @@ Records are queued in memory on the reactor thread and written in batches,
 one transaction per batch, on the store's own thread. A slow or full disk
 never blocks or fails proxying: past C{max_queue} waiting records, new ones
 are dropped and counted (C{dropped}), visible in the admin API and metrics.
+A batch that cannot be written (disk full, I/O error) is dropped and counted
+too; the error is logged once per streak of failures, and the periodic
+flush and pruning go on.
 """
 
 from __future__ import annotations
 
 import math
 import sqlite3
-import time as _time
 from itertools import compress
 from operator import attrgetter, is_not
 from pathlib import Path
@@ -190,7 +192,8 @@ class AnalyticsStore(Service):
     _flushing: bool = False
     _open: bool = False
     _loops: List[LoopingCall] = attrs.field(factory=list)
-    _last_error_log: float = 0.0
+    _failing: int = 0  # records dropped in the current streak of failed writes
+    _prune_failing: bool = False
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -209,7 +212,7 @@ class AnalyticsStore(Service):
         self._open = True
         log.info("analytics store {path} open (schema {version})", path=str(self.path),
                  version=version)
-        for interval, job in ((self.batch_interval, self.flush), (60.0, self.prune)):
+        for interval, job in ((self.batch_interval, self.flush), (60.0, self._prune_job)):
             loop = LoopingCall(job)
             loop.clock = self.reactor
             loop.start(interval, now=False).addErrback(
@@ -259,14 +262,17 @@ class AnalyticsStore(Service):
 
         def written(_: Any) -> None:
             self.written += len(rows)
+            if self._failing:
+                log.info("analytics store {path} written again ({count} records were dropped)",
+                         path=str(self.path), count=self._failing)
+                self._failing = 0
 
         def failed(failure: Any) -> None:
             self.dropped += len(rows)
-            now = _time.monotonic()
-            if now - self._last_error_log > 60:
-                self._last_error_log = now
-                log.error("analytics write failed, {count} records dropped: {error}",
-                          count=len(rows), error=failure.getErrorMessage())
+            if not self._failing:
+                log.error("analytics write failed ({error}): exchange records are dropped and "
+                          "counted until writing works again", error=failure.getErrorMessage())
+            self._failing += len(rows)
 
         def done(_: Any) -> None:
             self._flushing = False
@@ -281,15 +287,36 @@ class AnalyticsStore(Service):
         connection.execute("BEGIN")
         try:
             _write_rows(connection, rows)
+            connection.execute("COMMIT")
         except BaseException:
-            connection.execute("ROLLBACK")
+            # SQLite may have rolled back already (a full disk); a COMMIT that
+            # failed leaves the transaction open, and the next BEGIN would fail.
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
             raise
-        connection.execute("COMMIT")
 
     def prune(self) -> Deferred:
         if not self._open:
             return _done()
         return self._run(self._prune, self.reactor.seconds() - self.retention)
+
+    def _prune_job(self) -> Deferred:
+        """
+        L{prune} for the periodic job: a failure (a full disk) is logged
+        once per streak and the job goes on (a failed Deferred would stop
+        its LoopingCall for good).
+        """
+
+        def pruned(_: Any) -> None:
+            self._prune_failing = False
+
+        def failed(failure: Any) -> None:
+            if not self._prune_failing:
+                self._prune_failing = True
+                log.error("analytics pruning failed ({error}); retrying every minute",
+                          error=failure.getErrorMessage())
+
+        return self.prune().addCallbacks(pruned, failed)
 
     def _prune(self, cutoff: float) -> int:
         connection = self._connection
