@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hmac
 import json
+import math
 from typing import Any, Awaitable, Callable, Optional
 
 import attrs
@@ -24,7 +25,7 @@ from mcpgated.model import STARTED, STOPPED, InvalidField, parse_definition
 from mcpgated.keys import KeyIndex, hash_key, key_prefix, new_key
 from mcpgated.oauth.terminating import effective_audiences
 from mcpgated.routing import RouteTable
-from mcpgated.store import Closed, Conflict, IApiStore, NotFound
+from mcpgated.store import Closed, Conflict, IApiStore, NotFound, Unavailable
 from mcpgated.subscriptions import parse_application, parse_rotation, parse_subscription_request
 
 log = Logger()
@@ -77,6 +78,15 @@ def endpoint(authenticated: bool = True) -> Callable[[Handler], Handler]:
             except Closed:
                 request.setHeader(b"connection", b"close")
                 return _error(request, 503, "mcpgated is shutting down; nothing was changed")
+            except Unavailable as e:
+                log.error("admin {method} {path}: the store refused ({reason}); nothing was changed",
+                          method=request.method.decode("ascii", "replace"),
+                          path=request.path.decode("ascii", "replace"), reason=e.reason)
+                if e.full:
+                    return _error(request, 507, "disk full: the store cannot write, nothing was "
+                                  "changed; free some space and retry")
+                return _error(request, 503, f"the store cannot be used ({e.reason}); nothing was "
+                              "changed")
             if body is None:
                 request.setResponseCode(status)
                 return b""
@@ -392,7 +402,7 @@ class AdminAPI:
     async def api_log_entry(self, request: IRequest, api_id: str, log_id: int) -> Any:
         store = self._analytics_store()
         await self._known_api(api_id)
-        entry = await store.log_entry(api_id, log_id)
+        entry = await store.log_entry(api_id, log_id) if log_id <= _MAX_ROW_ID else None
         if entry is None:
             raise HTTPError(404, "no exchange record with this id for this API", "logId")
         return 200, _with_payloads(entry)
@@ -442,8 +452,11 @@ class AdminAPI:
     @app.handle_errors(Exception)
     def unexpected(self, request: IRequest, failure: Any) -> bytes:
         from werkzeug.exceptions import MethodNotAllowed, NotFound as RouteNotFound
+        from werkzeug.routing import RequestRedirect
 
-        if failure.check(RouteNotFound):
+        # A path that only matches with its slashes merged (/apis//x) is not
+        # redirected: the admin API has no such endpoint.
+        if failure.check(RouteNotFound, RequestRedirect):
             return _error(request, 404, "no such admin endpoint; see /openapi.json")
         if failure.check(MethodNotAllowed):
             return _error(request, 405, "method not allowed on this endpoint")
@@ -461,6 +474,22 @@ def _read_optional_json(request: IRequest) -> Any:
     return _read_json(request)
 
 
+# The largest id SQLite stores (a signed 64-bit INTEGER).
+_MAX_ROW_ID = 2 ** 63 - 1
+
+
+def _whole(raw: str) -> Optional[int]:
+    """
+    C{raw} as a whole number if it is one written in ASCII digits and fits a
+    SQLite INTEGER, else L{None} (C{int} also takes C{"\u0663"} and C{"1_0"}).
+    """
+    if raw.isascii() and raw.isdigit() and len(raw) <= 19:
+        value = int(raw)
+        if value <= _MAX_ROW_ID:
+            return value
+    return None
+
+
 def _arg(request: IRequest, name: str) -> Optional[str]:
     values = request.args.get(name.encode("ascii"))
     if not values:
@@ -473,9 +502,12 @@ def _number(request: IRequest, name: str, default: Optional[float] = None) -> Op
     if raw is None or raw == "":
         return default
     try:
-        return _parse_time(raw)
-    except ValueError:
+        value = _parse_time(raw)
+    except (ValueError, OverflowError):
+        value = math.nan
+    if not math.isfinite(value):
         raise HTTPError(400, f"{name} must be a number of seconds since the epoch or an ISO 8601 time", name)
+    return value
 
 
 def _parse_time(raw: str) -> float:
@@ -524,14 +556,16 @@ def _time_range(request: IRequest, now: float) -> "tuple[float, float]":
 def _log_query(request: IRequest, api_id: Optional[str], now: float) -> Any:
     from mcpgated.analytics.store import LogQuery
 
-    limit_raw = _arg(request, "limit") or "50"
-    if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= 500:
+    limit = _whole(_arg(request, "limit") or "50")
+    if limit is None or not 1 <= limit <= 500:
         raise HTTPError(400, "limit must be a whole number from 1 to 500", "limit")
     cursor_raw = _arg(request, "cursor")
-    if cursor_raw is not None and not cursor_raw.isdigit():
+    cursor = None if cursor_raw is None else _whole(cursor_raw)
+    if cursor_raw is not None and cursor is None:
         raise HTTPError(400, "cursor must be a value returned as nextCursor", "cursor")
     status_raw = _arg(request, "status")
-    if status_raw is not None and not status_raw.isdigit():
+    status = None if status_raw is None else _whole(status_raw)
+    if status_raw is not None and (status is None or not 100 <= status <= 599):
         raise HTTPError(400, "status must be an HTTP status code", "status")
     last, until = _last(request), _number(request, "to")
     return LogQuery(
@@ -541,12 +575,12 @@ def _log_query(request: IRequest, api_id: Optional[str], now: float) -> Any:
         method=_arg(request, "method"),
         target=_arg(request, "tool") or _arg(request, "target"),
         outcome=_arg(request, "outcome"),
-        status=int(status_raw) if status_raw else None,
+        status=status,
         client=_arg(request, "client"),
         session=_arg(request, "session"),
         text=_arg(request, "q"),
-        cursor=int(cursor_raw) if cursor_raw else None,
-        limit=int(limit_raw),
+        cursor=cursor,
+        limit=limit,
     )
 
 

@@ -401,7 +401,7 @@ def openapi_document() -> Dict[str, Any]:
             },
         ]
     }
-    return {
+    document = {
         "openapi": "3.1.0",
         # the document's version, not the daemon's: /openapi.json needs no token
         "info": {"title": "mcpgated admin API", "version": ADMIN_API_VERSION},
@@ -484,3 +484,11 @@ def openapi_document() -> Dict[str, Any]:
                                         "schema": {"$ref": "#/components/schemas/Error"}}}}},
         },
     }
+    # Every write may find the store unable to write: 507 for a full disk,
+    # 503 for another storage failure; nothing was changed either way.
+    for operations in document["paths"].values():  # type: ignore[attr-defined]
+        for method, operation in operations.items():
+            if method in ("post", "put", "delete"):
+                operation["responses"].setdefault("503", _ERROR)
+                operation["responses"].setdefault("507", _ERROR)
+    return document

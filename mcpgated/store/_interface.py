@@ -23,6 +23,21 @@ class Closed(Exception):
     """
 
 
+class Unavailable(Exception):
+    """
+    The store could not complete the call (a full disk, an I/O error, a
+    read-only file): the transaction was rolled back, nothing was changed.
+
+    @ivar full: whether the disk (or the database's size limit) is full.
+    @ivar reason: what the database said.
+    """
+
+    def __init__(self, reason: str, full: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.full = full
+
+
 class Conflict(Exception):
     """
     The change contradicts the current state (e.g. two live APIs on one path).

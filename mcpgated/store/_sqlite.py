@@ -33,7 +33,7 @@ from mcpgated.model import (
     paths_overlap,
 )
 from mcpgated.sqlitedb import open_database
-from mcpgated.store._interface import Closed, Conflict, IApiStore, NotFound
+from mcpgated.store._interface import Closed, Conflict, IApiStore, NotFound, Unavailable
 from mcpgated.store._pins import PinStore
 from mcpgated.store._subscriptions import SubscriptionStore
 
@@ -49,6 +49,16 @@ def _dump(definition: Optional[ApiDefinition]) -> Optional[str]:
 
 def _load(text: Optional[str]) -> Optional[ApiDefinition]:
     return None if text is None else definition_from_json(json.loads(text))
+
+
+def _unavailable(error: sqlite3.OperationalError) -> Unavailable:
+    """
+    What the database refused with, as the store's own error: a full disk
+    (or database size limit) apart from other failures.
+    """
+    code = getattr(error, "sqlite_errorcode", None)  # Python 3.11+
+    full = code == sqlite3.SQLITE_FULL if code is not None else "is full" in str(error)
+    return Unavailable(str(error), full)
 
 
 _COLUMNS = "id, definition, deployed, state, created_at, updated_at, deployed_at"
@@ -122,13 +132,19 @@ class SQLiteApiStore(SubscriptionStore, PinStore):
             connection = self._connection
             if connection is None:
                 raise RuntimeError("store is not open")
-            connection.execute("BEGIN IMMEDIATE")
             try:
-                result = work(connection, *args)
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
-            connection.execute("COMMIT")
+                connection.execute("BEGIN IMMEDIATE")
+                try:
+                    result = work(connection, *args)
+                    connection.execute("COMMIT")
+                except BaseException:
+                    # SQLite may have rolled back already (a full disk); a
+                    # COMMIT that failed leaves the transaction open.
+                    if connection.in_transaction:
+                        connection.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as e:
+                raise _unavailable(e) from e
             return result
 
         return self._run(inThread)
