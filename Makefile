@@ -3,13 +3,27 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 NPM_DIR := tests/npm
 
-.PHONY: run test check-config clean
+.PHONY: run test test-lowest check-config clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# compat mode: a PEP 660 editable install hides twisted/plugins from twistd
 	$(PY) -m pip install -q -e '.[test]' --config-settings editable_mode=compat
+	touch $@
+
+# A second venv with the lowest versions setup.cfg allows for the direct
+# runtime dependencies (tests/constraints-lowest.txt); test tools as usual.
+LOWEST_VENV ?= build/venv-lowest
+LOWEST_PY := $(LOWEST_VENV)/bin/python
+LOWEST_TESTS ?= tests --ignore=tests/test_console.py
+
+$(LOWEST_VENV)/.installed: setup.cfg pyproject.toml tests/constraints-lowest.txt
+	rm -rf $(LOWEST_VENV)
+	python3 -m venv $(LOWEST_VENV)
+	$(LOWEST_PY) -m pip install -q --upgrade pip
+	$(LOWEST_PY) -m pip install -q -e '.[test]' --config-settings editable_mode=compat \
+		--constraint tests/constraints-lowest.txt
 	touch $@
 
 $(NPM_DIR)/node_modules/.installed: $(NPM_DIR)/package.json $(NPM_DIR)/package-lock.json
@@ -26,6 +40,11 @@ check-config: $(VENV)/.installed
 ## make test: install everything the tests need, then run the whole suite
 test: $(VENV)/.installed $(NPM_DIR)/node_modules/.installed
 	$(PY) -m pytest -q tests
+
+## make test-lowest: the suite (but the browser tests) on the lowest declared versions
+test-lowest: $(LOWEST_VENV)/.installed $(NPM_DIR)/node_modules/.installed
+	$(LOWEST_PY) -m pip list --format=freeze | grep -iE '^(twisted|treq|klein|attrs|service.identity|pyopenssl|werkzeug|prometheus.client|joserfc|httptools|idna)=='
+	$(LOWEST_PY) -m pytest -q $(LOWEST_TESTS)
 
 clean:
 	rm -rf $(VENV) $(NPM_DIR)/node_modules build dist *.egg-info var
