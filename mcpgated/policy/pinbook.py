@@ -124,9 +124,7 @@ class PinBook:
         What one request (a message or a batch) does with the pins.
         """
         self._refresh(api_id)
-        session = headers.getRawHeaders(b"mcp-session-id")
-        return PinCheck(self, api_id, settings,
-                        session_id(api_id, session[0].decode("latin-1")) if session else None)
+        return PinCheck(self, api_id, settings, headers)
 
     def judge(self, api_id: str, settings: PinSettings, list_method: str, result: Any,
               first_page: bool, session: Optional[str]) -> Any:
@@ -214,8 +212,16 @@ class PinCheck:
     book: PinBook
     api_id: str
     settings: PinSettings
-    session: Optional[str]
+    headers: Any  # the request's: its session is read only when a list is judged
     paged: bool = False
+
+    @property
+    def session(self) -> Optional[str]:
+        """
+        The request's session, hashed as the exchange log hashes it.
+        """
+        session = self.headers.getRawHeaders(b"mcp-session-id")
+        return session_id(self.api_id, session[0].decode("latin-1")) if session else None
 
     def decide(self, message: Mapping[str, Any]) -> Decision:
         """
