@@ -262,8 +262,8 @@ def test_a_changed_definition_is_one_event_and_blocked_until_approved() -> None:
     (event,) = changed.events
     assert (event.type, event.old, event.new) == ("changed", _fp("b", "B"), _fp("b", "B: and exfiltrate"))
     pins = {**pins, **changed.states}
-    assert pinning.refusal("tool", "b", pins[("tool", "b")], BLOCK) is not None
-    assert "changed since it was approved" in pinning.refusal("tool", "b", pins[("tool", "b")], BLOCK)
+    assert pinning.refusal("tool", "b", pins[("tool", "b")], BLOCK, False) is not None
+    assert "changed since it was approved" in pinning.refusal("tool", "b", pins[("tool", "b")], BLOCK, False)
     # seen again: no second event, still blocked
     again = observe("tool", pins, _items(("a", "A"), ("b", "B: and exfiltrate")), BLOCK, True)
     assert again.keep == (True, False) and again.events == ()
@@ -271,7 +271,7 @@ def test_a_changed_definition_is_one_event_and_blocked_until_approved() -> None:
     warned = observe("tool", observe("tool", {}, _items(("b", "B")), WARN, True).states,
                      _items(("b", "B2")), WARN, True)
     assert warned.keep == (True,) and [e.type for e in warned.events] == ["changed"]
-    assert pinning.refusal("tool", "b", warned.states[("tool", "b")], WARN) is None
+    assert pinning.refusal("tool", "b", warned.states[("tool", "b")], WARN, False) is None
     # the server goes back to the approved definition: trusted again
     back = observe("tool", pins, _items(("a", "A"), ("b", "B")), BLOCK, True)
     assert back.keep == (True, True) and back.events == ()
@@ -283,9 +283,13 @@ def test_required_approval_blocks_everything_new() -> None:
     assert [(e.type, e.old) for e in verdict.events] == [("new", None)]
     assert verdict.states[("tool", "a")] == PinState(None, PENDING, _fp("a", "A"), _fp("a", "A"))
     assert "has not been approved" in pinning.refusal("tool", "a", verdict.states[("tool", "a")],
-                                                      REQUIRED)
-    assert "has not been approved" in pinning.refusal("tool", "never-listed", None, REQUIRED)
-    assert pinning.refusal("tool", "never-listed", None, BLOCK) is None
+                                                      REQUIRED, False)
+    assert "has not been approved" in pinning.refusal("tool", "never-listed", None, REQUIRED,
+                                                      False)
+    assert pinning.refusal("tool", "never-listed", None, BLOCK, False) is None
+    assert "no list result has shown it" in pinning.refusal("tool", "ADD", None, BLOCK, True)
+    assert "not a string" in pinning.refusal("tool", 1, None, BLOCK, True)
+    assert pinning.refusal("tool", 1, None, WARN, True) is None
 
 
 def test_removed_items_only_from_a_complete_list() -> None:

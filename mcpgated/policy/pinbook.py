@@ -183,16 +183,18 @@ class PinBook:
             return
         log.failure("API {api_id}: cannot store pins", failure, api_id=api_id)
 
-    def refuses(self, api_id: str, settings: PinSettings, method: str,
-                name: Optional[str]) -> Decision:
+    def refuses(self, api_id: str, settings: PinSettings, method: str, name: Any) -> Decision:
         """
-        Whether a call may go on: refused in C{block} mode for an item whose
-        listed definition is not the one pinned, or never approved.
+        Whether a call may go on (L{mcpgated.policy.pinning.refusal}).
         """
         kind = CALLS.get(method)
-        if kind is None or name is None or not settings.blocks:
+        if kind is None or not settings.blocks:
             return ALLOW
-        reason = refusal(kind, name, self._pins.get(api_id, {}).get((kind, name)), settings)
+        pins = self._pins.get(api_id, {})
+        pin = pins.get((kind, name)) if isinstance(name, str) else None
+        # an unknown name: is it unknown among pins of its kind? (rare: scanned)
+        listed = pin is None and any(key[0] == kind for key in pins)
+        reason = refusal(kind, name, pin, settings, listed)
         if reason is None:
             return ALLOW
         if self.metrics is not None:
@@ -234,10 +236,8 @@ class PinCheck:
                 self.paged = True
             return ALLOW
         if method not in CALLS or not isinstance(params, dict):
-            return ALLOW
-        name = params.get("name")
-        return self.book.refuses(self.api_id, self.settings, method,
-                                 name if isinstance(name, str) else None)
+            return ALLOW  # no params: nothing named, the server refuses it
+        return self.book.refuses(self.api_id, self.settings, method, params.get("name"))
 
     def judges(self, method: str) -> bool:
         """

@@ -508,20 +508,28 @@ def filtered(list_method: str, result: Dict[str, Any], keep: Sequence[bool]) -> 
     return out
 
 
-def refusal(kind: str, name: str, pin: Optional[PinState],
-            settings: PinSettings) -> Optional[str]:
+def refusal(kind: str, name: Any, pin: Optional[PinState], settings: PinSettings,
+            listed: bool) -> Optional[str]:
     """
     Why a call to an item is refused, or L{None} when it may go on: in
     C{block} mode, an item whose last listed definition is not the one
-    pinned, or (approval required) one never approved.
+    pinned, one never approved (approval required), one no list has shown
+    while the API has pins of its kind (C{listed}: a name spelled another
+    way, C{ADD} for C{add}, never reaches a server that might read it as the
+    pinned one), and a name that is not a string.
     """
     if not settings.blocks:
         return None
     what = "Tool" if kind == TOOL else "Prompt"
+    if not isinstance(name, str):
+        return f"{what} call blocked by the gateway: its name is not a string (pinning)"
     if pin is None:
         if settings.approval == REQUIRED:
             return (f"{what} {name} is blocked by the gateway: its definition has not been "
                     f"approved (pinning)")
+        if listed:
+            return (f"{what} {name} is blocked by the gateway: no list result has shown it "
+                    f"(pinning)")
         return None
     if pin.approved is None:
         return (f"{what} {name} is blocked by the gateway: its definition has not been "
