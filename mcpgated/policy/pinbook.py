@@ -65,6 +65,7 @@ class PinBook:
     _pins: Dict[str, Dict[Key, PinState]] = attrs.field(factory=dict)
     _read_at: Dict[str, float] = attrs.field(factory=dict)
     _refreshing: Set[str] = attrs.field(factory=set)
+    _writing: Dict[str, int] = attrs.field(factory=dict)  # observations being stored
     # (API, kind) whose first list is being read page by page
     _first_walks: Set[Tuple[str, str]] = attrs.field(factory=set)
     _fingerprints: FingerprintCache = attrs.field(factory=FingerprintCache)
@@ -109,8 +110,10 @@ class PinBook:
         self._refreshing.add(api_id)
 
         def read(rows: Any) -> None:
-            self._pins[api_id] = {(kind, name): state for _, kind, name, state in rows}
             self._read_at[api_id] = self.clock.seconds()
+            if self._writing.get(api_id):
+                return  # older than the change being stored, whose answer will follow
+            self._pins[api_id] = {(kind, name): state for _, kind, name, state in rows}
 
         d = self.store.pin_states(api_id)
         d.addCallback(read)
@@ -150,10 +153,12 @@ class PinBook:
         verdict = observe(kind, pins, items, settings, complete, initial)
         pins.update(verdict.states)
         if verdict.states and self.store is not None:
+            self._writing[api_id] = self._writing.get(api_id, 0) + 1
             d = self.store.observe_pins(api_id, kind, items, settings, complete, initial, session,
                                         self.clock.seconds())
             d.addCallback(self._stored, api_id, kind)
             d.addErrback(self._store_failed, api_id)
+            d.addBoth(self._written, api_id)
         for key in verdict.first_use:
             log.info("API {api_id}: {kind} {name} pinned on first use", api_id=api_id,
                      kind=key[0], name=key[1])
@@ -175,6 +180,13 @@ class PinBook:
                      old=event.old, new=event.new, session=event.session)
             if self.metrics is not None:
                 self.metrics.pin_event(api_id, event.kind, event.type)
+
+    def _written(self, result: Any, api_id: str) -> None:
+        left = self._writing.get(api_id, 1) - 1
+        if left:
+            self._writing[api_id] = left
+        else:
+            self._writing.pop(api_id, None)
 
     def _store_failed(self, failure: Any, api_id: str) -> None:
         from mcpgated.store import Closed
