@@ -128,7 +128,10 @@ class TwistedGatewayChannel(HTTPChannelHooks):
             if head.count(b"\n") != head.count(b"\r\n"):
                 self.refuse(400, "Malformed HTTP request: a line ends with LF alone")
                 return
-            self.tail = data[-3:] if end < 0 else b""
+            # The last bytes, to see a CRLF or the blank line across reads;
+            # a leading LF was counted with its CR in this window already.
+            tail = window[-3:] if end < 0 else b""
+            self.tail = tail[1:] if tail[:1] == b"\n" else tail
         HTTPChannelHooks.dataReceived(self, data)
 
     def lineReceived(self, line: bytes) -> None:

@@ -347,8 +347,10 @@ def messages(draw: st.DrawFn) -> Message:
         if kind == "byte":
             inserted, byte_tags = draw(st.sampled_from(_VALUE_BYTES))
             at = draw(st.integers(0, len(field.value)))
+            inside = inserted != b"\t" or 0 < at < len(field.value)
+            extra = {"host-invalid"} if field.name.lower() == b"host" and inside else set()
             field = Field(field.name, field.value[:at] + inserted + field.value[at:],
-                          field.tags | frozenset(byte_tags))
+                          field.tags | frozenset(byte_tags) | extra)
         elif kind == "obs-fold":
             field = Field(field.name, field.value + b"\r\n folded", field.tags | {"obs-fold"})
         elif kind == "bad-name":

@@ -30,14 +30,17 @@ from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tup
 
 import attrs
 import h11
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.server import NOT_DONE_YET, Site
 
+from mcpgated.config import LimitsConfig
 from mcpgated.proxy.http11 import GatewayHTTPFactory, GatewayRequest
+from mcpgated.proxy.listener import SERVERS, gateway_factory
 from mcpgated.site import jsonrpc_too_large
 from tests.security.http_grammar import Stream, message, split, stream, streams
 
@@ -63,6 +66,7 @@ ALLOWED: Dict[str, str] = {
     "http10": "HTTP/1.0 may be refused (section 2)",
     "trailer-host": "Host in trailers (section 9)",
     "trailer-cl": "Content-Length in trailers (section 9)",
+    "trailer-te": "Transfer-Encoding in trailers: framing, like Content-Length (section 9)",
     "upgrade": "an Upgrade request may get 400 and close (section 5)",
     "connection-names-judged": "Connection naming a field the gateway judges: 400 (section 5)",
     "method-unknown": "llhttp knows a fixed set of methods, in capitals",
@@ -82,7 +86,20 @@ ALLOWED: Dict[str, str] = {
 
 # Requests after which the channel closes the connection instead of reading
 # the next one: it answers them, then closes (http11.py, dataReceived).
-CLOSE_AFTER = frozenset({"upgrade", "connect"})
+CLOSE_AFTER = frozenset({"connect"})
+
+# Divergences of the [gateway] http = twisted fallback (twisted_server.py) from
+# h11 that are known and not fixed yet, by tag; the fast channel has none.
+# Each is a bug to fix there (expected: what the fast channel does), then to
+# drop from this table.
+FALLBACK_PENDING: Dict[str, str] = {
+    "te-odd": "Transfer-Encoding: identity with Content-Length is handed on (expected 501)",
+    "target-ctl": "a DEL byte in the target is handed on (expected 400)",
+    "ctl-in-value": "VT or FF in a value is handed on (expected 400)",
+    "trailer-te": "Transfer-Encoding repeated in trailers is dropped (h11 and fast: refused)",
+    "bare-lf": "a pipelined head with bare LF line ends, read with the request before it, waits"
+               " for a CRLF until the header timeout (expected 400)",
+}
 
 # Header fields the channel drops before the resource sees them (none: the
 # relay strips hop-by-hop fields, not the channel).
@@ -132,15 +149,20 @@ def _fields(pairs: Any) -> Tuple[Tuple[bytes, bytes], ...]:
 # --- the servers --------------------------------------------------------------------
 
 
-class Recording:
+class Recording(Resource):
     """
-    The gateway resource's place: records each request and answers 200.
+    The gateway resource's place, for either server: records each request
+    and answers 200 with an empty body.
     """
+
+    isLeaf = True
 
     def __init__(self) -> None:
+        super().__init__()
         self.seen: List[Seen] = []
 
-    def render(self, request: GatewayRequest) -> None:
+    def render(self, request: Any) -> Any:
+        request.content.seek(0)
         self.seen.append(Seen(
             request.method, request.uri, request.clientproto[len(b"HTTP/"):],
             _fields((name, value) for name, values in request.requestHeaders.getAllRawHeaders()
@@ -149,6 +171,7 @@ class Recording:
         request.setResponseCode(200)
         request.setHeader(b"Content-Length", b"0")
         request.finish()
+        return NOT_DONE_YET
 
 
 _STATUS = re.compile(rb"HTTP/1\.[01] (\d{3}) ")
@@ -166,12 +189,7 @@ def _refusal(written: bytes) -> Optional[int]:
     return None
 
 
-def run_fast(parts: Sequence[bytes]) -> Outcome:
-    """
-    The gateway's fast channel, fed C{parts} one read at a time.
-    """
-    resource = Recording()
-    factory = GatewayHTTPFactory(resource, Clock(), MAX_BODY, jsonrpc_too_large)
+def _run(factory: Any, resource: Recording, parts: Sequence[bytes]) -> Outcome:
     channel = factory.buildProtocol(None)
     transport = StringTransport()
     channel.makeConnection(transport)
@@ -182,38 +200,33 @@ def run_fast(parts: Sequence[bytes]) -> Outcome:
     return Outcome(tuple(resource.seen), _refusal(transport.value()), transport.disconnecting)
 
 
-class TwistedRecording(Resource):
-    isLeaf = True
+LIMITS = LimitsConfig(max_body=MAX_BODY, connect_timeout=10.0, header_timeout=60.0,
+                      idle_timeout=300.0)
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: List[Seen] = []
 
-    def render(self, request: Any) -> bytes:
-        request.content.seek(0)
-        self.seen.append(Seen(
-            request.method, request.uri, request.clientproto[len(b"HTTP/"):],
-            _fields((name, value) for name, values in request.requestHeaders.getAllRawHeaders()
-                    for value in values),
-            request.content.read()))
-        request.setHeader(b"Content-Length", b"0")
-        return b""
+def gateway_server(server: str) -> Callable[[Sequence[bytes]], Outcome]:
+    """
+    The gateway listener's protocol on the HTTP server C{server} ([gateway]
+    http = fast or twisted), built by the real factory, fed one read per part.
+    """
+
+    def run(parts: Sequence[bytes]) -> Outcome:
+        resource = Recording()
+        return _run(gateway_factory(server, resource, Clock(), LIMITS), resource, parts)
+
+    run.__name__ = f"run_{server}"
+    return run
+
+
+run_fast = gateway_server("fast")
 
 
 def run_twisted_web(parts: Sequence[bytes]) -> Outcome:
     """
-    twisted.web's server (L{Site}, L{HTTPChannel}), fed C{parts}.
+    twisted.web's own server (L{Site}, L{HTTPChannel}), fed C{parts}.
     """
-    resource = TwistedRecording()
-    site = Site(resource, reactor=Clock())
-    channel = site.buildProtocol(None)
-    transport = StringTransport()
-    channel.makeConnection(transport)
-    for part in parts:
-        if transport.disconnecting:
-            break
-        channel.dataReceived(part)
-    return Outcome(tuple(resource.seen), _refusal(transport.value()), transport.disconnecting)
+    resource = Recording()
+    return _run(Site(resource, reactor=Clock()), resource, parts)
 
 
 def run_h11(parts: Sequence[bytes]) -> Outcome:
@@ -312,8 +325,12 @@ def problems_of(run: Callable[[Sequence[bytes]], Outcome], connection: Stream,
 
 
 def check(run: Callable[[Sequence[bytes]], Outcome], connection: Stream,
-          cuts: Sequence[int], allowed: FrozenSet[str] = frozenset(ALLOWED)) -> None:
+          cuts: Sequence[int], allowed: FrozenSet[str] = frozenset(ALLOWED),
+          pending: FrozenSet[str] = frozenset()) -> None:
     problems = problems_of(run, connection, cuts, allowed)
+    tags = frozenset().union(*(message.tags for message in connection.messages))
+    if tags & pending:
+        return
     assert not problems, f"{connection.raw!r}\n  tags: " \
         f"{[sorted(m.tags) for m in connection.messages]}\n  " + "\n  ".join(problems)
 
@@ -321,6 +338,7 @@ def check(run: Callable[[Sequence[bytes]], Outcome], connection: Stream,
 # --- the corpus ---------------------------------------------------------------------
 
 H = b"Host: gw.test\r\n"
+_SMUGGLED = b"GET /admin HTTP/1.1\r\nHost: gw.test\r\n\r\n"
 
 # The attacks of issue #11, each pinned: (name, connection).
 ATTACKS: List[Tuple[str, Stream]] = [
@@ -345,12 +363,12 @@ ATTACKS: List[Tuple[str, Stream]] = [
         b"0\r\n\r\n", "cl-te"), message(b"GET /admin HTTP/1.1\r\n" + H + b"\r\n"))),
     ("Upgrade: h2c on a POST with a body", stream(message(
         b"POST /mcp HTTP/1.1\r\n" + H + b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
-        b"HTTP2-Settings: AAMAAABkAAQAAP__\r\nContent-Length: 37\r\n\r\n"
-        b"GET /admin HTTP/1.1\r\nHost: gw.test\r\n\r\n", "upgrade"))),
+        b"HTTP2-Settings: AAMAAABkAAQAAP__\r\nContent-Length: %d\r\n\r\n%s"
+        % (len(_SMUGGLED), _SMUGGLED), "upgrade"))),
     ("Upgrade: h2c on a chunked POST", stream(message(
         b"POST /mcp HTTP/1.1\r\n" + H + b"Connection: upgrade\r\nUpgrade: h2c\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n"
-        b"25\r\nGET /admin HTTP/1.1\r\nHost: gw.test\r\n\r\n\r\n0\r\n\r\n", "upgrade"))),
+        b"%x\r\n%s\r\n0\r\n\r\n" % (len(_SMUGGLED), _SMUGGLED), "upgrade"))),
     ("Upgrade: websocket, then a pipelined request", stream(message(
         b"GET /mcp HTTP/1.1\r\n" + H + b"Connection: upgrade\r\nUpgrade: websocket\r\n\r\n",
         "upgrade"), message(b"GET /admin HTTP/1.1\r\n" + H + b"\r\n"))),
@@ -373,6 +391,40 @@ ATTACKS: List[Tuple[str, Stream]] = [
     ("Connection naming Authorization", stream(message(
         b"POST /mcp HTTP/1.1\r\n" + H + b"Authorization: Bearer t\r\nConnection: Authorization\r\n"
         b"Content-Length: 2\r\n\r\n{}", "connection-names-judged"))),
+    ("CONNECT with a body", stream(message(
+        b"CONNECT gw.test:443 HTTP/1.1\r\n" + H + b"Content-Length: %d\r\n\r\n%s"
+        % (len(_SMUGGLED), _SMUGGLED), "connect", "authority-form"))),
+    ("a coding before chunked", stream(message(
+        b"POST /mcp HTTP/1.1\r\n" + H + b"Transfer-Encoding: gzip, chunked\r\n\r\n"
+        b"%x\r\n%s\r\n0\r\n\r\n" % (len(_SMUGGLED), _SMUGGLED), "te-odd"))),
+    ("an HTTP/2.0 request line, then a pipelined request", stream(
+        message(b"POST /mcp HTTP/2.0\r\n" + H + b"Content-Length: 2\r\n\r\n{}", "version-odd"),
+        message(_SMUGGLED))),
+    ("trailers carrying a session and a pipelined request after them", stream(message(
+        b"POST /mcp HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\nTrailer: Mcp-Session-Id\r\n"
+        b"\r\n2\r\n{}\r\n0\r\nMcp-Session-Id: other-session\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n", "trailer-auth", "trailer-te"), message(_SMUGGLED))),
+    ("an API key name with underscores", stream(message(
+        b"POST /mcp HTTP/1.1\r\n" + H + b"X_Gravitee_Api_Key: k2\r\nX-Gravitee-Api-Key: k1\r\n"
+        b"Content-Length: 2\r\n\r\n{}", "underscore-name"))),
+    ("Transfer-Encoding: identity with Content-Length", stream(message(
+        b"POST /mcp HTTP/1.1\r\n" + H + b"Transfer-Encoding: identity\r\nContent-Length: %d\r\n\r\n%s"
+        % (len(_SMUGGLED), _SMUGGLED), "te-odd"))),
+    ("a DEL byte in the target", stream(message(
+        b"POST /mcp\x7f/../admin HTTP/1.1\r\n" + H + b"Content-Length: 2\r\n\r\n{}", "target-ctl"))),
+    ("a head with bare LF line ends", stream(message(
+        b"POST /mcp HTTP/1.1\nHost: gw.test\nContent-Length: 2\n\n{}", "bare-lf"))),
+    ("a vertical tab in a session id", stream(message(
+        b"POST /mcp HTTP/1.1\r\n" + H + b"Mcp-Session-Id: sessio\x0bn-1\r\nContent-Length: 2\r\n\r\n{}",
+        "ctl-in-value"))),
+    ("a plain request, its head cut inside a line", stream(message(
+        b"DELETE /mcp HTTP/1.1\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n" + H
+        + b"\r\n"))),
+    ("a pipelined head with bare LF line ends", stream(
+        message(_SMUGGLED), message(b"GET /mcp HTTP/1.1\nHost: gw.test\n\n", "bare-lf"))),
+    ("Transfer-Encoding twice in trailers", stream(message(
+        b"POST /mcp HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n"
+        b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", "trailer-te"))),
     ("a valid request, then a malformed one", stream(
         message(b"GET /mcp HTTP/1.1\r\n" + H + b"\r\n"),
         message(b"GET /mcp HTTP/1.1\r\n" + H + b"X: \x00\r\n\r\n", "nul"))),
@@ -420,6 +472,36 @@ def test_transfer_codings_other_than_chunked_get_501() -> None:
             ours = run_fast(parts)
             assert ours == Outcome((), 501, True), (coding, ours)
             assert run_h11(parts) == Outcome((), 501, True), coding
+
+
+# --- the property ---------------------------------------------------------------------
+
+
+def _pinned(test: Callable[..., None]) -> Callable[..., None]:
+    for _, connection in ATTACKS:
+        test = example(connection=connection, cuts=[])(test)
+        test = example(connection=connection, cuts=[1, 17, 40, 60, 90])(test)
+        test = example(connection=connection, cuts=[24, 70])(test)
+    return test
+
+
+cut_lists = st.lists(st.integers(min_value=0, max_value=4096), max_size=6)
+
+
+@pytest.mark.parametrize("server", SERVERS)
+@settings(max_examples=300, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@_pinned
+@given(connection=streams(), cuts=cut_lists)
+def test_gateway_server_agrees_with_h11(server: str, connection: Stream, cuts: List[int]) -> None:
+    """
+    Each of the gateway listener's HTTP servers ([gateway] http = fast or
+    twisted) hands on exactly the requests h11 reads, or refuses with a
+    4xx/5xx where the message has an allowed tag, whatever the cuts between
+    reads.
+    """
+    pending = frozenset(FALLBACK_PENDING) if server == "twisted" else frozenset()
+    check(gateway_server(server), connection, cuts, pending=pending)
 
 
 def test_versions_other_than_1_0_and_1_1_get_505() -> None:
@@ -508,3 +590,60 @@ def test_refusal_waits_for_the_answer_in_progress() -> None:
         written = transport.value()
         assert b"\r\n\r\nhello" in written and written.index(b"hello") < written.index(b" 400 ")
         assert _refusal(written) == 400 and transport.disconnecting
+
+
+# --- twisted.web's own server, for the record -------------------------------------------
+
+# Where twisted.web's server without the gateway's edge rules (L{Site}) departs
+# from h11, by the tag of the message, and what it does there. The
+# [gateway] http = twisted fallback is held to the gateway's rules instead
+# (test_gateway_server_agrees_with_h11).
+TWISTED_WEB: Dict[str, str] = {
+    "host-missing": "hands on an HTTP/1.1 request without Host",
+    "host-dup": "hands on a request with two Host fields, equal or not",
+    "te-odd": "hands on Transfer-Encoding: identity, framed by its Content-Length (h11: 501)",
+    "target-ctl": "hands on a target with a DEL byte",
+    "ctl-in-value": "hands on VT and FF in field values (h11 refuses them)",
+    "bare-lf": "waits for CRLF line ends: neither answers nor hands on the request",
+    "cl-odd": "waits for the body of a Content-Length over 20 digits (h11: 400)",
+    "asterisk": "answers the * target itself (405, or OPTIONS), without closing",
+    "chunk-odd": "refuses a space after the chunk size, which h11 and llhttp take",
+    "trailer-te": "ignores trailer fields, even repeated Transfer-Encoding (h11 checks them)",
+    "trailer-auth": "ignores trailer fields",
+}
+
+TWISTED_WEB_ATTACKS = frozenset({
+    "two Host headers", "two equal Host headers", "no Host",
+    "Transfer-Encoding: identity with Content-Length", "a DEL byte in the target",
+    "a head with bare LF line ends", "a pipelined head with bare LF line ends",
+    "a vertical tab in a session id",
+    "Transfer-Encoding twice in trailers",
+})
+
+
+def test_twisted_web_on_the_attacks() -> None:
+    """
+    The attacks of issue #11 that twisted.web's own server lets through (or
+    stalls on), where h11 refuses: the reasons the fallback server adds the
+    gateway's edge rules to it.
+    """
+    differs = {name for name, connection in ATTACKS
+               if problems_of(run_twisted_web, connection, [])
+               or problems_of(run_twisted_web, connection, [1, 17, 40, 60, 90])
+               or problems_of(run_twisted_web, connection, [24, 70])}
+    assert differs == TWISTED_WEB_ATTACKS
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(connection=streams(), cuts=cut_lists)
+def test_twisted_web_differs_from_h11_only_where_documented(connection: Stream,
+                                                          cuts: List[int]) -> None:
+    """
+    Wherever twisted.web's own server disagrees with h11 on a generated
+    connection, the connection carries a tag of L{TWISTED_WEB}: the table
+    above is the whole story of how it differs.
+    """
+    problems = problems_of(run_twisted_web, connection, cuts)
+    tags = frozenset().union(*(message.tags for message in connection.messages))
+    assert not problems or tags & frozenset(TWISTED_WEB), (connection.raw, sorted(tags), problems)
