@@ -1,13 +1,14 @@
 """
-Differential tests of the gateway's HTTP/1.1 server (issue #11): the same
-random request bytes go to the fast channel (L{mcpgated.proxy.http11}) and to
-h11 acting as a server, the reference parser of
+Differential tests of the gateway's HTTP/1.1 servers (issue #11): the same
+random request bytes go to each of them ([gateway] http = fast, the channel of
+L{mcpgated.proxy.http11}, or twisted, L{mcpgated.proxy.twisted_server}) and
+to h11 acting as a server, the reference parser of
 shared/reference/http-edge.md section 9.
 
-The fast channel runs in memory: the real L{GatewayHTTPFactory}'s protocol on
-a L{StringTransport}, answered by a resource that records what it is given
-(method, target, version, header fields, body) and answers 200. The bytes
-arrive cut at generated points.
+A server runs in memory: the protocol of the real listener factory
+(L{gateway_factory}) on a L{StringTransport}, answered by a resource that
+records what it is given (method, target, version, header fields, body) and
+answers 200. The bytes arrive cut at generated points.
 
 Properties, for every generated connection:
  - every request the channel hands on is the one h11 reads at that place
@@ -20,7 +21,8 @@ Properties, for every generated connection:
  - the channel's outcome does not depend on where the reads cut the bytes.
 
 Every known attack of issue #11 is pinned with C{@example}. The same corpus
-also runs against twisted.web's server, to document where it differs.
+also runs against twisted.web's own server (L{Site}), to document where it
+differs.
 """
 
 from __future__ import annotations
