@@ -148,7 +148,12 @@ class GatewayRequest:
     def args(self) -> Dict[bytes, List[bytes]]:
         if self._args is None:
             _, _, query = self.uri.partition(b"?")
-            self._args = parse_qs(query, keep_blank_values=True) if query else {}
+            # as twisted.web reads it: escapes decoded to bytes, whatever they hold
+            self._args = {
+                name.encode("latin-1"): [v.encode("latin-1") for v in values]
+                for name, values in parse_qs(query.decode("latin-1"), keep_blank_values=True,
+                                             encoding="latin-1").items()
+            } if query else {}
         return self._args
 
     def getHeader(self, name: bytes) -> Optional[bytes]:

@@ -36,6 +36,9 @@ CASES: List[Any] = [
     ("API-KEY=upper&api-key=<key>", "API-KEY=upper"),  # names are case-sensitive, as parsed
     ("q=%2F;api-key=nope&api-key=<key>", "q=%2F;api-key=nope"),  # only & separates
     ("api-key=<key>&sessionId=abc&x=a=b", "sessionId=abc&x=a=b"),
+    # escapes of non-ASCII bytes (UTF-8 or not) next to the key: never a 502
+    ("x=%C3%A9&api-key=<key>", "x=%C3%A9"),
+    ("api-key=<key>&%E9t%E9=%FF%FE", "%E9t%E9=%FF%FE"),
 ]
 
 
