@@ -402,3 +402,35 @@ def test_admin_errors_name_the_field(daemon: Daemon, backend: Backend) -> None:
     backend.switch("v2")
     anyio.run(run)
     assert daemon.admin("POST", base + "/_approve", {"fingerprint": pending})[0] == 200
+
+
+# --- the legacy 2024-11-05 HTTP+SSE transport: answers arrive on the GET stream ------------------
+
+
+def test_legacy_sse_transport_lists_are_judged_on_the_get_stream(daemon: Daemon,
+                                                                  everything_sse: int) -> None:
+    from mcp.client.sse import sse_client
+
+    status, api = daemon.admin("POST", "/apis", {
+        "name": "Legacy", "version": "1", "contextPath": "/legacy",
+        "backend": f"http://127.0.0.1:{everything_sse}",
+        "plans": [{"name": "Keyless", "security": "KEY_LESS"}],
+        "pinning": {"mode": "block", "approval": "required"}})
+    assert status == 201, api
+    assert daemon.admin("POST", f"/apis/{api['id']}/_deploy")[0] == 200
+    url = daemon.gateway + "/legacy/sse"
+
+    async def session(call: bool) -> Tuple[List[str], Any]:
+        async with Client(sse_client(url), mode="legacy") as client:
+            tools = [t.name for t in (await client.list_tools()).tools]
+            # (a refused call is answered on its POST, which legacy clients do not read)
+            return tools, await _call(client, "echo", {"message": "hi"}) if call else None
+
+    tools, _ = anyio.run(session, False)
+    assert tools == []  # nothing approved yet: the answer on the GET stream was judged
+    pins = _pins(daemon, api["id"])
+    assert ("tool", "echo") in pins and pins[("tool", "echo")]["status"] == "pending"
+    assert pins[("tool", "echo")]["blocked"]
+    _approve(daemon, api["id"], pins[("tool", "echo")])
+    tools, echoed = anyio.run(session, True)
+    assert tools == ["echo"] and echoed == "Echo: hi"

@@ -39,6 +39,7 @@ from mcpgated.proxy.headers import (
 from mcpgated.proxy.origin import host_allowed, is_loopback_address, origin_allowed
 from mcpgated.proxy.relay import Relay
 from mcpgated.policy.auth import Refusal
+from mcpgated.policy.pinstream import judged
 from mcpgated.policy.rewrite import EventRewriter, JsonRewriter
 from mcpgated.oauth.metadata import well_known_url
 from mcpgated.oauth.wellknown import public_resource
@@ -345,6 +346,9 @@ class GatewayResource(Resource):
                 )
                 transform = rewriter.feed
                 flush = rewriter.flush
+                if admission is not None and admission.pinning is not None:
+                    # the legacy transport answers lists here (mcpgated.policy.pinstream)
+                    transform, flush = judged(admission.pinning, transform, flush)
         exchange.last_activity = self.clock.seconds()
         relay = Relay(
             request,
