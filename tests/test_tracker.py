@@ -333,6 +333,10 @@ def test_metrics_count_like_prometheus_client():
                    ["api", "status"], registry=registry)
     notifications = Counter("mcpgated_mcp_notifications", "Server-to-client notifications relayed",
                             ["api", "method"], registry=registry)
+    Counter("mcpgated_pin_drift_events", "Pinning events: tool, prompt or resource template "
+            "definitions changed, new or removed", ["api", "kind", "type"], registry=registry)
+    Counter("mcpgated_pin_blocked", "List items and calls blocked by pinning",
+            ["api", "what"], registry=registry)
     streams = Gauge("mcpgated_open_streams", "Responses currently streaming to clients",
                     registry=registry)
     Gauge("mcpgated_exchange_records_dropped",
