@@ -1,12 +1,13 @@
 """
-Pinning on a GET event stream: the legacy (2024-11-05) HTTP+SSE transport
+Pinning and access control on a GET event stream: the legacy (2024-11-05) HTTP+SSE transport
 answers every POST there (the POST itself gets 202), so its list results
 reach the client on the stream the client opened with GET, where no request
 id of the exchange can say what they answer.
 
 A message event whose result has the shape of a list result (a C{tools},
 C{prompts} or C{resourceTemplates} array) is judged as the answers to
-POSTs are (L{mcpgated.policy.pinbook.PinCheck}), as a page (whether the
+POSTs are (the admission's C{filter_result}: the pins, then the caller's
+access control), as a page (whether the
 request had a cursor is not known here: no item counts as removed); every
 other event passes byte for byte.
 """
@@ -35,10 +36,12 @@ def _list_method(result: Any) -> Optional[str]:
     return None
 
 
+Filter = Callable[[str, Any], Any]  # (list method, result) -> the result as the caller gets it
+
+
 class StreamJudge:
-    def __init__(self, check: Any) -> None:
-        self._check = check
-        check.paged = True
+    def __init__(self, filter_result: Filter) -> None:
+        self._filter_result = filter_result
         self._framer = EventFramer(MAX_EVENT)
 
     def feed(self, chunk: bytes) -> bytes:
@@ -60,7 +63,7 @@ class StreamJudge:
         method = _list_method(message.get("result"))
         if method is None:
             return raw(lines)
-        result = self._check.filter_result(method, message["result"])
+        result = self._filter_result(method, message["result"])
         if result is message["result"]:
             return raw(lines)
         message = dict(message, result=result)
@@ -68,14 +71,14 @@ class StreamJudge:
         return replace_data(lines, data, encoded)
 
 
-def judged(check: Any, feed: Optional[Callable[[bytes], bytes]],
+def judged(filter_result: Filter, feed: Optional[Callable[[bytes], bytes]],
            flush: Optional[Callable[[], bytes]]
            ) -> Tuple[Callable[[bytes], bytes], Callable[[], bytes]]:
     """
     A GET stream's transform (C{feed}, C{flush}: the endpoint rewriter's,
     or none) followed by a L{StreamJudge}.
     """
-    judge = StreamJudge(check)
+    judge = StreamJudge(filter_result)
     if feed is None or flush is None:
         return judge.feed, judge.flush
 

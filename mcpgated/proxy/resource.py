@@ -346,9 +346,14 @@ class GatewayResource(Resource):
                 )
                 transform = rewriter.feed
                 flush = rewriter.flush
-                if admission is not None and admission.pinning is not None:
-                    # the legacy transport answers lists here (mcpgated.policy.pinstream)
-                    transform, flush = judged(admission.pinning, transform, flush)
+                if admission is not None and (admission.pinning is not None or (
+                        admission.policy.active and not admission.policy.dry_run)):
+                    # the legacy transport answers lists here: judged by shape, as
+                    # pages, by the pins and this caller's access control
+                    # (mcpgated.policy.pinstream)
+                    if admission.pinning is not None:
+                        admission.pinning.paged = True
+                    transform, flush = judged(admission.filter_result, transform, flush)
         exchange.last_activity = self.clock.seconds()
         relay = Relay(
             request,
