@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import json
 from email.utils import parsedate_to_datetime
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-import attrs
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IPushProducer
-from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
@@ -34,141 +32,12 @@ from mcpgated.proxy.edge import (
 )
 from mcpgated.proxy.http11 import GatewayChannel, GatewayHTTPFactory, GatewayRequest
 from mcpgated.site import jsonrpc_too_large
+from tests.contract.harness import RawClient, Response, get, parse_responses, post, run
 
 MAX_BODY = 1000
 
 
-# --- the client side ------------------------------------------------------------------
-
-
-@attrs.frozen
-class Response:
-    """
-    One parsed response: header names lower-cased, and for a chunked body
-    the chunks as they were framed (without the terminating empty one).
-    """
-
-    code: int
-    headers: Dict[str, List[str]]
-    body: bytes
-    chunks: Optional[Tuple[bytes, ...]] = None
-
-    def header(self, name: str) -> Optional[str]:
-        values = self.headers.get(name)
-        return values[-1] if values else None
-
-
-def parse_responses(data: bytes, count: int, no_body: Sequence[bool] = (),
-                    closed: bool = False) -> Optional[List[Response]]:
-    """
-    The first C{count} responses in C{data}, or L{None} while they are not
-    all there. C{no_body[i]} marks an answer to HEAD; a body without
-    C{Content-Length} or chunking ends only when the connection is C{closed}.
-    """
-    responses: List[Response] = []
-    while len(responses) < count:
-        end = data.find(b"\r\n\r\n")
-        if end < 0:
-            return None
-        lines = data[:end].decode("latin-1").split("\r\n")
-        version, code_text, _ = (lines[0].split(" ", 2) + [""])[:3]
-        assert version == "HTTP/1.1", lines[0]
-        code = int(code_text)
-        headers: Dict[str, List[str]] = {}
-        for line in lines[1:]:
-            name, colon, value = line.partition(":")
-            assert colon, f"bad header line {line!r}"
-            headers.setdefault(name.lower(), []).append(value.strip())
-        rest = data[end + 4:]
-        index = len(responses)
-        if (index < len(no_body) and no_body[index]) or code in (204, 304) or code < 200:
-            responses.append(Response(code, headers, b""))
-            data = rest
-        elif "content-length" in headers:
-            length = int(headers["content-length"][-1])
-            if len(rest) < length:
-                return None
-            responses.append(Response(code, headers, rest[:length]))
-            data = rest[length:]
-        elif headers.get("transfer-encoding") == ["chunked"]:
-            chunks: List[bytes] = []
-            position = 0
-            while True:
-                eol = rest.find(b"\r\n", position)
-                if eol < 0:
-                    return None
-                size = int(rest[position:eol], 16)
-                if len(rest) < eol + 2 + size + 2:
-                    return None
-                assert rest[eol + 2 + size:eol + 4 + size] == b"\r\n", "bad chunk framing"
-                chunk = rest[eol + 2:eol + 2 + size]
-                position = eol + 4 + size
-                if size == 0:
-                    break
-                chunks.append(chunk)
-            responses.append(Response(code, headers, b"".join(chunks), tuple(chunks)))
-            data = rest[position:]
-        elif closed:
-            responses.append(Response(code, headers, rest))
-            data = b""
-        else:
-            return None
-    return responses
-
-
-class RawClient(Protocol):
-    """
-    Keeps every byte that arrives; tests wait on conditions over them.
-    """
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.closed = False
-        self.lost: Deferred = Deferred()
-        self._waiters: List[Tuple[Callable[[], Any], Deferred]] = []
-
-    def send(self, data: bytes) -> None:
-        self.transport.write(data)  # type: ignore[union-attr]
-
-    def dataReceived(self, data: bytes) -> None:
-        self.data += data
-        self._check()
-
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        self.closed = True
-        self._check()
-        waiters, self._waiters = self._waiters, []
-        for _, waiter in waiters:
-            waiter.errback(AssertionError(
-                f"the connection closed first; received {bytes(self.data[:600])!r}"))
-        self.lost.callback(bytes(self.data))
-
-    def _check(self) -> None:
-        for entry in list(self._waiters):
-            check, waiter = entry
-            result = check()
-            if result is not None:
-                self._waiters.remove(entry)
-                waiter.callback(result)
-
-    def until(self, check: Callable[[], Any]) -> Deferred:
-        """
-        Fires with C{check()} once it is not L{None}; fails if the connection
-        closes first.
-        """
-        waiter: Deferred = Deferred()
-        self._waiters.append((check, waiter))
-        if self.closed:
-            self.connectionLost(None)
-        else:
-            self._check()
-        return waiter
-
-    def responses(self, count: int, no_body: Sequence[bool] = ()) -> Deferred:
-        return self.until(lambda: parse_responses(bytes(self.data), count, no_body, self.closed))
-
-    def received(self, size: int) -> Deferred:
-        return self.until(lambda: True if len(self.data) >= size else None)
+# the client side: tests.contract.harness (Response, parse_responses, RawClient)
 
 
 # --- the server side ------------------------------------------------------------------
@@ -269,29 +138,6 @@ def echo(request: GatewayRequest) -> None:
     request.setHeader(b"Content-Length", b"%d" % len(body))
     request.write(body)
     request.finish()
-
-
-def run(test: Callable[[Any], Any]) -> Callable[[Any], Deferred]:
-    """
-    A trial test method from an C{async def} one.
-    """
-
-    def method(self: Any) -> Deferred:
-        return Deferred.fromCoroutine(test(self))
-
-    method.__name__ = test.__name__
-    method.__doc__ = test.__doc__
-    return method
-
-
-def get(path: bytes = b"/", headers: bytes = b"", version: bytes = b"HTTP/1.1",
-        method: bytes = b"GET") -> bytes:
-    return method + b" " + path + b" " + version + b"\r\nHost: gw.test\r\n" + headers + b"\r\n"
-
-
-def post(path: bytes, body: bytes, headers: bytes = b"") -> bytes:
-    return (b"POST " + path + b" HTTP/1.1\r\nHost: gw.test\r\nContent-Length: %d\r\n" % len(body)
-            + headers + b"\r\n" + body)
 
 
 class HTTP11TestCase(TestCase):

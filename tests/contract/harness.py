@@ -166,6 +166,12 @@ class RawClient(Protocol):
     def responses(self, count: int, no_body: Sequence[bool] = ()) -> Deferred:
         return self.until(lambda: parse_responses(bytes(self.data), count, no_body, self.closed))
 
+    def received(self, size: int) -> Deferred:
+        """
+        Fires once at least C{size} bytes came in.
+        """
+        return self.until(lambda: True if len(self.data) >= size else None)
+
     def head(self) -> Deferred:
         """
         Fires with (status, headers, bytes after the head) once a head is in.
