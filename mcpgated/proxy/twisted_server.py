@@ -144,6 +144,10 @@ class TwistedGatewayChannel(HTTPChannelHooks):
         if b"\n" in line:
             self.refuse(400, "Malformed HTTP request: a line ends with LF alone")
             return
+        if b"\r" in line:
+            # RFC 9112 2.2: a bare CR is invalid (Twisted before 26 reads it as a space)
+            self.refuse(400, "Malformed HTTP request: a bare CR in the head")
+            return
         self.head_size += len(line) + 2
         if self.head_size > MAX_HEAD_BYTES:
             self.refuse(431, HEAD_TOO_LARGE)

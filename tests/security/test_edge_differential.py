@@ -506,6 +506,23 @@ def test_gateway_server_agrees_with_h11(server: str, connection: Stream, cuts: L
     check(gateway_server(server), connection, cuts, pending=pending)
 
 
+@pytest.mark.parametrize("server", SERVERS)
+@pytest.mark.parametrize("raw", [
+    b"GET /mcp HTTP/1.1\r\nHost: \rgw.test\r\n\r\n",
+    b"GET /mcp HTTP/1.1\r\nHost: gw.test\r\nMcp-Session-Id: a\rb\r\n\r\n",
+    b"GET /mcp HTTP/1.1\r\nHost: gw.test\r\nX-Api-Key: k\r\r\n\r\n",
+])
+def test_a_bare_cr_in_a_head_is_refused(server: str, raw: bytes) -> None:
+    """
+    A CR that does not end a line is refused, never read as a space (the
+    twisted fallback on Twisted before 26 did: a session id C{a\\rb}
+    reached the resource as C{a b}).
+    """
+    connection = Stream(messages=(message(raw, "bare-cr"),))
+    for cuts in ([], [20], [5, 31]):
+        check(gateway_server(server), connection, cuts)
+
+
 def test_versions_other_than_1_0_and_1_1_get_505() -> None:
     """
     An HTTP/1 head claiming HTTP/0.9, 2.0 or 3.0 (llhttp reads any one-digit
@@ -612,6 +629,7 @@ TWISTED_WEB: Dict[str, str] = {
     "chunk-odd": "refuses a space after the chunk size, which h11 and llhttp take",
     "trailer-te": "ignores trailer fields, even repeated Transfer-Encoding (h11 checks them)",
     "trailer-auth": "ignores trailer fields",
+    "bare-cr": "before Twisted 26: hands on a bare CR in a head as a space (h11: 400)",
 }
 
 TWISTED_WEB_ATTACKS = frozenset({
