@@ -21,7 +21,6 @@ from joserfc.jwk import ECKey
 
 from mcpgated.oauth.terminating import effective_audiences
 from mcpgated.model import parse_definition
-from tests.security.mcp_peer import McpPeer
 from tests.support import Daemon, http
 
 PRM = "/.well-known/oauth-protected-resource"
@@ -51,13 +50,6 @@ def _jwt_plan(**configuration: Any) -> Dict[str, Any]:
     return {"name": "Tokens", "security": "JWT", "configuration": dict(
         {"issuer": ISSUER, "algorithms": ["ES256"], "publicKey": KEY.as_pem(private=False).decode()},
         **configuration)}
-
-
-@pytest.fixture(scope="module")
-def peer() -> Iterator[McpPeer]:
-    p = McpPeer()
-    yield p
-    p.stop()
 
 
 @pytest.fixture(scope="module")

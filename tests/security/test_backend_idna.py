@@ -10,7 +10,7 @@ or query is percent-encoded as UTF-8.
 from __future__ import annotations
 
 import json
-from typing import Iterator, List
+from typing import Iterator
 
 import pytest
 

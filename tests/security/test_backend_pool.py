@@ -24,8 +24,7 @@ from __future__ import annotations
 import json
 import select
 import socket
-import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import pytest
 from twisted.internet.defer import Deferred
@@ -34,7 +33,6 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.client import ResponseDone
 
-from mcpgated.proxy.backend_client import BackendClient
 from tests.raw_backend import RawBackend, RawConnection, RawRequest
 from tests.support import http
 from tests.test_backend_client import (

@@ -14,7 +14,6 @@ import pytest
 from twisted.internet.task import Clock
 
 from mcpgated.policy.ratelimit import Limiter, parse_limit
-from tests.security.mcp_peer import McpPeer
 from tests.support import Daemon, http
 
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
@@ -31,13 +30,6 @@ def _request(n: int, method: str = "ping", tool: Optional[str] = None) -> Dict[s
 def _post(url: str, body: Any) -> Tuple[int, Any, Any]:
     status, headers, data = http("POST", url, raw=json.dumps(body).encode(), headers=ACCEPT)
     return status, headers, json.loads(data) if data else None
-
-
-@pytest.fixture(scope="module")
-def peer() -> Iterator[McpPeer]:
-    p = McpPeer()
-    yield p
-    p.stop()
 
 
 @pytest.fixture(scope="module")

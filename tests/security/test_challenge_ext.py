@@ -15,7 +15,6 @@ from urllib.parse import quote, unquote
 import pytest
 
 from mcpgated.oauth.challenge import rewrite_resource_metadata
-from tests.security.mcp_peer import McpPeer
 from tests.support import Daemon, http
 
 GATEWAY_PRM = "https://gw.example/.well-known/oauth-protected-resource/mcp"
@@ -59,13 +58,6 @@ def test_rewrite_keeps_every_other_byte():
                                "resource_metadata*=UTF-8''https%3A%2F%2Fgw.example%2Fprm, "
                                'scope="a b"')
     assert rewritten.originals == (backend_prm,)  # where the backend's document is
-
-
-@pytest.fixture(scope="module")
-def peer() -> Iterator[McpPeer]:
-    p = McpPeer()
-    yield p
-    p.stop()
 
 
 @pytest.fixture(scope="module")

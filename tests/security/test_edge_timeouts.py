@@ -25,7 +25,6 @@ from tests.raw_backend import RawBackend, RawConnection, RawRequest
 from tests.security.edge_support import (
     SERVERS,
     Client,
-    Recording,
     daemons,
     deploy,
     refusal,
@@ -39,13 +38,6 @@ HEADER, BODY, KEEPALIVE = 1.0, 1.0, 2.0
 def daemon(request, tmp_path_factory) -> Iterator[Daemon]:
     yield from daemons(tmp_path_factory, request.param, client_header_timeout=f"{HEADER}s",
                        client_body_timeout=f"{BODY}s", keepalive_timeout=f"{KEEPALIVE}s")
-
-
-@pytest.fixture(scope="module")
-def backend() -> Iterator[Recording]:
-    recording = Recording()
-    yield recording
-    recording.stop()
 
 
 @pytest.fixture(scope="module")

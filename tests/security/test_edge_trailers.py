@@ -19,7 +19,6 @@ from tests.security.edge_support import (
     CALL,
     SERVERS,
     Client,
-    Recording,
     daemons,
     deploy,
     refusal,
@@ -30,13 +29,6 @@ from tests.support import Daemon
 @pytest.fixture(scope="module", params=SERVERS)
 def daemon(request, tmp_path_factory) -> Iterator[Daemon]:
     yield from daemons(tmp_path_factory, request.param)
-
-
-@pytest.fixture(scope="module")
-def backend() -> Iterator[Recording]:
-    recording = Recording()
-    yield recording
-    recording.stop()
 
 
 @pytest.fixture(scope="module")

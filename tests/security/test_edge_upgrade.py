@@ -20,7 +20,6 @@ from tests.security.edge_support import (
     CALL,
     SERVERS,
     Client,
-    Recording,
     daemons,
     deploy,
 )
@@ -33,13 +32,6 @@ H2C = b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: A
 @pytest.fixture(scope="module", params=SERVERS)
 def daemon(request, tmp_path_factory) -> Iterator[Daemon]:
     yield from daemons(tmp_path_factory, request.param)
-
-
-@pytest.fixture(scope="module")
-def backend() -> Iterator[Recording]:
-    recording = Recording()
-    yield recording
-    recording.stop()
 
 
 @pytest.fixture(scope="module")

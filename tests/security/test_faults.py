@@ -36,7 +36,7 @@ from mcpgated.logs import (
     LogFilesService,
     open_rotating,
 )
-from tests.daemon_helpers import ACCEPT, INITIALIZE, UNREACHABLE, action, create, definition
+from tests.daemon_helpers import ACCEPT, INITIALIZE, action, create, definition
 from tests.support import Daemon, http
 
 DEV_FULL = "/dev/full"

@@ -28,7 +28,6 @@ from mcpgated.analytics.metrics import (
     series_bound,
 )
 from mcpgated.analytics.tracker import CallRecord
-from tests.security.mcp_peer import McpPeer
 from tests.support import Daemon, http
 
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
@@ -66,13 +65,6 @@ def _send(url: str, kinds: Dict[str, int], headers: Optional[Dict[str, str]] = N
             statuses.add(status)
         start += total
     return statuses
-
-
-@pytest.fixture(scope="module")
-def peer() -> Iterator[McpPeer]:
-    p = McpPeer()
-    yield p
-    p.stop()
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ from typing import Any, Dict, Iterator, List
 import pytest
 
 from mcpgated.policy.auth import strip_query
-from tests.security.mcp_peer import McpPeer
 from tests.support import Daemon, http
 
 PING = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
@@ -51,13 +50,6 @@ def test_strip_query_leaves_queries_without_the_key_untouched() -> None:
     for query in (b"a=1&b=%20+", b"flag", b"&&", b"x=api-key", b"a%20b=c"):
         assert strip_query(query, ["api-key"]) is query
     assert strip_query(b"token=1&api-key=2", ["token", "api-key"]) == b""
-
-
-@pytest.fixture(scope="module")
-def peer() -> Iterator[McpPeer]:
-    p = McpPeer()
-    yield p
-    p.stop()
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ from joserfc.jwk import ECKey
 from twisted.internet.task import Clock
 
 from mcpgated.policy.ratelimit import Limiter, parse_limit
-from tests.security.mcp_peer import McpPeer
 from tests.support import Daemon, http
 
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
@@ -29,13 +28,6 @@ def _ping(url: str, n: int = 1, token: str = "") -> int:
     status, _, _ = http("POST", url, raw=json.dumps(
         {"jsonrpc": "2.0", "id": n, "method": "ping"}).encode(), headers=headers)
     return status
-
-
-@pytest.fixture(scope="module")
-def peer() -> Iterator[McpPeer]:
-    p = McpPeer()
-    yield p
-    p.stop()
 
 
 @pytest.fixture(scope="module")
