@@ -112,7 +112,7 @@ def split_target(target: bytes) -> Tuple[str, bytes]:
     normal = _normal.get(path)
     if normal is None:
         normal = normalize_path(path)
-        if len(_normal) < 4096:
+        if len(_normal) < 4096 and len(path) <= 256:  # at most about 1 MB, whatever clients send
             _normal[path] = normal
     return normal, query
 
