@@ -9,11 +9,12 @@ C{API_KEY} plans hold API keys. C{KEY_LESS} plans need no subscription.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import attrs
 
-from mcpgated.model import ApiDefinition, InvalidField, Plan, _iso, _string
+from mcpgated.definitions import InvalidField, read_object, read_string
+from mcpgated.model import ApiDefinition, Plan, iso_time
 
 ACCEPTED = "ACCEPTED"
 CLOSED = "CLOSED"
@@ -38,7 +39,7 @@ class Application:
 
     def to_json(self) -> Dict[str, Any]:
         return {"id": self.id, "name": self.name, "description": self.description,
-                "createdAt": _iso(self.created_at)}
+                "createdAt": iso_time(self.created_at)}
 
 
 @attrs.frozen
@@ -60,8 +61,8 @@ class Subscription:
             "application": self.application_id,
             "applicationName": self.application_name,
             "status": self.status,
-            "createdAt": _iso(self.created_at),
-            "closedAt": _iso(self.closed_at),
+            "createdAt": iso_time(self.created_at),
+            "closedAt": iso_time(self.closed_at),
         }
 
 
@@ -91,9 +92,9 @@ class ApiKey:
             "subscription": self.subscription_id,
             "prefix": self.prefix,
             "status": self.status(now),
-            "createdAt": _iso(self.created_at),
-            "expiresAt": _iso(self.expires_at),
-            "revokedAt": _iso(self.revoked_at),
+            "createdAt": iso_time(self.created_at),
+            "expiresAt": iso_time(self.expires_at),
+            "revokedAt": iso_time(self.revoked_at),
         }
 
     def issued_json(self, key: str) -> Dict[str, Any]:
@@ -101,16 +102,7 @@ class ApiKey:
         The one answer that shows the key.
         """
         return {"id": self.id, "key": key, "prefix": self.prefix,
-                "createdAt": _iso(self.created_at), "expiresAt": _iso(self.expires_at)}
-
-
-def _object(body: Any, known: "set[str]") -> Mapping[str, Any]:
-    if not isinstance(body, dict):
-        raise InvalidField(None, "the body must be a JSON object")
-    unknown = sorted(set(body) - known)
-    if unknown:
-        raise InvalidField(unknown[0], f"{unknown[0]} is not a known field")
-    return body
+                "createdAt": iso_time(self.created_at), "expiresAt": iso_time(self.expires_at)}
 
 
 def parse_application(body: Any) -> Tuple[str, str]:
@@ -118,18 +110,18 @@ def parse_application(body: Any) -> Tuple[str, str]:
     C{{"name", "description"}} -> (name, description). Read-only fields of
     an application's JSON are ignored.
     """
-    body = _object(body, _APPLICATION_FIELDS | _APPLICATION_READ_ONLY)
-    return (_string(body, "name", max_length=100),
-            _string(body, "description", required=False, max_length=2000))
+    body = read_object(body, _APPLICATION_FIELDS | _APPLICATION_READ_ONLY)
+    return (read_string(body, "name", max_length=100),
+            read_string(body, "description", required=False, max_length=2000))
 
 
 def parse_subscription_request(body: Any) -> Tuple[str, str]:
     """
     C{{"application": id, "plan": name}} -> (application id, plan name).
     """
-    body = _object(body, {"application", "plan"})
-    return (_string(body, "application", max_length=100),
-            _string(body, "plan", max_length=100))
+    body = read_object(body, {"application", "plan"})
+    return (read_string(body, "application", max_length=100),
+            read_string(body, "plan", max_length=100))
 
 
 def parse_rotation(body: Any) -> int:
@@ -140,7 +132,7 @@ def parse_rotation(body: Any) -> int:
     """
     if body is None:
         return DEFAULT_ROTATION_GRACE
-    body = _object(body, {"expireOldAfter"})
+    body = read_object(body, {"expireOldAfter"})
     value = body.get("expireOldAfter")
     if value is None:
         return DEFAULT_ROTATION_GRACE

@@ -21,7 +21,8 @@ from twisted.web.iweb import IRequest
 
 from mcpgated import __version__
 from mcpgated.admin.openapi import openapi_document
-from mcpgated.model import STARTED, STOPPED, InvalidField, parse_definition
+from mcpgated.definitions import InvalidField, parse_definition
+from mcpgated.model import STARTED, STOPPED
 from mcpgated.keys import KeyIndex, hash_key, key_prefix, new_key
 from mcpgated.oauth.terminating import effective_audiences
 from mcpgated.routing import RouteTable

@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional, Tuple
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
-from mcpgated.model import InvalidField
+from mcpgated.definitions import InvalidField
 from mcpgated.policy.pinning import PinSettings
 
 log = Logger()

@@ -82,7 +82,7 @@ class IApiStore(Interface):
     def create_api(definition, now):
         """
         Store a new, never-deployed, STOPPED API. Deferred L{ApiRecord}.
-        Fails with L{mcpgated.model.InvalidField} if its context path overlaps
+        Fails with L{mcpgated.definitions.InvalidField} if its context path overlaps
         a deployed API's.
         """
 

@@ -23,15 +23,8 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from mcpgated.model import (
-    STARTED,
-    STOPPED,
-    ApiDefinition,
-    ApiRecord,
-    InvalidField,
-    definition_from_json,
-    paths_overlap,
-)
+from mcpgated.definitions import InvalidField, definition_from_json
+from mcpgated.model import STARTED, STOPPED, ApiDefinition, ApiRecord, paths_overlap
 from mcpgated.sqlitedb import open_database
 from mcpgated.store._interface import Closed, Conflict, IApiStore, NotFound, Unavailable
 from mcpgated.store._pins import PinStore

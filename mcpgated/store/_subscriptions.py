@@ -15,8 +15,9 @@ from typing import Any, Callable, List, Optional, Tuple, TypeVar
 import attrs
 from twisted.internet.defer import Deferred
 
+from mcpgated.definitions import InvalidField
 from mcpgated.keys import KeyGrant
-from mcpgated.model import ApiRecord, InvalidField
+from mcpgated.model import ApiRecord
 from mcpgated.store._interface import Conflict, NotFound
 from mcpgated.subscriptions import (
     ACCEPTED,
