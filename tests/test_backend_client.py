@@ -974,7 +974,7 @@ class UpstreamPoolTests(TestCase):
 def test_backend_url_validation_keeps_ascii_hosts() -> None:
     # Guards for the IDNA encoding (tests/security/test_backend_idna.py):
     # ASCII hosts, valid A-labels included, are stored exactly as given.
-    from mcpgated.model import parse_definition
+    from mcpgated.definitions import parse_definition
 
     for url in ("http://localhost:3001/mcp", "http://my_backend:8080/mcp", "https://[::1]:8443/mcp",
                 "http://10.0.0.7/mcp?x=1", "HTTP://Example.COM/mcp",

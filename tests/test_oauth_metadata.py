@@ -18,13 +18,8 @@ from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.web.http_headers import Headers
 
-from mcpgated.model import (
-    ApiRecord,
-    InvalidField,
-    OAuthSettings,
-    definition_from_json,
-    parse_definition,
-)
+from mcpgated.definitions import InvalidField, definition_from_json, parse_definition
+from mcpgated.model import ApiRecord, OAuthSettings
 from mcpgated.oauth.metadata import (
     MetadataCache,
     authorization_server_metadata_urls,

@@ -12,7 +12,8 @@ from urllib.parse import unquote_to_bytes
 import pytest
 from hypothesis import example, given, settings, strategies as st
 
-from mcpgated.model import ApiRecord, parse_definition
+from mcpgated.definitions import parse_definition
+from mcpgated.model import ApiRecord
 from mcpgated.paths import BadPath, normalize_path, split_target
 from mcpgated.routing import RouteTable
 

@@ -20,7 +20,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey
 
 from mcpgated.oauth.terminating import effective_audiences
-from mcpgated.model import parse_definition
+from mcpgated.definitions import parse_definition
 from tests.support import Daemon, http
 
 PRM = "/.well-known/oauth-protected-resource"

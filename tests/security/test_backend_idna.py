@@ -14,7 +14,7 @@ from typing import Iterator
 
 import pytest
 
-from mcpgated.model import InvalidField, definition_from_json, parse_definition
+from mcpgated.definitions import InvalidField, definition_from_json, parse_definition
 from mcpgated.proxy.backend_client import BackendClient
 from mcpgated.proxy.resource import Backend
 from tests.raw_backend import RawBackend, RawConnection, RawRequest
