@@ -3,13 +3,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 NPM_DIR := tests/npm
 
-.PHONY: run test test-lowest check-config clean
+.PHONY: run lint test test-lowest check-config clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# compat mode: a PEP 660 editable install hides twisted/plugins from twistd
-	$(PY) -m pip install -q -e '.[test]' --config-settings editable_mode=compat
+	$(PY) -m pip install -q -e '.[test,lint]' --config-settings editable_mode=compat
 	touch $@
 
 # A second venv with the lowest versions setup.cfg allows for the direct
@@ -37,8 +37,13 @@ run: $(VENV)/.installed
 check-config: $(VENV)/.installed
 	$(VENV)/bin/twistd mcpgated -c etc/mcpgated.ini --check-config
 
-## make test: install everything the tests need, then run the whole suite
-test: $(VENV)/.installed $(NPM_DIR)/node_modules/.installed
+## make lint: ruff and mypy, as configured (and justified) in pyproject.toml
+lint: $(VENV)/.installed
+	$(PY) -m ruff check mcpgated twisted tests bench
+	$(PY) -m mypy mcpgated twisted/plugins
+
+## make test: install everything the tests need, lint, then run the whole suite
+test: lint $(NPM_DIR)/node_modules/.installed
 	$(PY) -m pytest -q tests
 
 ## make test-lowest: the suite (but the browser tests) on the lowest declared versions
