@@ -10,6 +10,7 @@ import io
 import json
 from typing import Callable, Optional
 
+from twisted.web import http
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
@@ -35,18 +36,28 @@ class CappedRequest(Request):
     _received = 0
     _rejected = False
 
+    @property
+    def capped_site(self) -> CappedSite:
+        """
+        The site whose channel this request arrived on: C{Site.buildProtocol}
+        sets C{channel.site}, an attribute L{http.HTTPChannel} does not declare
+        (and C{self.site} is set only once the body is in).
+        """
+        site: CappedSite = getattr(self.channel, "site")  # noqa: B009 -- undeclared attribute
+        return site
+
     def gotLength(self, length: Optional[int]) -> None:
         # Always in memory: the cap bounds it, and a temporary file would
         # put disk I/O on the reactor thread.
         self.content = io.BytesIO()
-        if length is not None and length > self.channel.site.max_body:
+        if length is not None and length > self.capped_site.max_body:
             self._reject()
 
     def handleContentChunk(self, data: bytes) -> None:
         if self._rejected:
             return
         self._received += len(data)
-        if self._received > self.channel.site.max_body:
+        if self._received > self.capped_site.max_body:
             self._reject()
             return
         Request.handleContentChunk(self, data)
@@ -58,7 +69,7 @@ class CappedRequest(Request):
 
     def _reject(self) -> None:
         self._rejected = True
-        site = self.channel.site
+        site = self.capped_site
         body = site.too_large_body(site.max_body)
         head = (
             b"HTTP/1.1 413 Payload Too Large\r\n"
@@ -67,8 +78,10 @@ class CappedRequest(Request):
             b"Connection: close\r\n\r\n"
         )
         site.rejected_too_large(self)
-        self.channel.transport.write(head + body)
-        self.channel.transport.loseConnection()
+        transport = self.channel.transport
+        if transport is not None:  # None once the connection is gone
+            transport.write(head + body)
+            transport.loseConnection()
 
 
 class CappedSite(Site):
@@ -95,7 +108,7 @@ class CappedSite(Site):
         Hook: a request was refused with 413 (for the access log).
         """
 
-    def log(self, request: Request) -> None:
+    def log(self, request: http.Request) -> None:
         """
         No combined-format access log: callers record their own, with the
         fields they choose (never request headers such as Authorization).

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
+from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web.http import datetimeToString
 from twisted.web.resource import IResource
@@ -59,13 +60,13 @@ class TwistedGatewayRequest(CappedRequest):
     _gone = False
 
     def process(self) -> None:
-        self.site = self.channel.site
+        self.site = self.capped_site
         self.setHeader(b"Date", datetimeToString())
         self.prepath = []
         self.postpath = []
         try:
             self.render(self.site.resource)
-        except BaseException:
+        except BaseException:  # noqa: BLE001 -- as twisted.web's Request.process: a 500, not a dead channel
             self.processingFailed(Failure())
 
     def gotLength(self, length: Optional[int]) -> None:
@@ -221,7 +222,7 @@ class TwistedGatewayChannel(HTTPChannelHooks):
             self.refused = True
             self.loseConnection()
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self.deadlines is not None:
             self.deadlines.stop()
         HTTPChannelHooks.connectionLost(self, reason)
