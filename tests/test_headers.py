@@ -1,6 +1,6 @@
 """
-Header rules: hop-by-hop filtering both ways and the public origin behind
-trusted and untrusted forwarding proxies.
+Header rules: hop-by-hop filtering both ways and the X-Forwarded-* set sent
+to backends (the public origin's rules: tests/test_forwarding.py).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from twisted.web.http_headers import Headers
 
 from mcpgated.proxy.headers import (
     copy_response_headers,
-    public_origin,
     upstream_request_headers,
 )
 
@@ -23,31 +22,6 @@ def _headers(**values: str) -> Headers:
     for name, value in values.items():
         h.setRawHeaders(name.replace("_", "-").encode(), [value.encode()])
     return h
-
-
-def test_public_origin_from_host_when_not_forwarded():
-    h = _headers(host="gw.example:8082", x_forwarded_proto="https", x_forwarded_host="evil.example")
-    assert public_origin(h, False, "203.0.113.9", None, TRUSTED) == "http://gw.example:8082"
-
-
-def test_public_origin_believes_trusted_proxy():
-    h = _headers(host="10.0.0.5:8082", x_forwarded_proto="https", x_forwarded_host="mcp.example.com")
-    assert public_origin(h, False, "10.1.2.3", None, TRUSTED) == "https://mcp.example.com"
-
-
-def test_public_origin_rfc7239_forwarded_wins_over_x_forwarded():
-    h = _headers(host="internal", forwarded='for=1.2.3.4;proto=https;host="api.example"',
-                 x_forwarded_host="other.example")
-    assert public_origin(h, False, "10.9.9.9", None, TRUSTED) == "https://api.example"
-
-
-def test_configured_public_url_wins():
-    h = _headers(host="internal:8082", x_forwarded_host="x.example")
-    assert public_origin(h, False, "10.1.1.1", "https://gw.example/base", TRUSTED) == "https://gw.example"
-
-
-def test_tls_listener_gives_https():
-    assert public_origin(_headers(host="gw"), True, "1.1.1.1", None, ()) == "https://gw"
 
 
 def test_request_headers_drop_hop_by_hop_and_connection_named():

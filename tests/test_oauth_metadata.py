@@ -36,7 +36,7 @@ from mcpgated.oauth.wellknown import (
     public_metadata_url,
     public_resource,
 )
-from mcpgated.proxy.headers import public_origin
+from mcpgated.forwarding import public_origin
 from mcpgated.routing import RouteTable
 
 BACKEND = "http://10.0.0.7:3001/mcp"
@@ -451,3 +451,40 @@ def test_backend_named_metadata_is_fetched_from_the_backend_only():
     # other statuses and APIs without relay: headers untouched
     ok = FakeResponse(200, b"", {"WWW-Authenticate": 'Bearer resource_metadata="x"'})
     assert relay.response_headers(route, FakeRequest("gw.example"), ok, b"") is ok.headers
+
+
+class OpaqueRequest(FakeRequest):
+    """
+    A request whose origin must not be worked out (the caller gave it).
+    """
+
+    def getClientAddress(self) -> Any:
+        raise AssertionError("the origin was worked out again")
+
+    def isSecure(self) -> bool:
+        raise AssertionError("the origin was worked out again")
+
+
+def test_an_origin_the_caller_gives_is_used_as_is():
+    from mcpgated.oauth.relay import OAuthRelay
+
+    prm = "http://10.0.0.7:3001/.well-known/oauth-protected-resource/mcp"
+    agent = ScriptedAgent({prm: FakeResponse(200, json.dumps({"resource": BACKEND}).encode())})
+    relay = OAuthRelay(agent, Clock())
+    table = _table(_definition("/files"))
+    route = table.routes()[0]
+    request = OpaqueRequest("ignored.example")
+    origin = "https://given.example"
+    discovery = relay.discovery(f"{PRM}/files", table, request, origin=origin)
+    assert discovery == Discovery(PROTECTED_RESOURCE, route)
+    answer = _result(Deferred.fromCoroutine(relay.answer(discovery, request, origin=origin)))
+    assert answer.status == 200 and json.loads(answer.body) == {"resource": "https://given.example/files"}
+    challenge = FakeResponse(401, b"", {"WWW-Authenticate": f'Bearer resource_metadata="http://b{PRM}/mcp"'})
+    headers = relay.response_headers(route, request, challenge, BACKEND.encode(), origin=origin)
+    assert headers.getRawHeaders(b"www-authenticate") == [
+        b'Bearer resource_metadata="https://given.example/.well-known/oauth-protected-resource/files"']
+    # without it, the request's own origin (its Host, not the gateway's public URL)
+    plain = FakeRequest("host.example")
+    assert relay.request_origin(plain) == "http://host.example"
+    answer = _result(Deferred.fromCoroutine(relay.answer(discovery, plain)))
+    assert json.loads(answer.body) == {"resource": "http://host.example/files"}

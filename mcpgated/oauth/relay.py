@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent
 
+from mcpgated.forwarding import Network, request_origin
 from mcpgated.oauth.challenge import rewrite_header_values
 from mcpgated.oauth.metadata import (
     AS_PATH,
@@ -39,7 +40,6 @@ from mcpgated.oauth.wellknown import (
     public_metadata_url,
     public_resource,
 )
-from mcpgated.proxy.headers import public_origin
 from mcpgated.routing import Route, RouteTable
 
 log = Logger()
@@ -76,7 +76,7 @@ class OAuthRelay:
     agent: Callable[[Optional[str]], Awaitable[IAgent]]
     clock: IReactorTime
     public_url: Optional[str] = None
-    trusted_proxies: Iterable = ()
+    trusted_proxies: Iterable[Network] = ()
     cache: MetadataCache = attrs.field(default=None)
     # backend URL -> the resource_metadata URL its last challenge named
     _hints: Dict[str, str] = attrs.field(factory=dict)
@@ -90,21 +90,31 @@ class OAuthRelay:
         The origin the client used: C{Host} and the transport, or what a
         trusted proxy's C{Forwarded}/C{X-Forwarded-*} say.
         """
-        client = request.getClientAddress()
-        return public_origin(request.requestHeaders, request.isSecure(),
-                             getattr(client, "host", None), None, self.trusted_proxies)
+        return request_origin(request, self.trusted_proxies)
 
     # --- discovery documents ------------------------------------------------------------------
 
-    def discovery(self, path: str, table: RouteTable, request: Any) -> Optional[Discovery]:
+    def discovery(self, path: str, table: RouteTable, request: Any, *,
+                  origin: Optional[str] = None) -> Optional[Discovery]:
         """
         The discovery request C{path} is, or L{None} for normal routing.
+
+        @param origin: L{request_origin} of C{request} when the caller has
+            it already (it is not worked out again).
         """
         if "/.well-known/" not in path:
             return None
-        return classify(path, table, self.request_origin(request), self.public_url)
+        if origin is None:
+            origin = self.request_origin(request)
+        return classify(path, table, origin, self.public_url)
 
-    async def answer(self, discovery: Discovery, request: Any) -> Answer:
+    async def answer(self, discovery: Discovery, request: Any, *,
+                     origin: Optional[str] = None) -> Answer:
+        """
+        The answer to a discovery request.
+
+        @param origin: as for L{discovery}.
+        """
         method = request.method
         if method == b"OPTIONS":
             requested = request.requestHeaders.getRawHeaders(b"access-control-request-headers")
@@ -120,7 +130,8 @@ class OAuthRelay:
         route = discovery.route
         if route is None:
             return Answer(404, message="No OAuth metadata is published at this path")
-        origin = self.request_origin(request)
+        if origin is None:
+            origin = self.request_origin(request)
         if discovery.kind == PROTECTED_RESOURCE:
             return await self._protected_resource(route, origin)
         return await self._authorization_server(route, origin)
@@ -194,21 +205,26 @@ class OAuthRelay:
 
     # --- challenges -----------------------------------------------------------------------------
 
-    def response_headers(self, route: Route, request: Any, response: Any, upstream_url: bytes) -> Headers:
+    def response_headers(self, route: Route, request: Any, response: Any, upstream_url: bytes, *,
+                         origin: Optional[str] = None) -> Headers:
         """
         The backend response's headers as the client should see them: for a
         401 or 403 of an API with relay, every C{resource_metadata} in
         C{WWW-Authenticate} points at the gateway's metadata URL for the API,
         all else as the backend sent it. The backend's own value is kept to
         find its metadata.
+
+        @param origin: as for L{discovery}.
         """
-        headers = response.headers
+        headers: Headers = response.headers
         if response.code not in (401, 403) or not route.definition.oauth.relay:
             return headers
         values = headers.getRawHeaders(b"www-authenticate")
         if not values:
             return headers
-        url = public_metadata_url(route, self.public_url, self.request_origin(request))
+        if origin is None:
+            origin = self.request_origin(request)
+        url = public_metadata_url(route, self.public_url, origin)
         rewritten, originals, malformed = rewrite_header_values(values, url)
         if malformed:
             log.warn("API {api}: a WWW-Authenticate challenge from the backend is malformed;"

@@ -1,17 +1,21 @@
 """
-Pure header rules for the relay: hop-by-hop filtering both ways, forwarding
-headers, and the public origin clients see.
+Pure header rules for the relay: hop-by-hop filtering both ways, the
+C{X-Forwarded-*} set sent to backends, and event-stream detection. Who is a
+trusted proxy and the public origin are L{mcpgated.forwarding}'s.
 """
 
 from __future__ import annotations
 
-import ipaddress
-from typing import Iterable, List, Optional, Sequence, Tuple
-from urllib.parse import urlsplit
+from typing import FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
 from twisted.web.http_headers import Headers
 
 from mcpgated._twisted_compat import canonical_name, raw_headers
+from mcpgated.forwarding import Network, is_trusted
+
+# for proxy/resource.py until the lead switches it
+from mcpgated.forwarding import public_base_path as public_base_path
+from mcpgated.forwarding import public_origin as public_origin
 
 # RFC 9110 section 7.6.1, plus the historical proxy ones.
 HOP_BY_HOP = frozenset(
@@ -51,7 +55,7 @@ _X_FORWARDED_PROTO = _canonical(b"x-forwarded-proto")
 _X_FORWARDED_HOST = _canonical(b"x-forwarded-host")
 
 
-def connection_tokens(headers: Headers) -> frozenset:
+def connection_tokens(headers: Headers) -> FrozenSet[bytes]:
     names = set()
     for value in headers.getRawHeaders(b"connection", ()):
         for token in value.replace(b",", b" ").split():
@@ -61,7 +65,7 @@ def connection_tokens(headers: Headers) -> frozenset:
     return frozenset(names)
 
 
-def _copy(source: Headers, drop: frozenset) -> List[Tuple[bytes, Sequence[bytes]]]:
+def _copy(source: Headers, drop: FrozenSet[bytes]) -> List[Tuple[bytes, Sequence[bytes]]]:
     """
     The end-to-end headers of C{source} (canonical names): not in C{drop}
     (canonical names), not named by its C{Connection} header.
@@ -74,87 +78,11 @@ def _copy(source: Headers, drop: frozenset) -> List[Tuple[bytes, Sequence[bytes]
     return [(name, values) for name, values in raw.items() if name not in drop]
 
 
-def is_trusted(address: Optional[str], networks: Iterable) -> bool:
-    if not address or not networks:
-        return False
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in network for network in networks)
-
-
-def _first(headers: Headers, name: bytes) -> Optional[str]:
-    value = headers.getRawHeaders(name)
-    if not value:
-        return None
-    return value[0].split(b",")[0].strip().decode("latin-1") or None
-
-
-def _forwarded_pair(headers: Headers) -> Tuple[Optional[str], Optional[str]]:
-    """
-    C{proto} and C{host} from the first element of an RFC 7239 C{Forwarded}.
-    """
-    raw = headers.getRawHeaders(b"forwarded")
-    if not raw:
-        return None, None
-    first = raw[0].decode("latin-1").split(",")[0]
-    proto = host = None
-    for pair in first.split(";"):
-        key, _, value = pair.strip().partition("=")
-        value = value.strip().strip('"')
-        if key.lower() == "proto" and value:
-            proto = value.lower()
-        elif key.lower() == "host" and value:
-            host = value
-    return proto, host
-
-
-def public_origin(
-    headers: Headers,
-    is_secure: bool,
-    peer: Optional[str],
-    public_url: Optional[str],
-    trusted_proxies: Iterable,
-) -> str:
-    """
-    The scheme and authority clients use to reach the gateway.
-
-    A configured C{public_url} wins; otherwise C{Forwarded} or
-    C{X-Forwarded-Proto/-Host} are believed only from trusted proxies, and
-    the request's own C{Host} and transport are used.
-    """
-    if public_url:
-        parts = urlsplit(public_url)
-        return f"{parts.scheme}://{parts.netloc}"
-    scheme = "https" if is_secure else "http"
-    host = _first(headers, b"host") or "localhost"
-    if is_trusted(peer, trusted_proxies):
-        f_proto, f_host = _forwarded_pair(headers)
-        proto = f_proto or _first(headers, b"x-forwarded-proto")
-        forwarded_host = f_host or _first(headers, b"x-forwarded-host")
-        if proto in ("http", "https"):
-            scheme = proto
-        if forwarded_host:
-            host = forwarded_host
-    return f"{scheme}://{host}"
-
-
-def public_base_path(public_url: Optional[str]) -> str:
-    """
-    The path prefix of a configured public URL (e.g. C{/gw} behind a proxy
-    that mounts the gateway under a path), without trailing slash.
-    """
-    if not public_url:
-        return ""
-    return urlsplit(public_url).path.rstrip("/")
-
-
 def upstream_request_headers(
     incoming: Headers,
     peer: Optional[str],
     origin: str,
-    trusted_proxies: Iterable,
+    trusted_proxies: Iterable[Network],
 ) -> Headers:
     """
     The headers sent to the backend: everything end-to-end (MCP headers,
@@ -166,7 +94,7 @@ def upstream_request_headers(
     raw = raw_headers(out)
     for name, values in _copy(incoming, _REQUEST_DROP_KEYS):
         raw[name] = list(values)
-    chain = []
+    chain: List[bytes] = []
     if is_trusted(peer, trusted_proxies):
         for value in incoming.getRawHeaders(b"x-forwarded-for", ()):
             chain.extend(part.strip() for part in value.split(b",") if part.strip())
@@ -193,4 +121,4 @@ def copy_response_headers(upstream: Headers, outgoing: Headers) -> None:
 
 def is_event_stream(headers: Headers) -> bool:
     value = headers.getRawHeaders(b"content-type")
-    return bool(value) and value[0].split(b";")[0].strip().lower() == b"text/event-stream"
+    return value is not None and len(value) > 0 and value[0].split(b";")[0].strip().lower() == b"text/event-stream"
