@@ -5,10 +5,9 @@ Drives, N times, the calls that mcpgated.proxy.resource makes for a small
 C{tools/call} POST (112-byte request) answered by a JSON body (109 bytes) or
 by one SSE event, with a fake clock and no network:
 
-  recorder.tracker(...); tracker.request(...); tracker.response(...);
-  metrics.open_streams.inc() (SSE); tracker.data(chunk); tracker.finished(...);
-  metrics.open_streams.dec() (SSE); recorder.metrics.exchange(...);
-  access_log.record({...})
+  recorder.observer(...); observer.request(...) (the body parsed once);
+  observer.response(...); the response reader's feed(chunk) and flush();
+  observer.finished(...) (with the metrics); access_log.exchange(...)
 
 The exchange records go to a real AnalyticsStore (the reactor-thread part,
 C{record}, per exchange; the batch insert that runs on the store's thread is
@@ -54,10 +53,13 @@ from mcpgated.analytics.metrics import Metrics  # noqa: E402
 from mcpgated.analytics.recorder import Recorder  # noqa: E402
 from mcpgated.analytics.store import AnalyticsStore  # noqa: E402
 from mcpgated.logs import AccessLog, open_rotating  # noqa: E402
+from mcpgated.mcp.body import parse  # noqa: E402
+from mcpgated.mcp.responses import ResponseReader  # noqa: E402
 from mcpgated.model import ApiDefinition, Plan  # noqa: E402
 
 REQUEST = (b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo",'
            b'"arguments":{"message":"hello from wrk"}}}')
+PARSED_REQUEST = parse(REQUEST)
 JSON_ANSWER = (b'{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text",'
                b'"text":"Echo: hello from wrk"}],"isError":false}}')
 SSE_ANSWER = b"event: message\ndata: " + JSON_ANSWER + b"\n\n"
@@ -184,20 +186,18 @@ class Bench:
         recorder, metrics, clock = self.recorder, self.metrics, self.clock
         w = timer.wrap if timer is not None else (lambda name, call: call)
         started = clock.seconds()
-        tracker = w("tracker", recorder.tracker)(API_ID, self.definition, "127.0.0.1", started,
-                                                 b"POST")
-        w("tracker", tracker.request)(REQUEST, self.request_headers, PATH)
+        tracker = w("tracker", recorder.observer)(API_ID, self.definition, "127.0.0.1", started,
+                                                  b"POST")
+        # the body is parsed once by the resource, before any stage
+        w("tracker", tracker.request)(self.request_headers, PATH, len(REQUEST), PARSED_REQUEST)
         headers = response_headers(sse)  # the client's Headers: not logging's cost
         sent = clock.seconds()
         w("tracker", tracker.response)(200, headers,
                                        round((clock.seconds() - sent) * 1000, 3), sse)
-        if sse:
-            w("metrics", metrics.open_streams.inc)()
-        w("tracker", tracker.data)(SSE_ANSWER if sse else JSON_ANSWER)
+        reader = ResponseReader(sse, observer=tracker)
+        w("tracker", reader.feed)(SSE_ANSWER if sse else JSON_ANSWER)
+        w("tracker", reader.flush)()
         w("tracker", tracker.finished)("complete", 200)
-        if sse:
-            w("metrics", metrics.open_streams.dec)()
-        w("metrics", metrics.exchange)(API_ID, 200)
         w("access log", self.access_line)(started, len(SSE_ANSWER if sse else JSON_ANSWER))
 
     def access_line(self, started: float, bytes_out: int) -> None:

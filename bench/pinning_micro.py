@@ -7,7 +7,7 @@ no store (the store's write happens only when something changed, on its own
 thread):
 
   list  a tools/list JSON answer of 100 realistic tools (about 90 kB) through
-        JsonRewriter.flush with the admission's filter, as the gateway does:
+        the response reader (mcpgated.mcp.responses) with the admission's filter, as the gateway does:
           - "pass-through": pinning off and no access control (the bytes are
             relayed untouched; no rewriter at all: 0 by construction);
           - "acl": access control filtering only (a rule allowing every tool);
@@ -52,11 +52,11 @@ from twisted.web.http_headers import Headers  # noqa: E402
 from mcpgated.mcp.body import parse  # noqa: E402
 from mcpgated.model import parse_definition  # noqa: E402
 from mcpgated.policy.auth import Authenticator  # noqa: E402
-from mcpgated.policy.gate import Gate  # noqa: E402
+from mcpgated.policy.gate import AdmissionRequest, Gate  # noqa: E402
 from mcpgated.policy.pinbook import PinBook  # noqa: E402
 from mcpgated.policy.pinning import FingerprintCache  # noqa: E402
 from mcpgated.policy.ratelimit import Limiter  # noqa: E402
-from mcpgated.policy.rewrite import JsonRewriter  # noqa: E402
+from mcpgated.mcp.responses import ResponseReader  # noqa: E402
 
 
 class Clock:
@@ -121,8 +121,8 @@ def admit(gate: Gate, definition: Any, body: bytes) -> Any:
     Gate.admit as resource.py awaits it (the body parsed already; a keyless
     API's admission never waits, so one step runs it).
     """
-    step = gate.admit("api-1", definition, b"POST", HEADERS, b"", {}, body, "127.0.0.1",
-                      "Bearer", None, PARSED[body])
+    step = gate.admit(AdmissionRequest("api-1", definition, b"POST", HEADERS, b"", {}, body,
+                                       PARSED[body], "127.0.0.1", "Bearer", None))
     try:
         step.send(None)
     except StopIteration as done:
@@ -160,8 +160,7 @@ def main() -> None:
     def list_once(definition: Any) -> Callable[[], None]:
         def work() -> None:
             admission = admit(gate, definition, LIST_REQUEST)
-            rewriter = JsonRewriter(admission.lists, admission.filter_result, admission.extra,
-                                    admission.batch, forwarded=admission.forwarded)
+            rewriter = ResponseReader(False, admission.judge())
             rewriter.feed(LIST_ANSWER)
             out = rewriter.flush()
             assert len(out) > 50000

@@ -689,9 +689,6 @@ def main() -> None:
     parser.add_argument("--no-pypy", action="store_true")
     parser.add_argument("--patched", action="append", default=[], metavar="NAME=SRC",
                         help="also measure mcpgated from another source tree (CPython)")
-    parser.add_argument("--recommended", action="store_true",
-                        help="also measure the snapshot with bench/optimize_copy.py's changes "
-                             "(target mcpgated+recs)")
     parser.add_argument("--logging-variants", action="store_true",
                         help="also measure mcpgated with exchange log records off "
                              "(mcpgated-log-off), with inspection, metrics, access and "
@@ -751,18 +748,6 @@ def run_all(args: argparse.Namespace, sections: set, work: Path, procs: List[Pro
         src = str(work / "src")
         shutil.copytree(REPO / "mcpgated", Path(src) / "mcpgated",
                         ignore=shutil.ignore_patterns("__pycache__"))
-    if args.recommended:
-        sys.path.insert(0, str(HERE))
-        import optimize_copy
-
-        recs = work / "src-recs"
-        shutil.copytree(Path(src) / "mcpgated", recs / "mcpgated")
-        applied = [name for name in optimize_copy.CHANGES if optimize_copy.apply(recs, name)]
-        res["recommended_applied"] = applied
-        if applied:
-            args.patched.append(f"mcpgated+recs={recs}")
-        else:
-            log("--recommended: every change is already in this tree; no mcpgated+recs target")
     # Backends on the load CPU.
     nport = free_port()
     procs.append(start_nginx("nginx-backend", LOAD_CPU, work,

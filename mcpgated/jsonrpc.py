@@ -6,7 +6,9 @@ MCP client always gets something it can parse (never HTML, never a trace).
 from __future__ import annotations
 
 import json
-from typing import Any, Optional, Union
+from typing import Any, List, Optional, Tuple, Union
+
+import attrs
 
 from mcpgated.mcp.body import BodyError, decode
 from mcpgated.mcp.ids import canonical, id_key
@@ -20,6 +22,67 @@ INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 # -32000..-32019 are implementation-defined server errors in every revision.
 GATEWAY_ERROR = -32000
+
+
+class _RequestId:
+    def __repr__(self) -> str:
+        return "REQUEST_ID"
+
+
+# A refusal's id when it is the id of the request refused (if it can be read).
+REQUEST_ID: Any = _RequestId()
+
+
+@attrs.define(eq=False)
+class Refusal(Exception):
+    """
+    A request the gateway answers itself, without the backend: the HTTP
+    status, the JSON-RPC error (code, message, id) and the headers that go
+    with it. Every stage refuses by raising one; the resource answers them
+    in one place.
+
+    @ivar challenge: a C{WWW-Authenticate} value, or L{None}.
+    @ivar outcome: the access log's and the exchange log's word for it.
+    @ivar id: the JSON-RPC id to answer with, or L{REQUEST_ID} for the
+        request's own.
+    @ivar retry_after: seconds, for C{Retry-After}.
+    @ivar accept_encoding: whether to answer C{Accept-Encoding: identity}.
+    """
+
+    status: int
+    message: str
+    challenge: Optional[str] = None
+    outcome: str = "unauthorized"
+    code: int = GATEWAY_ERROR
+    id: Any = REQUEST_ID
+    retry_after: Optional[int] = None
+    accept_encoding: bool = False
+    extra_headers: Tuple[Tuple[bytes, bytes], ...] = ()
+
+    def __str__(self) -> str:
+        return self.message
+
+    def headers(self) -> List[Tuple[bytes, bytes]]:
+        """
+        The response headers the refusal adds.
+        """
+        headers = []
+        if self.challenge:
+            headers.append((b"www-authenticate", self.challenge.encode("latin-1")))
+        if self.retry_after is not None:
+            headers.append((b"retry-after", b"%d" % self.retry_after))
+        if self.accept_encoding:
+            headers.append((b"accept-encoding", b"identity"))
+        headers.extend(self.extra_headers)
+        return headers
+
+
+def refused_body(error: BodyError) -> Refusal:
+    """
+    The refusal of a body the gateway does not read as the backend would.
+    """
+    return Refusal(error.status, error.message, outcome="bad_request", code=error.code,
+                   id=error.id, accept_encoding=error.accept_encoding)
 
 
 def error_body(code: int, message: str, id: JsonRpcId = None,

@@ -14,12 +14,30 @@ from hypothesis import given, settings, strategies as st
 from twisted.internet.task import Clock
 from twisted.web.http_headers import Headers
 
-from mcpgated.analytics.tracker import Capture, CallRecord, ExchangeTracker, SessionBook
+from mcpgated.analytics.records import Capture, CallRecord
+from mcpgated.analytics.sessions import SessionBook
+from mcpgated.analytics.tracker import ExchangeTracker
 from mcpgated.jsonrpc import request_id
 from mcpgated.mcp.ids import MAX_SAFE
-from mcpgated.policy.rewrite import UNMATCHED, EventRewriter, JsonRewriter
+from mcpgated.mcp.responses import ResponseReader
+from mcpgated.policy.rewrite import UNMATCHED, ListJudge
+from tests.exchange_driver import DrivenExchange, RecordingMetrics
 
 TOOLS = {"tools": [{"name": "echo"}, {"name": "secret"}]}
+
+def _json_judged(lists, apply, extra, batch, forwarded=frozenset()):
+    """
+    The response reader as the resource builds it for a judged JSON answer.
+    """
+    return ResponseReader(False, ListJudge(lists, apply, extra, batch, forwarded=forwarded))
+
+
+def _events_judged(lists, apply, extra, forwarded=frozenset()):
+    """
+    ... and for a judged event stream.
+    """
+    return ResponseReader(True, ListJudge(lists, apply, extra, False, forwarded=forwarded))
+
 
 
 def _only_echo(method: str, result: Any) -> Any:
@@ -37,10 +55,10 @@ def test_a_list_asked_with_any_spelling_is_filtered_in_json_and_sse(spelling):
     key = ("n", int(value))
     # a JavaScript backend answers with the number it read
     answer = {"jsonrpc": "2.0", "id": int(value), "result": TOOLS}
-    rewriter = JsonRewriter({key: "tools/list"}, _only_echo, [], batch=False)
+    rewriter = _json_judged({key: "tools/list"}, _only_echo, [], batch=False)
     rewriter.feed(json.dumps(answer).encode())
     assert json.loads(rewriter.flush())["result"]["tools"] == [{"name": "echo"}]
-    events = EventRewriter({key: "tools/list"}, _only_echo, [])
+    events = _events_judged({key: "tools/list"}, _only_echo, [])
     out = events.feed(b"data: " + json.dumps(answer).encode() + b"\n\n") + events.flush()
     assert b"secret" not in out and b"echo" in out
 
@@ -49,16 +67,16 @@ def test_an_answer_matching_no_forwarded_request_is_withheld_while_lists_are_fil
     lists = {("n", 1): "tools/list"}
     for answer_id in (2, "1", None, 1.5, True):
         answer = {"jsonrpc": "2.0", "id": answer_id, "result": TOOLS}
-        rewriter = JsonRewriter(lists, _only_echo, [], batch=False, forwarded={("n", 3)})
+        rewriter = _json_judged(lists, _only_echo, [], batch=False, forwarded={("n", 3)})
         rewriter.feed(json.dumps(answer).encode())
         out = json.loads(rewriter.flush())
         assert out["error"] == {"code": -32603, "message": UNMATCHED}, answer_id
-        events = EventRewriter(lists, _only_echo, [], forwarded={("n", 3)})
+        events = _events_judged(lists, _only_echo, [], forwarded={("n", 3)})
         out_events = events.feed(b"data: " + json.dumps(answer).encode() + b"\n\n")
         assert b"secret" not in out_events and UNMATCHED.encode() in out_events
     # the answer to a forwarded call that is not a list passes as it came
     body = json.dumps({"jsonrpc": "2.0", "id": 3.0, "result": TOOLS}).encode()
-    rewriter = JsonRewriter(lists, _only_echo, [], batch=False, forwarded={("n", 3)})
+    rewriter = _json_judged(lists, _only_echo, [], batch=False, forwarded={("n", 3)})
     rewriter.feed(body)
     assert rewriter.flush() == body
 
@@ -67,16 +85,16 @@ def test_answers_are_read_as_a_client_reads_them():
     # invalid UTF-8 in a list answer: a client reads U+FFFD, so must the filter
     body = (b'{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"echo"},'
             b'{"name":"secret","description":"\xff"}]}}')
-    rewriter = JsonRewriter({("n", 1): "tools/list"}, _only_echo, [], batch=False)
+    rewriter = _json_judged({("n", 1): "tools/list"}, _only_echo, [], batch=False)
     rewriter.feed(body)
     assert b"secret" not in rewriter.flush()
 
 
-def _tracker(records: List[CallRecord], book: SessionBook) -> ExchangeTracker:
-    return ExchangeTracker(clock=Clock(), book=book, emit=records.append,
-                           on_notification=lambda api, method: None, api_id="api",
-                           api_name="API", plan="Keyless", client="127.0.0.1",
-                           capture=Capture(), started=0.0)
+def _tracker(records: List[CallRecord], book: SessionBook) -> DrivenExchange:
+    return DrivenExchange(ExchangeTracker(clock=Clock(), book=book, emit=records.append,
+                                          metrics=RecordingMetrics(), api_id="api",
+                                          api_name="API", plan="Keyless", client="127.0.0.1",
+                                          capture=Capture(), started=0.0))
 
 
 @settings(deadline=None)

@@ -159,4 +159,8 @@ def test_keys_notifications_and_client_answers():
     assert parsed.batch and len(parsed.messages) == 5
     assert parsed.keys == [("s", "1"), ("n", 1)]  # the requests only
     single = parse(json.dumps(CALL).encode())
-    assert not single.batch and single.messages == [CALL] and single.keys == [("n", 1)]
+    assert not single.batch and [m.raw for m in single.messages] == [CALL] and single.keys == [("n", 1)]
+    # each message is classified once, here, for every stage after
+    assert [m.kind for m in parsed.messages] == [
+        "request", "request", "notification", "response", "response"]
+    assert [m.id_key for m in parsed.messages] == [("s", "1"), ("n", 1), None, None, ("n", 7)]

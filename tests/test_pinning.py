@@ -329,7 +329,7 @@ def test_read_items() -> None:
 
 
 def test_session_hash_matches_the_exchange_log() -> None:
-    from mcpgated.analytics.tracker import session_hash
+    from mcpgated.analytics.records import session_hash
     from mcpgated.policy.pinbook import session_id
 
     assert session_id("api", "abc") == session_hash("api", "abc")

@@ -15,17 +15,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from twisted.internet.task import Clock
 from twisted.web.http_headers import Headers
 
-from mcpgated.analytics.inspect import MAX_PARSE, loads, loads_text
 from mcpgated.analytics.metrics import LATENCY_BUCKETS, Metrics
 from mcpgated.analytics.store import COLUMNS, AnalyticsStore, _row, bucket_seconds, percentile
-from mcpgated.analytics.tracker import (
-    Capture,
-    CallRecord,
-    ExchangeTracker,
-    SessionBook,
-    _EventReader,
-)
-from mcpgated.proxy.sse import EventParser
+from mcpgated.analytics.records import Capture, CallRecord
+from mcpgated.analytics.sessions import SessionBook
+from mcpgated.analytics.tracker import ExchangeTracker
+from mcpgated.mcp.responses import MAX_READ, ResponseReader, loads
+from tests.exchange_driver import DrivenExchange, RecordingMetrics
+from tests.sse_oracle import EventParser
 
 
 def _headers(**values: str) -> Headers:
@@ -42,17 +39,19 @@ class Harness:
         self.records: List[CallRecord] = []
         self.notifications: List[str] = []
 
-    def tracker(self, method: bytes = b"POST", capture: str = "off") -> ExchangeTracker:
-        return ExchangeTracker(
+    def tracker(self, method: bytes = b"POST", capture: str = "off") -> DrivenExchange:
+        self.metrics = RecordingMetrics()
+        self.metrics.notifications = self.notifications
+        return DrivenExchange(ExchangeTracker(
             clock=self.clock, book=self.book, emit=self.records.append,
-            on_notification=lambda api, m: self.notifications.append(m), api_id="api",
+            metrics=self.metrics, api_id="api",
             api_name="API", plan="Keyless", client="127.0.0.1", capture=Capture(capture),
-            started=self.clock.seconds(), http_method=method)
+            started=self.clock.seconds(), http_method=method))
 
     def exchange(self, body: Any, response: Optional[bytes], status: int = 200,
                  sse: bool = False, session: Optional[str] = None, uri: bytes = b"/mcp",
                  method: bytes = b"POST", response_session: Optional[str] = None,
-                 chunk: int = 0, capture: str = "off") -> ExchangeTracker:
+                 chunk: int = 0, capture: str = "off") -> DrivenExchange:
         t = self.tracker(method, capture)
         raw = json.dumps(body).encode() if body is not None else b""
         t.request(raw, _headers(mcp_session_id=session) if session else Headers(), uri)
@@ -266,57 +265,74 @@ def test_store_writes_each_record_as_given(tmp_path):
     store._close()
 
 
-def _reference_events(chunks: List[bytes], max_line: int = MAX_PARSE) -> List[Any]:
-    parser = EventParser(max_line)
-    return [(e.type, e.data) for chunk in chunks for e in parser.feed(chunk)]
+class _Seen:
+    """
+    An observer of a response reader that keeps what it was shown.
+    """
+
+    def __init__(self) -> None:
+        self.values: List[Any] = []
+
+    def messages(self, messages: Any, size: int, stream: bool) -> None:
+        self.values.extend(m.raw for m in messages)
+
+    def endpoint(self, url: str) -> None:
+        self.values.append(("endpoint", url))
+
+    def unread(self, size: int) -> None:
+        self.values.append(("unread", size))
 
 
-def test_event_reader_frames_streams_like_the_relay():
+def _reference_messages(chunks: List[bytes]) -> List[Any]:
+    """
+    The JSON of each event's data, read by the specification's oracle.
+    """
+    parser = EventParser(MAX_READ)
+    values: List[Any] = []
+    for chunk in chunks:
+        for event in parser.feed(chunk):
+            try:
+                value = json.loads(event.data)
+            except ValueError:
+                continue
+            values.extend(value if isinstance(value, list) else [value])
+    return values
+
+
+def test_the_response_reader_frames_streams_like_the_specification():
     pieces = [b"data: x", b"data:y", b"data", b"event: endpoint", b"event:", b": comment",
               b"id: 3", b"retry: 10", b"data: \xe2\x82", b"\xff: v", b"data:  two spaces",
               b"data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}", b"dat\xc3\xa9: z", b"",
-              b"event: message", b"data: \xc3\xa9t\xc3\xa9"]
+              b"event: message", b"data: \xc3\xa9t\xc3\xa9", b"data: [1, {\"a\": 2}]",
+              b"data: \"\xc3\xa9\""]
     ends = [b"\n", b"\r\n", b"\r"]
     rnd = random.Random(4)
     for _ in range(400):
         stream = b"".join(rnd.choice(pieces) + rnd.choice(ends) for _ in range(rnd.randrange(12)))
         cuts = sorted(rnd.sample(range(len(stream) + 1), min(len(stream) + 1, rnd.randrange(4))))
         chunks = [stream[a:b] for a, b in zip([0] + cuts, cuts + [len(stream)])]
-        reader = _EventReader(MAX_PARSE)
-        got = [event for chunk in chunks for event in reader.feed(chunk)]
-        assert got == _reference_events(chunks), chunks
-    # a line longer than max_line without its end is cut there
-    for chunks in ([b"data: 0123456789", b"\n"], [b"data: 01", b"23456789\n\n"],
-                   [b"\r", b"data: 0123456789", b"\r\n"]):
-        reader = _EventReader(8)
-        got = [event for chunk in chunks for event in reader.feed(chunk)]
-        assert got == _reference_events(chunks, 8), chunks
+        seen = _Seen()
+        reader = ResponseReader(True, observer=seen)
+        # watching only: every byte goes out as it came, at once
+        assert b"".join(reader.feed(chunk) for chunk in chunks) + reader.flush() == stream
+        assert seen.values == _reference_messages(chunks), chunks
 
 
-def test_loads_is_json_loads():
+def test_loads_reads_answers_as_a_client_does():
     samples = [b'{"a":1}', b'{"a":1} \n', b'{"a":1}x', b'{"a":', b"{", b"{}", b'{"a":"\xff"}',
                b'{"a":"\xed\xa0\x80"}', b"{\x00\x00\x00", b'{"\xc3\xa9":[1,2.5,null]}', b" {}",
                b"[1]", b"\xef\xbb\xbf{}", b"1", b'"{"', b"", b"{\t}"]
     for sample in samples:
+        text = sample.decode("utf-8", "replace")  # invalid UTF-8 as U+FFFD, as a client reads it
         try:
-            expected: Any = ("value", json.loads(sample))
-        except (ValueError, UnicodeDecodeError) as e:
-            expected = ("error", type(e))
+            expected: Any = ("value", json.loads(text))
+        except ValueError:
+            expected = ("error", ValueError)
         try:
             got: Any = ("value", loads(sample))
-        except (ValueError, UnicodeDecodeError) as e:
-            got = ("error", type(e))
+        except ValueError:
+            got = ("error", ValueError)
         assert got == expected, sample
-        text = sample.decode("utf-8", "replace")
-        try:
-            expected = ("value", json.loads(text))
-        except ValueError as e:
-            expected = ("error", type(e))
-        try:
-            got = ("value", loads_text(text))
-        except ValueError as e:
-            got = ("error", type(e))
-        assert got == expected, text
 
 
 def test_metrics_count_like_prometheus_client():

@@ -38,32 +38,19 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 
-from mcpgated.analytics.tracker import CallRecord
+from mcpgated.analytics.records import CallRecord
+from mcpgated.mcp.methods import SPEC_METHODS, TARGETED_CALLS
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 # the histogram's upper bounds, +Inf last, as prometheus_client sets them
-_TARGETED = frozenset({"tools/call", "prompts/get"})
+_TARGETED = TARGETED_CALLS
 OTHER = "other"
 MAX_TARGETS = 100  # distinct target labels per API
 MAX_LABEL = 64  # characters of a target label
 
 # Every method of the MCP specification (2024-11-05 to 2026-07-28): requests
 # both ways and notifications. Any other method is counted as "other".
-MCP_METHODS = frozenset({
-    "initialize", "ping", "server/discover", "subscriptions/listen",
-    "tools/list", "tools/call", "prompts/list", "prompts/get",
-    "resources/list", "resources/templates/list", "resources/read",
-    "resources/subscribe", "resources/unsubscribe",
-    "completion/complete", "logging/setLevel",
-    "sampling/createMessage", "elicitation/create", "roots/list",
-    "tasks/get", "tasks/result", "tasks/list", "tasks/cancel", "tasks/update",
-    "notifications/initialized", "notifications/cancelled", "notifications/progress",
-    "notifications/message", "notifications/roots/list_changed",
-    "notifications/tools/list_changed", "notifications/prompts/list_changed",
-    "notifications/resources/list_changed", "notifications/resources/updated",
-    "notifications/tasks/status", "notifications/elicitation/complete",
-    "notifications/subscriptions/acknowledged",
-})
+MCP_METHODS = SPEC_METHODS
 # What the gateway refused itself, before the backend saw the call.
 REFUSED = frozenset({"unauthorized", "forbidden", "bad_credentials", "bad_request",
                      "rate_limited", "denied"})

@@ -9,19 +9,18 @@ from operator import attrgetter
 from typing import Any, Optional
 
 import attrs
+from zope.interface import implementer
 
+from mcpgated.analytics.interfaces import IRecorder
 from mcpgated.analytics.metrics import Metrics
+from mcpgated.analytics.records import DEFAULT_REDACT, CallRecord, Capture
+from mcpgated.analytics.sessions import SessionBook
 from mcpgated.analytics.store import COLUMNS, AnalyticsStore
-from mcpgated.analytics.tracker import (
-    DEFAULT_REDACT,
-    Capture,
-    CallRecord,
-    ExchangeTracker,
-    SessionBook,
-)
+from mcpgated.analytics.tracker import ExchangeTracker
 from mcpgated.model import ApiDefinition
 
 
+@implementer(IRecorder)
 @attrs.define
 class Recorder:
     clock: Any
@@ -45,12 +44,15 @@ class Recorder:
             found = self._settings[id(definition)] = (definition, capture, plan, emit)
         return found[1], found[2], found[3]
 
-    def tracker(self, api_id: str, definition: ApiDefinition, client: Optional[str],
-                started: float, http_method: bytes) -> ExchangeTracker:
+    def observer(self, api_id: str, definition: ApiDefinition, client: Optional[str],
+                 started: float, http_method: bytes) -> ExchangeTracker:
         capture, plan, emit = self._for(definition)
-        return ExchangeTracker(self.clock, self.book, emit, self.metrics.notification,
+        return ExchangeTracker(self.clock, self.book, emit, self.metrics,
                                api_id, definition.name, plan, client, capture, started,
                                http_method)
+
+    def unrouted(self, status: Optional[int]) -> None:
+        self.metrics.exchange("", status)
 
     def emit(self, record: CallRecord) -> None:
         self.metrics.call(record)

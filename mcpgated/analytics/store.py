@@ -27,7 +27,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from mcpgated.analytics.tracker import RECORD_FIELDS, CallRecord
+from mcpgated.analytics.records import RECORD_FIELDS, CallRecord
 from mcpgated.sqlitedb import open_database
 
 log = Logger()

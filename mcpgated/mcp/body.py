@@ -35,6 +35,7 @@ from json.decoder import WHITESPACE
 from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 from mcpgated.mcp.ids import MAX_SAFE, IdKey, InvalidId, request_key
+from mcpgated.mcp.messages import REQUEST, Message, classify
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -227,61 +228,89 @@ def decode(body: bytes) -> Any:
         raise BodyError(400, PARSE_ERROR, NOT_JSON_BODY) from None
 
 
-class Parsed:
+class RequestBody:
     """
-    A request body as the gateway read it.
+    A request body as the gateway read it: parsed once, right after routing,
+    and kept on the exchange for every stage that judges or records it.
 
     @ivar value: the decoded JSON.
     @ivar batch: whether it is a (2025-03-26) batch array.
-    @ivar messages: the messages: the array's elements, or the value alone.
+    @ivar messages: its L{Message}s: the array's elements, or the value alone.
     @ivar keys: the id keys of its requests, in order.
     """
 
     __slots__ = ("value", "batch", "messages", "keys")
 
-    def __init__(self, value: Any, batch: bool, messages: List[Any], keys: List[IdKey]) -> None:
+    def __init__(self, value: Any, batch: bool, messages: List[Message], keys: List[IdKey]) -> None:
         self.value = value
         self.batch = batch
         self.messages = messages
         self.keys = keys
 
+    @property
+    def single(self) -> Optional[Message]:
+        """
+        The message of a body that is not a batch.
+        """
+        return None if self.batch else self.messages[0]
 
-def validate(value: Any) -> Parsed:
+
+def _request(value: Dict[str, Any], method: str) -> Message:
     """
-    Check the ids of the requests of a decoded body.
+    A request (a message with a method and an id), its id keyed strictly.
+
+    @raise BodyError: 400, -32600, for a null id or one that cannot be keyed.
+    """
+    ident = value["id"]
+    kind = type(ident)
+    if kind is str:
+        key: IdKey = ("s", ident)
+    elif kind is int and -MAX_SAFE <= ident <= MAX_SAFE:
+        key = ("n", ident)
+    else:
+        try:
+            key = request_key(ident)
+        except InvalidId as e:
+            raise BodyError(400, INVALID_REQUEST, f"Invalid Request: {e}") from None
+    return Message(REQUEST, value, ident, key, method, value.get("params"))
+
+
+def validate(value: Any) -> RequestBody:
+    """
+    The messages of a decoded body, with the ids of its requests checked.
 
     @raise BodyError: 400, -32600, for a request whose id is null or cannot
         be keyed, or two requests of a batch with one id.
     """
     if type(value) is dict:  # the usual body: one message
-        if "id" in value and type(value.get("method")) is str:
-            ident = value["id"]
-            kind = type(ident)
-            if kind is str:
-                return Parsed(value, False, [value], [("s", ident)])
-            if kind is int and -MAX_SAFE <= ident <= MAX_SAFE:
-                return Parsed(value, False, [value], [("n", ident)])
-        else:
-            return Parsed(value, False, [value], [])
-    batch = type(value) is list
-    messages = value if batch else [value]
+        method = value.get("method")
+        if type(method) is str and "id" in value:
+            message = _request(value, method)
+            assert message.id_key is not None
+            return RequestBody(value, False, [message], [message.id_key])
+        return RequestBody(value, False, [classify(value)], [])
+    if type(value) is not list:
+        return RequestBody(value, False, [classify(value)], [])
+    messages: List[Message] = []
     keys: List[IdKey] = []
     seen: Set[IdKey] = set()
-    for message in messages:
-        if type(message) is dict and "id" in message and type(message.get("method")) is str:
-            try:
-                key = request_key(message["id"])
-            except InvalidId as e:
-                raise BodyError(400, INVALID_REQUEST, f"Invalid Request: {e}") from None
+    for element in value:
+        if type(element) is dict and type(element.get("method")) is str and "id" in element:
+            message = _request(element, element["method"])
+            key = message.id_key
+            assert key is not None
             if key in seen:
                 raise BodyError(400, INVALID_REQUEST,
                                 "Invalid Request: two requests in one batch share an id")
             seen.add(key)
             keys.append(key)
-    return Parsed(value, batch, messages, keys)
+        else:
+            message = classify(element)
+        messages.append(message)
+    return RequestBody(value, True, messages, keys)
 
 
-def parse(body: bytes) -> Parsed:
+def parse(body: bytes) -> RequestBody:
     """
     L{decode} and L{validate}: the body as the gateway reads it, judges it,
     logs it and forwards it.

@@ -16,30 +16,13 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
 import attrs
 
+from mcpgated.mcp.methods import FEATURE_KINDS, FEATURE_METHODS, LIST_ITEMS
+
 # Always allowed: the protocol's own plumbing, needed by every client.
 PLUMBING = frozenset({
     "initialize", "ping", "server/discover", "subscriptions/listen", "logging/setLevel",
 })
-# method -> (feature, what names the target in params)
-FEATURE_METHODS: Dict[str, Tuple[str, str]] = {
-    "tools/call": ("tools", "name"),
-    "tools/list": ("tools", ""),
-    "prompts/get": ("prompts", "name"),
-    "prompts/list": ("prompts", ""),
-    "resources/read": ("resources", "uri"),
-    "resources/subscribe": ("resources", "uri"),
-    "resources/unsubscribe": ("resources", "uri"),
-    "resources/list": ("resources", ""),
-    "resources/templates/list": ("resources", ""),
-}
-# list method -> (result key, item key matched against the feature globs)
-LIST_ITEMS: Dict[str, Tuple[str, str]] = {
-    "tools/list": ("tools", "name"),
-    "prompts/list": ("prompts", "name"),
-    "resources/list": ("resources", "uri"),
-    "resources/templates/list": ("resourceTemplates", "uriTemplate"),
-}
-_FEATURES = ("tools", "resources", "prompts")
+_FEATURES = FEATURE_KINDS  # the method tables are mcpgated.mcp.methods
 _RULE_FIELDS = {"methods", "tools", "resources", "prompts", "plans", "applications", "scopes",
                 "claims", "description"}
 

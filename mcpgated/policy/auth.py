@@ -12,27 +12,12 @@ from urllib.parse import unquote_to_bytes
 import attrs
 from zope.interface import Interface
 
+from mcpgated.jsonrpc import Refusal
 from mcpgated.policy.acl import Caller
 
 DEFAULT_KEY_HEADER = "X-Gravitee-Api-Key"
 DEFAULT_KEY_QUERY = "api-key"
 TOKEN_PLANS = ("JWT", "OAUTH2")
-
-
-class Refusal(Exception):
-    """
-    The request is refused before it reaches the backend.
-
-    @ivar challenge: a C{WWW-Authenticate} value, or L{None}.
-    """
-
-    def __init__(self, status: int, message: str, challenge: Optional[str] = None,
-                 outcome: str = "unauthorized") -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.challenge = challenge
-        self.outcome = outcome
 
 
 @attrs.frozen

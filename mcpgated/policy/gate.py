@@ -1,29 +1,60 @@
 """
 The gateway as the security boundary, per request: authenticate and select
-the plan, check 2026-07-28 routing headers against the body, apply MCP
-access control and rate limits, and say how the response must be rewritten.
+the plan, hold 2026-07-28 routing headers to the body, apply MCP access
+control, pinning and rate limits, and say how the answer must be judged.
+
+The gate reads the request body the resource parsed once
+(L{mcpgated.mcp.body.RequestBody}); it never parses it again.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
 import attrs
 from twisted.logger import Logger
+from zope.interface import implementer
 
-from mcpgated.mcp.body import BodyError, Parsed, parse
-from mcpgated.mcp.ids import IdKey, id_key
-from mcpgated.policy.acl import FEATURE_METHODS, LIST_ITEMS, AccessPolicy, Caller, combine
-from mcpgated.policy.auth import Authenticator, Principal, Refusal, key_locations, strip_query
+from mcpgated.jsonrpc import Refusal
+from mcpgated.mcp.body import RequestBody
+from mcpgated.mcp.headers import HEADER_MISMATCH, routing_header_problem
+from mcpgated.mcp.ids import IdKey
+from mcpgated.mcp.messages import REQUEST, Message
+from mcpgated.mcp.methods import LIST_ITEMS
+from mcpgated.policy.acl import AccessPolicy, Caller, combine
+from mcpgated.policy.auth import Authenticator, Principal, key_locations, strip_query
+from mcpgated.policy.interfaces import IAdmission
 from mcpgated.policy.ratelimit import Limiter
+from mcpgated.policy.rewrite import ListJudge
 
 log = Logger()
 
-HEADER_MISMATCH = -32020
 RATE_LIMITED = -32000
+
+
+@attrs.frozen
+class AdmissionRequest:
+    """
+    What the gate judges: one request to one API, its body already read.
+
+    @ivar body: the body as received; C{message} is its one parse (L{None}
+        for a request without a body).
+    @ivar challenge: the C{WWW-Authenticate} value for token plans.
+    @ivar resource: the API's public resource URL (the tokens' audience).
+    """
+
+    api_id: str
+    definition: Any  # mcpgated.model.ApiDefinition
+    method: bytes
+    headers: Any  # twisted.web.http_headers.Headers
+    query: bytes
+    args: Mapping[bytes, List[bytes]]
+    body: bytes
+    message: Optional[RequestBody]
+    client: Optional[str]
+    challenge: str
+    resource: Optional[str] = None
 
 
 @attrs.define
@@ -65,6 +96,14 @@ class Admission:
     def rewrites(self) -> bool:
         return bool(self.lists or self.extra)
 
+    @property
+    def judges_streams(self) -> bool:
+        """
+        Whether list results on a GET stream (the legacy transport's) are
+        judged: by pins, or by an enforced access policy.
+        """
+        return self.pinning is not None or (self.policy.active and not self.policy.dry_run)
+
     def filter_result(self, method: str, result: Any) -> Any:
         """
         A list result as this caller gets it: judged against the pins (the
@@ -76,37 +115,23 @@ class Admission:
             result = self.policy.filter_result(method, result, self.caller)[0]
         return result
 
-
-def decode_header_value(raw: str) -> str:
-    """
-    The value of an C{Mcp-Name}/C{Mcp-Param-*} header: plain, or the
-    case-sensitive C{=?base64?...?=} form.
-    """
-    if raw.startswith("=?base64?") and raw.endswith("?="):
-        try:
-            return base64.b64decode(raw[9:-2], validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            raise ValueError("malformed base64 header value")
-    return raw
-
-
-def _target(message: Dict[str, Any]) -> Optional[str]:
-    method = message.get("method")
-    feature = FEATURE_METHODS.get(method) if isinstance(method, str) else None
-    params = message.get("params")
-    if feature is None or not feature[1] or not isinstance(params, dict):
-        return None
-    value = params.get(feature[1])
-    return value if isinstance(value, str) else None
+    def judge(self) -> ListJudge:
+        """
+        The judge of the backend's answer (L{mcpgated.mcp.responses}).
+        """
+        return ListJudge(self.lists, self.filter_result, self.extra, self.batch,
+                         forwarded=self.forwarded)
 
 
 def _refuse_json(status: int, code: int, message: str, id: Any = None) -> Refusal:
-    refusal = Refusal(status, message, outcome="bad_request")
-    refusal.code = code  # type: ignore[attr-defined]
-    refusal.id = id  # type: ignore[attr-defined]
-    return refusal
+    return Refusal(status, message, outcome="bad_request", code=code, id=id)
 
 
+def _deny(message: Message, code: int, text: str) -> Dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": message.id, "error": {"code": code, "message": text}}
+
+
+@implementer(IAdmission)
 @attrs.define
 class Gate:
     authenticator: Authenticator
@@ -123,74 +148,65 @@ class Gate:
         return any(p.security != "KEY_LESS" or p.rate_limit is not None or p.acl is not None
                    for p in definition.plans)
 
-    async def admit(self, api_id: str, definition: Any, method: bytes, headers: Any,
-                    query: bytes, args: Dict[bytes, List[bytes]], body: bytes, client: Optional[str],
-                    challenge: str, resource: Optional[str] = None,
-                    parsed: Optional[Parsed] = None) -> Admission:
+    async def admit(self, request: AdmissionRequest) -> Admission:
         """
-        @param parsed: the POST body as the gateway read it
-            (L{mcpgated.mcp.body.parse}); read here when not given.
         @raise Refusal: the request is refused as a whole (401, 403, 400, 429).
         """
-        text_args = {k.decode("latin-1"): [v.decode("latin-1") for v in vs] for k, vs in args.items()}
-        principal = await self.authenticator.authenticate(api_id, definition, headers, text_args,
-                                                          challenge, resource)
+        definition = request.definition
+        text_args = {k.decode("latin-1"): [v.decode("latin-1") for v in vs]
+                     for k, vs in request.args.items()}
+        principal = await self.authenticator.authenticate(
+            request.api_id, definition, request.headers, text_args, request.challenge,
+            request.resource)
         policy = combine(definition.acl, principal.plan.acl)
         caller = principal.caller()
-        admission = Admission(principal, caller, policy, body, query)
+        admission = Admission(principal, caller, policy, request.body, request.query)
         if self.pins is not None and definition.pinning.active:
-            admission.pinning = self.pins.check(api_id, definition.pinning, headers)
-        self._credentials(admission, definition, headers)
-        if method != b"POST" or not body:
+            admission.pinning = self.pins.check(request.api_id, definition.pinning,
+                                                request.headers)
+        self._credentials(admission, definition, request.headers)
+        body = request.message
+        if body is None:
             return admission
-        if parsed is None:
-            try:
-                parsed = parse(body)
-            except BodyError as e:
-                raise _refuse_json(e.status, e.code, e.message, e.id)
-        admission.batch = parsed.batch
-        messages = parsed.messages
-        if not admission.batch:
-            self._check_headers(headers, messages[0])
-        self._limits(api_id, principal, client, messages)
+        admission.batch = body.batch
+        messages = body.messages
+        if not body.batch:
+            self._check_headers(request.headers, messages[0])
+        self._limits(request.api_id, principal, request.client, body)
         pinning = admission.pinning
         if not policy.active and pinning is None:
             return admission
         kept: List[Any] = []
         for message in messages:
-            if not isinstance(message, dict) or not isinstance(message.get("method"), str) \
-                    or "id" not in message:
-                kept.append(message)  # notifications, client responses: not ACL'd
+            if message.kind != REQUEST:
+                kept.append(message.raw)  # notifications, client responses: not ACL'd
                 continue
-            # a request: parse() refused null, unkeyable and repeated ids
-            key = id_key(message["id"])
-            assert key is not None
-            name = message["method"]
-            decision = policy.decide(name, _target(message), caller)
+            key = message.id_key  # RequestBody refused null, unkeyable and repeated ids
+            assert key is not None and message.method is not None
+            name = message.method
+            decision = policy.decide(name, message.target, caller)
             if not decision.allowed:
                 if policy.dry_run:
                     admission.would_deny.append(key)
                     log.info("dry run: API {api_id} would deny {method} {target} for plan {plan}",
-                             api_id=api_id, method=name, target=_target(message),
+                             api_id=request.api_id, method=name, target=message.target,
                              plan=principal.plan.name)
                 else:
                     admission.denied.append(key)
-                    admission.extra.append({"jsonrpc": "2.0", "id": message["id"], "error": {
-                        "code": decision.code, "message": decision.message}})
+                    admission.extra.append(_deny(message, decision.code, decision.message))
                     continue
             if pinning is not None:
-                decision = pinning.decide(message)  # a changed or unapproved tool or prompt
+                decision = pinning.decide(message.raw)  # a changed or unapproved tool or prompt
                 if not decision.allowed:
                     admission.denied.append(key)
-                    admission.extra.append({"jsonrpc": "2.0", "id": message["id"], "error": {
-                        "code": decision.code, "message": decision.message}})
+                    admission.extra.append(_deny(message, decision.code, decision.message))
                     continue
             if name in LIST_ITEMS and ((policy.active and not policy.dry_run)
                                        or (pinning is not None and pinning.judges(name))):
                 admission.lists[key] = name
             else:
                 admission.forwarded.add(key)
-            kept.append(message)
+            kept.append(message.raw)
         if admission.extra:
             if not admission.batch or not kept:
                 payload = admission.extra if admission.batch else admission.extra[0]
@@ -217,33 +233,19 @@ class Gate:
             admission.set_headers.append((auth["header"].encode("latin-1"),
                                           auth["value"].encode("latin-1")))
 
-    def _check_headers(self, headers: Any, message: Any) -> None:
+    def _check_headers(self, headers: Any, message: Message) -> None:
         """
-        2026-07-28 routing headers must say what the body says, so a header
-        can never smuggle a different method or name past a rule.
+        2026-07-28 routing headers must say what the body says
+        (L{mcpgated.mcp.headers}).
         """
-        if not isinstance(message, dict):
-            return
-        method_header = headers.getRawHeaders(b"mcp-method")
-        if method_header is not None:
-            if method_header[0].decode("latin-1") != message.get("method"):
-                raise _refuse_json(400, HEADER_MISMATCH,
-                                   "Mcp-Method header does not match the request body",
-                                   message.get("id"))
-        name_header = headers.getRawHeaders(b"mcp-name")
-        if name_header is not None:
-            try:
-                name = decode_header_value(name_header[0].decode("latin-1"))
-            except ValueError:
-                raise _refuse_json(400, HEADER_MISMATCH, "Mcp-Name header is malformed",
-                                   message.get("id"))
-            if name != _target(message):
-                raise _refuse_json(400, HEADER_MISMATCH,
-                                   "Mcp-Name header does not match the request body",
-                                   message.get("id"))
+        problem = routing_header_problem(headers.getRawHeaders(b"mcp-method"),
+                                         headers.getRawHeaders(b"mcp-name"), message)
+        if problem is not None:
+            ident = message.raw.get("id") if type(message.raw) is dict else None
+            raise _refuse_json(400, HEADER_MISMATCH, problem, ident)
 
     def _limits(self, api_id: str, principal: Principal, client: Optional[str],
-                messages: List[Any]) -> None:
+                body: RequestBody) -> None:
         """
         Count the requests of a message (or batch) against the plan's rate
         limit, all or nothing: a batch that does not fit as a whole is
@@ -253,17 +255,15 @@ class Gate:
         limit = principal.plan.rate_limit
         if limit is None:
             return
-        calls = [(message["method"], _target(message)) for message in messages
-                 if isinstance(message, dict) and message.get("id") is not None
-                 and isinstance(message.get("method"), str)]
+        calls = [(m.method, m.target) for m in body.messages if m.kind == REQUEST]
         if not calls:
             return
         who = (api_id, principal.plan.name, principal.limit_key(client, limit.scope))
         wait = self.limiter.check_all(limit, who, calls)
         if wait is not None:
-            refusal = Refusal(429, "Rate limit exceeded for this plan; retry later",
-                              outcome="rate_limited")
-            refusal.retry_after = max(1, int(wait + 0.999))  # type: ignore[attr-defined]
             # a single request's id; a batch's error has none (JSON-RPC: null)
-            refusal.id = messages[0]["id"] if len(messages) == 1 else None  # type: ignore[attr-defined]
-            raise refusal
+            messages = body.messages
+            raise Refusal(429, "Rate limit exceeded for this plan; retry later",
+                          outcome="rate_limited", code=RATE_LIMITED,
+                          id=messages[0].id if len(messages) == 1 else None,
+                          retry_after=max(1, int(wait + 0.999)))

@@ -100,6 +100,7 @@ from mcpgated._twisted_compat import (
     tcp_buffered,
     tls_buffered,
 )
+from mcpgated.proxy.interfaces import IBackendClient
 from mcpgated.proxy.fastwrite import direct_writer
 
 __all__ = ["BackendClient", "BackendResponse"]
@@ -222,6 +223,7 @@ def _parse_prefix(client: "BackendClient", prefix: bytes, scheme_end: int) -> _T
     return _Target(client, scheme, host, port, authority)
 
 
+@implementer(IBackendClient)
 class BackendClient:
     """
     HTTP/1.1 client with a keep-alive pool, for requests whose body is in

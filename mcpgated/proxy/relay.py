@@ -53,8 +53,9 @@ class Relay(Protocol):
     """
     Receives the backend body and writes it to the client request.
 
-    @param transform: optional rewriting of chunks (legacy endpoint events);
-        it may hold back an incomplete event and returns what to send now.
+    @param transform: optional reading of chunks (the response reader of
+        L{mcpgated.mcp.responses}): it may hold back an incomplete event or a
+        judged body and returns what to send now.
     @param flush: returns whatever C{transform} still holds, at the end.
     @param done: called once with C{(outcome, reason)} where outcome is
         C{"complete"}, C{"upstream_error"} or C{"client_closed"}.
@@ -68,7 +69,6 @@ class Relay(Protocol):
         on_data: Callable[[int], None],
         transform: Optional[Callable[[bytes], bytes]] = None,
         flush: Optional[Callable[[], bytes]] = None,
-        observe: Optional[Callable[[bytes], None]] = None,
     ) -> None:
         self.request = request
         self.clock = clock
@@ -76,7 +76,6 @@ class Relay(Protocol):
         self._on_data = on_data
         self._transform = transform
         self._flush = flush
-        self._observe = observe
         self.client_gone = False
         self.producer: Optional[WatchedProducer] = None
 
@@ -92,9 +91,6 @@ class Relay(Protocol):
         if data:
             self._on_data(len(data))
             self.request.write(data)
-            # Inspection sees what the client got, after it was forwarded.
-            if self._observe is not None:
-                self._observe(data)
 
     def stop(self) -> None:
         """
@@ -111,7 +107,7 @@ class Relay(Protocol):
             # Nothing of this exchange stays reachable from a cycle: the
             # garbage collector never has to find it.
             self.transport = self.producer = None
-            self._transform = self._flush = self._observe = None
+            self._transform = self._flush = None
 
     def _ended(self, reason: Optional[Failure]) -> None:
         if self.client_gone:
@@ -127,8 +123,6 @@ class Relay(Protocol):
                 if rest:
                     self._on_data(len(rest))
                     self.request.write(rest)
-                    if self._observe is not None:
-                        self._observe(rest)
             self.request.finish()
             self._done("complete", None)
         else:

@@ -1,12 +1,27 @@
 """
-The gateway's resource: route each request to its API's backend and relay
-the exchange, streaming, with JSON-RPC errors for what the gateway itself
-refuses.
+The gateway's resource: each request through a short pipeline of named
+stages, and the backend's answer relayed, streaming.
+
+    rebinding   Host and Origin (L{mcpgated.proxy.origin})
+    target      the path, normalised (L{mcpgated.paths}); OAuth discovery
+                documents (L{mcpgated.oauth.relay})
+    route       the API (L{mcpgated.routing})
+    read        the body, parsed once (L{mcpgated.mcp.body}): the value the
+                gate judges and the observer records
+    admission   credential, plan, routing headers, limits, access control,
+                pinning (L{mcpgated.policy.interfaces.IAdmission})
+    backend     the backend client (L{mcpgated.proxy.interfaces.IBackendClient})
+    relay       the answer, through one response reader
+                (L{mcpgated.mcp.responses}) that feeds the judge and the
+                observer (L{mcpgated.analytics.interfaces.IExchangeObserver})
+
+Every stage refuses by raising a L{Refusal}; L{GatewayResource._refuse}
+answers them all, as JSON-RPC errors.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 from urllib.parse import urljoin, urlsplit
 
 import attrs
@@ -22,28 +37,38 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from mcpgated._twisted_compat import raw_headers
-from mcpgated.analytics.inspect import MAX_PARSE
+from mcpgated.analytics.interfaces import IExchangeObserver, IRecorder
 from mcpgated.config import LimitsConfig
-from mcpgated.jsonrpc import GATEWAY_ERROR, INVALID_REQUEST, error_body, request_id
+from mcpgated.jsonrpc import (
+    GATEWAY_ERROR,
+    INVALID_REQUEST,
+    REQUEST_ID,
+    Refusal,
+    error_body,
+    refused_body,
+    request_id,
+)
 from mcpgated.logs import AccessLog
-from mcpgated.mcp.body import BodyError, check_bytes, check_headers, parse
-from mcpgated.paths import BadPath, split_target
+from mcpgated.mcp.body import BodyError, RequestBody, check_bytes, check_headers, parse
+from mcpgated.mcp.ids import canonical
+from mcpgated.mcp.responses import MAX_READ, Judge, ResponseReader
+from mcpgated.oauth.metadata import well_known_url
 from mcpgated.oauth.relay import OAuthRelay
-from mcpgated.proxy.headers import (
-    copy_response_headers,
-    is_event_stream,
+from mcpgated.oauth.wellknown import public_resource
+from mcpgated.paths import BadPath, split_target
+from mcpgated.policy.gate import Admission, AdmissionRequest
+from mcpgated.policy.interfaces import IAdmission
+from mcpgated.policy.pinstream import ShapeJudge
+from mcpgated.proxy.headers import (  # TEMP-OAUTH
     public_base_path,
     public_origin,
+    copy_response_headers,
+    is_event_stream,
     upstream_request_headers,
 )
+from mcpgated.proxy.interfaces import IBackendClient
 from mcpgated.proxy.origin import host_allowed, is_loopback_address, origin_allowed
 from mcpgated.proxy.relay import Relay
-from mcpgated.policy.auth import Refusal
-from mcpgated.policy.pinstream import judged
-from mcpgated.policy.rewrite import EventRewriter, JsonRewriter
-from mcpgated.oauth.metadata import well_known_url
-from mcpgated.oauth.wellknown import public_resource
-from mcpgated.proxy.sse import EndpointRewriter
 from mcpgated.proxy.upstream import UpstreamPool
 from mcpgated.routing import Route, RouteTable
 
@@ -54,7 +79,6 @@ _BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
 # session, and HEAD and OPTIONS (CORS preflights); only POST has a body.
 _MCP_METHODS = frozenset({b"GET", b"POST", b"DELETE", b"HEAD", b"OPTIONS"})
 _ALLOW = b"GET, POST, DELETE, HEAD, OPTIONS"
-_UNSET: Any = object()
 
 
 @attrs.frozen
@@ -103,13 +127,13 @@ class Backend:
 
 class Exchange:
     """
-    One client request through the gateway, for the access log, the
-    backend header timeout and the idle watchdog.
+    One client request through the gateway: what its stages found, for the
+    access log, the backend header timeout and the idle watchdog.
     """
 
     __slots__ = ("request", "started", "api", "status", "bytes_in", "bytes_out",
                  "last_activity", "relay", "work", "pending", "deadline", "client_gone",
-                 "timed_out", "logged", "tracker", "streaming")
+                 "timed_out", "logged", "observer", "body", "peer", "origin")
 
     def __init__(self, request: Any, started: float, status: Optional[int] = None) -> None:
         self.request = request
@@ -126,8 +150,10 @@ class Exchange:
         self.client_gone = False
         self.timed_out = False
         self.logged = False
-        self.tracker: Any = None
-        self.streaming = False
+        self.observer: Optional[IExchangeObserver] = None
+        self.body: Optional[RequestBody] = None  # the body, parsed once
+        self.peer: Optional[str] = None
+        self.origin = ""  # the public origin the client used
 
 
 @attrs.define(slots=False)
@@ -143,10 +169,10 @@ class GatewayResource(Resource):
     limits: LimitsConfig
     public_url: Optional[str] = None
     trusted_proxies: Iterable = ()
-    recorder: Any = None  # mcpgated.analytics.recorder.Recorder, or None
+    recorder: Optional[IRecorder] = None
     allowed_hosts: Tuple[str, ...] = ()
     allowed_origins: Tuple[str, ...] = ()
-    gate: Any = None  # mcpgated.policy.gate.Gate: plans, access control, rate limits
+    gate: Optional[IAdmission] = None
     _backends: Dict[str, Backend] = attrs.field(factory=dict)
     oauth: Optional[OAuthRelay] = None  # secured backends; built from the above when None
     # Timeouts: one sweep for all exchanges instead of timers per request.
@@ -188,181 +214,249 @@ class GatewayResource(Resource):
         log.failure("gateway request failed", failure)
         self._error(exchange, 502, "The gateway failed to relay this request")
 
-    # --- the exchange --------------------------------------------------------------------
-
-    def _rebinding(self, request: Any) -> Optional[str]:
-        """
-        Why the request's Host or Origin is refused, or L{None}.
-        """
-        on_loopback = is_loopback_address(getattr(request.getHost(), "host", None))
-        host = request.getHeader(b"host")
-        if not host_allowed(host.decode("latin-1") if host else None, on_loopback,
-                            self.allowed_hosts, self.public_url):
-            return "Host header not allowed by this gateway"
-        origin = request.getHeader(b"origin")
-        if not origin_allowed(origin.decode("latin-1") if origin else None, on_loopback,
-                              self.allowed_origins, self.public_url):
-            return "Origin not allowed by this gateway"
-        return None
+    # --- the pipeline ----------------------------------------------------------------------
 
     async def _proxy(self, request: Any, exchange: Exchange) -> None:
-        refused = self._rebinding(request)
-        if refused is not None:
-            self._error(exchange, 403, refused)
-            return
+        try:
+            await self._stages(request, exchange)
+        except Refusal as refusal:
+            self._refuse(exchange, refusal)
+
+    async def _stages(self, request: Any, exchange: Exchange) -> None:
+        self._rebinding(request)
         if not self.routes.ready:
             await self.routes.when_ready()
-        try:
-            # normalised: what routes is what the backend is sent (mcpgated.paths)
-            path, query = split_target(request.uri)
-        except BadPath as e:
-            self._error(exchange, 400, str(e), code=INVALID_REQUEST, id=None,
-                        outcome="bad_request")
-            return
-        # OAuth discovery documents the gateway answers itself (mcpgated.oauth).
-        discovery = self.oauth.discovery(path, self.routes, request)
-        if discovery is not None:
+        path, query = self._target(request)
+        exchange.peer = peer = _peer(request)
+        exchange.origin = origin = public_origin(request.requestHeaders, request.isSecure(), peer,
+                                                 self.public_url, self.trusted_proxies)
+        assert self.oauth is not None
+        discovery = self.oauth.discovery(path, self.routes, request)  # TEMP-OAUTH
+        if discovery is not None:  # OAuth documents the gateway answers itself
             await self._discovery(request, exchange, discovery)
             return
-        match = self.routes.match(path)
-        if match is None:
-            self._error(exchange, 404, f"No MCP API is deployed at {path}")
-            return
-        route, rest = match
+        route, rest = self._route(path)
         exchange.api = route
-        method = request.method
-        body = request.content.getvalue()
-        exchange.bytes_in = len(body)
-        parsed = None
         gated = self.gate is not None and self.gate.needed(route.definition)
-        try:
-            if method == b"POST":
-                if body:
-                    # read as the backend reads it, or refused (mcpgated.mcp.body)
-                    headers_in = raw_headers(request.requestHeaders)
-                    check_headers(headers_in.get(b"Content-Type"),
-                                  headers_in.get(b"Content-Encoding"))
-                    if gated or (self.recorder is not None and len(body) <= MAX_PARSE):
-                        parsed = parse(body)
-                    else:
-                        check_bytes(body)
-            elif method not in _MCP_METHODS:
-                request.responseHeaders.setRawHeaders(b"allow", [_ALLOW])
-                self._error(exchange, 405, "MCP messages are sent with POST",
-                            code=INVALID_REQUEST, id=None, outcome="bad_request")
-                return
-            elif body:
-                raise BodyError(400, INVALID_REQUEST,
-                                f"A {method.decode('latin-1')} request must not have a body")
-        except BodyError as e:
-            if e.accept_encoding:
-                request.responseHeaders.setRawHeaders(b"accept-encoding", [b"identity"])
-            self._error(exchange, e.status, e.message, code=e.code, id=e.id,
-                        outcome="bad_request")
-            return
+        body = self._read(request, exchange, gated)
+        if self.recorder is not None:
+            observer = exchange.observer = self.recorder.observer(
+                route.api_id, route.definition, peer, exchange.started, request.method)
+            observer.request(request.requestHeaders, request.uri, len(body), exchange.body)
         backend = self._backend(route.definition.backend)
         url = backend.target(rest, query)
-        peer = _peer(request)
-        origin = public_origin(request.requestHeaders, request.isSecure(), peer,
-                               self.public_url, self.trusted_proxies)
         headers = upstream_request_headers(request.requestHeaders, peer, origin,
                                            self.trusted_proxies)
         # set here, or the client computes it (with IDNA checks) on every request
         if backend.authority is not None:
             headers.setRawHeaders(b"host", [backend.authority])
-        if self.recorder is not None:
-            exchange.tracker = self.recorder.tracker(route.api_id, route.definition, peer,
-                                                     exchange.started, method)
-            exchange.tracker.request(body, request.requestHeaders, request.uri, parsed)
         admission = None
         if gated:
-            admission = await self._admit(request, exchange, route, query, body, peer, parsed)
+            admission = await self._admission(request, exchange, route, query, body)
             if admission is None:
-                return
-            if admission.body is not body:
-                body = admission.body
+                return  # answered by the gateway (every call denied)
+            body = admission.body
             if admission.query != query:
                 url = backend.target(rest, admission.query)
             for name in admission.strip_headers:
                 headers.removeHeader(name)
             for name, value in admission.set_headers:
                 headers.setRawHeaders(name, [value])
+        client = await self._client(route)
         send = body if body or request.method in _BODY_METHODS else None
+        sent = self.clock.seconds()
+        response = await self._send(exchange, client, request.method, url, headers, send)
+        if response is None:
+            return
+        self._relay(request, exchange, route, backend, url, admission, response, sent)
+
+    # --- the stages ----------------------------------------------------------------------
+
+    def _rebinding(self, request: Any) -> None:
+        """
+        @raise Refusal: 403, the request's Host or Origin is not allowed.
+        """
+        on_loopback = is_loopback_address(getattr(request.getHost(), "host", None))
+        host = request.getHeader(b"host")
+        if not host_allowed(host.decode("latin-1") if host else None, on_loopback,
+                            self.allowed_hosts, self.public_url):
+            raise Refusal(403, "Host header not allowed by this gateway", outcome="gateway_error")
+        origin = request.getHeader(b"origin")
+        if not origin_allowed(origin.decode("latin-1") if origin else None, on_loopback,
+                              self.allowed_origins, self.public_url):
+            raise Refusal(403, "Origin not allowed by this gateway", outcome="gateway_error")
+
+    def _target(self, request: Any) -> Tuple[str, bytes]:
+        """
+        The normalised path (what routes is what the backend is sent) and query.
+
+        @raise Refusal: 400, a path the gateway does not take.
+        """
+        try:
+            return split_target(request.uri)
+        except BadPath as e:
+            raise Refusal(400, str(e), outcome="bad_request", code=INVALID_REQUEST,
+                          id=None) from None
+
+    def _route(self, path: str) -> Tuple[Route, str]:
+        match = self.routes.match(path)
+        if match is None:
+            raise Refusal(404, f"No MCP API is deployed at {path}", outcome="gateway_error")
+        return match
+
+    def _read(self, request: Any, exchange: Exchange, gated: bool) -> bytes:
+        """
+        The body, read as the backend reads it, or refused
+        (L{mcpgated.mcp.body}); parsed once into C{exchange.body} when the
+        gate or the exchange log reads it.
+
+        @raise Refusal: 405, 415 or 400.
+        """
+        method = request.method
+        body: bytes = request.content.getvalue()
+        exchange.bytes_in = len(body)
+        try:
+            if method == b"POST":
+                if body:
+                    headers_in = raw_headers(request.requestHeaders)
+                    check_headers(headers_in.get(b"Content-Type"),
+                                  headers_in.get(b"Content-Encoding"))
+                    if gated or (self.recorder is not None and len(body) <= MAX_READ):
+                        exchange.body = parse(body)
+                    else:
+                        check_bytes(body)
+            elif method not in _MCP_METHODS:
+                raise Refusal(405, "MCP messages are sent with POST", outcome="bad_request",
+                              code=INVALID_REQUEST, id=None, extra_headers=((b"allow", _ALLOW),))
+            elif body:
+                raise Refusal(400, f"A {method.decode('latin-1')} request must not have a body",
+                              outcome="bad_request", code=INVALID_REQUEST, id=None)
+        except BodyError as e:
+            raise refused_body(e) from None
+        return body
+
+    async def _admission(self, request: Any, exchange: Exchange, route: Route, query: bytes,
+                         body: bytes) -> Optional[Admission]:
+        """
+        Run the gate. Returns the admission, or L{None} when the gateway
+        answered (every call denied).
+
+        @raise Refusal: the gate refused the request.
+        """
+        assert self.gate is not None
+        resource = public_resource(route, self.public_url, exchange.origin)  # the tokens' audience
+        challenge = f'Bearer resource_metadata="{well_known_url(resource)}"'
+        scopes = sorted({s for p in route.definition.plans if p.status == "PUBLISHED"
+                         for s in p.configuration.get("requiredScopes", ())})
+        if scopes:
+            challenge += f', scope="{" ".join(scopes)}"'
+        admission: Admission = await self.gate.admit(AdmissionRequest(
+            route.api_id, route.definition, request.method, request.requestHeaders, query,
+            request.args, body, exchange.body, exchange.peer, challenge, resource))
+        if exchange.observer is not None:
+            exchange.observer.admitted(admission.principal, admission.denied, admission.would_deny)
+        if admission.answer is not None:
+            self._answer(exchange, admission.answer)
+            return None
+        return admission
+
+    async def _client(self, route: Route) -> IBackendClient:
+        """
+        @raise Refusal: 502, the API's backend CA file cannot be loaded.
+        """
         ca_file = route.definition.backend_ca_file
         idle_timeout = route.definition.backend_keep_alive.idle_timeout
         if ca_file is None:
-            client = self.upstreams.default_client(idle_timeout)
-        else:
-            try:
-                client = await self.upstreams.client(ca_file, idle_timeout)
-            except Exception as e:
-                log.error("API {api_id}: cannot load backendCaFile {path}: {error}",
-                          api_id=route.api_id, path=ca_file, error=str(e))
-                self._error(exchange, 502, "The gateway cannot load the backend's CA file")
-                return
-        sent = self.clock.seconds()
-        pending = exchange.pending = client.request(request.method, url, headers, send)
-        exchange.deadline = sent + self.limits.header_timeout
+            return self.upstreams.default_client(idle_timeout)
+        try:
+            return await self.upstreams.client(ca_file, idle_timeout)
+        except Exception as e:  # noqa: BLE001 -- any failure to load it is the same 502
+            log.error("API {api_id}: cannot load backendCaFile {path}: {error}",
+                      api_id=route.api_id, path=ca_file, error=str(e))
+            raise Refusal(502, "The gateway cannot load the backend's CA file",
+                          outcome="gateway_error") from None
+
+    async def _send(self, exchange: Exchange, client: IBackendClient, method: bytes, url: bytes,
+                    headers: Any, body: Optional[bytes]) -> Any:
+        """
+        The backend's response (its status and headers), or L{None} when the
+        request failed (answered) or the client left.
+        """
+        pending = exchange.pending = client.request(method, url, headers, body)
+        exchange.deadline = self.clock.seconds() + self.limits.header_timeout
         self._awaiting[exchange] = None
         self._sweep_soon()
         try:
             response = await pending
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 -- sorted by _upstream_failed
             if exchange.client_gone:
                 raise CancelledError() from e
             self._upstream_failed(exchange, e)
-            return
+            return None
         finally:
             self._awaiting.pop(exchange, None)
             exchange.pending = None
         if exchange.client_gone:
             response.deliverBody(_Discard())
-            return
+            return None
+        return response
+
+    def _relay(self, request: Any, exchange: Exchange, route: Route, backend: Backend,
+               url: bytes, admission: Optional[Admission], response: Any, sent: float) -> None:
+        """
+        Relay the backend's answer: headers now, the body as it comes,
+        through one response reader when the answer is judged or watched.
+        """
         exchange.status = response.code
         event_stream = is_event_stream(response.headers)
-        if exchange.tracker is not None:
-            exchange.tracker.response(response.code, response.headers,
-                                      round((self.clock.seconds() - sent) * 1000, 3), event_stream)
+        observer = exchange.observer
+        if observer is not None:
+            observer.response(response.code, response.headers,
+                              round((self.clock.seconds() - sent) * 1000, 3), event_stream)
         request.setResponseCode(response.code, response.phrase)
         # A 401/403 challenge names the gateway's OAuth metadata (mcpgated.oauth).
-        copy_response_headers(self.oauth.response_headers(route, request, response, url),
+        assert self.oauth is not None
+        copy_response_headers(self.oauth.response_headers(route, request, response, url),  # TEMP-OAUTH
                               request.responseHeaders)
         if response.length is not UNKNOWN_LENGTH and request.method != b"HEAD":
             # The client parser consumes Content-Length; keep the framing.
             request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % response.length])
-        transform = flush = None
-        if admission is not None and admission.rewrites and 200 <= response.code < 300:
-            transform, flush = self._policy_rewriter(request, admission, event_stream,
-                                                     response.code)
+        judge: Optional[Judge] = None
+        endpoint: Optional[Callable[[str], str]] = None
         if event_stream:
-            exchange.streaming = True
-            if self.recorder is not None:
-                self.recorder.metrics.open_streams.inc()
             request.responseHeaders.setRawHeaders(b"cache-control", [b"no-cache"])
             request.responseHeaders.setRawHeaders(b"x-accel-buffering", [b"no"])
             if request.method == b"GET":
-                rewriter = EndpointRewriter(
-                    lambda value: self._rewrite_endpoint(value, backend, url, route, origin)
-                )
-                transform = rewriter.feed
-                flush = rewriter.flush
-                if admission is not None and (admission.pinning is not None or (
-                        admission.policy.active and not admission.policy.dry_run)):
+                origin = exchange.origin
+                endpoint = lambda value: self._rewrite_endpoint(  # noqa: E731
+                    value, backend, url, route, origin)
+        if admission is not None and 200 <= response.code < 300:
+            if event_stream and request.method == b"GET":
+                if admission.judges_streams:
                     # the legacy transport answers lists here: judged by shape, as
                     # pages, by the pins and this caller's access control
-                    # (mcpgated.policy.pinstream)
                     if admission.pinning is not None:
                         admission.pinning.paged = True
-                    transform, flush = judged(admission.filter_result, transform, flush)
+                    judge = ShapeJudge(admission.filter_result)
+            elif admission.rewrites:
+                judge = admission.judge()
+                # the body changes length: let the server chunk it
+                request.responseHeaders.removeHeader(b"content-length")
+                if not event_stream and response.code == 202 and admission.extra:
+                    request.setResponseCode(200)
+                    request.responseHeaders.setRawHeaders(b"content-type",
+                                                          [b"application/json"])
+        reader = None
+        if judge is not None or endpoint is not None or observer is not None:
+            reader = ResponseReader(event_stream, judge, observer, endpoint)
         exchange.last_activity = self.clock.seconds()
         relay = Relay(
             request,
             self.clock,
             done=lambda outcome, reason: self._finished(exchange, outcome, reason),
             on_data=lambda n: self._activity(exchange, n),
-            transform=transform,
-            flush=flush,
-            observe=exchange.tracker.data if exchange.tracker is not None else None,
+            transform=reader.feed if reader is not None else None,
+            flush=reader.flush if reader is not None else None,
         )
         exchange.relay = relay
         self._relaying[exchange] = None
@@ -373,40 +467,7 @@ class GatewayResource(Resource):
             request.write(b"")
         response.deliverBody(relay)
 
-    async def _admit(self, request: Any, exchange: Exchange, route: Route, query: bytes,
-                     body: bytes, peer: Optional[str], parsed: Any) -> Any:
-        """
-        Run the gate; answer the client itself when it refuses or denies
-        everything. Returns the admission, or L{None} when answered.
-        """
-        origin = self.oauth.request_origin(request) if self.oauth is not None else ""
-        resource = public_resource(route, self.public_url, origin)  # the tokens' audience
-        challenge = f'Bearer resource_metadata="{well_known_url(resource)}"'
-        scopes = sorted({s for p in route.definition.plans if p.status == "PUBLISHED"
-                         for s in p.configuration.get("requiredScopes", ())})
-        if scopes:
-            challenge += f', scope="{" ".join(scopes)}"'
-        try:
-            admission = await self.gate.admit(route.api_id, route.definition, request.method,
-                                              request.requestHeaders, query, request.args, body,
-                                              peer, challenge, resource, parsed)
-        except Refusal as refusal:
-            if refusal.challenge:
-                request.responseHeaders.setRawHeaders(b"www-authenticate",
-                                                      [refusal.challenge.encode("latin-1")])
-            retry = getattr(refusal, "retry_after", None)
-            if retry is not None:
-                request.responseHeaders.setRawHeaders(b"retry-after", [b"%d" % retry])
-            self._error(exchange, refusal.status, refusal.message,
-                        code=getattr(refusal, "code", GATEWAY_ERROR),
-                        id=getattr(refusal, "id", _UNSET), outcome=refusal.outcome)
-            return None
-        if exchange.tracker is not None:
-            exchange.tracker.admitted(admission.principal, admission.denied, admission.would_deny)
-        if admission.answer is not None:
-            self._answer(exchange, admission.answer)
-            return None
-        return admission
+    # --- answers the gateway gives itself ---------------------------------------------------
 
     def _answer(self, exchange: Exchange, payload: bytes) -> None:
         """
@@ -414,40 +475,26 @@ class GatewayResource(Resource):
         """
         request = exchange.request
         exchange.status = 200
-        if exchange.tracker is not None:
-            exchange.tracker.response(200, request.responseHeaders, 0.0, False)
-            exchange.tracker.data(payload)
         request.setResponseCode(200)
         request.responseHeaders.setRawHeaders(b"content-type", [b"application/json"])
         request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % len(payload)])
+        if exchange.observer is not None:
+            exchange.observer.response(200, request.responseHeaders, 0.0, False)
+            reader = ResponseReader(False, observer=exchange.observer)
+            reader.feed(payload)
+            reader.flush()
         request.write(payload)
         request.finish()
         exchange.bytes_out += len(payload)
         self._log(exchange, "denied")
-
-    def _policy_rewriter(self, request: Any, admission: Any, event_stream: bool,
-                         status: int) -> Tuple[Any, Any]:
-        apply = admission.filter_result  # pinning, then access control
-
-        # the body changes length: let twisted.web chunk it
-        request.responseHeaders.removeHeader(b"content-length")
-        if event_stream:
-            rewriter: Any = EventRewriter(admission.lists, apply, admission.extra,
-                                          admission.forwarded)
-        else:
-            if status == 202 and admission.extra:
-                request.setResponseCode(200)
-                request.responseHeaders.setRawHeaders(b"content-type", [b"application/json"])
-            rewriter = JsonRewriter(admission.lists, apply, admission.extra, admission.batch,
-                                    forwarded=admission.forwarded)
-        return rewriter.feed, rewriter.flush
 
     async def _discovery(self, request: Any, exchange: Exchange, discovery: Any) -> None:
         """
         Answer an OAuth discovery request (L{mcpgated.oauth.relay}).
         """
         exchange.api = discovery.route
-        answer = await self.oauth.answer(discovery, request)
+        assert self.oauth is not None
+        answer = await self.oauth.answer(discovery, request)  # TEMP-OAUTH
         for name, value in answer.headers:
             request.responseHeaders.setRawHeaders(name, [value])
         if answer.message is not None:
@@ -559,8 +606,17 @@ class GatewayResource(Resource):
 
     # --- errors and the access log -------------------------------------------------------
 
+    def _refuse(self, exchange: Exchange, refusal: Refusal) -> None:
+        """
+        Answer a refusal: its headers, and its JSON-RPC error.
+        """
+        for name, value in refusal.headers():
+            exchange.request.responseHeaders.setRawHeaders(name, [value])
+        self._error(exchange, refusal.status, refusal.message, code=refusal.code,
+                    id=refusal.id, outcome=refusal.outcome)
+
     def _error(self, exchange: Exchange, status: int, message: str, code: int = GATEWAY_ERROR,
-               id: Any = _UNSET, outcome: str = "gateway_error") -> None:
+               id: Any = REQUEST_ID, outcome: str = "gateway_error") -> None:
         """
         Answer with a JSON-RPC error: C{id} as given (L{None}: null), or by
         default the id of the request body, when it is a request the gateway
@@ -571,9 +627,8 @@ class GatewayResource(Resource):
         if exchange.client_gone:
             self._log(exchange, "client_closed")
             return
-        if id is _UNSET:
-            body = request.content.getvalue() if request.content is not None else b""
-            id = request_id(body)
+        if id is REQUEST_ID:
+            id = _request_id(exchange)
         payload = error_body(code, message, id, {"httpStatus": status})
         request.setResponseCode(status)
         request.responseHeaders.setRawHeaders(b"content-type", [b"application/json"])
@@ -592,13 +647,10 @@ class GatewayResource(Resource):
             return
         exchange.logged = True
         exchange.work = None  # its callbacks hold the exchange: no cycle left
-        if self.recorder is not None:
-            if exchange.tracker is not None:
-                exchange.tracker.finished(outcome, exchange.status)
-            if exchange.streaming:
-                self.recorder.metrics.open_streams.dec()
-            self.recorder.metrics.exchange(exchange.api.api_id if exchange.api else "",
-                                           exchange.status)
+        if exchange.observer is not None:
+            exchange.observer.finished(outcome, exchange.status)
+        elif self.recorder is not None:
+            self.recorder.unrouted(exchange.status)
         request = exchange.request
         route = exchange.api
         self.access_log.exchange(
@@ -614,6 +666,22 @@ class GatewayResource(Resource):
             round((self.clock.seconds() - exchange.started) * 1000, 3),
             _peer(request),
         )
+
+
+def _request_id(exchange: Exchange) -> Any:
+    """
+    The id of the exchange's single request, as the gateway read it (an
+    error answers it), or L{None}.
+    """
+    body = exchange.body
+    if body is not None:
+        message = body.single
+        if message is not None and message.is_request and message.id_key is not None:
+            return canonical(message.id_key)
+        return None
+    request = exchange.request
+    content = request.content.getvalue() if request.content is not None else b""
+    return request_id(content)
 
 
 class _Discard:

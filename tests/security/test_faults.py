@@ -287,7 +287,7 @@ def test_pruning_that_fails_keeps_its_job_running(tmp_path, events):
 def test_a_batch_the_disk_refuses_leaves_no_transaction_open(tmp_path):
     # A real SQLite "database or disk is full" (the file may not grow): the
     # batch is rolled back, and the next one is written once it fits.
-    from mcpgated.analytics.tracker import CallRecord
+    from mcpgated.analytics.records import CallRecord
     from mcpgated.analytics.store import _row
     from mcpgated.sqlitedb import open_database
 

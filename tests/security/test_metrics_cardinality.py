@@ -27,7 +27,7 @@ from mcpgated.analytics.metrics import (
     Metrics,
     series_bound,
 )
-from mcpgated.analytics.tracker import CallRecord
+from mcpgated.analytics.records import CallRecord
 from tests.support import Daemon, http
 
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",

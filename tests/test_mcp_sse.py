@@ -10,7 +10,9 @@ from typing import List
 
 from hypothesis import given, settings, strategies as st
 
-from mcpgated.proxy.sse import EndpointRewriter, Event, EventParser, LineSplitter
+from mcpgated.mcp.responses import ResponseReader
+from mcpgated.mcp.sse import LineSplitter
+from tests.sse_oracle import Event, EventParser
 
 settings.register_profile("ci", deadline=None, max_examples=200, derandomize=True)
 settings.load_profile("ci")
@@ -100,7 +102,7 @@ def test_overlong_line_is_cut_to_bound_memory() -> None:
 
 
 def _rewrite(chunks: List[bytes]) -> bytes:
-    rewriter = EndpointRewriter(lambda value: "https://gw.example/legacy" + value)
+    rewriter = ResponseReader(True, endpoint=lambda value: "https://gw.example/legacy" + value)
     out = b"".join(rewriter.feed(chunk) for chunk in chunks)
     return out + rewriter.flush()
 
@@ -117,15 +119,13 @@ def test_endpoint_rewrite_is_chunking_independent(cuts: List[int], end: str) -> 
 
 
 def test_rewriter_passes_through_after_the_endpoint_event() -> None:
-    rewriter = EndpointRewriter(lambda value: "X")
+    rewriter = ResponseReader(True, endpoint=lambda value: "X")
     assert rewriter.feed(b"event: endpoint\ndata: /m?s=1\n\n") == b"event: endpoint\ndata: X\n\n"
-    assert rewriter.done
     # later bytes are forwarded at once, even mid-event
     assert rewriter.feed(b"event: endpoint\ndata: /other") == b"event: endpoint\ndata: /other"
 
 
 def test_rewriter_gives_up_on_streams_without_endpoint() -> None:
-    rewriter = EndpointRewriter(lambda value: "X", limit=100)
+    rewriter = ResponseReader(True, endpoint=lambda value: "X", endpoint_within=100)
     big = b"data: " + b"y" * 200
     assert rewriter.feed(big) == big
-    assert rewriter.done

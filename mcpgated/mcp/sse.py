@@ -2,23 +2,14 @@
 Incremental C{text/event-stream} framing (WHATWG HTML, "event stream
 interpretation"), fed chunk by chunk as the backend writes.
 
-The relay forwards bytes before parsing; this module only observes, except
-for the legacy C{endpoint} event, which L{EndpointRewriter} rewrites.
+L{EventFramer} holds a stream's bytes only until each event is complete;
+L{mcpgated.mcp.responses} reads the events' messages from it, and rewrites
+the legacy (2024-11-05) C{endpoint} event.
 """
 
 from __future__ import annotations
 
 from typing import Callable, List, Optional, Tuple
-
-import attrs
-
-
-@attrs.frozen
-class Event:
-    type: str
-    data: str
-    id: Optional[str]
-    retry: Optional[int] = None
 
 
 class LineSplitter:
@@ -92,55 +83,6 @@ class LineSplitter:
         return pending
 
 
-class EventParser:
-    """
-    Turns lines into dispatched L{Event}s (comments and empty-data events
-    are not dispatched; C{id} persists as the last event id).
-    """
-
-    def __init__(self, max_line: int = 16 * 1024 * 1024) -> None:
-        self._lines = LineSplitter(max_line)
-        self._data: List[str] = []
-        self._type = ""
-        self._last_id: Optional[str] = None
-        self._retry: Optional[int] = None
-
-    def feed(self, chunk: bytes) -> List[Event]:
-        events = []
-        for raw, _ in self._lines.feed(chunk):
-            event = self._line(raw.decode("utf-8", "replace"))
-            if event is not None:
-                events.append(event)
-        return events
-
-    def _line(self, line: str) -> Optional[Event]:
-        if line == "":
-            return self._dispatch()
-        if line.startswith(":"):
-            return None
-        field, colon, value = line.partition(":")
-        if colon and value.startswith(" "):
-            value = value[1:]
-        if field == "data":
-            self._data.append(value)
-        elif field == "event":
-            self._type = value
-        elif field == "id":
-            if "\x00" not in value:
-                self._last_id = value
-        elif field == "retry":
-            if value.isdigit():
-                self._retry = int(value)
-        return None
-
-    def _dispatch(self) -> Optional[Event]:
-        data, kind, retry = self._data, self._type, self._retry
-        self._data, self._type, self._retry = [], "", None
-        if not data:
-            return None
-        return Event(type=kind or "message", data="\n".join(data), id=self._last_id, retry=retry)
-
-
 Lines = List[Tuple[bytes, bytes]]
 
 
@@ -203,46 +145,18 @@ def replace_data(lines: Lines, data: List[Optional[bytes]], new: bytes) -> bytes
     return b"".join(out)
 
 
+def event_type(lines: Lines) -> bytes:
+    """
+    The value of an event's (last) C{event:} field, or C{b""}.
+    """
+    kind = b""
+    for line, _ in lines:
+        if line.startswith(b"event:"):
+            kind = line[6:]
+            if kind[:1] == b" ":
+                kind = kind[1:]
+    return kind
+
+
 def raw(lines: Lines) -> bytes:
     return b"".join(line + end for line, end in lines)
-
-
-class EndpointRewriter:
-    """
-    For legacy (2024-11-05) SSE streams: rewrites the data of C{endpoint}
-    events with C{rewrite}, and becomes a pass-through after the first
-    endpoint event or C{limit} bytes, whichever comes first.
-    """
-
-    def __init__(self, rewrite: Callable[[str], str], limit: int = 64 * 1024) -> None:
-        self._rewrite = rewrite
-        self._framer = EventFramer(limit)
-        self._seen = 0
-        self._limit = limit
-        self.done = False
-
-    def feed(self, chunk: bytes) -> bytes:
-        if self.done:
-            return chunk
-        self._seen += len(chunk)
-        out = self._framer.feed(chunk, self._event)
-        if self.done or self._seen > self._limit:
-            # Whatever is held goes out as it is, and so does all that follows.
-            self.done = True
-            out += self._framer.held()
-        return out
-
-    def flush(self) -> bytes:
-        """
-        Everything still held back (the stream ended mid-event).
-        """
-        self.done = True
-        return self._framer.held()
-
-    def _event(self, lines: Lines) -> bytes:
-        if self.done or not any(line.strip() in (b"event: endpoint", b"event:endpoint")
-                                for line, _ in lines):
-            return raw(lines)
-        data, value = event_data(lines)
-        self.done = True
-        return replace_data(lines, data, self._rewrite(value.decode("utf-8", "replace")).encode("utf-8"))
