@@ -3,19 +3,21 @@ The admin API of tool-definition pinning (L{mcpgated.policy.pinning}): an
 API's pins with their history, its drift events with their diffs, and the
 operator's decisions (approve, which re-pins, and reject).
 
-The routes are added to L{mcpgated.admin.api.AdminAPI}'s Klein app by
-L{install}, with that module's endpoint wrapper (token check, JSON errors).
+Also the OpenAPI description of these routes, merged by
+L{mcpgated.admin.openapi}.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
+from mcpgated.admin.endpoint import AdminState, Answer, HTTPError, app, endpoint, read_optional_json
 from mcpgated.definitions import InvalidField
+from mcpgated.model import ApiRecord
 from mcpgated.policy.pinning import PinSettings
 
 log = Logger()
@@ -23,7 +25,63 @@ log = Logger()
 _FINGERPRINT = re.compile(r"sha256:[0-9a-f]{64}")
 
 
-def _settings(record: Any) -> PinSettings:
+class PinRoutes(AdminState):
+    """
+    Handlers keep the gateway's L{mcpgated.policy.pinbook.PinBook}
+    (C{self.pins}) in step with each decision.
+    """
+
+    @app.route("/apis/<string:api_id>/pins", methods=["GET"])
+    @endpoint()
+    async def list_pins(self, request: IRequest, api_id: str) -> Answer:
+        record = await self.store.get_api(api_id)
+        settings = _settings(record)
+        pins = await self.store.list_pins(api_id)
+        return 200, {"pinning": settings.to_json(),
+                     "data": [pin.to_json(settings) for pin in pins]}
+
+    @app.route("/apis/<string:api_id>/pins/events", methods=["GET"])
+    @endpoint()
+    async def pin_events(self, request: IRequest, api_id: str) -> Answer:
+        limit, cursor = page(request)
+        events, next_cursor = await self.store.list_pin_events(api_id, limit, cursor)
+        return 200, {"data": [event.to_json() for event in events],
+                     "nextCursor": str(next_cursor) if next_cursor is not None else None}
+
+    @app.route("/apis/<string:api_id>/pins/<string:pin_id>", methods=["GET"])
+    @endpoint()
+    async def get_pin(self, request: IRequest, api_id: str, pin_id: str) -> Answer:
+        record = await self.store.get_api(api_id)
+        pin, history = await self.store.get_pin(api_id, pin_id)
+        body: Dict[str, Any] = pin.to_json(_settings(record))
+        body["history"] = history
+        return 200, body
+
+    async def _decide(self, request: IRequest, api_id: str, pin_id: str, approve: bool) -> Answer:
+        fingerprint = decision_body(read_optional_json(request))
+        record = await self.store.get_api(api_id)
+        pin = await self.store.decide_pin(api_id, pin_id, approve, fingerprint,
+                                          self.clock.seconds())
+        if self.pins is not None:
+            self.pins.put(api_id, (pin.kind, pin.name), pin.state)
+        log.info("API {api_id}: {kind} {name} {action} by the operator ({fingerprint})",
+                 api_id=api_id, kind=pin.kind, name=pin.name,
+                 action="approved" if approve else "rejected",
+                 fingerprint=pin.state.approved if approve else pin.state.pending)
+        return 200, pin.to_json(_settings(record))
+
+    @app.route("/apis/<string:api_id>/pins/<string:pin_id>/_approve", methods=["POST"])
+    @endpoint()
+    async def approve_pin(self, request: IRequest, api_id: str, pin_id: str) -> Answer:
+        return await self._decide(request, api_id, pin_id, True)
+
+    @app.route("/apis/<string:api_id>/pins/<string:pin_id>/_reject", methods=["POST"])
+    @endpoint()
+    async def reject_pin(self, request: IRequest, api_id: str, pin_id: str) -> Answer:
+        return await self._decide(request, api_id, pin_id, False)
+
+
+def _settings(record: ApiRecord) -> PinSettings:
     """
     The pinning the gateway applies to an API: its deployed definition's,
     else (never deployed) its stored one's.
@@ -32,9 +90,11 @@ def _settings(record: Any) -> PinSettings:
     return definition.pinning
 
 
-def _decision_body(body: Any) -> Optional[str]:
+def decision_body(body: Any) -> Optional[str]:
     """
     The fingerprint an operator decides on (optional: the pending one).
+
+    @raise InvalidField: naming the field that is wrong.
     """
     if body is None:
         return None
@@ -52,79 +112,24 @@ def _decision_body(body: Any) -> Optional[str]:
     return fingerprint
 
 
-def _page(request: IRequest, http_error: type) -> Tuple[int, Optional[int]]:
+def page(request: IRequest) -> Tuple[int, Optional[int]]:
+    """
+    C{limit} (1 to 500, default 50) and C{cursor} of a page of drift events.
+
+    @raise HTTPError: 400 naming the argument that is wrong.
+    """
     def arg(name: str) -> Optional[str]:
         values = request.args.get(name.encode("ascii"))
         return values[0].decode("utf-8", "replace") if values else None
 
     limit_raw = arg("limit") or "50"
     if not (limit_raw.isascii() and limit_raw.isdigit()) or not 1 <= int(limit_raw) <= 500:
-        raise http_error(400, "limit must be a whole number from 1 to 500", "limit")
+        raise HTTPError(400, "limit must be a whole number from 1 to 500", "limit")
     cursor_raw = arg("cursor")
     if cursor_raw is not None and (not (cursor_raw.isascii() and cursor_raw.isdigit())
                                    or len(cursor_raw) > 18):
-        raise http_error(400, "cursor must be a value returned as nextCursor", "cursor")
+        raise HTTPError(400, "cursor must be a value returned as nextCursor", "cursor")
     return int(limit_raw), int(cursor_raw) if cursor_raw else None
-
-
-def install(admin: Any, endpoint: Callable[..., Any], read_optional_json: Callable[[Any], Any],
-            http_error: type) -> None:
-    """
-    Add the pinning routes to C{admin}'s (the AdminAPI class's) Klein app.
-    Handlers get the AdminAPI instance: its C{store}, C{clock} and C{pins}
-    (the gateway's L{mcpgated.policy.pinbook.PinBook}, kept in step).
-    """
-    app = admin.app
-
-    @app.route("/apis/<string:api_id>/pins", methods=["GET"])
-    @endpoint()
-    async def list_pins(self: Any, request: IRequest, api_id: str) -> Any:
-        record = await self.store.get_api(api_id)
-        settings = _settings(record)
-        pins = await self.store.list_pins(api_id)
-        return 200, {"pinning": settings.to_json(),
-                     "data": [pin.to_json(settings) for pin in pins]}
-
-    @app.route("/apis/<string:api_id>/pins/events", methods=["GET"])
-    @endpoint()
-    async def pin_events(self: Any, request: IRequest, api_id: str) -> Any:
-        limit, cursor = _page(request, http_error)
-        events, next_cursor = await self.store.list_pin_events(api_id, limit, cursor)
-        return 200, {"data": [event.to_json() for event in events],
-                     "nextCursor": str(next_cursor) if next_cursor is not None else None}
-
-    @app.route("/apis/<string:api_id>/pins/<string:pin_id>", methods=["GET"])
-    @endpoint()
-    async def get_pin(self: Any, request: IRequest, api_id: str, pin_id: str) -> Any:
-        record = await self.store.get_api(api_id)
-        pin, history = await self.store.get_pin(api_id, pin_id)
-        body = pin.to_json(_settings(record))
-        body["history"] = history
-        return 200, body
-
-    async def decide(self: Any, request: IRequest, api_id: str, pin_id: str,
-                     approve: bool) -> Any:
-        fingerprint = _decision_body(read_optional_json(request))
-        record = await self.store.get_api(api_id)
-        pin = await self.store.decide_pin(api_id, pin_id, approve, fingerprint,
-                                          self.clock.seconds())
-        if self.pins is not None:
-            self.pins.put(api_id, (pin.kind, pin.name), pin.state)
-        log.info("API {api_id}: {kind} {name} {action} by the operator ({fingerprint})",
-                 api_id=api_id, kind=pin.kind, name=pin.name,
-                 action="approved" if approve else "rejected",
-                 fingerprint=pin.state.approved if approve else pin.state.pending)
-        return 200, pin.to_json(_settings(record))
-
-    @app.route("/apis/<string:api_id>/pins/<string:pin_id>/_approve", methods=["POST"])
-    @endpoint()
-    async def approve_pin(self: Any, request: IRequest, api_id: str, pin_id: str) -> Any:
-        return await decide(self, request, api_id, pin_id, True)
-
-    @app.route("/apis/<string:api_id>/pins/<string:pin_id>/_reject", methods=["POST"])
-    @endpoint()
-    async def reject_pin(self: Any, request: IRequest, api_id: str, pin_id: str) -> Any:
-        return await decide(self, request, api_id, pin_id, False)
 
 
 # --- the OpenAPI description of these routes (merged by mcpgated.admin.openapi) -------------
