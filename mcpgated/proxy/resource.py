@@ -39,6 +39,7 @@ from twisted.web.server import NOT_DONE_YET
 from mcpgated._twisted_compat import raw_headers
 from mcpgated.analytics.interfaces import IExchangeObserver, IRecorder
 from mcpgated.config import LimitsConfig
+from mcpgated.forwarding import public_base_path, public_origin
 from mcpgated.jsonrpc import (
     GATEWAY_ERROR,
     INVALID_REQUEST,
@@ -59,9 +60,7 @@ from mcpgated.paths import BadPath, split_target
 from mcpgated.policy.gate import Admission, AdmissionRequest
 from mcpgated.policy.interfaces import IAdmission
 from mcpgated.policy.pinstream import ShapeJudge
-from mcpgated.proxy.headers import (  # TEMP-OAUTH
-    public_base_path,
-    public_origin,
+from mcpgated.proxy.headers import (
     copy_response_headers,
     is_event_stream,
     upstream_request_headers,
@@ -231,7 +230,7 @@ class GatewayResource(Resource):
         exchange.origin = origin = public_origin(request.requestHeaders, request.isSecure(), peer,
                                                  self.public_url, self.trusted_proxies)
         assert self.oauth is not None
-        discovery = self.oauth.discovery(path, self.routes, request)  # TEMP-OAUTH
+        discovery = self.oauth.discovery(path, self.routes, request, origin=origin)
         if discovery is not None:  # OAuth documents the gateway answers itself
             await self._discovery(request, exchange, discovery)
             return
@@ -416,7 +415,8 @@ class GatewayResource(Resource):
         request.setResponseCode(response.code, response.phrase)
         # A 401/403 challenge names the gateway's OAuth metadata (mcpgated.oauth).
         assert self.oauth is not None
-        copy_response_headers(self.oauth.response_headers(route, request, response, url),  # TEMP-OAUTH
+        copy_response_headers(self.oauth.response_headers(route, request, response, url,
+                                                          origin=exchange.origin),
                               request.responseHeaders)
         if response.length is not UNKNOWN_LENGTH and request.method != b"HEAD":
             # The client parser consumes Content-Length; keep the framing.
@@ -494,7 +494,7 @@ class GatewayResource(Resource):
         """
         exchange.api = discovery.route
         assert self.oauth is not None
-        answer = await self.oauth.answer(discovery, request)  # TEMP-OAUTH
+        answer = await self.oauth.answer(discovery, request, origin=exchange.origin)
         for name, value in answer.headers:
             request.responseHeaders.setRawHeaders(name, [value])
         if answer.message is not None:
