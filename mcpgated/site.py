@@ -102,17 +102,18 @@ class CappedSite(Site):
         Site.__init__(self, resource, parsePOSTFormSubmission=False)
         self.max_body = max_body
         self.too_large_body = too_large_body
-
-    def rejected_too_large(self, request: CappedRequest) -> None:
-        """
-        Hook: a request was refused with 413 (for the access log).
-        """
+        # Hook: a request was refused with 413 (for the access log).
+        self.rejected_too_large: Callable[[CappedRequest], None] = _no_hook
 
     def log(self, request: http.Request) -> None:
         """
         No combined-format access log: callers record their own, with the
         fields they choose (never request headers such as Authorization).
         """
+
+
+def _no_hook(request: CappedRequest) -> None:
+    pass
 
 
 def jsonrpc_too_large(limit: int) -> bytes:

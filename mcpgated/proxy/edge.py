@@ -14,10 +14,12 @@ resource's own watchdog closes streams that stall.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import attrs
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
+from mcpgated.config import LimitsConfig
 from mcpgated.jsonrpc import INVALID_REQUEST, error_body
 
 # Request line target, header names and values, and trailers together.
@@ -40,7 +42,7 @@ class ClientTimeouts:
     keepalive: float = 75.0
 
     @classmethod
-    def from_limits(cls, limits: Any) -> "ClientTimeouts":
+    def from_limits(cls, limits: LimitsConfig) -> "ClientTimeouts":
         return cls(limits.client_header_timeout, limits.client_body_timeout,
                    limits.keepalive_timeout)
 
@@ -138,14 +140,14 @@ class ClientDeadlines:
 
     __slots__ = ("clock", "timeouts", "expired", "phase", "since", "timer", "step")
 
-    def __init__(self, clock: Any, timeouts: ClientTimeouts,
+    def __init__(self, clock: IReactorTime, timeouts: ClientTimeouts,
                  expired: Callable[[int], None]) -> None:
         self.clock = clock
         self.timeouts = timeouts
         self.expired = expired
         self.phase = HEAD
         self.since = 0.0
-        self.timer: Any = None
+        self.timer: Optional[IDelayedCall] = None
         self.step = min(timeouts.header, timeouts.body, timeouts.keepalive)
 
     def start(self) -> None:

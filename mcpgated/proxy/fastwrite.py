@@ -31,7 +31,7 @@ def direct_writer(transport: Any) -> Callable[[bytes], None]:
     A write function for C{transport} that tries C{send(2)} first when the
     transport has nothing buffered.
     """
-    write = transport.write
+    write: Callable[[bytes], None] = transport.write
     if type(transport) not in _PLAIN or not has_tcp_buffer(transport):
         return write
     sock = transport.socket

@@ -37,7 +37,7 @@ from urllib.parse import parse_qs
 import httptools
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IPushProducer, ISSLTransport
+from twisted.internet.interfaces import IAddress, IPushProducer, IReactorTime, ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -92,7 +92,7 @@ class _Clock:
 
     __slots__ = ("clock", "second", "value")
 
-    def __init__(self, clock: Any) -> None:
+    def __init__(self, clock: IReactorTime) -> None:
         self.clock = clock
         self.second = -1
         self.value = b""
@@ -127,7 +127,7 @@ class GatewayRequest:
         self.clientproto = b"HTTP/1.1"
         self.requestHeaders = Headers()
         self.responseHeaders = Headers()
-        self.content: Any = None
+        self.content: Optional[BytesIO] = None
         self.code = 200
         self.code_message: Optional[bytes] = None
         self.keep_alive = True
@@ -137,7 +137,7 @@ class GatewayRequest:
         self.no_body = False
         self._body: List[bytes] = []
         self._body_size = 0
-        self._waiters: Optional[List[Deferred]] = None
+        self._waiters: Optional[List[Deferred[None]]] = None
         self._args: Optional[Dict[bytes, List[bytes]]] = None
         self.expect_continue = False
         self.lost: Optional[Failure] = None  # why the client left before the answer ended
@@ -160,10 +160,10 @@ class GatewayRequest:
         values = raw_headers(self.requestHeaders).get(_canonical(name))
         return values[-1] if values else None
 
-    def getHost(self) -> Any:
+    def getHost(self) -> Optional[IAddress]:
         return self.channel.host
 
-    def getClientAddress(self) -> Any:
+    def getClientAddress(self) -> Optional[IAddress]:
         return self.channel.peer
 
     def isSecure(self) -> bool:
@@ -246,12 +246,12 @@ class GatewayRequest:
                 waiter.callback(None)
         self.channel.answered(self)
 
-    def notifyFinish(self) -> Deferred:
+    def notifyFinish(self) -> Deferred[None]:
         """
         A L{Deferred} that fires when the answer is finished, or fails when
         the client's connection goes first.
         """
-        waiter: Deferred = Deferred()
+        waiter: Deferred[None] = Deferred()
         if self.lost is not None:
             waiter.errback(self.lost)
         elif self.finished:
@@ -262,7 +262,7 @@ class GatewayRequest:
             self._waiters.append(waiter)
         return waiter
 
-    def registerProducer(self, producer: Any, streaming: bool) -> None:
+    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
         self.channel.register(producer)
 
     def unregisterProducer(self) -> None:
@@ -310,9 +310,9 @@ class GatewayChannel(Protocol):
         self.registered = False
         self.reading = True
         self.rendering = False
-        self.producer: Any = None
-        self.peer: Any = None
-        self.host: Any = None
+        self.producer: Optional[IPushProducer] = None
+        self.peer: Optional[IAddress] = None
+        self.host: Optional[IAddress] = None
         self.secure = False
         self.read_at = 0.0
         self.seconds: Callable[[], float] = factory.clock.seconds
@@ -360,8 +360,8 @@ class GatewayChannel(Protocol):
                 else:
                     reason = "too many header fields" if self.too_many_headers else str(e)
                     self._refuse(400, f"Malformed HTTP request: {reason}")
-        if (self.after_chunk_header and body_before >= 0 and self.parsing is parsing
-                and not self.closing):
+        if (self.after_chunk_header and body_before >= 0 and parsing is not None
+                and self.parsing is parsing and not self.closing):
             # The read ended inside a trailer section (or right after a
             # chunk header) of a body it did not start: what it held beyond
             # chunk data counts, so a huge unfinished field is refused before
@@ -605,7 +605,7 @@ class GatewayChannel(Protocol):
                 self.reading = True
                 self.transport.resumeProducing()  # type: ignore[union-attr]
 
-    def register(self, producer: Any) -> None:
+    def register(self, producer: IPushProducer) -> None:
         self.producer = producer
         if not self.registered:
             self.registered = True
@@ -690,7 +690,9 @@ class GatewayChannel(Protocol):
         if active is not None and not active.finished:
             active._lost(reason if reason is not None else Failure(ConnectionDone()))
         self.send = _unconnected
-        self.parser = None  # it holds this channel: no cycle left for the collector
+        # It holds this channel: no cycle left for the collector. Nothing
+        # reads it once the channel is closing.
+        self.parser = None  # type: ignore[assignment]
 
 
 def _unconnected(data: bytes) -> None:
@@ -706,7 +708,7 @@ class GatewayHTTPFactory(Factory):
 
     noisy = False
 
-    def __init__(self, resource: Any, clock: Any, max_body: int,
+    def __init__(self, resource: Any, clock: IReactorTime, max_body: int,
                  too_large_body: Callable[[int], bytes],
                  timeouts: ClientTimeouts = ClientTimeouts()) -> None:
         self.resource = resource
@@ -717,7 +719,7 @@ class GatewayHTTPFactory(Factory):
         self.dates = _Clock(clock)
         self.rejected_too_large: Callable[[Any], None] = lambda request: None
 
-    def buildProtocol(self, addr: Any) -> GatewayChannel:
+    def buildProtocol(self, addr: Optional[IAddress]) -> GatewayChannel:
         channel = GatewayChannel(self)
         channel.factory = self
         return channel

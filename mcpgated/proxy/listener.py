@@ -7,9 +7,9 @@ L{mcpgated.proxy.edge}; tests/contract holds them to one suite.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Union
 
-from twisted.internet.protocol import Factory
+from twisted.internet.interfaces import IProtocolFactory, IReactorTime
 
 from mcpgated.config import LimitsConfig
 from mcpgated.proxy.edge import ClientTimeouts
@@ -20,14 +20,14 @@ from mcpgated.site import jsonrpc_too_large
 SERVERS = ("fast", "twisted")
 
 
-def gateway_factory(server: str, resource: Any, clock: Any, limits: LimitsConfig) -> Factory:
+def gateway_factory(server: str, resource: Any, clock: IReactorTime, limits: LimitsConfig) -> IProtocolFactory:
     """
     The listener factory answering with C{resource.render(request)}, its
     caps and client timeouts from C{limits}; a 413 is reported to
     C{resource.log_too_large} when the resource has one.
     """
     timeouts = ClientTimeouts.from_limits(limits)
-    factory: Any
+    factory: Union[TwistedGatewaySite, GatewayHTTPFactory]
     if server == "twisted":
         factory = TwistedGatewaySite(resource, clock, limits.max_body, jsonrpc_too_large, timeouts)
     elif server == "fast":

@@ -12,11 +12,12 @@ Twisted's private hooks it needs are in L{mcpgated._twisted_compat}.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
-from twisted.web.http import datetimeToString
+from twisted.web.http import Request, datetimeToString
 from twisted.web.resource import IResource
 
 from mcpgated._twisted_compat import (
@@ -180,7 +181,7 @@ class TwistedGatewayChannel(HTTPChannelHooks):
             self.deadlines.phase = BUSY
         HTTPChannelHooks.allContentReceived(self)
 
-    def requestDone(self, request: Any) -> None:
+    def requestDone(self, request: Request) -> None:
         if self.deadlines is not None:
             self.deadlines.set(IDLE, self.site.clock.seconds())
         HTTPChannelHooks.requestDone(self, request)
@@ -238,7 +239,7 @@ class TwistedGatewaySite(CappedSite):
     protocol = TwistedGatewayChannel  # type: ignore[assignment]
     requestFactory = TwistedGatewayRequest
 
-    def __init__(self, resource: IResource, clock: Any, max_body: int,
+    def __init__(self, resource: IResource, clock: IReactorTime, max_body: int,
                  too_large_body: Callable[[int], bytes],
                  timeouts: ClientTimeouts = ClientTimeouts()) -> None:
         CappedSite.__init__(self, resource, max_body, too_large_body)
