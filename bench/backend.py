@@ -115,8 +115,8 @@ class Conn(asyncio.Protocol):
             if self.buf:
                 self.data_received(b"")
             return
-        event = b'id: %d\nevent: message\ndata: {"jsonrpc":"2.0","method":"notifications/progress","params":{"t":%d}}\n\n' % (
-            i, time.monotonic_ns())
+        event = (b'id: %d\nevent: message\ndata: {"jsonrpc":"2.0",'
+                 b'"method":"notifications/progress","params":{"t":%d}}\n\n') % (i, time.monotonic_ns())
         self.t.write(chunk(event))
         self.timer = asyncio.get_event_loop().call_later(interval, self.tick, i + 1, n, interval)
 

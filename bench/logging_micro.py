@@ -47,15 +47,15 @@ if "--src" in sys.argv:
 else:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from twisted.web.http_headers import Headers  # noqa: E402
+from twisted.web.http_headers import Headers
 
-from mcpgated.analytics.metrics import Metrics  # noqa: E402
-from mcpgated.analytics.recorder import Recorder  # noqa: E402
-from mcpgated.analytics.store import AnalyticsStore  # noqa: E402
-from mcpgated.logs import AccessLog, open_rotating  # noqa: E402
-from mcpgated.mcp.body import parse  # noqa: E402
-from mcpgated.mcp.responses import ResponseReader  # noqa: E402
-from mcpgated.model import ApiDefinition, Plan  # noqa: E402
+from mcpgated.analytics.metrics import Metrics
+from mcpgated.analytics.recorder import Recorder
+from mcpgated.analytics.store import AnalyticsStore
+from mcpgated.logs import AccessLog, open_rotating
+from mcpgated.mcp.body import parse
+from mcpgated.mcp.responses import ResponseReader
+from mcpgated.model import ApiDefinition, Plan
 
 REQUEST = (b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo",'
            b'"arguments":{"message":"hello from wrk"}}}')
@@ -183,7 +183,7 @@ class Bench:
         One exchange, in GatewayResource's order. With C{timer}, each call
         is timed on its own.
         """
-        recorder, metrics, clock = self.recorder, self.metrics, self.clock
+        recorder, clock = self.recorder, self.clock
         w = timer.wrap if timer is not None else (lambda name, call: call)
         started = clock.seconds()
         tracker = w("tracker", recorder.observer)(API_ID, self.definition, "127.0.0.1", started,

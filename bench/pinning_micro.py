@@ -47,16 +47,16 @@ if "--src" in sys.argv:
 else:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from twisted.web.http_headers import Headers  # noqa: E402
+from twisted.web.http_headers import Headers
 
-from mcpgated.mcp.body import parse  # noqa: E402
-from mcpgated.model import parse_definition  # noqa: E402
-from mcpgated.policy.auth import Authenticator  # noqa: E402
-from mcpgated.policy.gate import AdmissionRequest, Gate  # noqa: E402
-from mcpgated.policy.pinbook import PinBook  # noqa: E402
-from mcpgated.policy.pinning import FingerprintCache  # noqa: E402
-from mcpgated.policy.ratelimit import Limiter  # noqa: E402
-from mcpgated.mcp.responses import ResponseReader  # noqa: E402
+from mcpgated.mcp.body import parse
+from mcpgated.model import parse_definition
+from mcpgated.policy.auth import Authenticator
+from mcpgated.policy.gate import AdmissionRequest, Gate
+from mcpgated.policy.pinbook import PinBook
+from mcpgated.policy.pinning import FingerprintCache
+from mcpgated.policy.ratelimit import Limiter
+from mcpgated.mcp.responses import ResponseReader
 
 
 class Clock:
@@ -191,8 +191,8 @@ def main() -> None:
     print(f"{'open API (gate.needed only)':28}{results['call needed']:>20.2f}")
     for name in ("acl", "pinning", "pinning+acl"):
         definition = DEFINITIONS[name]
-        results["call " + name] = best(lambda: admit(gate, definition, CALL_REQUEST), args.calls,
-                                       args.repeat)
+        results["call " + name] = best(lambda definition=definition: admit(gate, definition, CALL_REQUEST),
+                                       args.calls, args.repeat)
         print(f"{name:28}{results['call ' + name]:>20.2f}")
 
     if args.profile:

@@ -289,7 +289,7 @@ def start_nginx(name: str, cpu: str, work: Path, http: str, port: int) -> Proc:
             return proc
         except OSError:
             if not proc.alive():
-                raise RuntimeError(f"{name}: {(work / f'{name}.error.log').read_text()}")
+                raise RuntimeError(f"{name}: {(work / f'{name}.error.log').read_text()}") from None
             time.sleep(0.05)
     raise RuntimeError(f"{name} did not listen")
 
@@ -742,7 +742,10 @@ def main() -> None:
 def run_all(args: argparse.Namespace, sections: set, work: Path, procs: List[Proc]) -> Dict[str, Any]:
     res: Dict[str, Any] = {}
     keep = set(filter(None, args.targets.split(","))) | {"direct"}
-    wanted = (lambda name: not args.targets or name in keep)
+
+    def wanted(name: str) -> bool:
+        return not args.targets or name in keep
+
     src = args.src
     if not src:
         src = str(work / "src")
@@ -837,7 +840,7 @@ def run_all(args: argparse.Namespace, sections: set, work: Path, procs: List[Pro
 
     if "ttfb" in sections:
         tt: Dict[str, List[float]] = collections.defaultdict(list)
-        for rnd in range(2):
+        for _round in range(2):
             for t in targets:
                 tt[t.name] += ttfb(t, 150)
         res["ttfb"] = {k: {"n": len(v), "p50_ms": pct(v, 50), "p99_ms": pct(v, 99)}

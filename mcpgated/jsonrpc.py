@@ -6,7 +6,7 @@ MCP client always gets something it can parse (never HTML, never a trace).
 from __future__ import annotations
 
 import json
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import attrs
 
@@ -87,7 +87,7 @@ def refused_body(error: BodyError) -> Refusal:
 
 def error_body(code: int, message: str, id: JsonRpcId = None,
                data: Optional[Any] = None) -> bytes:
-    error: dict = {"code": code, "message": message}
+    error: Dict[str, Any] = {"code": code, "message": message}
     if data is not None:
         error["data"] = data
     return json.dumps({"jsonrpc": "2.0", "id": id, "error": error}).encode("utf-8")

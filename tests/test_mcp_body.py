@@ -143,8 +143,8 @@ def test_requests_with_ids_no_backend_matches_alike_are_refused(id_text):
 def test_a_batch_reusing_an_id_by_value_is_refused():
     for pair in (b"1,1", b"1,1.0", b"1,1e0", b"0,-0", b'"a","a"'):
         first, second = pair.split(b",")
-        body = b'[{"jsonrpc":"2.0","id":%s,"method":"tools/list"},' \
-               b'{"jsonrpc":"2.0","id":%s,"method":"tools/call"}]' % (first, second)
+        body = (b'[{"jsonrpc":"2.0","id":%s,"method":"tools/list"},'
+                b'{"jsonrpc":"2.0","id":%s,"method":"tools/call"}]') % (first, second)
         with pytest.raises(BodyError) as e:
             parse(body)
         assert e.value.code == -32600, pair

@@ -108,7 +108,8 @@ def test_modern_meta_gives_client_per_request():
 def test_errors_tool_errors_and_http_errors():
     h = Harness()
     h.exchange({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "x"}},
-               json.dumps({"jsonrpc": "2.0", "id": 1, "error": {"code": -32602, "message": "Unknown tool: x"}}).encode())
+               json.dumps({"jsonrpc": "2.0", "id": 1,
+                           "error": {"code": -32602, "message": "Unknown tool: x"}}).encode())
     h.exchange({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "y"}},
                json.dumps({"jsonrpc": "2.0", "id": 2, "result": {
                    "isError": True, "content": [{"type": "text", "text": "boom"}]}}).encode())
@@ -169,7 +170,8 @@ def test_legacy_sse_session_from_endpoint_event():
     stream.data(b"event: endpoint\ndata: http://gw/legacy/message?sessionId=abc\n\n")
     h.exchange({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, None, status=202,
                uri=b"/legacy/message?sessionId=abc")
-    stream.data(b"event: message\ndata: " + json.dumps({"jsonrpc": "2.0", "id": 1, "result": {"tools": []}}).encode() + b"\n\n")
+    answer = {"jsonrpc": "2.0", "id": 1, "result": {"tools": []}}
+    stream.data(b"event: message\ndata: " + json.dumps(answer).encode() + b"\n\n")
     record, = h.records
     assert (record.method, record.outcome) == ("tools/list", "result")
 
@@ -224,7 +226,7 @@ def test_a_broken_message_never_breaks_the_tracker_callers():
 
 def test_store_drops_and_counts_when_full():
     store = AnalyticsStore(Clock(), path=None, max_queue=3)  # never started: nothing drains it
-    for i in range(5):
+    for _ in range(5):
         store.record(CallRecord(time=0.0, api_id="a", api_name="a", plan=None, client=None,
                                 method="ping", kind="request"))
     assert store.dropped == 2

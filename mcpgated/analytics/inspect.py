@@ -6,7 +6,7 @@ are read by L{mcpgated.mcp}).
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, FrozenSet, Optional, Tuple
 
 _RESULT = ("result", None, None)
 
@@ -35,7 +35,7 @@ def outcome(result: Any, error: Any) -> Tuple[str, Optional[int], Optional[str]]
     return _RESULT
 
 
-def redact(value: Any, fields: frozenset) -> Any:
+def redact(value: Any, fields: FrozenSet[str]) -> Any:
     """
     A copy of decoded JSON with the values of the named keys replaced.
     """

@@ -5,7 +5,13 @@ exchange's observer, in order.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Optional, Sequence
+
 from zope.interface import Interface
+
+if TYPE_CHECKING:
+    from mcpgated.mcp.body import RequestBody
+    from mcpgated.mcp.messages import Message
 
 
 class IExchangeObserver(Interface):
@@ -15,24 +21,24 @@ class IExchangeObserver(Interface):
     holds data back.
     """
 
-    def request(headers: object, uri: bytes, size: int, body: object) -> None:
+    def request(headers: Any, uri: bytes, size: int, body: Optional[RequestBody]) -> None:
         """
         The client's request: its headers, target, body size, and body as
         the gateway read it (an L{mcpgated.mcp.body.RequestBody}, or L{None}).
         """
 
-    def admitted(principal: object, denied: object, would_deny: object) -> None:
+    def admitted(principal: Any, denied: Any, would_deny: Any) -> None:
         """
         The gate's verdict: who called, which requests policy denied, which
         a dry-run policy would have.
         """
 
-    def response(status: int, headers: object, ttfb_ms: float, event_stream: bool) -> None:
+    def response(status: int, headers: Any, ttfb_ms: float, event_stream: bool) -> None:
         """
         The answer's status and headers (the backend's, or the gateway's own).
         """
 
-    def messages(messages: object, size: int, stream: bool) -> None:
+    def messages(messages: Sequence[Message], size: int, stream: bool) -> None:
         """
         Messages of the answer as the client gets them
         (L{mcpgated.mcp.responses.Observer}).
@@ -48,7 +54,7 @@ class IExchangeObserver(Interface):
         An answer too large to read.
         """
 
-    def finished(outcome: str, status: object) -> None:
+    def finished(outcome: str, status: Optional[int] = None) -> None:
         """
         The exchange ended; C{outcome} as in the access log.
         """
@@ -59,13 +65,13 @@ class IRecorder(Interface):
     Makes each exchange's observer (L{mcpgated.analytics.recorder.Recorder}).
     """
 
-    def observer(api_id: str, definition: object, client: object, started: float,
+    def observer(api_id: str, definition: Any, client: Optional[str], started: float,
                  http_method: bytes) -> IExchangeObserver:
         """
         The observer of an exchange routed to an API.
         """
 
-    def unrouted(status: object) -> None:
+    def unrouted(status: Optional[int]) -> None:
         """
         An exchange that reached no API (refused or not found): counted.
         """

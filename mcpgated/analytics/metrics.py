@@ -82,7 +82,7 @@ class Level:
     __slots__ = ("value",)
 
     def __init__(self) -> None:
-        self.value = 0
+        self.value: float = 0
 
     def inc(self, amount: float = 1) -> None:
         self.value += amount
@@ -192,9 +192,9 @@ class Metrics:
         entry[1] += 1
         latency = record.latency_ms
         if latency is not None and record.kind != "notification":
-            child = self._latencies.get(key[:2])  # type: ignore[index]
+            child = self._latencies.get(key[:2])
             if child is None:
-                child = self._latencies[key[:2]] = self.latency.labels(*key[:2])  # type: ignore
+                child = self._latencies[key[:2]] = self.latency.labels(*key[:2])
             child.observe(latency / 1000.0)
 
     def exchange(self, api_id: str, status: Any) -> None:

@@ -6,7 +6,7 @@ metrics and, optionally, a JSON-lines exchange log file.
 from __future__ import annotations
 
 from operator import attrgetter
-from typing import Any, Optional
+from typing import Any, Callable, Dict, FrozenSet, Optional, Tuple
 
 import attrs
 from zope.interface import implementer
@@ -29,7 +29,8 @@ class Recorder:
     exchange_log: Any = None  # an AccessLog-like object with record(dict), or None
     book: SessionBook = attrs.field(factory=SessionBook)
     # per deployed definition (by identity): its capture settings and plan
-    _settings: dict = attrs.field(factory=dict)
+    _settings: Dict[int, Tuple[ApiDefinition, Capture, Optional[str], Callable[[CallRecord], None]]] = \
+        attrs.field(factory=dict)
 
     def _for(self, definition: ApiDefinition) -> "tuple[Capture, Optional[str], Any]":
         found = self._settings.get(id(definition))
@@ -59,16 +60,16 @@ class Recorder:
         if self.store is not None:
             self.store.record(record)
         if self.exchange_log is not None:
-            self.exchange_log.record({c: v for c, v in zip(COLUMNS, _values(record))
+            self.exchange_log.record({c: v for c, v in zip(COLUMNS, _values(record), strict=True)
                                       if v is not None})
 
 
 _values = attrgetter(*COLUMNS)
 
-_CACHE: dict = {}
+_CACHE: Dict[Tuple[str, ...], FrozenSet[str]] = {}
 
 
-def _redact_set(fields: tuple) -> frozenset:
+def _redact_set(fields: Tuple[str, ...]) -> FrozenSet[str]:
     found = _CACHE.get(fields)
     if found is None:
         found = _CACHE[fields] = DEFAULT_REDACT | frozenset(f.lower() for f in fields)

@@ -6,7 +6,7 @@ client notification), and what an API captures beyond metadata.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, FrozenSet, Optional, Sequence, Tuple
 
 import attrs
 
@@ -27,7 +27,7 @@ class Capture:
 
     mode: str = "off"
     max_bytes: int = 16384
-    redact: frozenset = DEFAULT_REDACT
+    redact: FrozenSet[str] = DEFAULT_REDACT
 
 
 # The stored fields of a CallRecord, in the exchange table's column order.
@@ -104,9 +104,9 @@ class CallRecord:
         return tuple(getattr(self, name) for name in RECORD_FIELDS + _PRIVATE_FIELDS)
 
     def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
+        if not isinstance(other, CallRecord) or other.__class__ is not self.__class__:
             return NotImplemented
-        return self._values() == other._values()  # type: ignore[attr-defined]
+        return self._values() == other._values()
 
     __hash__ = None  # type: ignore[assignment]
 

@@ -14,7 +14,7 @@ answering a server request).
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
 from urllib.parse import parse_qs, urlsplit
 
 import attrs
@@ -26,6 +26,7 @@ from mcpgated.analytics.interfaces import IExchangeObserver
 from mcpgated.analytics.records import SECRET_HEADERS, Capture, CallRecord
 from mcpgated.analytics.sessions import SessionBook
 from mcpgated.mcp.body import RequestBody
+from mcpgated.mcp.ids import IdKey
 from mcpgated.mcp.messages import NOTIFICATION, REQUEST, RESPONSE, ClientInfo, Message, client_info
 
 log = Logger()
@@ -64,7 +65,7 @@ def _legacy_session(url: str) -> Optional[str]:
     return None
 
 
-_NO_IDS: frozenset = frozenset()
+_NO_IDS: FrozenSet[IdKey] = frozenset()
 
 
 @implementer(IExchangeObserver)
@@ -83,8 +84,8 @@ class ExchangeTracker:
     bytes_in: int = 0
     stream: bool = False
     broken: bool = False
-    denied: frozenset = _NO_IDS
-    would_deny: frozenset = _NO_IDS
+    denied: FrozenSet[IdKey] = _NO_IDS
+    would_deny: FrozenSet[IdKey] = _NO_IDS
     _body_over: bool = False
     _info: Optional[ClientInfo] = None
     _initialize_key: Any = None

@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import json
 import re
-from json.decoder import WHITESPACE
 from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
+from mcpgated.mcp.jsonfast import object_reader
 from mcpgated.mcp.ids import MAX_SAFE, IdKey, InvalidId, request_key
 from mcpgated.mcp.messages import REQUEST, Message, classify
 
@@ -188,20 +188,8 @@ def _constant(name: str) -> Any:
 
 
 _DECODER = json.JSONDecoder(object_pairs_hook=_pairs, parse_constant=_constant)
-_SCAN = _DECODER.scan_once
-_SPACE = WHITESPACE.match
+_object = object_reader(_DECODER)
 NOT_JSON_BODY = "Parse error: the body is not JSON"
-
-
-def _object(text: str) -> Any:
-    # JSONDecoder.decode(text) for a text that starts with "{", without its per-call setup
-    try:
-        value, end = _SCAN(text, 0)
-    except StopIteration:
-        raise ValueError("not JSON") from None
-    if end != len(text) and _SPACE(text, end).end() != len(text):
-        raise ValueError("extra data")
-    return value
 
 
 def decode(body: bytes) -> Any:

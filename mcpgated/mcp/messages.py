@@ -104,8 +104,8 @@ def client_info(message: Message) -> Optional[ClientInfo]:
     if type(params) is not dict:
         return None
     if message.method == "initialize":
-        info: Dict[str, Any] = params.get("clientInfo") if isinstance(
-            params.get("clientInfo"), dict) else {}
+        found = params.get("clientInfo")
+        info: Dict[str, Any] = found if isinstance(found, dict) else {}
         return ClientInfo(_text(info.get("name")), _text(info.get("version")),
                           _text(params.get("protocolVersion")))
     meta = params.get("_meta")

@@ -13,9 +13,9 @@ only until each event is complete.
 from __future__ import annotations
 
 import json
-from json.decoder import WHITESPACE
 from typing import Any, Callable, List, Optional, Protocol, Sequence
 
+from mcpgated.mcp.jsonfast import object_reader
 from mcpgated.mcp.messages import Message, classify
 from mcpgated.mcp.sse import EventFramer, Lines, event_data, event_type, raw, replace_data
 
@@ -79,8 +79,7 @@ def dump(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-_SCAN = json.JSONDecoder().scan_once
-_SPACE = WHITESPACE.match
+_object = object_reader(json.JSONDecoder())
 
 
 def loads(data: bytes) -> Any:
@@ -90,14 +89,8 @@ def loads(data: bytes) -> Any:
     @raise ValueError: not JSON.
     """
     text = data.decode("utf-8", "replace")
-    if text[:1] == "{":  # json.loads without its per-call setup, for the usual message
-        try:
-            value, end = _SCAN(text, 0)
-        except StopIteration:
-            raise ValueError("not JSON") from None
-        if end != len(text) and _SPACE(text, end).end() != len(text):
-            raise ValueError("extra data")
-        return value
+    if text[:1] == "{":  # the usual message
+        return _object(text)
     return json.loads(text)
 
 
@@ -185,7 +178,7 @@ class ResponseReader:
         replaced = judge.judge(message)
         extra = judge.extra()
         if extra:
-            return self._json_out([message.raw if replaced is None else replaced] + extra, False)
+            return self._json_out([message.raw if replaced is None else replaced, *extra], False)
         if replaced is None:
             self._observe([message], len(body))
             return body

@@ -136,7 +136,7 @@ def replace_data(lines: Lines, data: List[Optional[bytes]], new: bytes) -> bytes
     """
     out = []
     written = False
-    for (line, end), value in zip(lines, data):
+    for (line, end), value in zip(lines, data, strict=True):
         if value is None:
             out.append(line + end)
         elif not written:

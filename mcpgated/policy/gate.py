@@ -255,7 +255,8 @@ class Gate:
         limit = principal.plan.rate_limit
         if limit is None:
             return
-        calls = [(m.method, m.target) for m in body.messages if m.kind == REQUEST]
+        calls = [(m.method, m.target) for m in body.messages
+                 if m.kind == REQUEST and m.method is not None]
         if not calls:
             return
         who = (api_id, principal.plan.name, principal.limit_key(client, limit.scope))

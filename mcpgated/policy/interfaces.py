@@ -4,7 +4,12 @@ The seams of the policy layer: what the data plane asks of it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Coroutine
+
 from zope.interface import Interface
+
+if TYPE_CHECKING:
+    from mcpgated.policy.gate import Admission, AdmissionRequest
 
 
 class IAdmission(Interface):
@@ -14,13 +19,13 @@ class IAdmission(Interface):
     (L{mcpgated.policy.gate.Gate}).
     """
 
-    def needed(definition: object) -> bool:
+    def needed(definition: Any) -> bool:
         """
         Whether requests to an API with this definition need admission at
         all (an open, rule-less, limit-less keyless API does not).
         """
 
-    def admit(request: object) -> object:
+    def admit(request: AdmissionRequest) -> Coroutine[Any, Any, Admission]:
         """
         Judge an L{mcpgated.policy.gate.AdmissionRequest}.
 

@@ -4,8 +4,9 @@ The seams of the data plane.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
+from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
 
@@ -17,8 +18,8 @@ class IBackendClient(Interface):
     (L{mcpgated.proxy.backend_client.BackendClient}).
     """
 
-    def request(method: bytes, url: bytes, headers: object,
-                body: Optional[bytes]) -> object:
+    def request(method: bytes, url: bytes, headers: Any,
+                body: Optional[bytes]) -> Deferred[Any]:
         """
         @return: a L{Deferred} of the L{twisted.web.iweb.IResponse}.
         """

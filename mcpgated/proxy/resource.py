@@ -143,8 +143,8 @@ class Exchange:
         self.bytes_out = 0
         self.last_activity = 0.0
         self.relay: Optional[Relay] = None
-        self.work: Optional[Deferred] = None
-        self.pending: Optional[Deferred] = None  # the backend request, until its headers
+        self.work: Optional[Deferred[None]] = None
+        self.pending: Optional[Deferred[Any]] = None  # the backend request, until its headers
         self.deadline = 0.0  # when the backend must have sent its headers
         self.client_gone = False
         self.timed_out = False
@@ -167,7 +167,7 @@ class GatewayResource(Resource):
     access_log: AccessLog
     limits: LimitsConfig
     public_url: Optional[str] = None
-    trusted_proxies: Iterable = ()
+    trusted_proxies: Iterable[Any] = ()
     recorder: Optional[IRecorder] = None
     allowed_hosts: Tuple[str, ...] = ()
     allowed_origins: Tuple[str, ...] = ()
@@ -387,7 +387,7 @@ class GatewayResource(Resource):
         self._sweep_soon()
         try:
             response = await pending
-        except Exception as e:  # noqa: BLE001 -- sorted by _upstream_failed
+        except Exception as e:
             if exchange.client_gone:
                 raise CancelledError() from e
             self._upstream_failed(exchange, e)
