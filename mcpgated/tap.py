@@ -12,14 +12,16 @@ import json
 import os
 import secrets
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Union
 
 import attrs
 from twisted.application.service import IServiceCollection, MultiService, Service
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.failure import Failure
 
 from mcpgated import config as configmod
 from mcpgated.admin.api import AdminAPI
@@ -50,10 +52,10 @@ ADMIN_MAX_BODY = 1024 * 1024
 class Options(usage.Options):
     synopsis = "[-c /etc/mcpgated.ini] [--check-config]"
     longdesc = "Run the mcpgated MCP gateway. Every setting lives in the INI file."
-    optParameters = [
+    optParameters: ClassVar[List[List[Optional[str]]]] = [
         ["config", "c", "/etc/mcpgated.ini", "The INI configuration file."],
     ]
-    optFlags = [
+    optFlags: ClassVar[List[List[Optional[str]]]] = [
         ["check-config", None, "Validate the configuration file and exit."],
     ]
 
@@ -63,7 +65,7 @@ class Options(usage.Options):
         try:
             self["parsed"] = configmod.load(self["config"])
         except configmod.ConfigError as e:
-            raise SystemExit(f"mcpgated: {e}")
+            raise SystemExit(f"mcpgated: {e}") from None
         if self["check-config"]:
             if self["parsed"].admin.token_file is not None:
                 # What startService would read (a generated token is not
@@ -71,7 +73,7 @@ class Options(usage.Options):
                 try:
                     admin_token(self["parsed"])
                 except configmod.ConfigError as e:
-                    raise SystemExit(f"mcpgated: {e}")
+                    raise SystemExit(f"mcpgated: {e}") from None
             sys.stdout.write(f"{self['config']}: configuration is valid\n")
             sys.stdout.flush()
             raise SystemExit(0)
@@ -86,23 +88,21 @@ class ListenerService(Service):
 
     role: str
     description: str
-    factory: Any
-    reactor: Any
-    port: Any = attrs.field(init=False, default=None)
+    factory: IProtocolFactory
+    reactor: Any  # the reactor: IReactorCore, IReactorTCP, IReactorSSL ... at once
+    port: Optional[IListeningPort] = attrs.field(init=False, default=None)
 
     def privilegedStartService(self) -> None:
         try:
             endpoint = endpoints.serverFromString(self.reactor, self.description)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 -- each endpoint parser raises its own errors: all are the operator's
             raise SystemExit(
                 f"mcpgated: cannot listen on {self.description} ({self.role}): {e}"
-            )
-        outcome: List[Any] = []
+            ) from None
+        outcome: List[Union[IListeningPort, Failure]] = []
         endpoint.listen(self.factory).addBoth(outcome.append)
         if not outcome:
             raise SystemExit(f"mcpgated: listening on {self.description} did not complete")
-        from twisted.python.failure import Failure
-
         if isinstance(outcome[0], Failure):
             raise SystemExit(
                 f"mcpgated: cannot listen on {self.description} ({self.role}): "
@@ -114,12 +114,13 @@ class ListenerService(Service):
     def startService(self) -> None:
         if self.port is None:
             self.privilegedStartService()
+        assert self.port is not None
         host = self.port.getHost()
         log.info("{role} listening on {description} (port {port})", role=self.role,
                  description=self.description, port=getattr(host, "port", None))
         Service.startService(self)
 
-    def stopService(self) -> Optional[Deferred]:  # type: ignore[override]
+    def stopService(self) -> Optional[Deferred[None]]:
         Service.stopService(self)
         port, self.port = self.port, None
         if port is not None:
@@ -141,8 +142,8 @@ class StoreService(Service):
 
     store: SQLiteApiStore
     routes: RouteTable
-    reactor: Any
-    on_ready: Any = None
+    reactor: Any  # the reactor: IReactorCore and IReactorTime
+    on_ready: Optional[Callable[[], None]] = None
     keys: KeyIndex = attrs.field(factory=KeyIndex)
     pins: Optional[PinBook] = None  # tool-definition pins, for the gateway
 
@@ -165,11 +166,11 @@ class StoreService(Service):
         if self.on_ready is not None:
             self.on_ready()
 
-    def _failed(self, failure: Any) -> None:
+    def _failed(self, failure: Failure) -> None:
         log.failure("cannot open the store {path}; stopping", failure, path=str(self.store.path))
         self.reactor.stop()
 
-    def stopService(self) -> "Deferred[None]":  # type: ignore[override]
+    def stopService(self) -> "Deferred[None]":
         Service.stopService(self)
         return self.store.stop().addCallback(self._closed)
 
@@ -189,7 +190,7 @@ def admin_token(cfg: configmod.Config) -> str:
             token = cfg.admin.token_file.read_text("utf-8").strip()
         except OSError as e:
             raise configmod.ConfigError(f"cannot read: {e.strerror}", str(cfg.source),
-                                        "admin", "token_file")
+                                        "admin", "token_file") from e
         if not token:
             raise configmod.ConfigError("the file is empty", str(cfg.source), "admin", "token_file")
         return token
@@ -304,7 +305,7 @@ class GatewayService(MultiService):
             os.replace(temporary, path)
         log.info("mcpgated ready: {ports_json}", ports_json=json.dumps(ports))
 
-    def stopService(self) -> Any:
+    def stopService(self) -> "Deferred[None]":
         path = self.cfg.daemon.ports_file
         if path is not None:
             try:
@@ -318,15 +319,13 @@ class GatewayService(MultiService):
         self.gateway.stop()
         stopping = [maybeDeferred(child.stopService)
                     for child in reversed(list(self)) if child is not self.logs]
-        done = DeferredList(stopping)
-        done.addBoth(lambda _: self.logs.stopService())
-        return done
+        return DeferredList(stopping).addBoth(lambda _: self.logs.stopService())
 
     def startService(self) -> None:
         try:
             self.admin.token = admin_token(self.cfg)
         except configmod.ConfigError as e:
-            raise SystemExit(f"mcpgated: {e}")
+            raise SystemExit(f"mcpgated: {e}") from None
         MultiService.startService(self)
 
 
