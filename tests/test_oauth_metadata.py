@@ -124,6 +124,7 @@ class FakeResponse:
     def __init__(self, code: int, body: bytes, headers: Optional[Dict[str, str]] = None) -> None:
         self.code = code
         self.body = body
+        self.length = len(body)
         self.headers = Headers({k.encode(): [v.encode()] for k, v in (headers or {}).items()})
 
     def deliverBody(self, protocol: Any) -> None:
@@ -138,6 +139,9 @@ class FakeTransport:
     stopped = False
 
     def stopProducing(self) -> None:
+        self.stopped = True
+
+    def loseConnection(self) -> None:
         self.stopped = True
 
 

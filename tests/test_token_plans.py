@@ -528,6 +528,8 @@ class FakeAgent:
         from twisted.internet.defer import succeed
         from twisted.python.failure import Failure
         from twisted.web.client import ResponseDone
+        from twisted.web.http_headers import Headers
+        from twisted.web.iweb import UNKNOWN_LENGTH
 
         body = None
         if producer is not None:
@@ -539,6 +541,8 @@ class FakeAgent:
 
         class Response:
             code = status
+            headers = Headers()
+            length = UNKNOWN_LENGTH
 
             def deliverBody(self, protocol: Any) -> None:
                 protocol.dataReceived(json.dumps(document).encode())

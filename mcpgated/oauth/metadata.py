@@ -1,6 +1,7 @@
 """
 The backend's OAuth metadata: where it lives, fetching it through the
-gateway's own L{IAgent} with a bounded cache, and the rewrite rules.
+gateway's own L{IAgent} (L{mcpgated.webclient}) with a bounded cache, and
+the rewrite rules.
 
 RFC 9728 section 3.3: a protected-resource metadata (PRM) document reached
 through a challenge must name the URL the client used as its C{resource}.
@@ -26,7 +27,7 @@ from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent
 
-from mcpgated.bodies import read_body
+from mcpgated.webclient import fetch
 
 log = Logger()
 
@@ -131,7 +132,7 @@ def usable_url(value: str) -> bool:
         return False
     try:
         parts = urlsplit(value)
-        parts.port
+        _ = parts.port  # raises on a port that is no number or out of range
     except ValueError:
         return False
     return (parts.scheme in _DEFAULT_PORTS and bool(parts.hostname)
@@ -266,17 +267,15 @@ class MetadataCache:
                 d.callback(fetched)
 
     async def _fetch(self, url: str, ca_file: Optional[str]) -> Tuple[Fetched, float]:
-        work = Deferred.fromCoroutine(self._exchange(url, ca_file))
-        timer = self.clock.callLater(self.timeout, work.cancel)
         try:
-            status, headers, body = await work
-        except Exception as e:
-            reason = "timed out" if not timer.active() else (str(e) or e.__class__.__name__)
+            agent = await self.agent(ca_file)
+            reply = await fetch(agent, self.clock, "GET", url, Headers({b"accept": [b"application/json"]}),
+                                max_bytes=self.max_bytes, timeout=self.timeout)
+        except Exception as e:  # noqa: BLE001 -- whatever went wrong, the location did not answer
+            reason = str(e) or e.__class__.__name__
             log.info("fetching OAuth metadata {url} failed: {reason}", url=url, reason=reason)
             return Fetched(url, error=reason), 0.0
-        finally:
-            if timer.active():
-                timer.cancel()
+        status, headers, body = reply.status, reply.headers, reply.body
         document = None
         if status == 200:
             try:
@@ -293,9 +292,3 @@ class MetadataCache:
         if max_age is not None:
             lifetime = min(lifetime, max_age)
         return fetched, lifetime
-
-    async def _exchange(self, url: str, ca_file: Optional[str]) -> Tuple[int, Headers, bytes]:
-        headers = Headers({b"accept": [b"application/json"], b"user-agent": [b"mcpgated"]})
-        agent = await self.agent(ca_file)
-        response = await agent.request(b"GET", url.encode("ascii"), headers, None)
-        return response.code, response.headers, await read_body(response, self.max_bytes)

@@ -32,7 +32,7 @@ import base64
 import binascii
 import hashlib
 import json
-from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Coroutine, Dict, FrozenSet, List, Mapping, Optional, Tuple
 from urllib.parse import quote_plus, urlencode
 
 import attrs
@@ -46,8 +46,9 @@ from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
-from mcpgated.bodies import BytesProducer, read_body
-from mcpgated.policy.auth import ITokenVerifier, InvalidToken, Refusal, TokenInfo
+from mcpgated.jsonrpc import Refusal
+from mcpgated.policy.auth import ITokenVerifier, InvalidToken, TokenInfo
+from mcpgated.webclient import fetch
 
 log = Logger()
 
@@ -70,14 +71,14 @@ def _b64(segment: str) -> bytes:
     try:
         return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
     except (binascii.Error, ValueError):
-        raise InvalidToken("the token is not a well-formed JWT")
+        raise InvalidToken("the token is not a well-formed JWT") from None
 
 
 def _json_object(data: bytes) -> Dict[str, Any]:
     try:
         value = json.loads(data)
     except (ValueError, UnicodeDecodeError, RecursionError):
-        raise InvalidToken("the token is not a well-formed JWT")
+        raise InvalidToken("the token is not a well-formed JWT") from None
     if not isinstance(value, dict):
         raise InvalidToken("the token is not a well-formed JWT")
     return value
@@ -97,7 +98,7 @@ def _strings(value: Any) -> List[str]:
     return []
 
 
-def scopes_of(claims: Mapping[str, Any], claim: Optional[str] = None) -> frozenset:
+def scopes_of(claims: Mapping[str, Any], claim: Optional[str] = None) -> FrozenSet[str]:
     """
     The scopes a token grants: C{scope} (space-separated), else C{scp}
     (a list or a string), or only the named claim.
@@ -165,7 +166,7 @@ def _issuer_check(claims: Mapping[str, Any], issuer: Optional[str], required: bo
         raise InvalidToken("the token's issuer is not accepted (iss)")
 
 
-def _info(claims: Mapping[str, Any], scopes: frozenset) -> TokenInfo:
+def _info(claims: Mapping[str, Any], scopes: FrozenSet[str]) -> TokenInfo:
     subject = claims.get("sub")
     client = claims.get("client_id", claims.get("azp"))
     return TokenInfo(subject=subject if isinstance(subject, str) else None, scopes=scopes,
@@ -213,7 +214,7 @@ class TokenVerifier:
     _jwks: Dict[str, _KeySet] = attrs.field(factory=dict)
     _pems: Dict[str, Any] = attrs.field(factory=dict)
     _introspections: Dict[bytes, Tuple[float, Optional[Dict[str, Any]]]] = attrs.field(factory=dict)
-    _waiting: Dict[Any, List[Deferred]] = attrs.field(factory=dict)
+    _waiting: Dict[Any, List["Deferred[Any]"]] = attrs.field(factory=dict)
 
     async def verify(self, token: str, plan: Any, resource: Optional[str] = None) -> TokenInfo:
         """
@@ -275,7 +276,7 @@ class TokenVerifier:
             try:
                 key = kind.import_key(pem)
                 break
-            except Exception:
+            except Exception:  # noqa: BLE001, S112 -- joserfc raises many kinds on a key of another type
                 continue
         if key is None:
             log.error("a JWT plan's publicKey cannot be loaded")
@@ -312,7 +313,7 @@ class TokenVerifier:
         """
         previous = self._jwks.get(url)
         try:
-            status, body = await self._request(b"GET", url, Headers({b"accept": [b"application/json"]}))
+            status, body = await self._request("GET", url, Headers({b"accept": [b"application/json"]}))
             if status != 200:
                 raise ValueError(f"HTTP {status}")
             document = json.loads(body)
@@ -324,12 +325,12 @@ class TokenVerifier:
                     continue
                 try:
                     keys.append(KeySet.registry_cls.import_key(item))
-                except Exception:
+                except Exception:  # noqa: BLE001, S112 -- a key the gateway cannot use is skipped
                     continue
             for key in keys:
                 if key.is_private:
                     raise ValueError("the set holds private keys")
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 -- any failure keeps the previous set, logged
             log.warn("fetching the JWK set {url} failed: {reason}", url=url, reason=str(e) or type(e).__name__)
             retry = self.clock.seconds() + self.jwks_refetch_interval
             if previous is not None:
@@ -383,11 +384,11 @@ class TokenVerifier:
                                   [b"Basic " + base64.b64encode(pair.encode("utf-8"))])
         body = urlencode({"token": token, "token_type_hint": "access_token"}).encode("ascii")
         try:
-            status, data = await self._request(b"POST", url, headers, body)
-        except Exception as e:
+            status, data = await self._request("POST", url, headers, body)
+        except Exception as e:  # noqa: BLE001 -- no answer, whatever the cause: 503, logged
             log.warn("token introspection at {url} failed: {reason}", url=url,
                      reason=str(e) or type(e).__name__)
-            raise unavailable("the introspection endpoint did not answer")
+            raise unavailable("the introspection endpoint did not answer") from None
         if status != 200:
             log.warn("token introspection at {url} answered HTTP {status}", url=url, status=status)
             raise unavailable(f"the introspection endpoint answered {status}")
@@ -420,7 +421,7 @@ class TokenVerifier:
 
     # --- plumbing -------------------------------------------------------------------------
 
-    def _shared(self, key: Any, work: Callable[[], Awaitable[Any]]) -> "Deferred[Any]":
+    def _shared(self, key: Any, work: Callable[[], Coroutine[Any, Any, Any]]) -> "Deferred[Any]":
         """
         Run C{work} once for everyone asking for C{key} meanwhile; each
         gets its result.
@@ -443,24 +444,8 @@ class TokenVerifier:
         Deferred.fromCoroutine(work()).addBoth(settle)
         return d
 
-    async def _request(self, method: bytes, url: str, headers: Headers,
+    async def _request(self, method: str, url: str, headers: Headers,
                        body: Optional[bytes] = None) -> Tuple[int, bytes]:
-        headers.setRawHeaders(b"user-agent", [b"mcpgated"])
-        agent = self.upstreams.default_agent()
-        work = Deferred.fromCoroutine(self._exchange(agent, method, url, headers, body))
-        timer = self.clock.callLater(self.timeout, work.cancel)
-        try:
-            return await work
-        except Exception:
-            if not timer.active():
-                raise TimeoutError("timed out")
-            raise
-        finally:
-            if timer.active():
-                timer.cancel()
-
-    async def _exchange(self, agent: Any, method: bytes, url: str, headers: Headers,
-                        body: Optional[bytes]) -> Tuple[int, bytes]:
-        producer = BytesProducer(body) if body is not None else None
-        response = await agent.request(method, url.encode("ascii"), headers, producer)
-        return response.code, await read_body(response, self.max_bytes)
+        reply = await fetch(self.upstreams.default_agent(), self.clock, method, url, headers, body=body,
+                            max_bytes=self.max_bytes, timeout=self.timeout)
+        return reply.status, reply.body
