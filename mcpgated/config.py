@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple, Union
 
 import attrs
-from twisted.logger import LogLevel
+from twisted.logger import InvalidLogLevelError, LogLevel
 
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
@@ -46,7 +46,7 @@ class ConfigError(Exception):
             where.append(f"[{self.section}]")
         if self.key:
             where.append(f"{self.key}:")
-        return " ".join(where + [self.message])
+        return " ".join([*where, self.message])
 
 
 # --- value parsers -----------------------------------------------------------
@@ -112,16 +112,19 @@ def parse_endpoints(value: str) -> Tuple[str, ...]:
 
             try:
                 serverFromString(None, part)
+            # Any exception: each endpoint parser raises its own (ValueError,
+            # KeyError, OSError, SSL errors ...), all of them the operator's.
             except Exception as e:
-                raise ValueError(f"{part!r} is not a valid endpoint: {e}")
+                raise ValueError(f"{part!r} is not a valid endpoint: {e}") from e
     return parts
 
 
 def parse_level(value: str) -> LogLevel:
     try:
-        return LogLevel.levelWithName(value.strip().lower())
-    except Exception:
-        raise ValueError(f"{value!r} is not a level (debug, info, warn, error, critical)")
+        level: LogLevel = LogLevel.levelWithName(value.strip().lower())
+    except InvalidLogLevelError:
+        raise ValueError(f"{value!r} is not a level (debug, info, warn, error, critical)") from None
+    return level
 
 
 def parse_networks(value: str) -> Tuple[IPNetwork, ...]:
@@ -130,7 +133,7 @@ def parse_networks(value: str) -> Tuple[IPNetwork, ...]:
         try:
             networks.append(ipaddress.ip_network(part, strict=False))
         except ValueError:
-            raise ValueError(f"{part!r} is not an IP address or network")
+            raise ValueError(f"{part!r} is not an IP address or network") from None
     return tuple(networks)
 
 
@@ -166,7 +169,7 @@ def _non_negative_int(value: str) -> int:
     try:
         result = int(value)
     except ValueError:
-        raise ValueError(f"{value!r} is not a whole number")
+        raise ValueError(f"{value!r} is not a whole number") from None
     if result < 0:
         raise ValueError(f"{value!r} must not be negative")
     return result
@@ -327,13 +330,13 @@ def parse_text(text: str, path: Optional[str] = None, base: Optional[Path] = Non
     try:
         parser.read_string(text, source=path or "<config>")
     except configparser.DuplicateSectionError as e:
-        raise ConfigError("section appears twice", path, e.section)
+        raise ConfigError("section appears twice", path, e.section) from e
     except configparser.DuplicateOptionError as e:
-        raise ConfigError("key appears twice", path, e.section, e.option)
+        raise ConfigError("key appears twice", path, e.section, e.option) from e
     except configparser.MissingSectionHeaderError as e:
-        raise ConfigError(f"line {e.lineno}: text before the first [section]", path)
+        raise ConfigError(f"line {e.lineno}: text before the first [section]", path) from e
     except configparser.Error as e:
-        raise ConfigError(f"cannot parse: {e.message.splitlines()[0]}", path)
+        raise ConfigError(f"cannot parse: {e.message.splitlines()[0]}", path) from e
 
     values: Dict[str, Dict[str, object]] = {}
     for section in parser.sections():
@@ -353,7 +356,7 @@ def parse_text(text: str, path: Optional[str] = None, base: Optional[Path] = Non
             try:
                 values[section][key] = convert(raw)
             except ValueError as e:
-                raise ConfigError(str(e), path, section, key)
+                raise ConfigError(str(e), path, section, key) from e
 
     base = base or Path.cwd()
     gateway, admin, storage = values["gateway"], values["admin"], values["storage"]
@@ -409,11 +412,11 @@ def load(path: str) -> Config:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except FileNotFoundError:
-        raise ConfigError("file not found", path)
+        raise ConfigError("file not found", path) from None
     except OSError as e:
-        raise ConfigError(f"cannot read: {e.strerror}", path)
-    except UnicodeDecodeError:
-        raise ConfigError("not UTF-8 text", path)
+        raise ConfigError(f"cannot read: {e.strerror}", path) from e
+    except UnicodeDecodeError as e:
+        raise ConfigError("not UTF-8 text", path) from e
     return parse_text(text, path, Path(path).resolve().parent)
 
 
