@@ -22,7 +22,7 @@ import json
 import os
 from json.encoder import encode_basestring_ascii
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import IO, Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, cast
 
 import attrs
 from twisted.application.service import Service
@@ -63,14 +63,15 @@ def _c_encoder() -> Optional[Callable[[Any, int], Sequence[str]]]:
     if make is None:
         return None
     try:
-        encode = make(None, _ENCODER.default, _STRING, None, _ENCODER.key_separator,
-                      _ENCODER.item_separator, False, False, True)
+        encode: Callable[[Any, int], Sequence[str]] = make(
+            None, _ENCODER.default, _STRING, None, _ENCODER.key_separator,
+            _ENCODER.item_separator, False, False, True)
         sample = {"a": 1.5, "b": [None, True, "\u00e9\n", 2 ** 70], "c": {"d": -0.0}, "e": object}
         if "".join(encode(sample, 0)) != _ENCODER.encode(sample):
             return None
-    except Exception:
+    except Exception:  # noqa: BLE001 -- a private constructor's probe: any failure means json's own path
         return None
-    return encode  # type: ignore[no-any-return]
+    return encode
 
 
 _C_ENCODE = _c_encoder()
@@ -83,8 +84,8 @@ def _encode(fields: Dict[str, Any]) -> str:
     if _C_ENCODE is not None:
         try:
             return "".join(_C_ENCODE(fields, 0))
-        except Exception:
-            pass  # raise what json itself raises
+        except Exception:  # noqa: BLE001, S110 -- json's own path below raises json's own error
+            pass
     return _ENCODER.encode(fields)
 
 
@@ -109,8 +110,8 @@ def _reopened(logfile: LogFile) -> LogFile:
     """
     try:
         logfile.close()
-    except Exception:
-        pass  # it had no open file left
+    except Exception:  # noqa: BLE001, S110 -- it had no open file left: there is nothing to close
+        pass
     create_file(Path(logfile.path), LOG_FILE)  # if it was removed meanwhile
     fresh = LogFile(logfile.name, logfile.directory, rotateLength=logfile.rotateLength,
                     maxRotatedFiles=logfile.maxRotatedFiles)
@@ -151,7 +152,8 @@ class GuardedObserver:
 
 def daemon_observer(logfile: LogFile, level: LogLevel) -> GuardedObserver:
     return GuardedObserver(FilteringLogObserver(
-        textFileLogObserver(logfile),
+        # LogFile is file-like (write, flush): all the observer uses.
+        textFileLogObserver(cast(IO[str], logfile)),
         [LogLevelFilterPredicate(defaultLogLevel=level)],
     ))
 
@@ -196,8 +198,8 @@ class AccessLog:
         if self.logfile is not None:
             try:
                 self.logfile.close()
-            except Exception:
-                pass  # a failed rotation left it without an open file
+            except Exception:  # noqa: BLE001, S110 -- a failed rotation left it without an open file
+                pass
             self.logfile = None
 
     def record(self, fields: Dict[str, Any]) -> None:
@@ -262,7 +264,7 @@ class AccessLog:
         if self._failing:
             try:
                 self.logfile = _reopened(self.logfile)
-            except Exception as e:  # OSError mostly; whatever the file layer raises
+            except Exception as e:  # noqa: BLE001 -- OSError mostly; any error is counted, not raised
                 self._lost(len(lines), e)
                 return
         written, error = _write(self.logfile, lines)
@@ -296,7 +298,7 @@ def _write(logfile: LogFile, lines: List[str]) -> Tuple[int, Optional[Exception]
         try:
             logfile.write("".join(lines))
             logfile.flush()
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 -- OSError mostly; returned, counted by the caller, never raised
             return 0, e
         return count, None
     # LogFile checks its size limit before each write, and rotates once
@@ -318,7 +320,7 @@ def _write(logfile: LogFile, lines: List[str]) -> Tuple[int, Optional[Exception]
             logfile.write(lines[start] if end == start + 1 else "".join(lines[start:end]))
             start = end
         logfile.flush()
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 -- as above: returned, not raised
         return start, e
     return count, None
 
@@ -409,6 +411,6 @@ class LogFilesService(Service):
         if self._daemon_file is not None:
             try:
                 self._daemon_file.close()
-            except Exception:
-                pass  # a failed rotation left it without an open file
+            except Exception:  # noqa: BLE001, S110 -- a failed rotation left it without an open file
+                pass
             self._daemon_file = None
