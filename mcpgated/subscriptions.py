@@ -14,6 +14,7 @@ from typing import Any, Dict, Optional, Tuple
 import attrs
 
 from mcpgated.definitions import InvalidField, read_object, read_string
+from mcpgated.keys import KeyGrant
 from mcpgated.model import ApiDefinition, Plan, iso_time
 
 ACCEPTED = "ACCEPTED"
@@ -163,3 +164,20 @@ def subscribable_plan(api_id: str, definition: ApiDefinition, name: str) -> Plan
         raise InvalidField("plan", f"plan {name!r} is {plan.status}: only PUBLISHED plans "
                                    f"take subscriptions")
     return plan
+
+
+@attrs.frozen
+class IssuedKey:
+    """
+    The result of issuing (or rotating) a key.
+
+    @ivar key: the new key's stored record.
+    @ivar key_hash: the new key's hash, with L{grant} what the index maps it to.
+    @ivar replaced: for a rotation, the keys given an expiry: (hash, grant
+        with the new C{expires_at}).
+    """
+
+    key: ApiKey
+    key_hash: str
+    grant: KeyGrant
+    replaced: Tuple[Tuple[str, KeyGrant], ...] = ()

@@ -12,7 +12,6 @@ import sqlite3
 import uuid
 from typing import Any, Callable, List, Optional, Tuple, TypeVar
 
-import attrs
 from twisted.internet.defer import Deferred
 
 from mcpgated.definitions import InvalidField
@@ -25,6 +24,7 @@ from mcpgated.subscriptions import (
     KEY_SECURITY,
     ApiKey,
     Application,
+    IssuedKey,
     Subscription,
     subscribable_plan,
 )
@@ -37,23 +37,6 @@ _SUBSCRIPTION = (
     " s.closed_at FROM subscriptions s JOIN applications a ON a.id = s.application_id"
 )
 _KEY = "SELECT id, subscription_id, prefix, created_at, expires_at, revoked_at FROM api_keys"
-
-
-@attrs.frozen
-class IssuedKey:
-    """
-    The result of issuing (or rotating) a key.
-
-    @ivar key: the new key's stored record.
-    @ivar key_hash: the new key's hash, with L{grant} what the index maps it to.
-    @ivar replaced: for a rotation, the keys given an expiry: (hash, grant
-        with the new C{expires_at}).
-    """
-
-    key: ApiKey
-    key_hash: str
-    grant: KeyGrant
-    replaced: Tuple[Tuple[str, KeyGrant], ...] = ()
 
 
 def _application(row: Tuple[Any, ...]) -> Application:
