@@ -189,7 +189,9 @@ class PinBook:
             self._writing.pop(api_id, None)
 
     def _store_failed(self, failure: Any, api_id: str) -> None:
-        from mcpgated.store import Closed
+        # the store's interface and errors sit in the policy layer; its
+        # implementations above (tests/test_layers.py)
+        from mcpgated.store._interface import Closed
 
         if failure.check(Closed):
             return
