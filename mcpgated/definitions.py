@@ -148,9 +148,9 @@ def _backend(value: str) -> str:
     field = "backend"
     try:
         parts = urlsplit(value)
-        parts.port  # raises ValueError on a bad port
+        _ = parts.port  # raises ValueError on a bad port
     except ValueError as e:
-        raise InvalidField(field, f"backend is not a valid URL: {e}")
+        raise InvalidField(field, f"backend is not a valid URL: {e}") from e
     if parts.scheme not in ("http", "https"):
         raise InvalidField(field, "backend must be an http:// or https:// URL")
     if not parts.hostname:
@@ -194,12 +194,12 @@ def _ascii_backend(value: str, parts: SplitResult) -> str:
             host = idna_host(host)
         except (idna.IDNAError, UnicodeError) as e:
             raise InvalidField("backend", f"backend host {host!r} is not a valid "
-                                          f"internationalised domain name: {e}")
+                                          f"internationalised domain name: {e}") from e
     try:
         path = _NON_ASCII.sub(lambda m: quote(m.group(), safe=""), parts.path)
         query = _NON_ASCII.sub(lambda m: quote(m.group(), safe=""), parts.query)
     except UnicodeError:
-        raise InvalidField("backend", "backend is not valid Unicode")
+        raise InvalidField("backend", "backend is not valid Unicode") from None
     return f"{parts.scheme}://{host}{port}{path}" + (f"?{query}" if query else "")
 
 
@@ -259,7 +259,7 @@ def _plans(body: Mapping[str, Any],
             status = read_string(item, "status", required=False, default="PUBLISHED", max_length=20)
             description = read_string(item, "description", required=False, max_length=2000)
         except InvalidField as e:
-            raise InvalidField(f"{where}.{e.field}", f"{where}.{e.message}")
+            raise InvalidField(f"{where}.{e.field}", f"{where}.{e.message}") from e
         if security not in SECURITY_TYPES:
             raise InvalidField(
                 f"{where}.security", f"{where}.security must be one of {', '.join(SECURITY_TYPES)}"
@@ -283,7 +283,7 @@ def _plans(body: Mapping[str, Any],
             rate_limit = parse_limit(item.get("rateLimit"), f"{where}.rateLimit")
             acl = parse_policy(item["acl"], f"{where}.acl") if item.get("acl") is not None else None
         except (PolicyError, LimitError) as e:
-            raise InvalidField(e.field, e.message)
+            raise InvalidField(e.field, e.message) from e
         plans.append(Plan(name=name, security=security, status=status, description=description,
                           configuration=configuration, rate_limit=rate_limit, acl=acl))
     if not any(plan.status == "PUBLISHED" for plan in plans):
@@ -334,9 +334,9 @@ def _public_url(body: Mapping[str, Any]) -> Optional[str]:
         raise InvalidField(field, "publicUrl must be ASCII without spaces, quotes or control characters")
     try:
         parts = urlsplit(value)
-        parts.port  # raises ValueError on a bad port
+        _ = parts.port  # raises ValueError on a bad port
     except ValueError as e:
-        raise InvalidField(field, f"publicUrl is not a valid URL: {e}")
+        raise InvalidField(field, f"publicUrl is not a valid URL: {e}") from e
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidField(field, "publicUrl must be an absolute http:// or https:// URL, "
                                   "e.g. https://mcp.example.com")
@@ -410,14 +410,14 @@ def _policy(body: Mapping[str, Any]) -> AccessPolicy:
     try:
         return parse_policy(body.get("acl"))
     except PolicyError as e:
-        raise InvalidField(e.field, e.message)
+        raise InvalidField(e.field, e.message) from e
 
 
 def _backend_auth(body: Mapping[str, Any], previous: Optional[ApiDefinition]) -> Optional[Mapping[str, Any]]:
     try:
         auth = parse_backend_auth(body.get("backendAuth"))
     except PolicyError as e:
-        raise InvalidField(e.field, e.message)
+        raise InvalidField(e.field, e.message) from e
     if auth is not None and auth.get("value") == SECRET_MASK:
         old = previous.backend_auth if previous is not None else None
         if not old or "value" not in old:
@@ -465,7 +465,7 @@ def _pinning(body: Mapping[str, Any]) -> PinSettings:
     try:
         return parse_settings(body.get("pinning"))
     except PinningError as e:
-        raise InvalidField(e.field, e.message)
+        raise InvalidField(e.field, e.message) from e
 
 
 def definition_from_json(data: Mapping[str, Any]) -> ApiDefinition:

@@ -200,10 +200,10 @@ class ApiDefinition:
     backend_ca_file: Optional[str] = None
     # MCP access control for every plan (plans may add rules), and the
     # credential the gateway sends to the backend (JWT/OAUTH2/API_KEY plans).
-    acl: AccessPolicy = AccessPolicy()
+    acl: AccessPolicy = attrs.field(factory=AccessPolicy)
     backend_auth: Optional[Mapping[str, Any]] = attrs.field(default=None, hash=False)
     backend_keep_alive: KeepAliveSettings = KeepAliveSettings()
-    pinning: PinSettings = PinSettings()
+    pinning: PinSettings = attrs.field(factory=PinSettings)
 
     def to_json(self, secrets: bool = True) -> Dict[str, Any]:
         return {

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Dict, Optional
 
 import pytest
-from twisted.web.test.requesthelper import DummyRequest
 
 from mcpgated.admin.analytics import (
     MAX_ROW_ID,
@@ -20,14 +19,13 @@ from mcpgated.admin.analytics import (
     with_payloads,
 )
 from mcpgated.admin.endpoint import HTTPError
+from tests.admin_requests import AdminRequest
 
 NOW = 1_800_000_000.0
 
 
-def request(**args: str) -> DummyRequest:
-    req = DummyRequest([b"logs"])
-    req.args = {key.encode(): [value.encode()] for key, value in args.items()}
-    return req
+def request(**args: str) -> AdminRequest:
+    return AdminRequest(method=b"GET", path=b"/logs", args=args)
 
 
 def refusal(call: object, **args: str) -> HTTPError:

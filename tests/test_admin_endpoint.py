@@ -7,14 +7,12 @@ tests/security/test_admin_errors.py.
 
 from __future__ import annotations
 
-import io
 import json
-from typing import Any, Callable, Dict, Optional, Tuple, cast
+from typing import Any, Callable, Coroutine, Dict, Optional, Tuple, cast
 
 import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.web.test.requesthelper import DummyRequest
 
 from mcpgated.admin.api import AdminAPI
 from mcpgated.admin.endpoint import (
@@ -28,21 +26,14 @@ from mcpgated.admin.endpoint import (
 from mcpgated.definitions import InvalidField
 from mcpgated.routing import RouteTable
 from mcpgated.store import Closed, Conflict, IApiStore, NotFound, Unavailable
+from tests.admin_requests import AdminRequest
 
 TOKEN = "admin-token"
 
 
 def request(body: bytes = b"", content_type: Optional[bytes] = b"application/json",
-            authorization: Optional[bytes] = b"Bearer " + TOKEN.encode()) -> DummyRequest:
-    req = DummyRequest([b"apis"])
-    req.method = b"POST"
-    req.path = b"/apis"
-    req.content = io.BytesIO(body)
-    if content_type is not None:
-        req.requestHeaders.setRawHeaders(b"content-type", [content_type])
-    if authorization is not None:
-        req.requestHeaders.setRawHeaders(b"authorization", [authorization])
-    return req
+            authorization: Optional[bytes] = b"Bearer " + TOKEN.encode()) -> AdminRequest:
+    return AdminRequest(body, content_type=content_type, authorization=authorization)
 
 
 def state(token: str = TOKEN) -> AdminState:
@@ -51,17 +42,17 @@ def state(token: str = TOKEN) -> AdminState:
     return AdminState(store=cast(IApiStore, None), routes=routes, clock=Clock(), token=token)
 
 
-def answer(handler: Callable[..., Any], req: DummyRequest,
+def answer(handler: Callable[..., Any], req: AdminRequest,
            admin: Optional[AdminState] = None) -> Tuple[int, Dict[str, str], Any]:
     wrapped = endpoint()(handler)
-    result: Deferred[bytes] = Deferred.fromCoroutine(wrapped(admin or state(), req))
-    body = result.result  # the handlers here never wait
+    coroutine = cast(Coroutine[Any, Any, bytes], wrapped(admin or state(), req))
+    body = cast(bytes, Deferred.fromCoroutine(coroutine).result)  # the handlers never wait
     headers = {k.decode().lower(): v[0].decode() for k, v in req.responseHeaders.getAllRawHeaders()}
     return req.responseCode or 200, headers, json.loads(body) if body else None
 
 
 def raising(error: Exception) -> Callable[..., Any]:
-    async def handler(self: AdminState, request: DummyRequest) -> Answer:
+    async def handler(self: AdminState, request: AdminRequest) -> Answer:
         raise error
     return handler
 
@@ -69,7 +60,7 @@ def raising(error: Exception) -> Callable[..., Any]:
 @pytest.mark.parametrize("authorization", [None, b"", b"Bearer", b"Bearer ", b"Basic admin-token",
                                            b"Bearer admin-token-2", b"Bearer ADMIN-TOKEN"])
 def test_a_missing_or_wrong_token_is_401_with_a_challenge(authorization: Optional[bytes]) -> None:
-    async def handler(self: AdminState, request: DummyRequest) -> Answer:
+    async def handler(self: AdminState, request: AdminRequest) -> Answer:
         raise AssertionError("not reached")
 
     status, headers, body = answer(handler, request(authorization=authorization))
@@ -104,7 +95,7 @@ def test_domain_errors_are_json_answers_naming_the_field(error: Exception, statu
 
 
 def test_an_answer_without_a_body_is_empty() -> None:
-    async def handler(self: AdminState, request: DummyRequest) -> Answer:
+    async def handler(self: AdminState, request: AdminRequest) -> Answer:
         return 204, None
 
     assert answer(handler, request())[::2] == (204, None)

@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any, Dict, Optional, Tuple
 
 import pytest
-from twisted.web.test.requesthelper import DummyRequest
 
 from mcpgated.admin.endpoint import HTTPError
 from mcpgated.admin.pins import decision_body, page
 from mcpgated.definitions import InvalidField
+from tests.admin_requests import AdminRequest
 
 FINGERPRINT = "sha256:" + "0123456789abcdef" * 4
 
@@ -43,10 +43,8 @@ def test_bad_decisions_name_the_field(body: Any, field: Optional[str]) -> None:
     assert caught.value.field == field
 
 
-def request(**args: str) -> DummyRequest:
-    req = DummyRequest([b"events"])
-    req.args = {key.encode(): [value.encode()] for key, value in args.items()}
-    return req
+def request(**args: str) -> AdminRequest:
+    return AdminRequest(method=b"GET", path=b"/apis/a/pins/events", args=args)
 
 
 @pytest.mark.parametrize("args, expected", [

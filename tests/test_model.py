@@ -6,7 +6,7 @@ store, secrets masked where shown, deployment state, context-path overlap.
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import Any, Optional
 
 import attrs
 import pytest
@@ -29,7 +29,7 @@ from mcpgated.policy.ratelimit import RateLimit
 SECRET = "s3cret"
 
 
-def definition(**changes: object) -> ApiDefinition:
+def definition(**changes: Any) -> ApiDefinition:
     base = ApiDefinition(
         name="Weather", version="1", description="", context_path="/weather",
         backend="http://127.0.0.1:3001/mcp",
@@ -130,4 +130,4 @@ def test_names_moved_to_definitions_still_import_from_model() -> None:
                  "normalize_context_path", "idna_host"):
         assert getattr(model, name) is getattr(definitions, name)
     with pytest.raises(AttributeError):
-        model.no_such_name  # type: ignore[attr-defined]
+        _ = model.no_such_name  # type: ignore[attr-defined]

@@ -171,9 +171,9 @@ def read_json(request: IRequest) -> Any:
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
-        raise HTTPError(400, f"malformed JSON: {e}", None)
+        raise HTTPError(400, f"malformed JSON: {e}", None) from e
     except RecursionError:
-        raise HTTPError(400, "malformed JSON: nested too deeply", None)
+        raise HTTPError(400, "malformed JSON: nested too deeply", None) from None
 
 
 def read_optional_json(request: IRequest) -> Any:

@@ -57,8 +57,8 @@ def _logs(summary: str, per_api: bool) -> Dict[str, Any]:
     filters = [
         ("method", "string", "JSON-RPC method, e.g. tools/call"),
         ("tool", "string", "Tool, prompt or resource name (params.name / params.uri)"),
-        ("outcome", "string", "result, error, tool_error, http_error, no_response, accepted, "
-                              "client_closed, upstream_error, unparsed; or errors (any failure)"),
+        ("outcome", "string", ("result, error, tool_error, http_error, no_response, accepted, "
+                               "client_closed, upstream_error, unparsed; or errors (any failure)")),
         ("status", "integer", "HTTP status"),
         ("client", "string", "Client address or client name"),
         ("session", "string", "Hashed session id as shown in records"),
@@ -83,7 +83,7 @@ def _summary(summary: str, per_api: bool) -> Dict[str, Any]:
                           "400": _ERROR, "401": _ERROR, "404": _ERROR}}
 
 
-_LOG_ENTRY = {
+_LOG_ENTRY: Dict[str, Any] = {
     "type": "object",
     "properties": {name: {"type": ["string", "number", "integer", "boolean", "null"]} for name in (
         "id", "time", "apiId", "apiName", "plan", "consumer", "client", "session",
@@ -228,7 +228,7 @@ def _subscription_paths() -> Dict[str, Any]:
         },
         "/apis/{api_id}/subscriptions/{subscription_id}/keys/{key_id}": {
             "delete": {"summary": "Revoke an API key (it stops working at once)",
-                       "parameters": _SUB + [_KEY_ID],
+                       "parameters": [*_SUB, _KEY_ID],
                        "responses": {"204": {"description": "Revoked"}, **errors}},
         },
     }

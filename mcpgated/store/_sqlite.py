@@ -32,6 +32,8 @@ from mcpgated.store._subscriptions import SubscriptionStore
 
 T = TypeVar("T")
 log = Logger()
+# sqlite3.SQLITE_FULL, named by the module from Python 3.11 only
+_SQLITE_FULL = 13
 
 
 def _dump(definition: Optional[ApiDefinition]) -> Optional[str]:
@@ -50,7 +52,7 @@ def _unavailable(error: sqlite3.OperationalError) -> Unavailable:
     (or database size limit) apart from other failures.
     """
     code = getattr(error, "sqlite_errorcode", None)  # Python 3.11+
-    full = code == sqlite3.SQLITE_FULL if code is not None else "is full" in str(error)
+    full = code == _SQLITE_FULL if code is not None else "is full" in str(error)
     return Unavailable(str(error), full)
 
 
@@ -115,7 +117,7 @@ class SQLiteApiStore(SubscriptionStore, PinStore):
     # --- plumbing --------------------------------------------------------------
 
     def _run(self, work: Callable[..., T], *args: Any) -> "Deferred[T]":
-        return deferToThreadPool(self.reactor, self._pool, work, *args)  # type: ignore[arg-type]
+        return deferToThreadPool(self.reactor, self._pool, work, *args)
 
     def _transaction(self, work: Callable[..., T], *args: Any) -> "Deferred[T]":
         if self._closing:
@@ -145,7 +147,7 @@ class SQLiteApiStore(SubscriptionStore, PinStore):
     @staticmethod
     def _fetch(connection: sqlite3.Connection, api_id: str) -> ApiRecord:
         row = connection.execute(
-            f"SELECT {_COLUMNS} FROM apis WHERE id = ?", (api_id,)
+            f"SELECT {_COLUMNS} FROM apis WHERE id = ?", (api_id,)  # noqa: S608 -- constant columns
         ).fetchone()
         if row is None:
             raise NotFound(api_id)
@@ -157,7 +159,7 @@ class SQLiteApiStore(SubscriptionStore, PinStore):
         started_only: bool,
     ) -> Optional[ApiRecord]:
         rows = connection.execute(
-            f"SELECT {_COLUMNS} FROM apis WHERE deployed IS NOT NULL"
+            f"SELECT {_COLUMNS} FROM apis WHERE deployed IS NOT NULL"  # noqa: S608 -- constant columns
         ).fetchall()
         for row in rows:
             other = _record(row)
@@ -174,7 +176,7 @@ class SQLiteApiStore(SubscriptionStore, PinStore):
     def list_apis(self) -> "Deferred[List[ApiRecord]]":
         def work(connection: sqlite3.Connection) -> List[ApiRecord]:
             rows = connection.execute(
-                f"SELECT {_COLUMNS} FROM apis ORDER BY created_at, id"
+                f"SELECT {_COLUMNS} FROM apis ORDER BY created_at, id"  # noqa: S608 -- constant columns
             ).fetchall()
             return [_record(row) for row in rows]
 
