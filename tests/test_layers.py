@@ -17,7 +17,7 @@ LAYERS: List[Tuple[int, str, Tuple[str, ...]]] = [
     (0, "protocol and support", (
         "mcpgated", "mcpgated.mcp", "mcpgated.paths", "mcpgated.jsonrpc", "mcpgated.forwarding",
         "mcpgated.files", "mcpgated._twisted_compat", "mcpgated.config", "mcpgated.logs",
-        "mcpgated.sqlitedb", "mcpgated.bodies")),
+        "mcpgated.sqlitedb", "mcpgated.webclient")),
     (1, "policy", (
         "mcpgated.policy", "mcpgated.model", "mcpgated.definitions", "mcpgated.keys",
         "mcpgated.subscriptions",
@@ -39,7 +39,8 @@ def _layer(module: str) -> Tuple[int, str]:
     best: Tuple[int, str, str] = (-1, "", "")
     for number, name, prefixes in LAYERS:
         for prefix in prefixes:
-            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > len(best[2]):
+            covers = module == prefix or (prefix != "mcpgated" and module.startswith(prefix + "."))
+            if covers and len(prefix) > len(best[2]):
                 best = (number, name, prefix)
     assert best[0] >= 0, f"{module} is in no layer: add it to LAYERS (and README's Design)"
     return best[0], best[1]
