@@ -154,7 +154,7 @@ def gateway_addresses(listeners: Iterable[Any], public_url: Optional[str]) -> Di
             continue
         address = listener.port.getHost()
         host = getattr(address, "host", None)
-        if host in ("0.0.0.0", "::", ""):
+        if host in ("0.0.0.0", "::", ""):  # noqa: S104 -- reads a bound address, binds nothing
             host = None
         kind = listener.description.split(":", 1)[0].lower()
         found.append({"scheme": "https" if kind in ("ssl", "tls") else "http",

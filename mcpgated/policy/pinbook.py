@@ -81,7 +81,7 @@ class PinBook:
         for api_id, kind, name, state in rows:
             pins.setdefault(api_id, {})[(kind, name)] = state
         self._pins = pins
-        self._read_at = {api_id: now for api_id in pins}
+        self._read_at = dict.fromkeys(pins, now)
 
     def states(self, api_id: str) -> Mapping[Key, PinState]:
         return self._pins.get(api_id, {})

@@ -502,7 +502,7 @@ def filtered(list_method: str, result: Dict[str, Any], keep: Sequence[bool]) -> 
         return result
     key = LISTS[list_method][1]
     out = dict(result)
-    out[key] = [item for item, kept in zip(result[key], keep) if kept]
+    out[key] = [item for item, kept in zip(result[key], keep, strict=True) if kept]
     if "cacheScope" in out:
         out["cacheScope"] = "private"
     return out

@@ -5,12 +5,12 @@ API's backend credential; returns plain, JSON-able values the model stores.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 from urllib.parse import urlsplit
 
 from mcpgated.policy.acl import PolicyError
 
-SECRET_MASK = "********"
+SECRET_MASK = "********"  # noqa: S105 -- what a secret is shown as, not a secret
 
 _API_KEY = {"header", "queryParam"}
 _JWT = {"issuer", "audience", "anyAudience", "jwksUrl", "publicKey", "algorithms", "requiredScopes",
@@ -33,7 +33,7 @@ def _url(value: Any, field: str) -> str:
     return value
 
 
-def _strings(value: Any, field: str) -> list:
+def _strings(value: Any, field: str) -> List[str]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):

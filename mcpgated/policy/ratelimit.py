@@ -9,6 +9,7 @@ import math
 from typing import Any, Dict, Hashable, Iterable, List, Optional, Tuple
 
 import attrs
+from twisted.internet.interfaces import IReactorTime
 
 _FIELDS = {"requests", "toolCalls", "perTool", "periodSeconds", "scope"}
 
@@ -79,6 +80,10 @@ def parse_limit(raw: Any, field: str) -> Optional[RateLimit]:
     )
 
 
+# (who, period, budget kind, window number): one counter.
+_Key = Tuple[Hashable, float, str, int]
+
+
 @attrs.define
 class Limiter:
     """
@@ -90,8 +95,8 @@ class Limiter:
     when their plans have the same name.
     """
 
-    clock: Any
-    _counts: Dict[Tuple[Any, ...], int] = attrs.field(factory=dict)
+    clock: IReactorTime
+    _counts: Dict[_Key, int] = attrs.field(factory=dict)
     _window: Dict[float, int] = attrs.field(factory=dict)
 
     def check(self, limit: RateLimit, who: Hashable, method: str, tool: Optional[str]) -> Optional[float]:
@@ -113,8 +118,8 @@ class Limiter:
         now = self.clock.seconds()
         window = math.floor(now / limit.period)
         self._expire(limit.period, window)
-        needed: Dict[Tuple[Any, ...], int] = {}
-        allowed: Dict[Tuple[Any, ...], int] = {}
+        needed: Dict[_Key, int] = {}
+        allowed: Dict[_Key, int] = {}
         for method, tool in calls:
             for kind, count in self._budgets(limit, method, tool):
                 key = (who, limit.period, kind, window)
