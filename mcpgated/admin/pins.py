@@ -140,7 +140,7 @@ _ERROR = {"$ref": "#/components/responses/Error"}
 _API_ID = {"name": "api_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _PIN_ID = {"name": "pin_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
-PINNING_SETTINGS: Any = {
+PINNING_SETTINGS: Dict[str, Any] = {
     "type": "object", "additionalProperties": False,
     "description": "Tool-definition pinning: the gateway fingerprints each tool, prompt and resource "
                    "template in list results (RFC 8785 canonical JSON of name, title, description, "
@@ -157,7 +157,7 @@ PINNING_SETTINGS: Any = {
 
 _DEFINITION = {"type": ["object", "null"], "description": "The pinned fields of the definition"}
 
-SCHEMAS: Any = {
+SCHEMAS: Dict[str, Any] = {
     "PinningSettings": PINNING_SETTINGS,
     "Pin": {"type": "object", "properties": {
         "id": {"type": "string"}, "api": {"type": "string"},
@@ -193,7 +193,7 @@ SCHEMAS: Any = {
 }
 
 
-def openapi_paths() -> Any:
+def openapi_paths() -> Dict[str, Any]:
     errors = {"401": _ERROR, "404": _ERROR}
     pin = {"application/json": {"schema": {"$ref": "#/components/schemas/Pin"}}}
     decision = {"required": False, "content": {"application/json": {
