@@ -7,12 +7,12 @@ denied. A rule names features by glob (C{fnmatchcase}: case-sensitive, no
 Unicode folding, so C{ECHO} or a full-width C{ｅｃｈｏ} never matches C{echo}),
 optionally the methods it covers, and optionally who it applies to (plans,
 applications, OAuth scopes, token claims).
-"""
+"""  # noqa: RUF002 -- the full-width letters are the example
 
 from __future__ import annotations
 
 from fnmatch import fnmatchcase
-from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
+from typing import Any, Dict, FrozenSet, Iterable, Mapping, Optional, Tuple
 
 import attrs
 
@@ -42,7 +42,7 @@ class Caller:
 
     plan: Optional[str] = None
     application: Optional[str] = None
-    scopes: frozenset = frozenset()
+    scopes: FrozenSet[str] = frozenset()
     claims: Mapping[str, Any] = attrs.field(factory=dict)
 
 
@@ -79,7 +79,8 @@ class Rule:
         return self.methods is None or any(fnmatchcase(method, m) for m in self.methods)
 
     def names(self, feature: str) -> Tuple[str, ...]:
-        return getattr(self, feature)
+        names: Tuple[str, ...] = getattr(self, feature)
+        return names
 
     def to_json(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {}

@@ -6,14 +6,20 @@ C{OAUTH2} plan, no credential the C{KEY_LESS} plan.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import unquote_to_bytes
 
 import attrs
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.http_headers import Headers
 from zope.interface import Interface
 
 from mcpgated.jsonrpc import Refusal
 from mcpgated.policy.acl import Caller
+
+if TYPE_CHECKING:
+    from mcpgated.keys import KeyIndex
+    from mcpgated.model import ApiDefinition, Plan
 
 DEFAULT_KEY_HEADER = "X-Gravitee-Api-Key"
 DEFAULT_KEY_QUERY = "api-key"
@@ -23,7 +29,7 @@ TOKEN_PLANS = ("JWT", "OAUTH2")
 @attrs.frozen
 class TokenInfo:
     subject: Optional[str]
-    scopes: frozenset
+    scopes: FrozenSet[str]
     claims: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
     client_id: Optional[str] = None
     expires_at: Optional[float] = None
@@ -36,7 +42,7 @@ class InvalidToken(Exception):
 
 
 class ITokenVerifier(Interface):
-    async def verify(token: str, plan: Any, resource: Optional[str] = None) -> TokenInfo:  # type: ignore[misc]
+    async def verify(token: str, plan: Plan, resource: Optional[str] = None) -> TokenInfo:
         """
         Check a bearer token against a C{JWT} or C{OAUTH2} plan's settings
         (C{resource}: the API's public resource URL, the audience expected
@@ -46,12 +52,12 @@ class ITokenVerifier(Interface):
 
 @attrs.frozen
 class Principal:
-    plan: Any  # mcpgated.model.Plan
+    plan: Plan
     application_id: Optional[str] = None
     application_name: Optional[str] = None
     subscription_id: Optional[str] = None
     subject: Optional[str] = None
-    scopes: frozenset = frozenset()
+    scopes: FrozenSet[str] = frozenset()
     claims: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
     credential: Optional[str] = None  # "api_key" | "bearer" | None
 
@@ -72,12 +78,13 @@ class Principal:
         return f"ip:{self.plan.name}:{client}"
 
 
-def _config(plan: Any) -> Mapping[str, Any]:
+def _config(plan: Plan) -> Mapping[str, Any]:
     return getattr(plan, "configuration", None) or {}
 
 
-def key_locations(plans: List[Any]) -> Tuple[List[str], List[str]]:
-    headers, queries = [], []
+def key_locations(plans: Sequence[Plan]) -> Tuple[List[str], List[str]]:
+    headers: List[str] = []
+    queries: List[str] = []
     for plan in plans:
         if plan.security == "API_KEY":
             config = _config(plan)
@@ -90,7 +97,7 @@ def key_locations(plans: List[Any]) -> Tuple[List[str], List[str]]:
     return headers, queries
 
 
-def bearer_token(headers: Any) -> Optional[str]:
+def bearer_token(headers: Headers) -> Optional[str]:
     value = headers.getRawHeaders(b"authorization")
     if not value:
         return None
@@ -132,11 +139,11 @@ class Authenticator:
     @ivar verifier: checks bearer tokens for C{JWT}/C{OAUTH2} plans.
     """
 
-    clock: Any
-    keys: Any = None
-    verifier: Any = None
+    clock: IReactorTime
+    keys: Optional[KeyIndex] = None
+    verifier: Optional[ITokenVerifier] = None
 
-    async def authenticate(self, api_id: str, definition: Any, headers: Any,
+    async def authenticate(self, api_id: str, definition: ApiDefinition, headers: Headers,
                            query: Dict[str, List[str]], challenge: str,
                            resource: Optional[str] = None) -> Principal:
         """
@@ -176,7 +183,7 @@ class Authenticator:
             raise Refusal(401, "Authentication required: send a bearer token", challenge)
         raise Refusal(401, f"An API key is required (header {key_headers[0] if key_headers else DEFAULT_KEY_HEADER})")
 
-    def _api_key(self, api_id: str, plans: List[Any], key: str) -> Principal:
+    def _api_key(self, api_id: str, plans: List[Plan], key: str) -> Principal:
         grant = self.keys.lookup(api_id, key, self.clock.seconds()) if self.keys is not None else None
         plan = None
         if grant is not None:
@@ -187,7 +194,7 @@ class Authenticator:
                          application_name=grant.application_name,
                          subscription_id=grant.subscription_id, credential="api_key")
 
-    async def _token(self, token: str, plans: List[Any], challenge: str,
+    async def _token(self, token: str, plans: List[Plan], challenge: str,
                      resource: Optional[str]) -> Principal:
         if self.verifier is None:
             raise Refusal(401, "Bearer tokens cannot be checked by this gateway",
