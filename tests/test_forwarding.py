@@ -13,7 +13,6 @@ import pytest
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.web.http_headers import Headers
 
-from mcpgated import forwarding
 from mcpgated.forwarding import (
     forwarded_pair,
     is_trusted,
@@ -159,10 +158,3 @@ def test_request_origin_reads_headers_transport_and_peer():
 ])
 def test_public_base_path(url: Optional[str], path: str):
     assert public_base_path(url) == path
-
-
-def test_the_data_plane_still_finds_the_two_names_it_imports():
-    from mcpgated.proxy import headers
-
-    assert headers.public_origin is forwarding.public_origin
-    assert headers.public_base_path is forwarding.public_base_path

@@ -18,7 +18,8 @@ import anyio
 import pytest
 
 from tests.oauth_peers import oauth_client
-from tests.support import BIN, REPO, Daemon, Proc, http
+from tests.daemon_helpers import set_options
+from tests.support import BIN, REPO, Daemon, Proc, deploy, http
 
 PEERS = str(REPO / "tests" / "oauth_peers.py")
 TRUSTED_PROXY = "127.0.0.2"  # a forwarding proxy on loopback; 127.0.0.1 is an ordinary client
@@ -30,17 +31,6 @@ def start_daemon(folder: Path) -> Daemon:
     text = daemon.ini.read_text()
     daemon.ini.write_text(text.replace("[admin]", f"trusted_proxies = {TRUSTED_PROXY}/32\n[admin]", 1))
     return daemon.start()
-
-
-def deploy(daemon: Daemon, backend: str, context_path: str, **extra: Any) -> Dict[str, Any]:
-    body = {"name": context_path.strip("/"), "version": "1.0", "contextPath": context_path,
-            "backend": backend, "plans": [{"name": "Keyless", "security": "KEY_LESS"}]}
-    body.update(extra)
-    status, api = daemon.admin("POST", "/apis", body)
-    assert status == 201, api
-    status, deployed = daemon.admin("POST", f"/apis/{api['id']}/_deploy")
-    assert status == 200, deployed
-    return deployed
 
 
 def peer(*args: str) -> Proc:
@@ -95,7 +85,7 @@ def test_sdk_client_discovers_authorizes_and_calls_through_the_gateway(gateway, 
     backend = peer("rs", "--issuer", issuer, "--audience", public)
     try:
         backend_url = backend.wait_for(r"resource server listening on (\S+)").group(1)
-        api = deploy(gateway, backend_url, "/secure",
+        api = deploy(gateway, "/secure", backend_url,
                      oauth={"relay": True, "proxyAuthorizationServerDiscovery": True})
         assert api["oauth"] == {"relay": True, "proxyAuthorizationServerDiscovery": True}
         assert api["plans"][0]["security"] == "KEY_LESS"
@@ -161,7 +151,7 @@ def test_backend_that_names_the_gateway_as_its_resource(gateway):
     backend = peer("rs", "--issuer", issuer, "--audience", public, "--resource-is-audience")
     try:
         backend_url = backend.wait_for(r"resource server listening on (\S+)").group(1)
-        deploy(gateway, backend_url, "/agreed", oauth={"relay": True})
+        deploy(gateway, "/agreed", backend_url, oauth={"relay": True})
         seen = anyio.run(_authorized_session, public)
         assert seen["whoami"] == f"audience={public}"
         status, _, body = http("GET", f"{gateway.gateway}{PRM}/agreed")
@@ -230,9 +220,9 @@ def _params(value: str) -> str:
 
 def test_challenges_point_at_the_gateway_and_keep_everything_else(gateway, scripted):
     stub_url, _ = scripted
-    deploy(gateway, stub_url + "/mcp", "/files", oauth={"relay": True})
-    deploy(gateway, stub_url + "/scoped", "/scoped", oauth={"relay": True})
-    deploy(gateway, stub_url + "/mcp", "/open")  # the same backend without relay
+    deploy(gateway, "/files", stub_url + "/mcp", oauth={"relay": True})
+    deploy(gateway, "/scoped", stub_url + "/scoped", oauth={"relay": True})
+    deploy(gateway, "/open", stub_url + "/mcp")  # the same backend without relay
     origin = gateway.gateway
     host = urlsplit(origin).netloc
 
@@ -294,10 +284,10 @@ def test_challenges_point_at_the_gateway_and_keep_everything_else(gateway, scrip
 def test_metadata_documents_follow_the_rewrite_rules(gateway, scripted):
     stub_url, _ = scripted
     origin = gateway.gateway
-    deploy(gateway, stub_url + "/evil", "/evil", oauth={"relay": True})
-    deploy(gateway, stub_url + "/rootonly", "/rootonly", oauth={"relay": True})
-    deploy(gateway, stub_url + "/plain", "/plain", oauth={"relay": True})
-    deploy(gateway, stub_url + "/plain", "/owned", publicUrl="http://owner.localhost:8443/base",
+    deploy(gateway, "/evil", stub_url + "/evil", oauth={"relay": True})
+    deploy(gateway, "/rootonly", stub_url + "/rootonly", oauth={"relay": True})
+    deploy(gateway, "/plain", stub_url + "/plain", oauth={"relay": True})
+    deploy(gateway, "/owned", stub_url + "/plain", publicUrl="http://owner.localhost:8443/base",
            oauth={"relay": True, "proxyAuthorizationServerDiscovery": True})
 
     # A resource that is not the backend's URL is served as it is, so the
@@ -326,14 +316,14 @@ def test_metadata_documents_follow_the_rewrite_rules(gateway, scripted):
 
     # Unreachable backend: the client is told the metadata could not be
     # fetched (and does not take that for "no metadata").
-    deploy(gateway, "http://127.0.0.1:1/mcp", "/down", oauth={"relay": True})
+    deploy(gateway, "/down", "http://127.0.0.1:1/mcp", oauth={"relay": True})
     status, headers, body = http("GET", f"{origin}{PRM}/down")
     assert status == 502 and headers["Content-Type"] == "application/json"
 
 
 def test_public_urls_behind_a_forwarding_proxy(gateway, scripted):
     stub_url, _ = scripted
-    deploy(gateway, stub_url + "/mcp", "/files", oauth={"relay": True})
+    deploy(gateway, "/files", stub_url + "/mcp", oauth={"relay": True})
     forwarded = {"Host": "internal.localhost:8082", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "mcp.example.com"}
 
     def challenge_and_document(source: str, headers: Dict[str, str]) -> Tuple[str, str]:
@@ -355,3 +345,23 @@ def test_public_urls_behind_a_forwarding_proxy(gateway, scripted):
     # From anyone else the same headers are ignored: Host and the transport.
     assert challenge_and_document("127.0.0.1", forwarded) == (
         f"http://internal.localhost:8082{PRM}/files", "http://internal.localhost:8082/files")
+
+
+def test_an_api_on_its_own_host_owns_the_root_document_behind_a_gateway_public_url(tmp_path, scripted):
+    # the discovery documents are classified by the origin the client used,
+    # not by the gateway's own [gateway] public_url
+    stub_url, _ = scripted
+    daemon = Daemon(tmp_path)
+    set_options(daemon, "gateway", public_url="http://gw.localhost:8080",
+                allowed_hosts="gw.localhost:8080, owner.localhost:8443")
+    daemon.start()
+    try:
+        deploy(daemon, "/owned", stub_url + "/plain", publicUrl="http://owner.localhost:8443/base",
+               oauth={"relay": True})
+        status, _, body = raw(daemon, "GET", PRM, {"Host": "owner.localhost:8443"})
+        assert status == 200, body
+        assert json.loads(body)["resource"] == "http://owner.localhost:8443/base/owned"
+        # the gateway's own host has several (here: no) APIs of its own: no root document
+        assert raw(daemon, "GET", PRM, {"Host": "gw.localhost:8080"})[0] == 404
+    finally:
+        daemon.stop()

@@ -13,10 +13,6 @@ from twisted.web.http_headers import Headers
 from mcpgated._twisted_compat import canonical_name, raw_headers
 from mcpgated.forwarding import Network, is_trusted
 
-# for proxy/resource.py until the lead switches it
-from mcpgated.forwarding import public_base_path as public_base_path
-from mcpgated.forwarding import public_origin as public_origin
-
 # RFC 9110 section 7.6.1, plus the historical proxy ones.
 HOP_BY_HOP = frozenset(
     {

@@ -152,7 +152,7 @@ class Exchange:
         self.observer: Optional[IExchangeObserver] = None
         self.body: Optional[RequestBody] = None  # the body, parsed once
         self.peer: Optional[str] = None
-        self.origin = ""  # the public origin the client used
+        self.origin = ""  # the origin the client used (its Host, or a trusted proxy's word)
 
 
 @attrs.define(slots=False)
@@ -178,11 +178,15 @@ class GatewayResource(Resource):
     _awaiting: Dict[Exchange, None] = attrs.field(factory=dict)  # backend headers due
     _relaying: Dict[Exchange, None] = attrs.field(factory=dict)  # bodies being relayed
     _sweeper: Optional[LoopingCall] = None
+    _public_origin: str = ""
 
     isLeaf = True
 
     def __attrs_post_init__(self) -> None:
         Resource.__init__(self)
+        if self.public_url:
+            parts = urlsplit(self.public_url)
+            self._public_origin = f"{parts.scheme}://{parts.netloc}"
         if self.oauth is None:
             self.oauth = OAuthRelay(self.upstreams.agent, self.clock,
                                     self.public_url, self.trusted_proxies)
@@ -227,10 +231,12 @@ class GatewayResource(Resource):
             await self.routes.when_ready()
         path, query = self._target(request)
         exchange.peer = peer = _peer(request)
-        exchange.origin = origin = public_origin(request.requestHeaders, request.isSecure(), peer,
-                                                 self.public_url, self.trusted_proxies)
+        exchange.origin = public_origin(request.requestHeaders, request.isSecure(), peer,
+                                        None, self.trusted_proxies)
+        # the gateway's public origin: [gateway] public_url's, else the client's
+        origin = self._public_origin or exchange.origin
         assert self.oauth is not None
-        discovery = self.oauth.discovery(path, self.routes, request, origin=origin)
+        discovery = self.oauth.discovery(path, self.routes, request, origin=exchange.origin)
         if discovery is not None:  # OAuth documents the gateway answers itself
             await self._discovery(request, exchange, discovery)
             return
@@ -427,7 +433,7 @@ class GatewayResource(Resource):
             request.responseHeaders.setRawHeaders(b"cache-control", [b"no-cache"])
             request.responseHeaders.setRawHeaders(b"x-accel-buffering", [b"no"])
             if request.method == b"GET":
-                origin = exchange.origin
+                origin = self._public_origin or exchange.origin
                 endpoint = lambda value: self._rewrite_endpoint(  # noqa: E731
                     value, backend, url, route, origin)
         if admission is not None and 200 <= response.code < 300:
