@@ -281,7 +281,7 @@ class BackendClient:
         if cached is None:
             try:
                 cached = self._split(url)
-            except Exception:
+            except Exception:  # noqa: BLE001 -- not swallowed: the caller's Deferred fails with it
                 return fail()
         target, path = cached
         if method not in _KNOWN_METHODS and not _valid_method(method):
@@ -351,11 +351,11 @@ class BackendClient:
         try:
             connecting = self._endpoint_for(target.scheme, target.host, target.port).connect(
                 target.factory)
-        except Exception:
+        except Exception:  # noqa: BLE001 -- not swallowed: the request fails with it
             req.fail(Failure())
             return
         req.connecting = connecting
-        connecting.addCallbacks(_connected, _connect_failed, (req,), None, (req,))
+        connecting.addCallbacks(_connected, _connect_failed, callbackArgs=(req,), errbackArgs=(req,))
 
     # -- the pool ----------------------------------------------------------
 
@@ -397,8 +397,8 @@ class BackendClient:
             conn.close()
             return
         inner = conn.tcp  # conn.unsent(), inline for plain TCP
-        if (inner is not None and tcp_buffered(inner)
-                or conn.tls and conn.unsent()):
+        if ((inner is not None and tcp_buffered(inner))
+                or (conn.tls and conn.unsent())):
             # What is left of the request would only be waited for.
             conn.abort()
             return
@@ -516,7 +516,7 @@ class _Request:
         self.connecting: Optional[Deferred[Any]] = None
         self.retried = False
 
-    def cancel(self, d: Deferred) -> None:
+    def cancel(self, d: Deferred[BackendResponse]) -> None:
         # The Deferred errbacks with CancelledError once this returns.
         self.deferred = None
         conn = self.conn
@@ -979,7 +979,7 @@ class BackendResponse:
         protocol = self._protocol
         try:
             protocol.connectionLost(reason)
-        except Exception:
+        except Exception:  # noqa: BLE001 -- the body protocol's bug is logged; the exchange still ends
             log.failure("backend response body protocol failed in connectionLost")
 
     def _drain(self) -> None:
