@@ -23,7 +23,7 @@ def decode_header_value(raw: str) -> str:
 
     @raise ValueError: malformed base64 or UTF-8.
     """
-    if raw.startswith("=?base64?") and raw.endswith("?="):
+    if len(raw) >= 11 and raw.startswith("=?base64?") and raw.endswith("?="):  # no overlap
         try:
             return base64.b64decode(raw[9:-2], validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):

