@@ -680,7 +680,7 @@ class _Connection:
             self.sock_paused = True
             self.transport.pauseProducing()
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Optional[Failure] = None) -> None:
         self.lost = True
         on_lost = self.on_lost
         if on_lost is not None:

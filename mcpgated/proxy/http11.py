@@ -681,7 +681,7 @@ class GatewayChannel(Protocol):
         self.closing = True
         self.transport.loseConnection()
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Optional[Failure] = None) -> None:
         self.closing = True
         self.deadlines.stop()
         self.ready.clear()
