@@ -12,7 +12,7 @@ import configparser
 import ipaddress
 import re
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import attrs
 from twisted.logger import InvalidLogLevelError, LogLevel
@@ -338,7 +338,9 @@ def parse_text(text: str, path: Optional[str] = None, base: Optional[Path] = Non
     except configparser.Error as e:
         raise ConfigError(f"cannot parse: {e.message.splitlines()[0]}", path) from e
 
-    values: Dict[str, Dict[str, object]] = {}
+    # Each value is what its key's parser in _SCHEMA returns: the types the
+    # config records below declare.
+    values: Dict[str, Dict[str, Any]] = {}
     for section in parser.sections():
         if section not in _SCHEMA:
             known = ", ".join(f"[{name}]" for name in _SCHEMA)
@@ -376,28 +378,28 @@ def parse_text(text: str, path: Optional[str] = None, base: Optional[Path] = Non
         raise ConfigError("a SQLite file path is required", path, "storage", "path")
     return Config(
         source=Path(path) if path else None,
-        gateway=GatewayConfig(**gateway),  # type: ignore[arg-type]
+        gateway=GatewayConfig(**gateway),
         admin=AdminConfig(
-            listen=admin["listen"],  # type: ignore[arg-type]
-            token=admin["token"] or None,  # type: ignore[arg-type]
+            listen=admin["listen"],
+            token=admin["token"] or None,
             token_file=_resolve(base, str(admin["token_file"])),
         ),
         storage=StorageConfig(path=storage_path),
         logging=LoggingConfig(
             dir=_resolve(base, str(logging["dir"])),
-            level=logging["level"],  # type: ignore[arg-type]
-            max_bytes=logging["max_bytes"],  # type: ignore[arg-type]
-            keep=logging["keep"],  # type: ignore[arg-type]
-            access_log=logging["access_log"],  # type: ignore[arg-type]
+            level=logging["level"],
+            max_bytes=logging["max_bytes"],
+            keep=logging["keep"],
+            access_log=logging["access_log"],
         ),
-        limits=LimitsConfig(**limits),  # type: ignore[arg-type]
+        limits=LimitsConfig(**limits),
         daemon=DaemonConfig(ports_file=_resolve(base, str(daemon["ports_file"]))),
         analytics=AnalyticsConfig(
-            enabled=analytics["enabled"],  # type: ignore[arg-type]
+            enabled=analytics["enabled"],
             path=analytics_path,
-            retention=analytics["retention"],  # type: ignore[arg-type]
-            max_rows=analytics["max_rows"],  # type: ignore[arg-type]
-            exchange_log=analytics["exchange_log"],  # type: ignore[arg-type]
+            retention=analytics["retention"],
+            max_rows=analytics["max_rows"],
+            exchange_log=analytics["exchange_log"],
         ),
     )
 
