@@ -28,6 +28,7 @@ from mcpgated.model import (
     AnalyticsSettings,
     ApiDefinition,
     KeepAliveSettings,
+    OAuthSettings,
 )
 
 BACKEND = "http://127.0.0.1:3001/mcp"
@@ -177,6 +178,42 @@ def test_each_part_names_the_field_it_refuses(changes: Dict[str, Any], field: st
     assert refused(body(**changes)).field == field
 
 
+def test_oauth_and_public_url_default_and_canonical_form() -> None:
+    minimal = parse_definition(body())
+    assert minimal.oauth == OAuthSettings() and minimal.public_url is None
+    assert minimal.to_json()["oauth"] == {"relay": False, "proxyAuthorizationServerDiscovery": False}
+    relayed = parse_definition(body(oauth={"relay": True, "proxyAuthorizationServerDiscovery": True},
+                                    publicUrl="https://mcp.example.com/base/"))
+    assert relayed.public_url == "https://mcp.example.com/base"
+    assert relayed.oauth == OAuthSettings(relay=True, proxy_authorization_server_discovery=True)
+
+
+@pytest.mark.parametrize("extra, field", [
+    ({"oauth": True}, "oauth"),
+    ({"oauth": {"relay": "yes"}}, "oauth.relay"),
+    ({"oauth": {"audience": "x"}}, "oauth.audience"),
+    ({"oauth": {"proxyAuthorizationServerDiscovery": True}}, "oauth.proxyAuthorizationServerDiscovery"),
+    ({"publicUrl": "mcp.example.com"}, "publicUrl"),
+    ({"publicUrl": "https://mcp.example.com/?q=1"}, "publicUrl"),
+    ({"publicUrl": "https://user:pw@mcp.example.com"}, "publicUrl"),
+    ({"publicUrl": 'https://mcp.example.com/"x'}, "publicUrl"),
+    ({"publicUrl": "https://mcp.example.com/a/../b"}, "publicUrl"),
+])
+def test_bad_oauth_fields_are_refused(extra: Dict[str, Any], field: str) -> None:
+    assert refused(body(**extra)).field == field
+
+
+@pytest.mark.parametrize("url", [
+    "http://localhost:3001/mcp", "http://my_backend:8080/mcp", "https://[::1]:8443/mcp",
+    "http://10.0.0.7/mcp?x=1", "HTTP://Example.COM/mcp",
+    "http://xn--bcher-kva.example/mcp", "http://XN--BCHER-KVA.example/mcp",
+])
+def test_ascii_backend_urls_are_kept_as_given(url: str) -> None:
+    # Guards for the IDNA encoding (tests/security/test_backend_idna.py):
+    # ASCII hosts, valid A-labels included, are stored exactly as given.
+    assert parse_definition(body(backend=url)).backend == url
+
+
 def test_keep_alive_of_zero_means_no_pooling_and_ca_file_for_https() -> None:
     definition = parse_definition(body(backend="https://x.example/mcp", backendCaFile="/etc/ca.pem",
                                        backendKeepAlive={"idleTimeoutSeconds": 0}))
@@ -202,6 +239,8 @@ def test_a_definition_stored_before_newer_fields_loads_with_their_defaults() -> 
     old = {key: value for key, value in definition.to_json().items()
            if key in ("name", "version", "contextPath", "backend", "plans")}
     assert definition_from_json(old) == definition
+    relayed = parse_definition(body(oauth={"relay": True}, publicUrl="https://mcp.example.com"))
+    assert definition_from_json(json.loads(json.dumps(relayed.to_json()))) == relayed
 
 
 # --- whatever the body, a definition or InvalidField -------------------------------------------------
