@@ -18,7 +18,10 @@ import hashlib
 from typing import Any, Dict, Iterable, Mapping, Optional, Set, Tuple
 
 import attrs
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
 
 from mcpgated.policy.acl import ALLOW, Decision
 from mcpgated.policy.pinning import (
@@ -59,7 +62,7 @@ class PinBook:
     """
 
     store: Any
-    clock: Any
+    clock: IReactorTime
     metrics: Any = None
     refresh_after: float = 10.0
     _pins: Dict[str, Dict[Key, PinState]] = attrs.field(factory=dict)
@@ -122,7 +125,7 @@ class PinBook:
 
     # --- per request --------------------------------------------------------------------
 
-    def check(self, api_id: str, settings: PinSettings, headers: Any) -> "PinCheck":
+    def check(self, api_id: str, settings: PinSettings, headers: Headers) -> "PinCheck":
         """
         What one request (a message or a batch) does with the pins.
         """
@@ -181,14 +184,14 @@ class PinBook:
             if self.metrics is not None:
                 self.metrics.pin_event(api_id, event.kind, event.type)
 
-    def _written(self, result: Any, api_id: str) -> None:
+    def _written(self, result: object, api_id: str) -> None:
         left = self._writing.get(api_id, 1) - 1
         if left:
             self._writing[api_id] = left
         else:
             self._writing.pop(api_id, None)
 
-    def _store_failed(self, failure: Any, api_id: str) -> None:
+    def _store_failed(self, failure: Failure, api_id: str) -> None:
         # the store's interface and errors sit in the policy layer; its
         # implementations above (tests/test_layers.py)
         from mcpgated.store._interface import Closed
@@ -228,7 +231,7 @@ class PinCheck:
     book: PinBook
     api_id: str
     settings: PinSettings
-    headers: Any  # the request's: its session is read only when a list is judged
+    headers: Headers  # the request's: its session is read only when a list is judged
     paged: bool = False
 
     @property
