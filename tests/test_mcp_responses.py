@@ -433,8 +433,6 @@ def test_stream_judged_is_chunking_independent(stream: Any, cuts: List[int]) -> 
     assert seen.raws() == messages
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (reported to the lead): an event whose data line is longer than "
-                   "MAX_JUDGED is cut by the line splitter, fails to decode, and passes to the client unjudged")
 def test_stream_judged_oversized_event_is_not_passed_unjudged() -> None:
     judge = StubJudge({("n", 1): {"jsonrpc": "2.0", "id": 1, "result": {"tools": []}}})
     event = (b'data: {"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"secret"}],"pad":"'
@@ -475,8 +473,6 @@ def test_bytes_after_the_endpoint_event_in_the_same_chunk_are_not_lost() -> None
         json.dumps(_result(1))), True)]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (reported to the lead): when the endpoint event releases the held "
-                   "bytes, the framer forgets the event in progress, so the observer misses its message")
 def test_a_message_split_across_the_endpoint_release_is_still_observed() -> None:
     seen = Seen()
     reader = _legacy(seen)

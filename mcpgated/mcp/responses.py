@@ -17,7 +17,7 @@ from typing import Any, Callable, List, Optional, Protocol, Sequence
 
 from mcpgated.mcp.jsonfast import object_reader
 from mcpgated.mcp.messages import Message, classify
-from mcpgated.mcp.sse import EventFramer, Lines, event_data, event_type, raw, replace_data
+from mcpgated.mcp.sse import EventFramer, Lines, event_data, event_type, is_cut, raw, replace_data
 
 # Largest message read for the exchange log; bigger ones are counted, not read.
 MAX_READ = 1024 * 1024
@@ -119,8 +119,10 @@ class ResponseReader:
         self._endpoint = endpoint
         self._stream = event_stream
         self._seen = 0
+        self._released = False
         if event_stream:
-            self._framer: Optional[EventFramer] = EventFramer(MAX_JUDGED if judge else MAX_READ)
+            limit = MAX_JUDGED if judge else MAX_READ
+            self._framer: Optional[EventFramer] = EventFramer(limit, max_event=limit)
             self._body: Optional[bytearray] = None
         else:
             self._framer = None
@@ -184,6 +186,12 @@ class ResponseReader:
             return body
         return self._json_out([replaced], True)
 
+    def _too_large(self) -> bytes:
+        error = {"jsonrpc": "2.0", "id": None, "error": {"code": -32603, "message": TOO_LARGE}}
+        encoded = dump(error)
+        self._observe([classify(error)], len(encoded))
+        return b"event: message\ndata: " + encoded + b"\n\n"
+
     def _judged(self, message: Message) -> Any:
         assert self._judge is not None
         replaced = self._judge.judge(message)
@@ -211,14 +219,17 @@ class ResponseReader:
         out = self._framer.feed(chunk, self._event)
         if self._endpoint is not None and self._seen > self._endpoint_within:
             self._endpoint = None  # no endpoint event where it must be: none is rewritten
-        if self._endpoint is None and self._judge is None:
-            out += self._framer.held()  # the endpoint is done: nothing is held any more
+        if self._endpoint is None and self._judge is None and not self._released:
+            # the endpoint is done: what is held goes out now, and the framer
+            # goes on watching the event in progress
+            self._released = True
+            out += self._framer.peek()
         return out
 
     def _flush_events(self) -> bytes:
         assert self._framer is not None
         held = self._framer.held() if (self._judge is not None or self._endpoint is not None) \
-            else b""
+            and not self._released else b""
         if self._judge is None:
             return held
         extra = self._judge.extra()
@@ -227,6 +238,9 @@ class ResponseReader:
         return held + b"".join(b"event: message\ndata: " + dump(m) + b"\n\n" for m in extra)
 
     def _event(self, lines: Lines) -> bytes:
+        if is_cut(lines):
+            # too large to read: judged answers fail closed, watched ones go unread
+            return self._too_large() if self._judge is not None else raw(lines)
         data, payload = event_data(lines)
         if self._endpoint is not None and event_type(lines) == b"endpoint":
             rewrite, self._endpoint = self._endpoint, None

@@ -78,6 +78,10 @@ class LineSplitter:
             self._pending = b""
         return lines
 
+    @property
+    def pending(self) -> bytes:
+        return self._pending
+
     def take_pending(self) -> bytes:
         pending, self._pending = self._pending, b""
         return pending
@@ -90,11 +94,18 @@ class EventFramer:
     """
     Holds a stream's bytes only until each event is complete, so a rewriter
     can replace whole events; everything else comes out byte for byte.
+
+    An event that grows past C{max_event} bytes (or holds a line cut at
+    C{max_line}) is handed over at once, ending with the L{CUT} marker, so
+    memory stays bounded; what follows it is framed as a new event, as a
+    client that is sent a replacement for the first part reads it.
     """
 
-    def __init__(self, max_line: int) -> None:
+    def __init__(self, max_line: int, max_event: Optional[int] = None) -> None:
         self._lines = LineSplitter(max_line)
         self._event: Lines = []
+        self._size = 0
+        self._max_event = max_event
 
     def feed(self, chunk: bytes, on_event: Callable[[Lines], bytes]) -> bytes:
         out = []
@@ -108,9 +119,21 @@ class EventFramer:
         for line, end in lines:
             self._event.append((line, end))
             if line == b"":
-                event, self._event = self._event, []
+                event, self._event, self._size = self._event, [], 0
+                out.append(on_event(event))
+                continue
+            self._size += len(line) + len(end)
+            if not end or (self._max_event is not None and self._size > self._max_event):
+                event, self._event, self._size = self._event, [], 0
+                event.append(CUT)
                 out.append(on_event(event))
         return b"".join(out)
+
+    def peek(self) -> bytes:
+        """
+        Whatever is held back (an incomplete event), still held.
+        """
+        return b"".join(line + end for line, end in self._event) + self._lines.pending
 
     def held(self) -> bytes:
         """
@@ -118,7 +141,19 @@ class EventFramer:
         """
         held = b"".join(line + end for line, end in self._event)
         self._event = []
+        self._size = 0
         return held + self._lines.take_pending()
+
+
+# Ends an event handed over before its end (L{EventFramer}): no bytes.
+CUT = (b"", b"")
+
+
+def is_cut(lines: Lines) -> bool:
+    """
+    Whether an event was handed over before its end (too large).
+    """
+    return bool(lines) and lines[-1] is CUT
 
 
 def event_data(lines: Lines) -> Tuple[List[Optional[bytes]], bytes]:
