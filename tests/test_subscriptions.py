@@ -2,8 +2,8 @@
 Applications, subscriptions and API keys: the admin API against a real
 daemon (keys shown once, stored hashed, revoked, rotated with a grace
 period, closed with their subscription), the database file read after the
-daemon stops, the reactor-side KeyIndex rebuilt from that file, and
-KeyIndex itself with an injected clock.
+daemon stops, and the reactor-side KeyIndex rebuilt from that file
+(KeyIndex itself: tests/test_keys.py).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
-from mcpgated.keys import KeyGrant, KeyIndex, hash_key, key_prefix, new_key
+from mcpgated.keys import KeyGrant, KeyIndex
 from mcpgated.routing import RouteTable
 from mcpgated.store import IApiStore, SQLiteApiStore
 from mcpgated.tap import StoreService
@@ -387,60 +387,3 @@ def test_key_index_rebuilt_from_the_database(tmp_path):
         assert keys.lookup(api_id, key["key"], now) is None
     assert keys.lookup(other_api, closed_key["key"], now) is None
     assert keys.lookup(api_id, current["key"] + "x", now) is None
-
-
-# --- KeyIndex ------------------------------------------------------------------------------
-
-
-def _grant(api_id: str = "api-1", expires_at: Any = None) -> KeyGrant:
-    return KeyGrant(api_id=api_id, plan="Keys", application_id="app-1",
-                    application_name="Cursor", subscription_id="sub-1", expires_at=expires_at)
-
-
-def test_new_keys():
-    keys = {new_key() for _ in range(100)}
-    assert len(keys) == 100
-    for key in keys:
-        assert len(key) == 43 and key.isascii() and not set(key) - set(
-            "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
-        assert key_prefix(key) == key[:6]
-        assert hash_key(key) == hashlib.sha256(key.encode()).hexdigest()
-
-
-def test_key_index_lookup():
-    index = KeyIndex()
-    assert index.lookup("api-1", "anything", 0.0) is None
-    key, later, other = new_key(), new_key(), new_key()
-    index.load([(hash_key(key), _grant()), (hash_key(later), _grant(expires_at=100.0)),
-                (hash_key(other), _grant("api-2"))])
-    assert index.lookup("api-1", key, 50.0) == _grant()
-    assert index.lookup("api-2", key, 50.0) is None  # another API's key
-    assert index.lookup("api-2", other, 50.0) == _grant("api-2")
-    # Expiry: valid strictly before expires_at.
-    assert index.lookup("api-1", later, 99.999) == _grant(expires_at=100.0)
-    assert index.lookup("api-1", later, 100.0) is None
-    assert index.lookup("api-1", later, 1e12) is None
-    # Wrong, empty, oversized and near-miss keys.
-    for wrong in ("", key[:-1], key + " ", key.upper(), "x" * 10000, hash_key(key)):
-        assert index.lookup("api-1", wrong, 50.0) is None
-
-
-def test_key_index_updates():
-    index = KeyIndex()
-    key = new_key()
-    index.put(hash_key(key), _grant())
-    assert index.lookup("api-1", key, 0.0) == _grant()
-    # A rotation gives the old key an expiry.
-    index.put(hash_key(key), _grant(expires_at=10.0))
-    assert index.lookup("api-1", key, 5.0) == _grant(expires_at=10.0)
-    assert index.lookup("api-1", key, 10.0) is None
-    # Revocation.
-    index.remove(hash_key(key))
-    assert index.lookup("api-1", key, 0.0) is None
-    index.remove(hash_key(key))  # removing twice is harmless
-    # load replaces everything.
-    index.put(hash_key(key), _grant())
-    fresh = new_key()
-    index.load([(hash_key(fresh), _grant())])
-    assert index.lookup("api-1", key, 0.0) is None
-    assert index.lookup("api-1", fresh, 0.0) == _grant()
