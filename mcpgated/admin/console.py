@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import hashlib
 from importlib import resources
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import attrs
+from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
 PREFIX = b"ui"
@@ -87,7 +88,7 @@ class ConsoleResource(Resource):
         super().__init__()
         self.files = files
 
-    def render(self, request: Any) -> bytes:
+    def render(self, request: IRequest) -> bytes:
         request.setHeader(b"x-content-type-options", b"nosniff")
         request.setHeader(b"referrer-policy", b"no-referrer")
         request.setHeader(b"x-frame-options", b"DENY")
@@ -135,10 +136,11 @@ class AdminRoot(Resource):
         self.api = api
         self.console = console if console is not None else ConsoleResource(load_files())
 
-    def render(self, request: Any) -> Any:
+    def render(self, request: IRequest) -> Union[bytes, int]:
         if request.postpath and request.postpath[0] == PREFIX:
             return self.console.render(request)
-        return self.api.render(request)
+        answer: Union[bytes, int] = self.api.render(request)  # bytes, or NOT_DONE_YET
+        return answer
 
 
 def gateway_addresses(listeners: Iterable[Any], public_url: Optional[str]) -> Dict[str, Any]:
