@@ -14,16 +14,25 @@ import json
 import queue
 import sqlite3
 import time
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pytest
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
+from mcpgated.definitions import InvalidField, parse_definition
 from mcpgated.keys import KeyGrant, KeyIndex
 from mcpgated.routing import RouteTable
 from mcpgated.store import IApiStore, SQLiteApiStore
+from mcpgated.subscriptions import (
+    DEFAULT_ROTATION_GRACE,
+    MAX_ROTATION_GRACE,
+    parse_application,
+    parse_rotation,
+    parse_subscription_request,
+    subscribable_plan,
+)
 from mcpgated.tap import StoreService
 from tests.support import Daemon, http
 
@@ -387,3 +396,45 @@ def test_key_index_rebuilt_from_the_database(tmp_path):
         assert keys.lookup(api_id, key["key"], now) is None
     assert keys.lookup(other_api, closed_key["key"], now) is None
     assert keys.lookup(api_id, current["key"] + "x", now) is None
+
+
+# --- the bodies, in process (mcpgated.subscriptions) -----------------------------------------
+
+
+def test_bodies_of_applications_subscriptions_and_rotations() -> None:
+    assert parse_application({"name": " Cursor ", "id": "ignored", "createdAt": None}) == \
+        ("Cursor", "")
+    assert parse_subscription_request({"application": "app-1", "plan": "Keys"}) == ("app-1", "Keys")
+    assert parse_rotation(None) == parse_rotation({}) == DEFAULT_ROTATION_GRACE
+    assert parse_rotation({"expireOldAfter": 0}) == 0
+    assert parse_rotation({"expireOldAfter": MAX_ROTATION_GRACE}) == MAX_ROTATION_GRACE
+
+
+@pytest.mark.parametrize("parse, body, field", [
+    (parse_application, [], None),
+    (parse_application, {}, "name"),
+    (parse_application, {"name": "x", "owner": "y"}, "owner"),
+    (parse_subscription_request, {"application": "a"}, "plan"),
+    (parse_subscription_request, {"application": 1, "plan": "Keys"}, "application"),
+    (parse_rotation, {"expireOldAfter": -1}, "expireOldAfter"),
+    (parse_rotation, {"expireOldAfter": MAX_ROTATION_GRACE + 1}, "expireOldAfter"),
+    (parse_rotation, {"expireOldAfter": 1.5}, "expireOldAfter"),
+    (parse_rotation, {"expireOldAfter": True}, "expireOldAfter"),
+    (parse_rotation, {"grace": 5}, "grace"),
+])
+def test_bad_bodies_name_the_field(parse: Callable[[Any], Any], body: Any,
+                                   field: Optional[str]) -> None:
+    with pytest.raises(InvalidField) as caught:
+        parse(body)
+    assert caught.value.field == field
+
+
+def test_only_published_token_and_key_plans_take_subscriptions() -> None:
+    definition = parse_definition({"name": "x", "version": "1", "contextPath": "/x",
+                                   "backend": UNREACHABLE, "plans": PLANS})
+    assert subscribable_plan("api-1", definition, "Gold").description == "more calls"
+    for name, message in (("Keyless", "needs no subscription"), ("Later", "STAGING"),
+                          ("Retired", "CLOSED"), ("keys", "no plan named 'keys'")):
+        with pytest.raises(InvalidField) as caught:
+            subscribable_plan("api-1", definition, name)
+        assert caught.value.field == "plan" and message in caught.value.message
