@@ -34,7 +34,7 @@ class _NoDelayEndpoint:
     def __init__(self, wrapped: Any) -> None:
         self._wrapped = wrapped
 
-    def connect(self, factory: Any) -> Deferred:
+    def connect(self, factory: Any) -> Deferred[Any]:
         def connected(protocol: Any) -> Any:
             transport = getattr(protocol, "transport", None)
             while transport is not None and not hasattr(transport, "setTcpNoDelay"):
@@ -46,7 +46,8 @@ class _NoDelayEndpoint:
                     pass
             return protocol
 
-        return self._wrapped.connect(factory).addCallback(connected)
+        connecting: Deferred[Any] = self._wrapped.connect(factory)
+        return connecting.addCallback(connected)
 
 
 @implementer(IAgentEndpointFactory)
@@ -88,7 +89,7 @@ class UpstreamPool(Service):
     limits: LimitsConfig
     max_per_host: int = 256
     pool: HTTPConnectionPool = attrs.field(init=False)
-    _agents: Dict[Optional[str], Any] = attrs.field(init=False, factory=dict)
+    _agents: Dict[Optional[str], IAgent] = attrs.field(init=False, factory=dict)
     # one proxy client per (CA file, pool idle timeout): the per-API settings
     _clients: Dict[Tuple[Optional[str], float], BackendClient] = attrs.field(init=False,
                                                                             factory=dict)
@@ -101,7 +102,8 @@ class UpstreamPool(Service):
 
     def _build(self, policy: IPolicyForHTTPS) -> IAgent:
         factory = _CachingEndpointFactory(self.reactor, self.limits.connect_timeout, policy)
-        return Agent.usingEndpointFactory(self.reactor, factory, pool=self.pool)
+        agent: IAgent = Agent.usingEndpointFactory(self.reactor, factory, pool=self.pool)
+        return agent
 
     async def _policy(self, ca_file: Optional[str]) -> IPolicyForHTTPS:
         """
@@ -161,7 +163,7 @@ class UpstreamPool(Service):
                                                              idle_timeout)
         return client
 
-    def stopService(self) -> Deferred:  # type: ignore[override]
+    def stopService(self) -> Deferred[Any]:
         Service.stopService(self)
         closing = [client.close_idle() for client in self._clients.values()]
         closing.append(self.pool.closeCachedConnections())
