@@ -50,7 +50,7 @@ else:
 from twisted.web.http_headers import Headers
 
 from mcpgated.mcp.body import parse
-from mcpgated.model import parse_definition
+from mcpgated.definitions import parse_definition
 from mcpgated.policy.auth import Authenticator
 from mcpgated.policy.gate import AdmissionRequest, Gate
 from mcpgated.policy.pinbook import PinBook

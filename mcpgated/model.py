@@ -10,7 +10,7 @@ L{ApiRecord.to_json} is the shape the admin API answers with.
 from __future__ import annotations
 
 import datetime
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import attrs
 
@@ -302,17 +302,3 @@ class ApiRecord:
             }
         )
         return body
-
-
-# Moved to mcpgated.definitions (issue 13): still importable from here at run
-# time until every importer has switched; type checkers see only the new home.
-_MOVED = frozenset({"InvalidField", "parse_definition", "definition_from_json",
-                    "normalize_context_path", "idna_host"})
-
-if not TYPE_CHECKING:
-    def __getattr__(name: str) -> Any:
-        if name in _MOVED:
-            from mcpgated import definitions
-
-            return getattr(definitions, name)
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,7 +11,7 @@ from typing import Any, Optional
 import attrs
 import pytest
 
-from mcpgated import definitions, model
+from mcpgated import model
 from mcpgated.model import (
     STARTED,
     STOPPED,
@@ -122,12 +122,3 @@ def test_a_record_as_the_admin_api_answers() -> None:
     assert (answer["createdAt"], answer["updatedAt"], answer["deployedAt"]) == \
         ("1970-01-01T00:00:00.000Z", "1970-01-01T00:00:01.000Z", None)
     assert SECRET not in json.dumps(answer)
-
-
-def test_names_moved_to_definitions_still_import_from_model() -> None:
-    # until every importer has switched (issue 13); then this test goes
-    for name in ("InvalidField", "parse_definition", "definition_from_json",
-                 "normalize_context_path", "idna_host"):
-        assert getattr(model, name) is getattr(definitions, name)
-    with pytest.raises(AttributeError):
-        _ = model.no_such_name  # type: ignore[attr-defined]
