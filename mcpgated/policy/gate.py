@@ -22,6 +22,7 @@ from mcpgated.mcp.headers import HEADER_MISMATCH, routing_header_problem
 from mcpgated.mcp.ids import IdKey
 from mcpgated.mcp.messages import REQUEST, Message
 from mcpgated.mcp.methods import LIST_ITEMS
+from mcpgated.model import ApiDefinition
 from mcpgated.policy.acl import AccessPolicy, Caller, combine
 from mcpgated.policy.auth import Authenticator, Principal, key_locations, strip_query
 from mcpgated.policy.interfaces import IAdmission
@@ -45,7 +46,7 @@ class AdmissionRequest:
     """
 
     api_id: str
-    definition: Any  # mcpgated.model.ApiDefinition
+    definition: ApiDefinition
     method: bytes
     headers: Any  # twisted.web.http_headers.Headers
     query: bytes
@@ -138,7 +139,7 @@ class Gate:
     limiter: Limiter
     pins: Any = None  # mcpgated.policy.pinbook.PinBook: tool-definition pinning
 
-    def needed(self, definition: Any) -> bool:
+    def needed(self, definition: ApiDefinition) -> bool:
         """
         Whether an API needs the gate at all (the open, rule-less, limit-less
         keyless case skips it, costing nothing).
@@ -216,7 +217,7 @@ class Gate:
                 admission.body = json.dumps(kept, separators=(",", ":")).encode("utf-8")
         return admission
 
-    def _credentials(self, admission: Admission, definition: Any, headers: Any) -> None:
+    def _credentials(self, admission: Admission, definition: ApiDefinition, headers: Any) -> None:
         """
         Gateway credentials never reach the backend; a configured backend
         credential is sent instead.
