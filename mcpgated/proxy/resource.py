@@ -267,7 +267,8 @@ class GatewayResource(Resource):
                 headers.removeHeader(name)
             for name, value in admission.set_headers:
                 headers.setRawHeaders(name, [value])
-        client = await self._client(route)
+        client = self.upstreams.default_client(route.definition.backend_keep_alive.idle_timeout) \
+            if route.definition.backend_ca_file is None else await self._client(route)
         send = body if body or request.method in _BODY_METHODS else None
         sent = self.clock.seconds()
         response = await self._send(exchange, client, request.method, url, headers, send)
@@ -367,12 +368,14 @@ class GatewayResource(Resource):
 
     async def _client(self, route: Route) -> IBackendClient:
         """
+        The client of a backend verified with the API's own CA file (the
+        others use the default client, without a coroutine).
+
         @raise Refusal: 502, the API's backend CA file cannot be loaded.
         """
         ca_file = route.definition.backend_ca_file
+        assert ca_file is not None
         idle_timeout = route.definition.backend_keep_alive.idle_timeout
-        if ca_file is None:
-            return self.upstreams.default_client(idle_timeout)
         try:
             return await self.upstreams.client(ca_file, idle_timeout)
         except Exception as e:  # noqa: BLE001 -- any failure to load it is the same 502
