@@ -202,13 +202,7 @@ class Daemon:
         return status, (json.loads(data) if data else None)
 
     def deploy(self, backend: str, context_path: str = "/mcp-proxy", name: str = "Everything") -> str:
-        status, api = self.admin("POST", "/apis", {
-            "name": name, "version": "1.0", "contextPath": context_path, "backend": backend,
-            "plans": [{"name": "Keyless", "security": "KEY_LESS"}]})
-        assert status == 201, api
-        status, deployed = self.admin("POST", f"/apis/{api['id']}/_deploy")
-        assert status == 200, deployed
-        return api["id"]
+        return deploy(self, context_path, backend, name=name, version="1.0")["id"]
 
     def stop(self) -> int:
         assert self.proc is not None
@@ -217,3 +211,55 @@ class Daemon:
     def kill(self) -> int:
         assert self.proc is not None
         return self.proc.kill()
+
+
+def keyless() -> List[Dict[str, Any]]:
+    """
+    The plans of an open API: one keyless plan.
+    """
+    return [{"name": "Keyless", "security": "KEY_LESS"}]
+
+
+def api_definition(context_path: str, backend: str, plans: Optional[List[Dict[str, Any]]] = None,
+                   **fields: Any) -> Dict[str, Any]:
+    """
+    The admin JSON of an API at C{context_path}, named after its path, with
+    C{plans} (one keyless plan by default); C{fields} add or replace fields.
+    """
+    body: Dict[str, Any] = {
+        "name": context_path.strip("/") or "root", "version": "1", "contextPath": context_path,
+        "backend": backend, "plans": keyless() if plans is None else plans}
+    body.update(fields)
+    return body
+
+
+def deploy(daemon: Daemon, context_path: str, backend: str,
+           plans: Optional[List[Dict[str, Any]]] = None, **fields: Any) -> Dict[str, Any]:
+    """
+    Create (201) and deploy (200) the API L{api_definition} describes; the
+    deployed API's JSON (its id: C{["id"]}).
+    """
+    status, api = daemon.admin("POST", "/apis", api_definition(context_path, backend, plans, **fields))
+    assert status == 201, api
+    status, deployed = daemon.admin("POST", f"/apis/{api['id']}/_deploy")
+    assert status == 200, deployed
+    assert isinstance(deployed, dict)
+    return deployed
+
+
+def subscribe_key(daemon: Daemon, api_id: str, plan: str, application: str
+                  ) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """
+    A new application subscribed to C{plan} of the API, and an API key of
+    that subscription: the subscription's JSON and the key's (C{["key"]} is
+    the secret).
+    """
+    status, app = daemon.admin("POST", "/applications", {"name": application})
+    assert status == 201, app
+    status, sub = daemon.admin("POST", f"/apis/{api_id}/subscriptions",
+                               {"application": app["id"], "plan": plan})
+    assert status == 201, sub
+    status, key = daemon.admin("POST", f"/apis/{api_id}/subscriptions/{sub['id']}/keys")
+    assert status == 201, key
+    assert isinstance(sub, dict) and isinstance(key, dict)
+    return sub, key

@@ -16,7 +16,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 
-from tests.support import Daemon, http
+from tests.support import Daemon, http, subscribe_key
 
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
@@ -43,13 +43,7 @@ def guarded(daemon, everything):
     status, api = daemon.admin("POST", "/apis", _api(f"http://127.0.0.1:{everything}/mcp"))
     assert status == 201, api
     assert daemon.admin("POST", f"/apis/{api['id']}/_deploy")[0] == 200
-    status, app = daemon.admin("POST", "/applications", {"name": "acme-agent"})
-    assert status == 201, app
-    status, sub = daemon.admin("POST", f"/apis/{api['id']}/subscriptions",
-                               {"application": app["id"], "plan": "Gold"})
-    assert status == 201, sub
-    status, key = daemon.admin("POST", f"/apis/{api['id']}/subscriptions/{sub['id']}/keys")
-    assert status == 201, key
+    sub, key = subscribe_key(daemon, api["id"], "Gold", "acme-agent")
     return daemon, api, sub, key["key"], key["id"]
 
 

@@ -33,7 +33,7 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 
 from tests.oauth_peers import oauth_client
-from tests.support import BIN, REPO, Daemon, Proc, http
+from tests.support import BIN, REPO, Daemon, Proc, deploy, http
 
 PRM = "/.well-known/oauth-protected-resource"
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
@@ -196,18 +196,6 @@ def gateway(tmp_path_factory) -> Iterator[Daemon]:
     yield daemon
     if daemon.proc is not None and daemon.proc.popen.poll() is None:
         daemon.stop()
-
-
-def deploy(daemon: Daemon, context_path: str, backend: str, plans: List[Dict[str, Any]],
-           **extra: Any) -> Dict[str, Any]:
-    body = {"name": context_path.strip("/"), "version": "1", "contextPath": context_path,
-            "backend": backend, "plans": plans}
-    body.update(extra)
-    status, api = daemon.admin("POST", "/apis", body)
-    assert status == 201, api
-    status, deployed = daemon.admin("POST", f"/apis/{api['id']}/_deploy")
-    assert status == 200, deployed
-    return deployed
 
 
 TOOL_RULES = {"rules": [

@@ -62,17 +62,6 @@ class Recording:
         self.backend.stop()
 
 
-def deploy(daemon: Daemon, backend_url: str, path: str, **extra: Any) -> str:
-    body = {"name": path.strip("/"), "version": "1", "contextPath": path, "backend": backend_url,
-            "plans": [{"name": "Keyless", "security": "KEY_LESS"}]}
-    body.update(extra)
-    status, api = daemon.admin("POST", "/apis", body)
-    assert status == 201, api
-    status, deployed = daemon.admin("POST", f"/apis/{api['id']}/_deploy")
-    assert status == 200, deployed
-    return api["id"]
-
-
 class Client:
     """
     A blocking raw TCP client to the gateway; every read has a deadline.

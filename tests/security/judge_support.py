@@ -39,17 +39,6 @@ def stop_daemon(daemon: Daemon) -> None:
         daemon.stop()
 
 
-def deploy(daemon: Daemon, path: str, backend: str, **extra: Any) -> str:
-    body = {"name": path.strip("/") or "root", "version": "1", "contextPath": path,
-            "backend": backend, "plans": [{"name": "Keyless", "security": "KEY_LESS"}]}
-    body.update(extra)
-    status, api = daemon.admin("POST", "/apis", body)
-    assert status == 201, api
-    status, deployed = daemon.admin("POST", f"/apis/{api['id']}/_deploy")
-    assert status == 200, deployed
-    return api["id"]
-
-
 def raw_request(method: str, target: bytes, body: bytes = b"",
                 headers: Optional[Dict[str, str]] = None, chunked: bool = False) -> bytes:
     """

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, Optional
 
 import pytest
 from joserfc import jwt
@@ -21,7 +21,7 @@ from joserfc.jwk import ECKey
 
 from mcpgated.oauth.terminating import effective_audiences
 from mcpgated.definitions import parse_definition
-from tests.support import Daemon, http
+from tests.support import Daemon, deploy, http
 
 PRM = "/.well-known/oauth-protected-resource"
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
@@ -59,21 +59,9 @@ def daemon(tmp_path_factory) -> Iterator[Daemon]:
     d.stop()
 
 
-def _deploy(daemon: Daemon, path: str, backend: str, plans: List[Dict[str, Any]],
-            **extra: Any) -> Dict[str, Any]:
-    body = {"name": path.strip("/"), "version": "1", "contextPath": path, "backend": backend,
-            "plans": plans}
-    body.update(extra)
-    status, api = daemon.admin("POST", "/apis", body)
-    assert status == 201, api
-    status, deployed = daemon.admin("POST", f"/apis/{api['id']}/_deploy")
-    assert status == 200, deployed
-    return deployed
-
-
 def test_jwt_without_audience_accepts_only_tokens_for_the_api(daemon, peer):
     url = daemon.gateway + "/jwt"
-    api = _deploy(daemon, "/jwt", peer.url + "/mcp", [_jwt_plan()])
+    api = deploy(daemon, "/jwt", peer.url + "/mcp", [_jwt_plan()])
     # the metadata's resource is the audience expected
     document = json.loads(http("GET", f"{daemon.gateway}{PRM}/jwt")[2])
     assert document["resource"] == url
@@ -92,7 +80,7 @@ def test_jwt_without_audience_accepts_only_tokens_for_the_api(daemon, peer):
 
 def test_the_audience_follows_the_public_url(daemon, peer):
     public = "https://gw.example/base"
-    api = _deploy(daemon, "/pinned", peer.url + "/mcp", [_jwt_plan()], publicUrl=public)
+    api = deploy(daemon, "/pinned", peer.url + "/mcp", [_jwt_plan()], publicUrl=public)
     url = daemon.gateway + "/pinned"
     assert _call(url, _token(public + "/pinned")) == 200
     # the address the client used does not decide it when a public URL is set
@@ -102,7 +90,7 @@ def test_the_audience_follows_the_public_url(daemon, peer):
 
 
 def test_without_a_public_url_the_request_origin_decides(daemon, peer):
-    _deploy(daemon, "/hosted", peer.url + "/mcp", [_jwt_plan()])
+    deploy(daemon, "/hosted", peer.url + "/mcp", [_jwt_plan()])
     url = daemon.gateway + "/hosted"
     port = daemon.ports["gateway"][0]
     # the metadata a client reached through "localhost" names that origin; so does the audience
@@ -114,7 +102,7 @@ def test_without_a_public_url_the_request_origin_decides(daemon, peer):
 
 
 def test_explicit_audience_and_explicit_opt_out(daemon, peer):
-    explicit = _deploy(daemon, "/explicit", peer.url + "/mcp",
+    explicit = deploy(daemon, "/explicit", peer.url + "/mcp",
                        [_jwt_plan(audience=["api://mcp", "https://rs.example"])])
     url = daemon.gateway + "/explicit"
     assert _call(url, _token("api://mcp")) == 200
@@ -122,7 +110,7 @@ def test_explicit_audience_and_explicit_opt_out(daemon, peer):
     assert explicit["effectiveAudience"]["Tokens"] == {
         "audience": ["api://mcp", "https://rs.example"], "source": "plan"}
 
-    anyone = _deploy(daemon, "/anyone", peer.url + "/mcp", [_jwt_plan(anyAudience=True)])
+    anyone = deploy(daemon, "/anyone", peer.url + "/mcp", [_jwt_plan(anyAudience=True)])
     url = daemon.gateway + "/anyone"
     for aud in ("https://some-other-rs.example", MISSING, url):
         assert _call(url, _token(aud)) == 200, aud
@@ -163,7 +151,7 @@ def test_introspection_without_audience_accepts_only_tokens_for_the_api(daemon, 
     })
     configuration = {"introspectionUrl": peer.url + "/introspect", "cacheSeconds": 0,
                      "authorizationServers": ["https://as.example"]}
-    api = _deploy(daemon, "/introspected", peer.url + "/mcp", [
+    api = deploy(daemon, "/introspected", peer.url + "/mcp", [
         {"name": "Intro", "security": "OAUTH2", "configuration": configuration}])
     assert _call(url, "for-us") == 200
     assert _call(url, "for-us-too") == 200
@@ -171,7 +159,7 @@ def test_introspection_without_audience_accepts_only_tokens_for_the_api(daemon, 
     assert _call(url, "for-nobody") == 401  # no aud: not shown to be for this API
     assert api["effectiveAudience"] == {"Intro": {"audience": ["{origin}/introspected"],
                                                   "source": "request"}}
-    _deploy(daemon, "/introspected-any", peer.url + "/mcp", [
+    deploy(daemon, "/introspected-any", peer.url + "/mcp", [
         {"name": "Intro", "security": "OAUTH2",
          "configuration": dict(configuration, anyAudience=True)}])
     assert _call(daemon.gateway + "/introspected-any", "for-them") == 200

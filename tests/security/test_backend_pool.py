@@ -34,7 +34,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import ResponseDone
 
 from tests.raw_backend import RawBackend, RawConnection, RawRequest
-from tests.support import http
+from tests.support import deploy, http
 from tests.test_backend_client import (
     JSON,
     ClientHarness,
@@ -312,15 +312,6 @@ def backends() -> Iterator[List[RawBackend]]:
         backend.stop()
 
 
-def _deploy(daemon: Any, backend: str, path: str, **extra: Any) -> None:
-    body = {"name": path.strip("/"), "version": "1", "contextPath": path, "backend": backend,
-            "plans": [{"name": "Keyless", "security": "KEY_LESS"}]}
-    body.update(extra)
-    status, api = daemon.admin("POST", "/apis", body)
-    assert status == 201, api
-    assert daemon.admin("POST", f"/apis/{api['id']}/_deploy")[0] == 200
-
-
 def _call(ident: int) -> bytes:
     return json.dumps({"jsonrpc": "2.0", "id": ident, "method": "ping"}).encode()
 
@@ -367,7 +358,7 @@ def test_pipelined_request_never_gets_extra_bytes(daemon, backends):
 
     backend = RawBackend(respond)
     backends.append(backend)
-    _deploy(daemon, backend.url + "/mcp", "/pipelined")
+    deploy(daemon, "/pipelined", backend.url + "/mcp")
     port = daemon.ports["gateway"][0]
     for attempt in range(3):
         with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
@@ -393,7 +384,7 @@ def test_short_keep_alive_hint_is_not_reused(daemon, backends):
     backend = RawBackend(lambda conn, request: conn.send(
         ok(b'{"jsonrpc":"2.0","id":1,"result":{}}', extra=b"Keep-Alive: timeout=1\r\n")))
     backends.append(backend)
-    _deploy(daemon, backend.url + "/mcp", "/hinted")
+    deploy(daemon, "/hinted", backend.url + "/mcp")
     for ident in (1, 2, 3):
         assert _post(daemon, "/hinted", ident)[0] == 200
     assert [len(c.requests) for c in backend.connections] == [1, 1, 1]
@@ -404,7 +395,7 @@ def test_idle_timeout_per_api(daemon, backends):
     backend = RawBackend(lambda conn, request: conn.send(
         ok(b'{"jsonrpc":"2.0","id":1,"result":{}}')))
     backends.append(backend)
-    _deploy(daemon, backend.url + "/mcp", "/never", backendKeepAlive={"idleTimeoutSeconds": 0})
+    deploy(daemon, "/never", backend.url + "/mcp", backendKeepAlive={"idleTimeoutSeconds": 0})
     for ident in (1, 2):
         assert _post(daemon, "/never", ident)[0] == 200
     assert [len(c.requests) for c in backend.connections] == [1, 1]
@@ -413,8 +404,8 @@ def test_idle_timeout_per_api(daemon, backends):
     other = RawBackend(lambda conn, request: conn.send(
         ok(b'{"jsonrpc":"2.0","id":1,"result":{}}')))
     backends.append(other)
-    _deploy(daemon, other.url + "/mcp", "/short", backendKeepAlive={"idleTimeoutSeconds": 1.5})
-    _deploy(daemon, other.url + "/mcp", "/default")
+    deploy(daemon, "/short", other.url + "/mcp", backendKeepAlive={"idleTimeoutSeconds": 1.5})
+    deploy(daemon, "/default", other.url + "/mcp")
     assert _post(daemon, "/short", 1)[0] == 200
     assert _post(daemon, "/short", 2)[0] == 200  # reused within 1.5 s
     assert [len(c.requests) for c in other.connections] == [2]

@@ -14,7 +14,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from mcpgated.policy.ratelimit import Limiter, parse_limit
-from tests.support import Daemon, http
+from tests.support import Daemon, deploy, http
 
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
           "MCP-Protocol-Version": "2025-03-26"}
@@ -40,12 +40,8 @@ def daemon(tmp_path_factory) -> Iterator[Daemon]:
 
 
 def _deploy(daemon: Daemon, path: str, backend: str, limit: Dict[str, Any]) -> None:
-    status, api = daemon.admin("POST", "/apis", {
-        "name": path.strip("/"), "version": "1", "contextPath": path, "backend": backend,
-        "plans": [{"name": "Keyless", "security": "KEY_LESS",
-                   "rateLimit": dict(limit, periodSeconds=3600)}]})
-    assert status == 201, api
-    assert daemon.admin("POST", f"/apis/{api['id']}/_deploy")[0] == 200
+    deploy(daemon, path, backend, [{"name": "Keyless", "security": "KEY_LESS",
+                                    "rateLimit": dict(limit, periodSeconds=3600)}])
 
 
 def test_a_batch_over_the_limit_spends_nothing(daemon, peer):

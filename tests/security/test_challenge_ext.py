@@ -15,7 +15,7 @@ from urllib.parse import quote, unquote
 import pytest
 
 from mcpgated.oauth.challenge import rewrite_resource_metadata
-from tests.support import Daemon, http
+from tests.support import Daemon, deploy, http
 
 GATEWAY_PRM = "https://gw.example/.well-known/oauth-protected-resource/mcp"
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
@@ -63,11 +63,7 @@ def test_rewrite_keeps_every_other_byte():
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory, peer) -> Iterator[Daemon]:
     d = Daemon(tmp_path_factory.mktemp("challenge-ext")).start()
-    status, api = d.admin("POST", "/apis", {
-        "name": "Relayed", "version": "1", "contextPath": "/relayed", "backend": peer.url + "/mcp",
-        "plans": [{"name": "Keyless", "security": "KEY_LESS"}], "oauth": {"relay": True}})
-    assert status == 201, api
-    assert d.admin("POST", f"/apis/{api['id']}/_deploy")[0] == 200
+    deploy(d, "/relayed", peer.url + "/mcp", name="Relayed", oauth={"relay": True})
     yield d
     d.stop()
 

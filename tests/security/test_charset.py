@@ -26,12 +26,11 @@ import pytest
 from tests.security.judge_support import (
     Legacy,
     Streamable,
-    deploy,
     exchange_log,
     start_daemon,
     stop_daemon,
 )
-from tests.support import Daemon
+from tests.support import Daemon, deploy
 
 GET_SUM_ONLY = {"rules": [{"tools": ["get-sum"]}]}
 
@@ -58,10 +57,10 @@ def gateway(tmp_path_factory, everything, everything_sse) -> Iterator[Tuple[Daem
     sse = f"http://127.0.0.1:{everything_sse}"
     streamable = f"http://127.0.0.1:{everything}/mcp"
     apis = {
-        "/legacy-acl": deploy(daemon, "/legacy-acl", sse, acl=GET_SUM_ONLY),
-        "/legacy": deploy(daemon, "/legacy", sse),
-        "/acl": deploy(daemon, "/acl", streamable, acl=GET_SUM_ONLY),
-        "/plain": deploy(daemon, "/plain", streamable),
+        "/legacy-acl": deploy(daemon, "/legacy-acl", sse, acl=GET_SUM_ONLY)["id"],
+        "/legacy": deploy(daemon, "/legacy", sse)["id"],
+        "/acl": deploy(daemon, "/acl", streamable, acl=GET_SUM_ONLY)["id"],
+        "/plain": deploy(daemon, "/plain", streamable)["id"],
     }
     yield daemon, apis
     stop_daemon(daemon)

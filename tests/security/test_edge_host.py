@@ -20,10 +20,9 @@ from tests.security.edge_support import (
     SERVERS,
     Client,
     daemons,
-    deploy,
     refusal,
 )
-from tests.support import Daemon
+from tests.support import Daemon, deploy
 
 
 @pytest.fixture(scope="module", params=SERVERS)
@@ -33,7 +32,7 @@ def daemon(request, tmp_path_factory) -> Iterator[Daemon]:
 
 @pytest.fixture(scope="module")
 def api(daemon, backend) -> str:
-    deploy(daemon, backend.backend.url, "/hosted")
+    deploy(daemon, "/hosted", backend.backend.url)
     return "/hosted"
 
 

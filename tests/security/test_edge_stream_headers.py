@@ -21,8 +21,8 @@ from typing import Dict, Iterator, List
 import pytest
 
 from tests.raw_backend import RawBackend, RawConnection, RawRequest
-from tests.security.edge_support import SERVERS, Client, daemons, deploy
-from tests.support import Daemon, http
+from tests.security.edge_support import SERVERS, Client, daemons
+from tests.support import Daemon, deploy, http
 
 HEADS = {
     b"/sse": b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
@@ -71,7 +71,7 @@ def daemon(request, tmp_path_factory) -> Iterator[Daemon]:
 @pytest.fixture
 def held(daemon) -> Iterator[HeldStreams]:
     streams = HeldStreams()
-    deploy(daemon, streams.backend.url, "/held-" + str(streams.backend.port))
+    deploy(daemon, "/held-" + str(streams.backend.port), streams.backend.url)
     yield streams
     streams.release()
     streams.backend.stop()
@@ -113,7 +113,7 @@ def test_everything_get_stream_headers_before_any_event(daemon, everything):
     comes; an event the session later causes (simulated logging) follows on
     it.
     """
-    deploy(daemon, f"http://127.0.0.1:{everything}/mcp", "/everything-get")
+    deploy(daemon, "/everything-get", f"http://127.0.0.1:{everything}/mcp")
     url = daemon.gateway + "/everything-get"
     accept = {"Accept": "application/json, text/event-stream"}
     status, headers, _ = _post(url, {

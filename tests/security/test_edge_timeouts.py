@@ -26,10 +26,9 @@ from tests.security.edge_support import (
     SERVERS,
     Client,
     daemons,
-    deploy,
     refusal,
 )
-from tests.support import Daemon
+from tests.support import Daemon, deploy
 
 HEADER, BODY, KEEPALIVE = 1.0, 1.0, 2.0
 
@@ -42,7 +41,7 @@ def daemon(request, tmp_path_factory) -> Iterator[Daemon]:
 
 @pytest.fixture(scope="module")
 def api(daemon, backend) -> str:
-    deploy(daemon, backend.backend.url, "/timed")
+    deploy(daemon, "/timed", backend.backend.url)
     return "/timed"
 
 
@@ -67,7 +66,7 @@ def _trickle_events(connection: RawConnection, request: RawRequest) -> None:
 @pytest.fixture(scope="module")
 def slow_stream(daemon) -> Iterator[str]:
     backend = RawBackend(_trickle_events)
-    deploy(daemon, backend.url, "/trickle")
+    deploy(daemon, "/trickle", backend.url)
     yield "/trickle"
     backend.stop()
 

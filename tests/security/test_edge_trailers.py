@@ -20,10 +20,9 @@ from tests.security.edge_support import (
     SERVERS,
     Client,
     daemons,
-    deploy,
     refusal,
 )
-from tests.support import Daemon
+from tests.support import Daemon, deploy, subscribe_key
 
 
 @pytest.fixture(scope="module", params=SERVERS)
@@ -36,24 +35,15 @@ def keyed(daemon, backend):
     """
     An API whose only plan takes an API key, and a valid key for it.
     """
-    status, api = daemon.admin("POST", "/apis", {
-        "name": "Keyed", "version": "1", "contextPath": "/keyed", "backend": backend.backend.url,
-        "plans": [{"name": "Gold", "security": "API_KEY"}]})
-    assert status == 201, api
-    assert daemon.admin("POST", f"/apis/{api['id']}/_deploy")[0] == 200
-    status, app = daemon.admin("POST", "/applications", {"name": "trailer-tests"})
-    assert status == 201, app
-    status, sub = daemon.admin("POST", f"/apis/{api['id']}/subscriptions",
-                               {"application": app["id"], "plan": "Gold"})
-    assert status == 201, sub
-    status, key = daemon.admin("POST", f"/apis/{api['id']}/subscriptions/{sub['id']}/keys")
-    assert status == 201, key
+    api = deploy(daemon, "/keyed", backend.backend.url, [{"name": "Gold", "security": "API_KEY"}],
+                 name="Keyed")
+    _, key = subscribe_key(daemon, api["id"], "Gold", "trailer-tests")
     return key["key"]
 
 
 @pytest.fixture(scope="module")
 def open_api(daemon, backend) -> str:
-    deploy(daemon, backend.backend.url, "/open")
+    deploy(daemon, "/open", backend.backend.url)
     return "/open"
 
 

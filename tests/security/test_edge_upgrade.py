@@ -21,9 +21,8 @@ from tests.security.edge_support import (
     SERVERS,
     Client,
     daemons,
-    deploy,
 )
-from tests.support import Daemon
+from tests.support import Daemon, deploy
 
 SMUGGLED = b"GET /admin HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 H2C = b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n"
@@ -36,7 +35,7 @@ def daemon(request, tmp_path_factory) -> Iterator[Daemon]:
 
 @pytest.fixture(scope="module")
 def api(daemon, backend) -> str:
-    deploy(daemon, backend.backend.url, "/up")
+    deploy(daemon, "/up", backend.backend.url)
     return "/up"
 
 

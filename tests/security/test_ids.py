@@ -24,14 +24,13 @@ from tests.raw_backend import RawRequest
 from tests.security.judge_support import (
     Recording,
     Streamable,
-    deploy,
     exchange_log,
     messages_of,
     post,
     start_daemon,
     stop_daemon,
 )
-from tests.support import Daemon
+from tests.support import Daemon, deploy
 
 ECHO_ONLY = {"rules": [{"tools": ["echo"]}]}
 TOOLS = [{"name": "echo", "inputSchema": {"type": "object"}},
@@ -69,8 +68,8 @@ def gateway(tmp_path_factory, everything) -> Iterator[Tuple[Daemon, Dict[str, st
     daemon = start_daemon(tmp_path_factory.mktemp("ids"))
     backend = Recording(_javascript_answer)
     apis = {"/guarded": deploy(daemon, "/guarded", f"http://127.0.0.1:{everything}/mcp",
-                               acl=ECHO_ONLY),
-            "/json": deploy(daemon, "/json", backend.url + "/mcp", acl=ECHO_ONLY)}
+                               acl=ECHO_ONLY)["id"],
+            "/json": deploy(daemon, "/json", backend.url + "/mcp", acl=ECHO_ONLY)["id"]}
     yield daemon, apis, backend
     stop_daemon(daemon)
     backend.stop()

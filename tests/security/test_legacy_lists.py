@@ -13,8 +13,8 @@ from typing import Any, Dict, Iterator, Tuple
 
 import pytest
 
-from tests.security.judge_support import Legacy, deploy, start_daemon, stop_daemon
-from tests.support import Daemon
+from tests.security.judge_support import Legacy, start_daemon, stop_daemon
+from tests.support import Daemon, deploy
 
 GET_SUM_ONLY = {"rules": [{"tools": ["get-sum"]}]}
 
@@ -24,9 +24,9 @@ def gateway(tmp_path_factory, everything_sse) -> Iterator[Tuple[Daemon, Dict[str
     daemon = start_daemon(tmp_path_factory.mktemp("legacy-lists"))
     sse = f"http://127.0.0.1:{everything_sse}"
     apis = {
-        "/legacy-acl": deploy(daemon, "/legacy-acl", sse, acl=GET_SUM_ONLY),
-        "/legacy-dry": deploy(daemon, "/legacy-dry", sse, acl=dict(GET_SUM_ONLY, dryRun=True)),
-        "/legacy": deploy(daemon, "/legacy", sse),
+        "/legacy-acl": deploy(daemon, "/legacy-acl", sse, acl=GET_SUM_ONLY)["id"],
+        "/legacy-dry": deploy(daemon, "/legacy-dry", sse, acl=dict(GET_SUM_ONLY, dryRun=True))["id"],
+        "/legacy": deploy(daemon, "/legacy", sse)["id"],
     }
     yield daemon, apis
     stop_daemon(daemon)

@@ -19,14 +19,13 @@ import pytest
 
 from tests.security.judge_support import (
     Recording,
-    deploy,
     exchange,
     raw_request,
     refused,
     start_daemon,
     stop_daemon,
 )
-from tests.support import Daemon
+from tests.support import Daemon, deploy
 
 DENIED_CALL = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
                           "params": {"name": "get-env", "arguments": {}}}).encode()

@@ -17,8 +17,8 @@ from typing import Any, Iterator, Tuple
 import pytest
 
 from tests.raw_backend import RawRequest
-from tests.security.judge_support import Recording, deploy, post, start_daemon, stop_daemon
-from tests.support import Daemon
+from tests.security.judge_support import Recording, post, start_daemon, stop_daemon
+from tests.support import Daemon, deploy
 
 LIMITED = [{"name": "Keyless", "security": "KEY_LESS", "rateLimit": {"requests": 2, "periodSeconds": 3600},
             "acl": {"rules": [{"tools": ["echo"]}]}}]

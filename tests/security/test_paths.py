@@ -23,14 +23,13 @@ import pytest
 
 from tests.security.judge_support import (
     Recording,
-    deploy,
     exchange,
     raw_request,
     refused,
     start_daemon,
     stop_daemon,
 )
-from tests.support import Daemon
+from tests.support import Daemon, deploy
 
 # every spelling of a way out of /pa, and the other targets no reading agrees on
 REFUSED = [

@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterator, List
 import pytest
 
 from mcpgated.policy.auth import strip_query
-from tests.support import Daemon, http
+from tests.support import Daemon, deploy, http, subscribe_key
 
 PING = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
@@ -56,18 +56,9 @@ def test_strip_query_leaves_queries_without_the_key_untouched() -> None:
 def keyed(tmp_path_factory, peer) -> Iterator[Dict[str, Any]]:
     daemon = Daemon(tmp_path_factory.mktemp("query-key")).start()
     try:
-        status, api = daemon.admin("POST", "/apis", {
-            "name": "Keyed", "version": "1", "contextPath": "/keyed", "backend": peer.url + "/mcp",
-            "plans": [{"name": "Keys", "security": "API_KEY"}]})
-        assert status == 201, api
-        assert daemon.admin("POST", f"/apis/{api['id']}/_deploy")[0] == 200
-        status, application = daemon.admin("POST", "/applications", {"name": "app"})
-        status, subscription = daemon.admin("POST", f"/apis/{api['id']}/subscriptions",
-                                            {"application": application["id"], "plan": "Keys"})
-        assert status == 201, subscription
-        status, issued = daemon.admin(
-            "POST", f"/apis/{api['id']}/subscriptions/{subscription['id']}/keys")
-        assert status == 201, issued
+        api = deploy(daemon, "/keyed", peer.url + "/mcp", [{"name": "Keys", "security": "API_KEY"}],
+                     name="Keyed")
+        _, issued = subscribe_key(daemon, api["id"], "Keys", "app")
         yield {"daemon": daemon, "key": issued["key"]}
     finally:
         daemon.stop()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Dict, Iterator, List
+from typing import Iterator
 
 import pytest
 from joserfc import jwt
@@ -16,7 +16,7 @@ from joserfc.jwk import ECKey
 from twisted.internet.task import Clock
 
 from mcpgated.policy.ratelimit import Limiter, parse_limit
-from tests.support import Daemon, http
+from tests.support import Daemon, deploy, http
 
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
@@ -37,22 +37,13 @@ def daemon(tmp_path_factory) -> Iterator[Daemon]:
     d.stop()
 
 
-def _deploy(daemon: Daemon, path: str, backend: str, plans: List[Dict[str, Any]]) -> str:
-    status, api = daemon.admin("POST", "/apis", {
-        "name": path.strip("/"), "version": "1", "contextPath": path, "backend": backend,
-        "plans": plans})
-    assert status == 201, api
-    assert daemon.admin("POST", f"/apis/{api['id']}/_deploy")[0] == 200
-    return api["id"]
-
-
 @pytest.mark.parametrize("scope", ["subscription", "plan"])
 def test_same_plan_name_on_two_apis_two_budgets(daemon, peer, scope):
     plan = [{"name": "Keyless", "security": "KEY_LESS",
              "rateLimit": {"requests": 3, "periodSeconds": 3600, "scope": scope}}]
     first, second = f"/rl1-{scope}", f"/rl2-{scope}"
-    _deploy(daemon, first, peer.url + "/mcp", plan)
-    _deploy(daemon, second, peer.url + "/mcp", plan)
+    deploy(daemon, first, peer.url + "/mcp", plan)
+    deploy(daemon, second, peer.url + "/mcp", plan)
     assert [_ping(daemon.gateway + first, n) for n in range(3)] == [200, 200, 200]
     assert _ping(daemon.gateway + first, 4) == 429  # its own budget is spent
     # the other API's plan of the same name has its whole budget
@@ -68,8 +59,8 @@ def test_same_subject_on_two_apis_two_budgets(daemon, peer):
         "configuration": {"issuer": "https://idp.example", "algorithms": ["ES256"],
                           "publicKey": key.as_pem(private=False).decode(),
                           "audience": [daemon.gateway + "/tok1", daemon.gateway + "/tok2"]}}]
-    _deploy(daemon, "/tok1", peer.url + "/mcp", plans("/tok1"))
-    _deploy(daemon, "/tok2", peer.url + "/mcp", plans("/tok2"))
+    deploy(daemon, "/tok1", peer.url + "/mcp", plans("/tok1"))
+    deploy(daemon, "/tok2", peer.url + "/mcp", plans("/tok2"))
     now = int(time.time())
     token = jwt.encode({"alg": "ES256"}, {
         "iss": "https://idp.example", "sub": "alice", "exp": now + 600,
