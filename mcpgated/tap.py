@@ -274,6 +274,7 @@ class GatewayService(MultiService):
                               analytics=self.analytics, metrics=self.metrics, keys=self.keys,
                               pins=self.pins)
         self.admin.gateway_info = lambda: gateway_addresses(self.listeners, cfg.gateway.public_url)
+        self.admin.backend_agent = self.upstreams.agent  # previews list backends (admin/preview.py)
         admin_site = CappedSite(self.admin.resource(), ADMIN_MAX_BODY, json_too_large)
         for description in cfg.admin.listen:
             self.listeners.append(ListenerService("admin", description, admin_site, reactor))

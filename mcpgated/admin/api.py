@@ -30,11 +30,12 @@ from mcpgated.admin.console import AdminRoot
 from mcpgated.admin.endpoint import Answer, app, endpoint, error_answer
 from mcpgated.admin.openapi import openapi_document
 from mcpgated.admin.pins import PinRoutes
+from mcpgated.admin.preview import PreviewRoutes
 
 log = Logger()
 
 
-class AdminAPI(ApiRoutes, ApplicationRoutes, AnalyticsRoutes, PinRoutes):
+class AdminAPI(ApiRoutes, ApplicationRoutes, AnalyticsRoutes, PinRoutes, PreviewRoutes):
     """
     The admin API over the store, the gateway's routing table and key
     index, the exchange log and the metrics (see L{AdminState}).

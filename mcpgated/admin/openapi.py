@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from mcpgated.admin import pins as _pins
+from mcpgated.admin import pins as _pins, preview as _preview
 
 _ERROR = {"$ref": "#/components/responses/Error"}
 _API = {"$ref": "#/components/schemas/Api"}
@@ -463,6 +463,7 @@ def openapi_document() -> Dict[str, Any]:
                         "port": {"type": ["integer", "null"]}}}}}}), "401": _ERROR}}},
             **_subscription_paths(),
             **_pins.openapi_paths(),
+            **_preview.openapi_paths(),
             "/metrics": {"get": {
                 "summary": "Prometheus metrics (text exposition format). Labels come from bounded "
                            "sets: method (the MCP specification's methods, else other), target "
@@ -476,7 +477,7 @@ def openapi_document() -> Dict[str, Any]:
             "schemas": {"Plan": plan, "ApiDefinition": definition, "Api": api,
                         "LogEntry": _LOG_ENTRY, "Analytics": _ANALYTICS,
                         "AccessPolicy": _ACCESS_POLICY, "RateLimit": _RATE_LIMIT, **_SUBSCRIPTION_SCHEMAS,
-                        **_pins.SCHEMAS,
+                        **_pins.SCHEMAS, **_preview.SCHEMAS,
                         "Error": {"type": "object", "required": ["error"], "properties": {
                             "error": {"type": "string"}, "field": {"type": ["string", "null"]}}}},
             "responses": {"Error": {"description": "Error",
