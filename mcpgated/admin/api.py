@@ -28,6 +28,7 @@ from mcpgated.admin.apis import ApiRoutes
 from mcpgated.admin.applications import ApplicationRoutes
 from mcpgated.admin.console import AdminRoot
 from mcpgated.admin.endpoint import Answer, app, endpoint, error_answer
+from mcpgated.admin.export import ExportRoutes
 from mcpgated.admin.openapi import openapi_document
 from mcpgated.admin.pins import PinRoutes
 from mcpgated.admin.preview import PreviewRoutes
@@ -35,7 +36,8 @@ from mcpgated.admin.preview import PreviewRoutes
 log = Logger()
 
 
-class AdminAPI(ApiRoutes, ApplicationRoutes, AnalyticsRoutes, PinRoutes, PreviewRoutes):
+class AdminAPI(ApiRoutes, ApplicationRoutes, AnalyticsRoutes, PinRoutes, ExportRoutes,
+               PreviewRoutes):
     """
     The admin API over the store, the gateway's routing table and key
     index, the exchange log and the metrics (see L{AdminState}).

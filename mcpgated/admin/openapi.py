@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from mcpgated.admin import pins as _pins, preview as _preview
+from mcpgated.admin import export as _export, pins as _pins, preview as _preview
 
 _ERROR = {"$ref": "#/components/responses/Error"}
 _API = {"$ref": "#/components/schemas/Api"}
@@ -464,6 +464,7 @@ def openapi_document() -> Dict[str, Any]:
             **_subscription_paths(),
             **_pins.openapi_paths(),
             **_preview.openapi_paths(),
+            **_export.openapi_paths(),
             "/metrics": {"get": {
                 "summary": "Prometheus metrics (text exposition format). Labels come from bounded "
                            "sets: method (the MCP specification's methods, else other), target "
