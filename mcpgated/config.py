@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import configparser
 import ipaddress
+import os
 import re
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 import attrs
 from twisted.logger import InvalidLogLevelError, LogLevel
@@ -279,7 +280,7 @@ _SCHEMA: Dict[str, Dict[str, Tuple[str, _Parser]]] = {
         "token_file": ("", _text),
     },
     "storage": {
-        "path": ("var/mcpgated.db", _text),
+        "path": ("", _text),  # empty: see state_paths
     },
     "logging": {
         "dir": ("var/log", _text),
@@ -302,7 +303,7 @@ _SCHEMA: Dict[str, Dict[str, Tuple[str, _Parser]]] = {
     },
     "analytics": {
         "enabled": ("on", parse_bool),
-        "path": ("var/analytics.db", _text),
+        "path": ("", _text),  # empty: beside [storage] path
         "retention": ("7d", _positive(parse_duration)),
         "max_rows": ("1000000", _non_negative_int),
         "exchange_log": ("off", parse_bool),
@@ -317,9 +318,38 @@ def _resolve(base: Path, value: str) -> Optional[Path]:
     return path if path.is_absolute() else base / path
 
 
-def parse_text(text: str, path: Optional[str] = None, base: Optional[Path] = None) -> Config:
+# the files the daemon writes when the INI names none (see _state_paths)
+STORAGE_FILE = "mcpgated.db"
+ANALYTICS_FILE = "analytics.db"
+DEFAULT_STATE_DIR = "var"
+
+
+def _state_paths(base: Path, storage: str, analytics: str,
+                 environ: Mapping[str, str]) -> Tuple[Path, Path]:
+    """
+    The API store's and the analytics store's files. An empty [storage]
+    path is mcpgated.db in systemd's C{$STATE_DIRECTORY} (the unit's
+    StateDirectory=) when set, else in var/; an empty [analytics] path is
+    analytics.db beside the API store, so one writable folder holds every
+    file the daemon writes but its logs (and the generated admin token).
+    """
+    state = environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if storage:
+        storage_path = _resolve(base, storage)
+    elif state:
+        storage_path = Path(state) / STORAGE_FILE
+    else:
+        storage_path = _resolve(base, f"{DEFAULT_STATE_DIR}/{STORAGE_FILE}")
+    assert storage_path is not None
+    analytics_path = _resolve(base, analytics) if analytics else None
+    return storage_path, analytics_path or storage_path.parent / ANALYTICS_FILE
+
+
+def parse_text(text: str, path: Optional[str] = None, base: Optional[Path] = None,
+               environ: Optional[Mapping[str, str]] = None) -> Config:
     """
     Parse configuration text; relative paths are resolved against C{base}.
+    C{environ} (default: the process's) supplies C{STATE_DIRECTORY}.
     """
     parser = configparser.ConfigParser(
         interpolation=None,
@@ -364,18 +394,15 @@ def parse_text(text: str, path: Optional[str] = None, base: Optional[Path] = Non
     gateway, admin, storage = values["gateway"], values["admin"], values["storage"]
     logging, limits, daemon = values["logging"], values["limits"], values["daemon"]
     analytics = values["analytics"]
-    analytics_path = _resolve(base, str(analytics["path"]))
-    if analytics_path is None:
-        raise ConfigError("a SQLite file path is required", path, "analytics", "path")
+    storage_path, analytics_path = _state_paths(
+        base, str(storage["path"]), str(analytics["path"]),
+        os.environ if environ is None else environ)
     if not gateway["listen"]:
         raise ConfigError("at least one endpoint is required", path, "gateway", "listen")
     if not admin["listen"]:
         raise ConfigError("at least one endpoint is required", path, "admin", "listen")
     if admin["token"] and admin["token_file"]:
         raise ConfigError("set token or token_file, not both", path, "admin", "token_file")
-    storage_path = _resolve(base, str(storage["path"]))
-    if storage_path is None:
-        raise ConfigError("a SQLite file path is required", path, "storage", "path")
     return Config(
         source=Path(path) if path else None,
         gateway=GatewayConfig(**gateway),

@@ -149,7 +149,6 @@ BAD = [
      "query or fragment"),
     ("[admin]\ntoken = a\ntoken_file = b\n", "admin", "token_file", "not both"),
     ("[logging]\nkeep = 1\nkeep = 2\n", "logging", "keep", "appears twice"),
-    ("[storage]\npath =\n", "storage", "path", "path is required"),
 ]
 
 
