@@ -21,6 +21,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from twisted.web.http_headers import Headers
+
 REPO = Path(__file__).resolve().parent.parent
 NODE_BIN = REPO / "tests" / "npm" / "node_modules" / ".bin"
 BIN = Path(sys.executable).parent
@@ -263,3 +265,14 @@ def subscribe_key(daemon: Daemon, api_id: str, plan: str, application: str
     assert status == 201, key
     assert isinstance(sub, dict) and isinstance(key, dict)
     return sub, key
+
+
+def make_headers(**values: str) -> Headers:
+    """
+    Request headers for in-memory tests: C{X_Forwarded_For="..."} is
+    C{X-Forwarded-For}, one value each.
+    """
+    headers = Headers()
+    for name, value in values.items():
+        headers.setRawHeaders(name.replace("_", "-").encode(), [value.encode()])
+    return headers

@@ -30,6 +30,7 @@ from mcpgated.policy.auth import (
     TokenInfo,
 )
 from mcpgated.policy.tokens import TokenVerifier
+from tests.support import make_headers
 
 API = "api-1"
 CHALLENGE = 'Bearer resource_metadata="https://gw.example/.well-known/oauth-protected-resource/mcp"'
@@ -76,11 +77,6 @@ def keys(*entries: Tuple[str, KeyGrant]) -> KeyIndex:
     index = KeyIndex()
     index.load((hash_key(key), value) for key, value in entries)
     return index
-
-
-def headers(**values: str) -> Headers:
-    return Headers({name.replace("_", "-").encode(): [value.encode()]
-                    for name, value in values.items()})
 
 
 def authenticate(authenticator: Authenticator, plans: Sequence[Plan],
@@ -154,7 +150,7 @@ def test_an_unpublished_keyless_plan_does_not_open_the_api() -> None:
 def test_api_key_in_the_default_header_selects_its_subscriptions_plan() -> None:
     authenticator = Authenticator(Clock(), keys=keys((KEY, grant())))
     principal = authenticate(authenticator, [KEYLESS, GOLD],
-                             headers(**{DEFAULT_KEY_HEADER: KEY}))
+                             make_headers(**{DEFAULT_KEY_HEADER: KEY}))
     assert principal.plan is GOLD
     assert (principal.application_id, principal.application_name, principal.subscription_id) \
         == ("app-1", "acme", "sub-1")
@@ -163,7 +159,7 @@ def test_api_key_in_the_default_header_selects_its_subscriptions_plan() -> None:
 
 def test_api_key_header_name_is_case_insensitive_and_value_trimmed() -> None:
     authenticator = Authenticator(Clock(), keys=keys((KEY, grant())))
-    principal = authenticate(authenticator, [GOLD], headers(**{"x-gravitee-api-key": f" {KEY} "}))
+    principal = authenticate(authenticator, [GOLD], make_headers(**{"x-gravitee-api-key": f" {KEY} "}))
     assert principal.plan is GOLD
 
 
@@ -171,7 +167,7 @@ def test_api_key_in_the_query_and_in_a_configured_header() -> None:
     custom = Plan("Gold", "API_KEY", configuration={"header": "X-Key", "queryParam": "key"})
     authenticator = Authenticator(Clock(), keys=keys((KEY, grant())))
     assert authenticate(authenticator, [custom], query={"key": [KEY]}).plan is custom
-    assert authenticate(authenticator, [custom], headers(X_Key=KEY)).plan is custom
+    assert authenticate(authenticator, [custom], make_headers(X_Key=KEY)).plan is custom
     # the default names no longer carry a key for this plan
     assert refused(authenticator, [custom], query={"api-key": [KEY]}).status == 401
 
@@ -181,7 +177,7 @@ def test_the_header_wins_over_the_query() -> None:
     authenticator = Authenticator(Clock(), keys=keys((KEY, grant()),
                                                      (other, grant(plan="Silver"))))
     silver = Plan("Silver", "API_KEY")
-    principal = authenticate(authenticator, [GOLD, silver], headers(**{DEFAULT_KEY_HEADER: KEY}),
+    principal = authenticate(authenticator, [GOLD, silver], make_headers(**{DEFAULT_KEY_HEADER: KEY}),
                              {"api-key": [other]})
     assert principal.plan is GOLD
 
@@ -196,7 +192,7 @@ def test_unusable_key_is_refused_whatever_the_reason(index: KeyIndex) -> None:
     clock = Clock()
     clock.advance(1000.0)
     refusal = refused(Authenticator(clock, keys=index), [KEYLESS, GOLD],
-                      headers(**{DEFAULT_KEY_HEADER: KEY}))
+                      make_headers(**{DEFAULT_KEY_HEADER: KEY}))
     assert (refusal.status, refusal.message) == (401, "The API key is unknown, expired or revoked")
     assert refusal.challenge is None
 
@@ -204,9 +200,9 @@ def test_unusable_key_is_refused_whatever_the_reason(index: KeyIndex) -> None:
 def test_a_key_works_until_it_expires() -> None:
     clock = Clock()
     authenticator = Authenticator(clock, keys=keys((KEY, grant(expires_at=60.0))))
-    assert authenticate(authenticator, [GOLD], headers(**{DEFAULT_KEY_HEADER: KEY})).plan is GOLD
+    assert authenticate(authenticator, [GOLD], make_headers(**{DEFAULT_KEY_HEADER: KEY})).plan is GOLD
     clock.advance(60.0)
-    assert refused(authenticator, [GOLD], headers(**{DEFAULT_KEY_HEADER: KEY})).status == 401
+    assert refused(authenticator, [GOLD], make_headers(**{DEFAULT_KEY_HEADER: KEY})).status == 401
 
 
 def test_a_key_never_falls_back_to_the_keyless_plan() -> None:
@@ -218,7 +214,7 @@ def test_a_key_never_falls_back_to_the_keyless_plan() -> None:
 def test_a_key_and_a_bearer_token_together_are_a_bad_request() -> None:
     authenticator = Authenticator(Clock(), keys=keys((KEY, grant())), verifier=StubVerifier())
     refusal = refused(authenticator, [GOLD, JWT],
-                      headers(Authorization="Bearer t", **{DEFAULT_KEY_HEADER: KEY}))
+                      make_headers(Authorization="Bearer t", **{DEFAULT_KEY_HEADER: KEY}))
     assert refusal.status == 400 and refusal.outcome == "bad_credentials"
     assert "both an API key and a bearer token" in refusal.message
 
@@ -230,7 +226,7 @@ def test_a_valid_token_selects_its_plan_with_the_tokens_identity() -> None:
     info = TokenInfo("alice", frozenset({"mcp:read"}), {"sub": "alice"}, client_id="cli")
     verifier = StubVerifier({("Tokens", "good"): info})
     principal = authenticate(Authenticator(Clock(), verifier=verifier), [KEYLESS, JWT],
-                             headers(Authorization="Bearer good"))
+                             make_headers(Authorization="Bearer good"))
     assert principal.plan is JWT
     assert (principal.subject, principal.scopes, principal.credential) \
         == ("alice", frozenset({"mcp:read"}), "bearer")
@@ -242,7 +238,7 @@ def test_token_plans_are_tried_in_order_until_one_accepts() -> None:
     info = TokenInfo("bob", frozenset({"mcp:read", "mcp:call"}))
     verifier = StubVerifier({("Introspected", "opaque"): info})
     principal = authenticate(Authenticator(Clock(), verifier=verifier), [JWT, OAUTH],
-                             headers(Authorization="bearer  opaque "))
+                             make_headers(Authorization="bearer  opaque "))
     assert principal.plan is OAUTH
     assert [plan for _, plan, _ in verifier.calls] == ["Tokens", "Introspected"]
 
@@ -257,20 +253,20 @@ def test_no_token_on_a_token_only_api_gets_the_challenge() -> None:
 def test_a_bearer_token_is_ignored_where_no_plan_takes_tokens() -> None:
     verifier = StubVerifier()
     principal = authenticate(Authenticator(Clock(), verifier=verifier), [KEYLESS],
-                             headers(Authorization="Bearer whatever"))
+                             make_headers(Authorization="Bearer whatever"))
     assert principal.plan is KEYLESS and verifier.calls == []
 
 
 @pytest.mark.parametrize("value", ["Basic dXNlcjpwYXNz", "Bearer", "Bearer   ", "Token abc"])
 def test_an_authorization_that_is_not_a_bearer_token_is_no_token(value: str) -> None:
     refusal = refused(Authenticator(Clock(), verifier=StubVerifier()), [JWT],
-                      headers(Authorization=value))
+                      make_headers(Authorization=value))
     assert refusal.message == "Authentication required: send a bearer token"
 
 
 def test_a_rejected_token_says_why_in_the_challenge() -> None:
     refusal = refused(Authenticator(Clock(), verifier=StubVerifier()), [JWT],
-                      headers(Authorization="Bearer forged"))
+                      make_headers(Authorization="Bearer forged"))
     assert refusal.status == 401
     # the reason is quoted safely: its double quotes become single ones
     assert refusal.message == "The bearer token was rejected: signature 'Tokens' does not match"
@@ -281,7 +277,7 @@ def test_a_rejected_token_says_why_in_the_challenge() -> None:
 def test_missing_scopes_are_a_403_naming_them() -> None:
     verifier = StubVerifier({("Introspected", "t"): TokenInfo("carol", frozenset({"mcp:read"}))})
     refusal = refused(Authenticator(Clock(), verifier=verifier), [OAUTH],
-                      headers(Authorization="Bearer t"))
+                      make_headers(Authorization="Bearer t"))
     assert (refusal.status, refusal.outcome) == (403, "forbidden")
     assert refusal.challenge == CHALLENGE + ', error="insufficient_scope", scope="mcp:call mcp:read"'
 
@@ -289,12 +285,12 @@ def test_missing_scopes_are_a_403_naming_them() -> None:
 def test_an_issuer_that_does_not_answer_is_not_an_invalid_token() -> None:
     verifier = StubVerifier(unavailable=("Tokens",))
     refusal = refused(Authenticator(Clock(), verifier=verifier), [JWT],
-                      headers(Authorization="Bearer t"))
+                      make_headers(Authorization="Bearer t"))
     assert refusal.status == 503
 
 
 def test_without_a_verifier_tokens_cannot_be_checked() -> None:
-    refusal = refused(Authenticator(Clock()), [JWT], headers(Authorization="Bearer t"))
+    refusal = refused(Authenticator(Clock()), [JWT], make_headers(Authorization="Bearer t"))
     assert refusal.status == 401
     assert refusal.challenge == CHALLENGE + ', error="invalid_token"'
 

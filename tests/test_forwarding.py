@@ -21,20 +21,14 @@ from mcpgated.forwarding import (
     public_origin,
     request_origin,
 )
+from tests.support import make_headers
 
 TRUSTED = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8"))
 
 
-def _headers(**values: str) -> Headers:
-    h = Headers()
-    for name, value in values.items():
-        h.setRawHeaders(name.replace("_", "-").encode(), [value.encode()])
-    return h
-
-
 class FakeRequest:
     def __init__(self, address: object, secure: bool = False, **headers: str) -> None:
-        self.requestHeaders = _headers(**headers)
+        self.requestHeaders = make_headers(**headers)
         self._address = address
         self._secure = secure
 
@@ -49,28 +43,28 @@ class FakeRequest:
 
 
 def test_public_origin_from_host_when_not_forwarded():
-    h = _headers(host="gw.example:8082", x_forwarded_proto="https", x_forwarded_host="evil.example")
+    h = make_headers(host="gw.example:8082", x_forwarded_proto="https", x_forwarded_host="evil.example")
     assert public_origin(h, False, "203.0.113.9", None, TRUSTED) == "http://gw.example:8082"
 
 
 def test_public_origin_believes_trusted_proxy():
-    h = _headers(host="10.0.0.5:8082", x_forwarded_proto="https", x_forwarded_host="mcp.example.com")
+    h = make_headers(host="10.0.0.5:8082", x_forwarded_proto="https", x_forwarded_host="mcp.example.com")
     assert public_origin(h, False, "10.1.2.3", None, TRUSTED) == "https://mcp.example.com"
 
 
 def test_public_origin_rfc7239_forwarded_wins_over_x_forwarded():
-    h = _headers(host="internal", forwarded='for=1.2.3.4;proto=https;host="api.example"',
+    h = make_headers(host="internal", forwarded='for=1.2.3.4;proto=https;host="api.example"',
                  x_forwarded_host="other.example")
     assert public_origin(h, False, "10.9.9.9", None, TRUSTED) == "https://api.example"
 
 
 def test_configured_public_url_wins():
-    h = _headers(host="internal:8082", x_forwarded_host="x.example")
+    h = make_headers(host="internal:8082", x_forwarded_host="x.example")
     assert public_origin(h, False, "10.1.1.1", "https://gw.example/base", TRUSTED) == "https://gw.example"
 
 
 def test_tls_listener_gives_https():
-    assert public_origin(_headers(host="gw"), True, "1.1.1.1", None, ()) == "https://gw"
+    assert public_origin(make_headers(host="gw"), True, "1.1.1.1", None, ()) == "https://gw"
 
 
 def test_no_host_is_localhost():
@@ -85,43 +79,43 @@ def test_no_host_is_localhost():
     "10.0.0.1%eth0",      # a scoped address is no IP address
 ])
 def test_forwarding_headers_of_untrusted_peers_change_nothing(peer: Optional[str]):
-    h = _headers(host="gw:8082", forwarded='proto=https;host="evil.example"',
+    h = make_headers(host="gw:8082", forwarded='proto=https;host="evil.example"',
                  x_forwarded_proto="https", x_forwarded_host="evil.example")
     assert public_origin(h, False, peer, None, TRUSTED) == "http://gw:8082"
 
 
 def test_no_trusted_networks_trusts_nobody():
-    h = _headers(host="gw", x_forwarded_host="evil.example")
+    h = make_headers(host="gw", x_forwarded_host="evil.example")
     assert public_origin(h, False, "10.0.0.1", None, ()) == "http://gw"
 
 
 def test_ipv6_proxies_are_trusted_by_network():
-    h = _headers(host="[fd00::5]:8082", x_forwarded_proto="https", x_forwarded_host="mcp.example")
+    h = make_headers(host="[fd00::5]:8082", x_forwarded_proto="https", x_forwarded_host="mcp.example")
     assert public_origin(h, False, "fd12::9", None, TRUSTED) == "https://mcp.example"
 
 
 @pytest.mark.parametrize("proto", ["ftp", "javascript", "HTTPS:", "", "ws"])
 def test_only_http_and_https_are_believed_as_the_scheme(proto: str):
-    h = _headers(host="gw", x_forwarded_proto=proto, x_forwarded_host="mcp.example")
+    h = make_headers(host="gw", x_forwarded_proto=proto, x_forwarded_host="mcp.example")
     assert public_origin(h, True, "10.0.0.1", None, TRUSTED) == "https://mcp.example"
 
 
 def test_the_first_hop_of_a_chain_is_the_clients():
-    h = _headers(host="gw", x_forwarded_proto="https, http", x_forwarded_host="first.example, second.example")
+    h = make_headers(host="gw", x_forwarded_proto="https, http", x_forwarded_host="first.example, second.example")
     assert public_origin(h, False, "10.0.0.1", None, TRUSTED) == "https://first.example"
-    h = _headers(host="gw", forwarded='proto=https;host=first.example, proto=http;host=second.example')
+    h = make_headers(host="gw", forwarded='proto=https;host=first.example, proto=http;host=second.example')
     assert public_origin(h, False, "10.0.0.1", None, TRUSTED) == "https://first.example"
 
 
 def test_forwarded_names_and_proto_are_case_insensitive():
-    assert forwarded_pair(_headers(forwarded='For=1.2.3.4; PROTO=HTTPS; Host="a.example:8443"')) == (
+    assert forwarded_pair(make_headers(forwarded='For=1.2.3.4; PROTO=HTTPS; Host="a.example:8443"')) == (
         "https", "a.example:8443")
-    assert forwarded_pair(_headers(forwarded="for=1.2.3.4")) == (None, None)
+    assert forwarded_pair(make_headers(forwarded="for=1.2.3.4")) == (None, None)
     assert forwarded_pair(Headers()) == (None, None)
 
 
 def test_forwarded_without_host_falls_back_to_x_forwarded_host():
-    h = _headers(host="gw", forwarded="proto=https", x_forwarded_host="x.example")
+    h = make_headers(host="gw", forwarded="proto=https", x_forwarded_host="x.example")
     assert public_origin(h, False, "10.0.0.1", None, TRUSTED) == "https://x.example"
 
 

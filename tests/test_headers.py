@@ -13,19 +13,13 @@ from mcpgated.proxy.headers import (
     copy_response_headers,
     upstream_request_headers,
 )
+from tests.support import make_headers
 
 TRUSTED = (ipaddress.ip_network("10.0.0.0/8"),)
 
 
-def _headers(**values: str) -> Headers:
-    h = Headers()
-    for name, value in values.items():
-        h.setRawHeaders(name.replace("_", "-").encode(), [value.encode()])
-    return h
-
-
 def test_request_headers_drop_hop_by_hop_and_connection_named():
-    incoming = _headers(connection="keep-alive, X-Private", x_private="1", keep_alive="5",
+    incoming = make_headers(connection="keep-alive, X-Private", x_private="1", keep_alive="5",
                         te="trailers", upgrade="h2c", proxy_authorization="Basic x",
                         host="gw", authorization="Bearer t", mcp_session_id="s",
                         x_forwarded_for="6.6.6.6")
@@ -41,12 +35,12 @@ def test_request_headers_drop_hop_by_hop_and_connection_named():
 
 
 def test_untrusted_forwarded_for_is_replaced():
-    out = upstream_request_headers(_headers(x_forwarded_for="6.6.6.6"), "203.0.113.7", "http://gw", TRUSTED)
+    out = upstream_request_headers(make_headers(x_forwarded_for="6.6.6.6"), "203.0.113.7", "http://gw", TRUSTED)
     assert out.getRawHeaders(b"x-forwarded-for") == [b"203.0.113.7"]
 
 
 def test_response_headers_keep_mcp_and_auth_drop_hop_by_hop():
-    upstream = _headers(connection="close, X-Hop", x_hop="1", transfer_encoding="chunked",
+    upstream = make_headers(connection="close, X-Hop", x_hop="1", transfer_encoding="chunked",
                         mcp_session_id="abc", www_authenticate='Bearer resource_metadata="x"',
                         retry_after="5", keep_alive="timeout=5")
     out = Headers()

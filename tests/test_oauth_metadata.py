@@ -38,6 +38,7 @@ from mcpgated.oauth.wellknown import (
 )
 from mcpgated.forwarding import public_origin
 from mcpgated.routing import RouteTable
+from tests.support import make_headers
 
 BACKEND = "http://10.0.0.7:3001/mcp"
 PUBLIC = "https://gw.example/mcp-proxy"
@@ -349,13 +350,6 @@ def test_root_document_only_when_one_api_owns_the_host():
 TRUSTED = (ipaddress.ip_network("10.0.0.0/8"),)
 
 
-def _headers(**values: str) -> Headers:
-    h = Headers()
-    for name, value in values.items():
-        h.setRawHeaders(name.replace("_", "-").encode(), [value.encode()])
-    return h
-
-
 @pytest.mark.parametrize("peer, headers, gateway_url, api_url, resource", [
     # straight to the gateway: Host and the transport
     ("203.0.113.9", dict(host="gw.example:8082"), None, None, "http://gw.example:8082/files"),
@@ -375,7 +369,7 @@ def _headers(**values: str) -> Headers:
 ])
 def test_public_resource_and_metadata_urls(peer, headers, gateway_url, api_url, resource):
     route = _table(_definition("/files", public_url=api_url)).routes()[0]
-    origin = public_origin(_headers(**headers), False, peer, None, TRUSTED)
+    origin = public_origin(make_headers(**headers), False, peer, None, TRUSTED)
     assert public_resource(route, gateway_url, origin) == resource
     scheme, _, rest = resource.partition("://")
     authority, _, path = rest.partition("/")
@@ -388,7 +382,7 @@ def test_public_resource_and_metadata_urls(peer, headers, gateway_url, api_url, 
 class FakeRequest:
     def __init__(self, host: str, method: bytes = b"GET") -> None:
         self.method = method
-        self.requestHeaders = _headers(host=host)
+        self.requestHeaders = make_headers(host=host)
 
     def getClientAddress(self) -> Any:
         from twisted.internet.address import IPv4Address

@@ -23,13 +23,7 @@ from mcpgated.analytics.tracker import ExchangeTracker
 from mcpgated.mcp.responses import MAX_READ, ResponseReader, loads
 from tests.exchange_driver import DrivenExchange, RecordingMetrics
 from tests.sse_oracle import EventParser
-
-
-def _headers(**values: str) -> Headers:
-    h = Headers()
-    for name, value in values.items():
-        h.setRawHeaders(name.replace("_", "-").encode(), [value.encode()])
-    return h
+from tests.support import make_headers
 
 
 class Harness:
@@ -54,8 +48,8 @@ class Harness:
                  chunk: int = 0, capture: str = "off") -> DrivenExchange:
         t = self.tracker(method, capture)
         raw = json.dumps(body).encode() if body is not None else b""
-        t.request(raw, _headers(mcp_session_id=session) if session else Headers(), uri)
-        rh = _headers(content_type="text/event-stream" if sse else "application/json")
+        t.request(raw, make_headers(mcp_session_id=session) if session else Headers(), uri)
+        rh = make_headers(content_type="text/event-stream" if sse else "application/json")
         if response_session:
             rh.setRawHeaders(b"mcp-session-id", [response_session.encode()])
         self.clock.advance(0.010)
@@ -153,8 +147,8 @@ def test_response_on_the_get_stream_and_ids_keep_their_type():
                None, status=202, session="S")
     assert h.records == []
     get = h.tracker(b"GET")
-    get.request(b"", _headers(mcp_session_id="S"), b"/mcp")
-    get.response(200, _headers(content_type="text/event-stream"), 1.0, True)
+    get.request(b"", make_headers(mcp_session_id="S"), b"/mcp")
+    get.response(200, make_headers(content_type="text/event-stream"), 1.0, True)
     get.data(_sse({"jsonrpc": "2.0", "id": "5", "result": {}}))  # "5" is not 5
     assert h.records == []
     get.data(_sse({"jsonrpc": "2.0", "id": 5, "result": {}}))
@@ -166,7 +160,7 @@ def test_legacy_sse_session_from_endpoint_event():
     h = Harness()
     stream = h.tracker(b"GET")
     stream.request(b"", Headers(), b"/legacy/sse")
-    stream.response(200, _headers(content_type="text/event-stream"), 1.0, True)
+    stream.response(200, make_headers(content_type="text/event-stream"), 1.0, True)
     stream.data(b"event: endpoint\ndata: http://gw/legacy/message?sessionId=abc\n\n")
     h.exchange({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, None, status=202,
                uri=b"/legacy/message?sessionId=abc")
@@ -203,8 +197,8 @@ def test_headers_capture_never_shows_credentials():
     h = Harness()
     t = h.tracker(capture="headers")
     t.request(b'{"jsonrpc":"2.0","id":1,"method":"ping"}',
-              _headers(authorization="Bearer secret", cookie="c=1", x_api_key="k", accept="*/*"), b"/mcp")
-    t.response(200, _headers(set_cookie="s=2", content_type="application/json"), 1.0, False)
+              make_headers(authorization="Bearer secret", cookie="c=1", x_api_key="k", accept="*/*"), b"/mcp")
+    t.response(200, make_headers(set_cookie="s=2", content_type="application/json"), 1.0, False)
     t.data(b'{"jsonrpc":"2.0","id":1,"result":{}}')
     t.finished("complete", 200)
     record, = h.records
@@ -218,7 +212,7 @@ def test_a_broken_message_never_breaks_the_tracker_callers():
     h = Harness()
     t = h.tracker()
     t.request(b"\xff\xfe not json", Headers(), b"/mcp")
-    t.response(200, _headers(content_type="text/event-stream"), 1.0, True)
+    t.response(200, make_headers(content_type="text/event-stream"), 1.0, True)
     t.data(b"data: {\"jsonrpc\": \n\ndata: [1, 2\n\n: comment\n\n")
     t.finished("complete", 200)
     assert h.records == []
