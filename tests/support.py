@@ -19,9 +19,12 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
 from twisted.web.http_headers import Headers
+from zope.interface import implementer
 
 REPO = Path(__file__).resolve().parent.parent
 NODE_BIN = REPO / "tests" / "npm" / "node_modules" / ".bin"
@@ -276,3 +279,68 @@ def make_headers(**values: str) -> Headers:
     for name, value in values.items():
         headers.setRawHeaders(name.replace("_", "-").encode(), [value.encode()])
     return headers
+
+
+@implementer(IPushProducer)
+class Firehose:
+    """
+    A push producer writing numbered 64 KiB chunks (L{chunk}) to a request
+    while it is not paused, up to C{total} bytes, then finishing it.
+    C{was_paused} fires with the bytes produced when it is first paused,
+    C{was_resumed} when it is first resumed after that.
+
+    @param later: a reactor's C{callLater}: writing then starts, and
+        resumes, on the next turn instead of inside C{start} and
+        C{resumeProducing}.
+    """
+
+    size = 65536
+
+    def __init__(self, request: Any, total: int,
+                 later: Optional[Callable[..., Any]] = None) -> None:
+        self.request = request
+        self.total = total
+        self.later = later
+        self.produced = 0
+        self.paused = False
+        self.finished = False
+        self.was_paused: "Deferred[int]" = Deferred()
+        self.was_resumed: "Deferred[int]" = Deferred()
+
+    @classmethod
+    def chunk(cls, index: int) -> bytes:
+        return (b"%08d" % index) * (cls.size // 8)
+
+    def start(self) -> "Firehose":
+        self.request.registerProducer(self, True)
+        self._schedule()
+        return self
+
+    def _schedule(self) -> None:
+        if self.later is None:
+            self._pump()
+        else:
+            self.later(0, self._pump)
+
+    def _pump(self) -> None:
+        while not self.paused and not self.finished and self.produced < self.total:
+            self.request.write(self.chunk(self.produced // self.size))
+            self.produced += self.size
+        if self.produced >= self.total and not self.finished:
+            self.finished = True
+            self.request.unregisterProducer()
+            self.request.finish()
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+        if not self.was_paused.called:
+            self.was_paused.callback(self.produced)
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        if self.was_paused.called and not self.was_resumed.called:
+            self.was_resumed.callback(self.produced)
+        self._schedule()
+
+    def stopProducing(self) -> None:
+        self.finished = True

@@ -14,11 +14,9 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
-from zope.interface import implementer
 
 from mcpgated.jsonrpc import INVALID_REQUEST
 from mcpgated.proxy.edge import (
@@ -33,6 +31,7 @@ from mcpgated.proxy.edge import (
 from mcpgated.proxy.http11 import GatewayChannel, GatewayHTTPFactory, GatewayRequest
 from mcpgated.site import jsonrpc_too_large
 from tests.contract.harness import RawClient, Response, get, parse_responses, post, run
+from tests.support import Firehose
 
 MAX_BODY = 1000
 
@@ -602,56 +601,6 @@ class MalformedTests(HTTP11TestCase):
 
 
 # --- the exchange's lifetime --------------------------------------------------------------
-
-
-@implementer(IPushProducer)
-class Firehose:
-    """
-    Writes numbered 64 KiB chunks while it is not paused, up to C{total}
-    bytes, then finishes the request.
-    """
-
-    size = 65536
-
-    def __init__(self, request: GatewayRequest, total: int) -> None:
-        self.request = request
-        self.total = total
-        self.produced = 0
-        self.paused = False
-        self.finished = False
-        self.was_paused: Deferred = Deferred()
-        self.was_resumed: Deferred = Deferred()
-
-    @classmethod
-    def chunk(cls, index: int) -> bytes:
-        return (b"%08d" % index) * (cls.size // 8)
-
-    def start(self) -> None:
-        self.request.registerProducer(self, True)
-        self._pump()
-
-    def _pump(self) -> None:
-        while not self.paused and not self.finished and self.produced < self.total:
-            self.request.write(self.chunk(self.produced // self.size))
-            self.produced += self.size
-        if self.produced >= self.total and not self.finished:
-            self.finished = True
-            self.request.unregisterProducer()
-            self.request.finish()
-
-    def pauseProducing(self) -> None:
-        self.paused = True
-        if not self.was_paused.called:
-            self.was_paused.callback(self.produced)
-
-    def resumeProducing(self) -> None:
-        self.paused = False
-        if self.was_paused.called and not self.was_resumed.called:
-            self.was_resumed.callback(self.produced)
-        self._pump()
-
-    def stopProducing(self) -> None:
-        self.finished = True
 
 
 class LifetimeTests(HTTP11TestCase):

@@ -13,13 +13,11 @@ from typing import Any, List, Optional
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
-from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
-from zope.interface import implementer
 
 from mcpgated.config import LimitsConfig
 from mcpgated.logs import AccessLog
@@ -29,47 +27,7 @@ from mcpgated.proxy.upstream import UpstreamPool
 from mcpgated.routing import RouteTable
 from mcpgated.proxy.http11 import GatewayHTTPFactory
 from mcpgated.site import jsonrpc_too_large
-
-CHUNK = b"x" * 65536
-
-
-@implementer(IPushProducer)
-class Firehose:
-    """
-    Writes 64 KiB chunks to a request as fast as it is allowed to, up to
-    C{limit} bytes, and records whether it was paused.
-    """
-
-    def __init__(self, request: Any, limit: int) -> None:
-        self.request = request
-        self.limit = limit
-        self.produced = 0
-        self.paused = False
-        self.stopped = False
-        self.was_paused: Deferred = Deferred()
-        request.registerProducer(self, True)
-        reactor.callLater(0, self._pump)
-
-    def _pump(self) -> None:
-        while not self.paused and not self.stopped and self.produced < self.limit:
-            self.request.write(CHUNK)
-            self.produced += len(CHUNK)
-        if self.produced >= self.limit and not self.stopped:
-            self.stopped = True
-            self.request.unregisterProducer()
-            self.request.finish()
-
-    def pauseProducing(self) -> None:
-        self.paused = True
-        if not self.was_paused.called:
-            self.was_paused.callback(self.produced)
-
-    def resumeProducing(self) -> None:
-        self.paused = False
-        reactor.callLater(0, self._pump)
-
-    def stopProducing(self) -> None:
-        self.stopped = True
+from tests.support import Firehose
 
 
 class Backend(Resource):
@@ -95,7 +53,7 @@ class Backend(Resource):
         path = request.path
         if path == b"/firehose":
             request.setHeader(b"content-type", b"application/octet-stream")
-            self.firehose = Firehose(request, 64 * 1024 * 1024)
+            self.firehose = Firehose(request, 64 * 1024 * 1024, later=reactor.callLater).start()
             return NOT_DONE_YET
         if path == b"/events":
             request.setHeader(b"content-type", b"text/event-stream")
