@@ -4,15 +4,12 @@ from typing import Iterator
 
 import pytest
 
-from tests.support import Daemon, start_everything
+from tests.support import Daemon, running, start_everything
 
 
 @pytest.fixture
 def daemon(tmp_path) -> Iterator[Daemon]:
-    d = Daemon(tmp_path).start()
-    yield d
-    if d.proc is not None and d.proc.popen.poll() is None:
-        d.stop()
+    yield from running(Daemon(tmp_path))
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
@@ -216,6 +216,24 @@ class Daemon:
     def kill(self) -> int:
         assert self.proc is not None
         return self.proc.kill()
+
+    def stop_if_running(self) -> None:
+        """
+        Stop the daemon unless it was never started or has exited (a test
+        may have stopped or killed it).
+        """
+        if self.proc is not None and self.proc.popen.poll() is None:
+            self.stop()
+
+
+def running(daemon: Daemon) -> Iterator[Daemon]:
+    """
+    For fixtures, C{yield from running(Daemon(folder))}: the daemon started,
+    then stopped after its tests unless they stopped it.
+    """
+    daemon.start()
+    yield daemon
+    daemon.stop_if_running()
 
 
 def keyless() -> List[Dict[str, Any]]:

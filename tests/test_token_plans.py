@@ -33,7 +33,7 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 
 from tests.oauth_peers import oauth_client
-from tests.support import BIN, REPO, Daemon, Proc, deploy, http
+from tests.support import BIN, REPO, Daemon, Proc, deploy, http, running
 
 PRM = "/.well-known/oauth-protected-resource"
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
@@ -192,10 +192,7 @@ def peers() -> Iterator[Peers]:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory) -> Iterator[Daemon]:
-    daemon = Daemon(tmp_path_factory.mktemp("token-plans")).start()
-    yield daemon
-    if daemon.proc is not None and daemon.proc.popen.poll() is None:
-        daemon.stop()
+    yield from running(Daemon(tmp_path_factory.mktemp("token-plans")))
 
 
 TOOL_RULES = {"rules": [

@@ -36,8 +36,7 @@ def start_daemon(folder: Path, server: str, **limits: str) -> Daemon:
 def daemons(tmp_path_factory: Any, server: str, **limits: str) -> Iterator[Daemon]:
     daemon = start_daemon(tmp_path_factory.mktemp(f"edge-{server}"), server, **limits)
     yield daemon
-    if daemon.proc is not None and daemon.proc.popen.poll() is None:
-        daemon.stop()
+    daemon.stop_if_running()
 
 
 def answer_json(connection: RawConnection, request: RawRequest) -> None:

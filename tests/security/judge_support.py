@@ -35,8 +35,7 @@ def start_daemon(folder: Any, server: str = "fast") -> Daemon:
 
 
 def stop_daemon(daemon: Daemon) -> None:
-    if daemon.proc is not None and daemon.proc.popen.poll() is None:
-        daemon.stop()
+    daemon.stop_if_running()
 
 
 def raw_request(method: str, target: bytes, body: bytes = b"",

@@ -21,7 +21,7 @@ from joserfc.jwk import ECKey
 
 from mcpgated.oauth.terminating import effective_audiences
 from mcpgated.definitions import parse_definition
-from tests.support import Daemon, deploy, http
+from tests.support import Daemon, deploy, http, running
 
 PRM = "/.well-known/oauth-protected-resource"
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
@@ -54,9 +54,7 @@ def _jwt_plan(**configuration: Any) -> Dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory) -> Iterator[Daemon]:
-    d = Daemon(tmp_path_factory.mktemp("audience")).start()
-    yield d
-    d.stop()
+    yield from running(Daemon(tmp_path_factory.mktemp("audience")))
 
 
 def test_jwt_without_audience_accepts_only_tokens_for_the_api(daemon, peer):

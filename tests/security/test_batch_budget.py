@@ -14,7 +14,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from mcpgated.policy.ratelimit import Limiter, parse_limit
-from tests.support import Daemon, deploy, http
+from tests.support import Daemon, deploy, http, running
 
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
           "MCP-Protocol-Version": "2025-03-26"}
@@ -34,9 +34,7 @@ def _post(url: str, body: Any) -> Tuple[int, Any, Any]:
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory) -> Iterator[Daemon]:
-    d = Daemon(tmp_path_factory.mktemp("batch-budget")).start()
-    yield d
-    d.stop()
+    yield from running(Daemon(tmp_path_factory.mktemp("batch-budget")))
 
 
 def _deploy(daemon: Daemon, path: str, backend: str, limit: Dict[str, Any]) -> None:

@@ -28,7 +28,7 @@ from mcpgated.analytics.metrics import (
     series_bound,
 )
 from mcpgated.analytics.records import CallRecord
-from tests.support import Daemon, http
+from tests.support import Daemon, http, running
 
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
           "MCP-Protocol-Version": "2025-03-26"}
@@ -69,10 +69,7 @@ def _send(url: str, kinds: Dict[str, int], headers: Optional[Dict[str, str]] = N
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory) -> Iterator[Daemon]:
-    d = Daemon(tmp_path_factory.mktemp("cardinality")).start()
-    yield d
-    if d.proc is not None and d.proc.popen.poll() is None:
-        d.stop()
+    yield from running(Daemon(tmp_path_factory.mktemp("cardinality")))
 
 
 def _deploy(daemon: Daemon, path: str, backend: str, plans: List[Dict[str, Any]],

@@ -16,7 +16,7 @@ from joserfc.jwk import ECKey
 from twisted.internet.task import Clock
 
 from mcpgated.policy.ratelimit import Limiter, parse_limit
-from tests.support import Daemon, deploy, http
+from tests.support import Daemon, deploy, http, running
 
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
@@ -32,9 +32,7 @@ def _ping(url: str, n: int = 1, token: str = "") -> int:
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory) -> Iterator[Daemon]:
-    d = Daemon(tmp_path_factory.mktemp("ratelimit-scope")).start()
-    yield d
-    d.stop()
+    yield from running(Daemon(tmp_path_factory.mktemp("ratelimit-scope")))
 
 
 @pytest.mark.parametrize("scope", ["subscription", "plan"])
