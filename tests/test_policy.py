@@ -85,6 +85,90 @@ def test_bad_rules_name_the_field():
         assert e.value.field == field
 
 
+def test_deny_wins_over_allow_for_calls_and_lists():
+    policy = parse_policy({"rules": [
+        {"tools": ["get-*", "echo"]},
+        {"deny": True, "tools": ["get-env"]},
+        {"deny": True, "tools": ["echo"], "plans": ["Free"]},
+    ]})
+    assert policy.decide("tools/call", "get-sum", FREE).allowed
+    denied = policy.decide("tools/call", "get-env", GOLD)
+    assert (denied.allowed, denied.code, denied.message) == (False, -32602, "Unknown tool: get-env")
+    assert not policy.decide("tools/call", "echo", FREE).allowed  # deny applies to Free only
+    assert policy.decide("tools/call", "echo", GOLD).allowed
+    result = {"tools": [{"name": "echo"}, {"name": "get-env"}, {"name": "get-sum"}, {"name": "x"}]}
+    assert [t["name"] for t in policy.filter_result("tools/list", result, GOLD)[0]["tools"]] == [
+        "echo", "get-sum"]
+    assert [t["name"] for t in policy.filter_result("tools/list", result, FREE)[0]["tools"]] == [
+        "get-sum"]
+
+
+def test_kinds_no_allow_rule_names_stay_open():
+    tools_only = parse_policy({"rules": [{"tools": ["echo"]}]})
+    resources = {"resources": [{"uri": "demo://a"}, {"uri": "file:///etc/passwd"}]}
+    prompts = {"prompts": [{"name": "simple"}, {"name": "complex"}]}
+    assert tools_only.filter_result("resources/list", resources, FREE) == (resources, 0)
+    assert tools_only.filter_result("prompts/list", prompts, FREE) == (prompts, 0)
+    assert tools_only.decide("resources/read", "demo://a", FREE).allowed
+    assert tools_only.decide("prompts/get", "complex", FREE).allowed
+    assert tools_only.decide("completion/complete", None, FREE).allowed
+    assert tools_only.decide("tasks/get", None, FREE).allowed
+    assert not tools_only.decide("tools/call", "add", FREE).allowed
+    # an allow rule for Gold only still closes tools for everyone else
+    gold_only = parse_policy({"rules": [{"tools": ["echo"], "plans": ["Gold"]}]})
+    assert not gold_only.decide("tools/call", "echo", FREE).allowed
+    assert gold_only.filter_result("tools/list", {"tools": [{"name": "echo"}]}, FREE)[0] == {"tools": []}
+    assert gold_only.decide("prompts/get", "complex", FREE).allowed
+
+
+def test_hide_one_tool_with_a_deny_rule_alone():
+    hide = parse_policy({"rules": [{"deny": True, "tools": ["get-env"]}]})
+    assert hide.active and hide.closed == frozenset()
+    for name in ("echo", "add", "get-envy", "get-en"):
+        assert hide.decide("tools/call", name, FREE).allowed, name
+    # case, width and compatibility forms of the name are denied too: some backends fold them
+    for name in ("get-env", "GET-ENV", "Get-Env", "ｇｅｔ－ｅｎｖ"):
+        assert not hide.visible("tools/list", name, FREE), name
+    for name in ("get-env", "GET-ENV", "ｇｅｔ－ｅｎｖ"):
+        assert not hide.decide("tools/call", name, FREE).allowed, name
+    # a target that is not a string (["get-env"], a JavaScript server may stringify it) is denied
+    assert not hide.decide("tools/call", None, FREE).allowed
+    assert not hide.visible("tools/list", ["get-env"], FREE)
+    assert hide.decide("completion/complete", None, FREE).allowed
+    assert hide.decide("resources/read", "demo://x", FREE).allowed
+
+
+def test_deny_globs_and_methods():
+    policy = parse_policy({"rules": [
+        {"deny": True, "tools": ["admin-*", "*-danger"]},
+        {"deny": True, "resources": ["file:///*"], "methods": ["resources/read"]},
+        {"deny": True, "methods": ["completion/complete", "prompts/list"]},
+    ]})
+    assert not policy.decide("tools/call", "ADMIN-reset", FREE).allowed
+    assert not policy.decide("tools/call", "very-DANGER", FREE).allowed
+    assert policy.decide("tools/call", "administer", FREE).allowed
+    assert not policy.decide("resources/read", "FILE:///etc/passwd", FREE).allowed
+    # the resource rule covers reads only: listing still shows the item
+    assert policy.visible("resources/list", "file:///etc/passwd", FREE)
+    assert policy.decide("completion/complete", None, FREE).code == -32601
+    assert policy.decide("prompts/list", None, FREE).code == -32601
+    assert policy.decide("tools/list", None, FREE).allowed
+    assert policy.decide("ping", None, FREE).allowed
+
+
+def test_deny_rules_parse_and_round_trip():
+    raw = {"rules": [{"deny": True, "tools": ["x"], "plans": ["Free"]}, {"tools": ["y"]}], "dryRun": True}
+    policy = parse_policy(raw)
+    assert policy.to_json() == raw
+    assert parse_policy(policy.to_json()) == policy
+    for bad, field, message in [
+            ({"rules": [{"deny": "yes", "tools": ["x"]}]}, "acl.rules[0].deny", "true or false"),
+            ({"rules": [{"deny": True, "plans": ["Free"]}]}, "acl.rules[0]", "denies nothing")]:
+        with pytest.raises(PolicyError) as e:
+            parse_policy(bad)
+        assert e.value.field == field and message in e.value.message
+
+
 def _apply(method, result):
     return POLICY.filter_result(method, result, FREE)[0]
 

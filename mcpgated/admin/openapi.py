@@ -240,8 +240,11 @@ def _subscription_paths() -> Dict[str, Any]:
 _NAMES = {"type": "array", "items": {"type": "string"}}
 _ACCESS_POLICY = {
     "type": "object",
-    "description": "MCP access control. Rules only allow; with rules, what no rule allows is denied "
-                   "(JSON-RPC error, HTTP 200) and list results are filtered.",
+    "description": "MCP access control. A rule allows, or with deny: true denies; deny wins. A kind "
+                   "(tools, resources, prompts, other methods) an allow rule names is an allow-list: "
+                   "what no allow rule allows is denied (JSON-RPC error, HTTP 200) and list results "
+                   "are filtered; kinds no allow rule names stay open, minus what deny rules name "
+                   "(deny globs match case-folded and NFKC-normalised).",
     "properties": {
         "dryRun": {"type": "boolean", "default": False},
         "rules": {"type": "array", "items": {"type": "object", "properties": {
@@ -250,7 +253,9 @@ _ACCESS_POLICY = {
             "resources": dict(_NAMES, description="Resource URI globs"),
             "prompts": dict(_NAMES, description="Prompt names or globs"),
             "plans": _NAMES, "applications": _NAMES, "scopes": _NAMES,
-            "claims": {"type": "object"}, "description": {"type": "string"}},
+            "claims": {"type": "object"}, "description": {"type": "string"},
+            "deny": {"type": "boolean", "default": False,
+                     "description": "Deny what the rule names instead of allowing it"}},
             "additionalProperties": False}},
     },
 }

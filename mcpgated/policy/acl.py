@@ -2,15 +2,23 @@
 MCP access control: which tools, resources and prompts a caller may list and
 use.
 
-Rules only allow; once an API (or plan) has rules, whatever no rule allows is
-denied. A rule names features by glob (C{fnmatchcase}: case-sensitive, no
-Unicode folding, so C{ECHO} or a full-width C{ｅｃｈｏ} never matches C{echo}),
-optionally the methods it covers, and optionally who it applies to (plans,
-applications, OAuth scopes, token claims).
+A rule allows, or with C{"deny": true} denies, and deny wins over allow. Each
+kind (tools, resources, prompts, and the other methods) is restricted once an
+allow rule of the policy names it (whomever that rule applies to): then what no
+allow rule allows is denied; a kind no allow rule names stays open, minus what
+deny rules name. A rule names features by glob, optionally the methods it
+covers, and optionally who it applies to (plans, applications, OAuth scopes,
+token claims). Allow globs match as written (C{fnmatchcase}: case-sensitive, no
+Unicode folding, so C{ECHO} or a full-width C{ｅｃｈｏ} never matches C{echo});
+deny globs match after NFKC normalisation and case folding on both sides, so a
+deny of C{echo} also hides C{ECHO} and C{ｅｃｈｏ} from a backend that folds
+names, and a call whose target is not a string is denied once a deny rule
+covers it.
 """  # noqa: RUF002 -- the full-width letters are the example
 
 from __future__ import annotations
 
+import unicodedata
 from fnmatch import fnmatchcase
 from typing import Any, Dict, FrozenSet, Iterable, Mapping, Optional, Tuple
 
@@ -24,7 +32,16 @@ PLUMBING = frozenset({
 })
 _FEATURES = FEATURE_KINDS  # the method tables are mcpgated.mcp.methods
 _RULE_FIELDS = {"methods", "tools", "resources", "prompts", "plans", "applications", "scopes",
-                "claims", "description"}
+                "claims", "description", "deny"}
+# the kind of the methods that name no feature (completion/complete, tasks/*...)
+_METHODS = "methods"
+
+
+def _fold(text: str) -> str:
+    """
+    A name as deny rules compare it: NFKC-normalised and case-folded.
+    """
+    return unicodedata.normalize("NFKC", text).casefold()
 
 
 class PolicyError(ValueError):
@@ -57,6 +74,29 @@ class Rule:
     scopes: Optional[Tuple[str, ...]] = None
     claims: Optional[Tuple[Tuple[str, Any], ...]] = None
     description: str = ""
+    deny: bool = False
+    # deny rules: the feature globs folded as the names they are compared with
+    folded: Tuple[Tuple[str, ...], ...] = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "folded", tuple(
+            tuple(_fold(p) for p in self.names(kind)) if self.deny else () for kind in _FEATURES))
+
+    @property
+    def features(self) -> bool:
+        """
+        Whether the rule names tools, resources or prompts (else only methods).
+        """
+        return bool(self.tools or self.resources or self.prompts)
+
+    def matches(self, kind: str, target: str) -> bool:
+        """
+        Whether C{target} (a name or URI of that kind) is one this rule names.
+        """
+        if self.deny:
+            folded = _fold(target)
+            return any(fnmatchcase(folded, p) for p in self.folded[_FEATURES.index(kind)])
+        return any(fnmatchcase(target, p) for p in self.names(kind))
 
     def applies_to(self, caller: Caller) -> bool:
         if self.plans is not None and caller.plan not in self.plans:
@@ -84,6 +124,8 @@ class Rule:
 
     def to_json(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {}
+        if self.deny:
+            out["deny"] = True
         if self.methods is not None:
             out["methods"] = list(self.methods)
         for feature in _FEATURES:
@@ -116,10 +158,21 @@ class AccessPolicy:
     """
     @ivar rules: when empty, everything is allowed (no policy).
     @ivar dry_run: decide and report, but let everything through.
+    @ivar closed: the kinds (C{tools}, C{resources}, C{prompts}, C{methods})
+        an allow rule names: only what allow rules allow passes. A rule
+        naming only methods closes C{methods} (those that name no feature).
     """
 
     rules: Tuple[Rule, ...] = ()
     dry_run: bool = False
+    closed: FrozenSet[str] = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        closed = {kind for rule in self.rules if not rule.deny
+                  for kind in _FEATURES if rule.names(kind)}
+        if any(not r.deny and r.methods is not None and not r.features for r in self.rules):
+            closed.add(_METHODS)
+        object.__setattr__(self, "closed", frozenset(closed))
 
     @property
     def active(self) -> bool:
@@ -128,24 +181,46 @@ class AccessPolicy:
     def _applicable(self, caller: Caller, method: str) -> Iterable[Rule]:
         return (r for r in self.rules if r.covers(method) and r.applies_to(caller))
 
+    def _denied(self, kind: str, target: Any, method: str, caller: Caller) -> bool:
+        """
+        Whether a deny rule takes this target (a name or URI of C{kind}) away.
+        A deny rule naming only methods denies every target of those methods;
+        a target that is not a string is denied by any deny rule covering it.
+        """
+        for rule in self._applicable(caller, method):
+            if rule.deny and (not rule.features or (
+                    rule.names(kind) and (not isinstance(target, str) or rule.matches(kind, target)))):
+                return True
+        return False
+
     def decide(self, method: str, target: Optional[str], caller: Caller) -> Decision:
         if not self.rules or method in PLUMBING or method.startswith("notifications/"):
             return ALLOW
         feature = FEATURE_METHODS.get(method)
         if feature is None:
-            # Any other method must be named by a rule's methods.
-            for rule in self._applicable(caller, method):
-                if rule.methods is not None:
-                    return ALLOW
+            applicable = list(self._applicable(caller, method))
+            # a deny rule naming the method (and no feature) denies it;
+            if any(r.deny and r.methods is not None and not r.features for r in applicable):
+                return Decision(False, -32601, f"Method not found: {method}")
+            # once allow rules name methods, any other method must be named by one
+            if _METHODS not in self.closed or any(
+                    not r.deny and r.methods is not None for r in applicable):
+                return ALLOW
             return Decision(False, -32601, f"Method not found: {method}")
         kind, param = feature
         if not param:
-            # list methods: always answered, filtered item by item
+            # list methods: answered, filtered item by item, unless a deny rule
+            # naming only methods takes the method itself away
+            if any(r.deny and not r.features for r in self._applicable(caller, method)):
+                return Decision(False, -32601, f"Method not found: {method}")
             return ALLOW
-        if target is not None:
-            for rule in self._applicable(caller, method):
-                if any(fnmatchcase(target, pattern) for pattern in rule.names(kind)):
-                    return ALLOW
+        if not self._denied(kind, target, method, caller):
+            if kind not in self.closed:
+                return ALLOW
+            if target is not None:
+                for rule in self._applicable(caller, method):
+                    if not rule.deny and rule.matches(kind, target):
+                        return ALLOW
         if kind == "tools":
             return Decision(False, -32602, f"Unknown tool: {target}")
         if kind == "prompts":
@@ -159,10 +234,14 @@ class AccessPolicy:
         if not self.rules:
             return True
         kind = FEATURE_METHODS[list_method][0]
+        if self._denied(kind, name, list_method, caller):
+            return False
+        if kind not in self.closed:
+            return True
         if not isinstance(name, str):
             return False
         for rule in self._applicable(caller, list_method):
-            if any(fnmatchcase(name, pattern) for pattern in rule.names(kind)):
+            if not rule.deny and rule.matches(kind, name):
                 return True
         return False
 
@@ -209,6 +288,10 @@ def parse_rule(raw: Any, where: str) -> Rule:
     for key in ("methods", "tools", "resources", "prompts", "plans", "applications", "scopes"):
         if key in raw:
             kwargs[key] = _names(raw[key], f"{where}.{key}")
+    if "deny" in raw:
+        if not isinstance(raw["deny"], bool):
+            raise PolicyError(f"{where}.deny", f"{where}.deny must be true or false")
+        kwargs["deny"] = raw["deny"]
     if "claims" in raw:
         claims = raw["claims"]
         if not isinstance(claims, dict) or not all(
@@ -220,7 +303,8 @@ def parse_rule(raw: Any, where: str) -> Rule:
             raise PolicyError(f"{where}.description", f"{where}.description must be a string")
         kwargs["description"] = raw["description"][:500]
     if not any(kwargs.get(f) for f in _FEATURES) and not kwargs.get("methods"):
-        raise PolicyError(where, f"{where} allows nothing: give tools, resources, prompts or methods")
+        verb = "denies" if kwargs.get("deny") else "allows"
+        raise PolicyError(where, f"{where} {verb} nothing: give tools, resources, prompts or methods")
     return Rule(**kwargs)
 
 

@@ -16,7 +16,7 @@ import pytest
 from tests.security.judge_support import Legacy, start_daemon, stop_daemon
 from tests.support import Daemon, deploy
 
-GET_SUM_ONLY = {"rules": [{"tools": ["get-sum"]}]}
+GET_SUM_ONLY = {"rules": [{"tools": ["get-sum"]}, {"deny": True, "prompts": ["*"]}]}
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_lists_of_other_kinds_follow_the_rules_too(gateway) -> None:
         tools = _list(session, "tools/list", 3)["tools"]
     finally:
         session.close()
-    assert prompts == []  # a tools-only rule allows no prompt
+    assert prompts == []  # the deny rule hides every prompt
     assert [tool["name"] for tool in tools] == ["get-sum"]
 
 
