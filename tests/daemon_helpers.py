@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
-from tests.support import BIN, Daemon, Proc, http
+from tests.support import BIN, Daemon, http
 
 ACCEPT = {"Accept": "application/json, text/event-stream"}
 INITIALIZE = {
@@ -90,9 +90,6 @@ class TwistdDaemon(Daemon):
         super().__init__(folder, **kwargs)
         self.twistd_options = list(twistd_options)
 
-    def start(self, timeout: float = 30.0) -> "TwistdDaemon":
-        self.proc = Proc([str(BIN / "twistd"), "-n", "--pidfile=", *self.twistd_options,
-                          "mcpgated", "-c", str(self.ini)], cwd=str(self.folder))
-        match = self.proc.wait_for(r"mcpgated ready: (\{.*\})", timeout)
-        self.ports = json.loads(match.group(1))
-        return self
+    def command(self) -> List[str]:
+        return [str(BIN / "twistd"), "-n", "--pidfile=", *self.twistd_options,
+                "mcpgated", "-c", str(self.ini)]

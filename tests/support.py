@@ -181,9 +181,14 @@ class Daemon:
         self.proc: Optional[Proc] = None
         self.ports: Dict[str, List[int]] = {}
 
+    def command(self) -> List[str]:
+        """
+        What runs the daemon (subclasses add twistd options or a wrapper).
+        """
+        return [str(BIN / "twistd"), "-n", "--pidfile=", "mcpgated", "-c", str(self.ini)]
+
     def start(self, timeout: float = 30.0) -> "Daemon":
-        self.proc = Proc([str(BIN / "twistd"), "-n", "--pidfile=", "mcpgated", "-c", str(self.ini)],
-                         cwd=str(self.folder))
+        self.proc = Proc(self.command(), cwd=str(self.folder))
         match = self.proc.wait_for(r"mcpgated ready: (\{.*\})", timeout)
         self.ports = json.loads(match.group(1))
         return self

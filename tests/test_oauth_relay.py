@@ -28,8 +28,7 @@ PRM = "/.well-known/oauth-protected-resource"
 
 def start_daemon(folder: Path) -> Daemon:
     daemon = Daemon(folder)
-    text = daemon.ini.read_text()
-    daemon.ini.write_text(text.replace("[admin]", f"trusted_proxies = {TRUSTED_PROXY}/32\n[admin]", 1))
+    set_options(daemon, "gateway", trusted_proxies=f"{TRUSTED_PROXY}/32")
     return daemon.start()
 
 

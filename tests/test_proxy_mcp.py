@@ -16,6 +16,7 @@ import pytest
 from mcp import Client
 from mcp.client.sse import sse_client
 
+from tests.daemon_helpers import set_options
 from tests.support import BIN, Daemon, Proc, http, listening_ports
 
 MCP_ACCEPT = {"Accept": "application/json, text/event-stream"}
@@ -162,8 +163,7 @@ def test_legacy_endpoint_event_points_at_the_gateway(tmp_path, everything_sse):
     context path, the query (session id) kept.
     """
     daemon = Daemon(tmp_path)
-    daemon.ini.write_text(daemon.ini.read_text().replace(
-        "[gateway]\n", "[gateway]\nallowed_hosts = gw.example\n"))
+    set_options(daemon, "gateway", allowed_hosts="gw.example")
     daemon.start()
     try:
         _check_endpoint_event(daemon, everything_sse)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import stat
 import time
 from pathlib import Path
-from typing import Dict, Iterator
+from typing import Dict, Iterator, List
 
 import pytest
 
 from tests.daemon_helpers import ACCEPT, INITIALIZE, UNREACHABLE, action, create, definition
-from tests.support import BIN, Daemon, Proc, http
+from tests.support import Daemon, http
 
 
 class UmaskDaemon(Daemon):
@@ -27,15 +27,8 @@ class UmaskDaemon(Daemon):
         super().__init__(folder, **kwargs)  # type: ignore[arg-type]
         self.umask = umask
 
-    def start(self, timeout: float = 30.0) -> "UmaskDaemon":
-        import json
-
-        self.proc = Proc(["sh", "-c", f'umask {self.umask:03o} && exec "$@"', "sh",
-                          str(BIN / "twistd"), "-n", "--pidfile=", "mcpgated", "-c", str(self.ini)],
-                         cwd=str(self.folder))
-        match = self.proc.wait_for(r"mcpgated ready: (\{.*\})", timeout)
-        self.ports = json.loads(match.group(1))
-        return self
+    def command(self) -> List[str]:
+        return ["sh", "-c", f'umask {self.umask:03o} && exec "$@"', "sh", *super().command()]
 
 
 def _write_ini(folder: Path) -> None:
