@@ -348,7 +348,8 @@ def _state_paths(base: Path, storage: str, analytics: str,
 def parse_text(text: str, path: Optional[str] = None, base: Optional[Path] = None,
                environ: Optional[Mapping[str, str]] = None) -> Config:
     """
-    Parse configuration text; relative paths are resolved against C{base}.
+    Parse configuration text; relative paths are resolved against C{base}
+    (default: the working directory).
     C{environ} (default: the process's) supplies C{STATE_DIRECTORY}.
     """
     parser = configparser.ConfigParser(
@@ -433,7 +434,9 @@ def parse_text(text: str, path: Optional[str] = None, base: Optional[Path] = Non
 
 def load(path: str) -> Config:
     """
-    Read and validate the INI file at C{path}.
+    Read and validate the INI file at C{path}. Relative paths in it are
+    resolved against the working directory (the unit's C{WorkingDirectory=}
+    under systemd; the checkout for C{make run}), not the file's folder.
 
     @raise ConfigError: if the file is missing, unreadable or invalid.
     """
@@ -446,7 +449,10 @@ def load(path: str) -> Config:
         raise ConfigError(f"cannot read: {e.strerror}", path) from e
     except UnicodeDecodeError as e:
         raise ConfigError("not UTF-8 text", path) from e
-    return parse_text(text, path, Path(path).resolve().parent)
+    # Relative paths: against the working directory, like the paths inside
+    # endpoint strings (ssl:...:privateKey=key.pem, unix:gw.sock), which
+    # Twisted resolves there, and twistd's own --logfile and --pidfile.
+    return parse_text(text, path)
 
 
 def defaults() -> Dict[str, Dict[str, str]]:

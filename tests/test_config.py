@@ -51,12 +51,23 @@ def test_shipped_ini_means_the_same_as_an_empty_file(tmp_path):
     assert shipped == config.parse_text("", "mcpgated.ini", tmp_path)
 
 
-def test_relative_paths_resolve_against_the_files_folder(tmp_path):
-    cfg = config.load(str(_write(tmp_path, "")))
+def test_relative_paths_resolve_against_the_working_directory(tmp_path, monkeypatch):
+    # One rule, twistd's: etc/mcpgated.ini run from the checkout (make run)
+    # keeps its files in the checkout's var/, not in etc/var/.
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    ini = _write(folder, "[admin]\ntoken_file = secrets/admin.token\n[daemon]\nports_file = ports.json\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    cfg = config.load(str(ini))
     assert cfg.storage.path == tmp_path / "var" / "mcpgated.db"
+    assert cfg.analytics.path == tmp_path / "var" / "analytics.db"
     assert cfg.logging.dir == tmp_path / "var" / "log"
+    assert cfg.admin.token_file == tmp_path / "secrets" / "admin.token"
+    assert cfg.daemon.ports_file == tmp_path / "ports.json"
     shipped = config.load(str(SHIPPED_INI))
-    assert shipped.storage.path == SHIPPED_INI.parent / "var" / "mcpgated.db"
+    assert shipped.storage.path == tmp_path / "var" / "mcpgated.db"
+    assert shipped.logging.dir == tmp_path / "var" / "log"
 
 
 def test_defaults_as_values(tmp_path):
@@ -90,7 +101,8 @@ def test_client_timeouts_and_http_server(tmp_path):
             cfg.limits.keepalive_timeout) == (5.0, 0.5, 120.0)
 
 
-def test_values_are_read(tmp_path):
+def test_values_are_read(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative paths: against the working directory
     cfg = config.load(str(_write(tmp_path, (
         "[gateway]\nlisten = tcp:0:interface=127.0.0.1 tcp6:0\n"
         "public_url = https://mcp.example.com/gw/\ntrusted_proxies = 10.0.0.0/8, ::1\n"
