@@ -30,12 +30,28 @@ $(NPM_DIR)/node_modules/.installed: $(NPM_DIR)/package.json $(NPM_DIR)/package-l
 	cd $(NPM_DIR) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-## make run: install into .venv and start the gateway with etc/mcpgated.ini
-run: $(VENV)/.installed
-	$(VENV)/bin/twistd --nodaemon --pidfile= mcpgated -c etc/mcpgated.ini
+# make run's venv: a normal (not editable) install of this checkout with the
+# runtime dependencies only, reinstalled when a source file changes. twistd
+# finds the plugin in the venv's site-packages/twisted/plugins. setuptools
+# reuses build/lib: it goes first, or a module deleted since would stay.
+RUN_VENV ?= build/venv-run
+RUN_SOURCES := setup.cfg pyproject.toml MANIFEST.in $(shell find mcpgated twisted -type f \
+	\( -name '*.py' -o -name '*.sql' -o -path '*/ui/*' \) -not -name dropin.cache 2>/dev/null)
 
-check-config: $(VENV)/.installed
-	$(VENV)/bin/twistd mcpgated -c etc/mcpgated.ini --check-config
+$(RUN_VENV)/.installed: $(RUN_SOURCES)
+	python3 -m venv $(RUN_VENV)
+	$(RUN_VENV)/bin/python -m pip install -q --upgrade pip
+	rm -rf build/lib build/bdist.*
+	$(RUN_VENV)/bin/python -m pip install -q .
+	touch $@
+
+## make run: install into build/venv-run and start the gateway with etc/mcpgated.ini;
+## its files (admin token, databases, logs) go to var/ in this checkout
+run: $(RUN_VENV)/.installed
+	$(RUN_VENV)/bin/twistd --nodaemon --pidfile= mcpgated -c etc/mcpgated.ini
+
+check-config: $(RUN_VENV)/.installed
+	$(RUN_VENV)/bin/twistd mcpgated -c etc/mcpgated.ini --check-config
 
 ## make lint: ruff and mypy, as configured (and justified) in pyproject.toml
 lint: $(VENV)/.installed
@@ -48,7 +64,7 @@ test: lint $(NPM_DIR)/node_modules/.installed
 
 ## make test-lowest: the suite (but the browser tests) on the lowest declared versions
 test-lowest: $(LOWEST_VENV)/.installed $(NPM_DIR)/node_modules/.installed
-	$(LOWEST_PY) -m pip list --format=freeze | grep -iE '^(twisted|treq|klein|attrs|service.identity|pyopenssl|werkzeug|prometheus.client|joserfc|httptools|idna)=='
+	$(LOWEST_PY) -m pip list --format=freeze | grep -iE '^(twisted|treq|klein|attrs|service.identity|pyopenssl|werkzeug|prometheus.client|joserfc|httptools|idna|pyyaml)=='
 	$(LOWEST_PY) -m pytest -q $(LOWEST_TESTS)
 
 clean:
