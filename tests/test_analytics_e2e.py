@@ -63,9 +63,9 @@ def test_session_counts_errors_and_tools(daemon, everything):
     assert totals["toolErrors"] == 1
     assert totals["requests"] == sum(m["count"] for m in summary["byMethod"]) - totals["notifications"]
     assert summary["latencyMs"]["p99"] >= summary["latencyMs"]["p50"] > 0
-    assert sum(p["requests"] for p in summary["timeSeries"]["points"]) == sum(
+    assert sum(p["requests"] + p["notifications"] for p in summary["timeSeries"]["points"]) == sum(
         m["count"] for m in summary["byMethod"])
-    assert summary["topClients"][0]["client"] == "mcp"  # the SDK's clientInfo.name
+    assert summary["topClients"][0]["clientName"] == "mcp"  # the SDK's clientInfo.name
     assert summary["droppedRecords"] == 0
 
     # the other API saw nothing; the all-APIs view sees the same as this one
@@ -130,8 +130,8 @@ def test_payload_capture_with_redaction_and_live_metrics(daemon, everything):
     status, headers, text = http("GET", daemon.admin_url + "/metrics",
                                  headers={"Authorization": f"Bearer {daemon.token}"})
     metrics = text.decode()
-    assert (f'mcpgated_mcp_calls_total{{api="{api["id"]}",method="tools/call",outcome="result",'
-            f'target="echo"}} 1.0') in metrics
+    assert (f'mcpgated_mcp_calls_total{{api="{api["id"]}",api_name="{api["name"]}",method="tools/call",'
+            f'outcome="result",target="echo"}} 1.0') in metrics
     assert "mcpgated_mcp_call_latency_seconds_bucket" in metrics
     status, _, _ = http("GET", daemon.admin_url + "/metrics")
     assert status == 401
@@ -173,8 +173,8 @@ def test_logging_off_keeps_metrics_and_access_log_but_no_records(daemon, everyth
 
     status, headers, text = http("GET", daemon.admin_url + "/metrics",
                                  headers={"Authorization": f"Bearer {daemon.token}"})
-    assert (f'mcpgated_mcp_calls_total{{api="{api["id"]}",method="tools/call",outcome="result",'
-            f'target="echo"}} 1.0') in text.decode()
+    assert (f'mcpgated_mcp_calls_total{{api="{api["id"]}",api_name="Quiet",method="tools/call",'
+            f'outcome="result",target="echo"}} 1.0') in text.decode()
     daemon.stop()  # flushes the batched writers
     daemon.start()
     status, page = daemon.admin("GET", f"/apis/{api['id']}/logs")

@@ -292,7 +292,7 @@ def test_wizard_deploys_and_traffic_shows_on_dashboard_and_logs(console, everyth
     expect(tiles["requests"]).to_have_text("8")  # initialize, tools/list, 6 tools/call
     expect(tiles["notifications"]).to_have_text("1")  # notifications/initialized
     expect(tiles["errors"]).to_have_text("1")
-    expect(tiles["error-rate"]).to_have_text("11.1%")  # 1 of 9 exchanges
+    expect(tiles["error-rate"]).to_have_text("12.5%")  # 1 of 8 requests (not of 9 with the notification)
     latencies = [float(re.fullmatch(r"([\d.,]+) ms", tiles[p].inner_text()).group(1).replace(",", ""))
                  for p in ("p50", "p90", "p99")]
     assert 0 < latencies[0] <= latencies[1] <= latencies[2]
@@ -300,20 +300,27 @@ def test_wizard_deploys_and_traffic_shows_on_dashboard_and_logs(console, everyth
 
     methods = card(page, "Top methods")
     methods.get_by_text("Show as a table").click()
-    assert table_rows(methods.locator("table")) == [
+    method_rows = table_rows(methods.locator("table"))
+    assert [row[:4] for row in method_rows] == [
         ["tools/call", "6", "1", "16.7%"], ["initialize", "1", "0", "0%"],
         ["notifications/initialized", "1", "0", "0%"], ["tools/list", "1", "0", "0%"]]
+    for row in method_rows:  # each method's latency p50, p90, p99; a notification has none
+        if row[0].startswith("notifications/"):
+            assert row[4:] == ["–", "–", "–"]
+        else:
+            assert all(re.fullmatch(r"[\d.,]+ m?s", cell) for cell in row[4:]), row
     tools = card(page, "Top tools")
     tools.get_by_text("Show as a table").click()
     assert [row[:3] for row in table_rows(tools.locator("table"))] == [
         ["echo", "3", "0"], ["get-sum", "2", "0"], ["no-such-tool", "1", "1"]]
-    assert table_rows(card(page, "Top clients").locator("table")) == [["mcp", "9", "100%"]]
+    # clients by application (none: a keyless plan), then name and address; shares of the requests
+    assert table_rows(card(page, "Top clients").locator("table")) == [["–", "mcp", "127.0.0.1", "8", "100%"]]
     # the charts draw the same numbers
     charts = page.evaluate("""() => Object.fromEntries(["chart-timeline", "chart-methods", "chart-tools"].map((id) => {
         const chart = Chart.getChart(id);
         return [id, { labels: chart.data.labels, data: chart.data.datasets.map((d) => d.data) }];
     }))""")
-    assert sum(charts["chart-timeline"]["data"][0]) == 9 and sum(charts["chart-timeline"]["data"][1]) == 1
+    assert sum(charts["chart-timeline"]["data"][0]) == 8 and sum(charts["chart-timeline"]["data"][1]) == 1
     assert charts["chart-methods"]["labels"][0] == "tools/call"
     assert charts["chart-methods"]["data"] == [[5, 1, 1, 1], [1, 0, 0, 0]]
     assert charts["chart-tools"] == {"labels": ["echo", "get-sum", "no-such-tool"], "data": [[3, 2, 0], [0, 0, 1]]}

@@ -338,24 +338,29 @@ def test_metrics_count_like_prometheus_client():
     metrics = Metrics()
     registry = CollectorRegistry()
     calls = Counter("mcpgated_mcp_calls", "JSON-RPC calls through the gateway",
-                    ["api", "method", "target", "outcome"], registry=registry)
+                    ["api", "api_name", "method", "target", "outcome"], registry=registry)
     latency = Histogram("mcpgated_mcp_call_latency_seconds", "Gateway latency per JSON-RPC call",
-                        ["api", "method"], buckets=LATENCY_BUCKETS, registry=registry)
+                        ["api", "api_name", "method"], buckets=LATENCY_BUCKETS, registry=registry)
     http = Counter("mcpgated_http_requests", "HTTP exchanges through the gateway",
-                   ["api", "status"], registry=registry)
+                   ["api", "api_name", "status"], registry=registry)
     notifications = Counter("mcpgated_mcp_notifications", "Server-to-client notifications relayed",
-                            ["api", "method"], registry=registry)
+                            ["api", "api_name", "method"], registry=registry)
     Counter("mcpgated_pin_drift_events", "Pinning events: tool, prompt or resource template "
-            "definitions changed, new or removed", ["api", "kind", "type"], registry=registry)
+            "definitions changed, new or removed", ["api", "api_name", "kind", "type"],
+            registry=registry)
     Counter("mcpgated_pin_blocked", "List items and calls blocked by pinning",
-            ["api", "what"], registry=registry)
+            ["api", "api_name", "what"], registry=registry)
     streams = Gauge("mcpgated_open_streams", "Responses currently streaming to clients",
                     registry=registry)
     Gauge("mcpgated_exchange_records_dropped",
           "Exchange log records dropped (store slow or full)", registry=registry)
     rnd = random.Random(7)
+    names = {"a": "A", "b": "B"}
+    for api_id, name in names.items():
+        metrics.name(api_id, name)
     for n in range(300):
-        record = CallRecord(time=0.0, api_id=rnd.choice("ab"), api_name="A", plan=None, client=None,
+        api_id = rnd.choice("ab")
+        record = CallRecord(time=0.0, api_id=api_id, api_name=names[api_id], plan=None, client=None,
                             method=rnd.choice(["tools/call", "prompts/get", "tools/list"]),
                             kind=rnd.choice(["request", "notification"]))
         record.target = rnd.choice([None, "echo"])
@@ -363,15 +368,15 @@ def test_metrics_count_like_prometheus_client():
         record.latency_ms = rnd.choice([None, 5.0, 0.0, rnd.expovariate(0.01), 1e6])
         metrics.call(record)
         target = record.target if record.method in ("tools/call", "prompts/get") else ""
-        calls.labels(record.api_id, record.method, target or "", record.outcome or "").inc()
+        calls.labels(api_id, names[api_id], record.method, target or "", record.outcome or "").inc()
         if record.latency_ms is not None and record.kind != "notification":
-            latency.labels(record.api_id, record.method).observe(record.latency_ms / 1000.0)
+            latency.labels(api_id, names[api_id], record.method).observe(record.latency_ms / 1000.0)
         status = rnd.choice([200, 404, None])
         metrics.exchange(record.api_id, status)
-        http.labels(record.api_id, str(status)).inc()
+        http.labels(api_id, names[api_id], str(status)).inc()
         if n % 3 == 0:
             metrics.notification("a", "notifications/progress")
-            notifications.labels("a", "notifications/progress").inc()
+            notifications.labels("a", "A", "notifications/progress").inc()
         if n % 4 == 0:
             metrics.open_streams.inc()
             streams.inc()
@@ -382,8 +387,9 @@ def test_metrics_count_like_prometheus_client():
             assert _timeless(metrics.render()) == _timeless(generate_latest(registry))
     assert _timeless(metrics.render()) == _timeless(generate_latest(registry))
     assert metrics.registry.get_sample_value("mcpgated_http_requests_total",
-                                             {"api": "a", "status": "200"}) == \
-        registry.get_sample_value("mcpgated_http_requests_total", {"api": "a", "status": "200"})
+                                             {"api": "a", "api_name": "A", "status": "200"}) == \
+        registry.get_sample_value("mcpgated_http_requests_total",
+                                  {"api": "a", "api_name": "A", "status": "200"})
 
 
 def _timeless(exposition: bytes) -> str:

@@ -101,9 +101,16 @@ _ANALYTICS = {
         "latencyMs": {"type": "object", "properties": {
             "p50": {"type": ["number", "null"]}, "p90": {"type": ["number", "null"]},
             "p99": {"type": ["number", "null"]}}},
-        "byMethod": {"type": "array", "items": {"type": "object"}},
+        "byMethod": {"type": "array", "items": {"type": "object", "properties": {
+            "method": {"type": "string"}, "count": {"type": "integer"}, "errors": {"type": "integer"},
+            "errorRate": {"type": "number", "description": "errors over requests"},
+            "latencyMs": {"type": "object"}}}},
         "byTarget": {"type": "array", "items": {"type": "object"}},
-        "topClients": {"type": "array", "items": {"type": "object"}},
+        "topClients": {"type": "array", "items": {"type": "object", "properties": {
+            "application": {"type": ["string", "null"]}, "clientName": {"type": ["string", "null"]},
+            "address": {"type": ["string", "null"]}, "client": {"type": "string"},
+            "count": {"type": "integer"}},
+            "description": "grouped by application, then client name and address"}},
         "timeSeries": {"type": "object"}, "droppedRecords": {"type": "integer"},
     },
 }

@@ -21,7 +21,9 @@ Labels come from bounded sets, never from what a client may choose freely
   calls the gateway admitted, cut at L{MAX_LABEL} characters, for at most
   L{MAX_TARGETS} distinct names per API (later ones are C{other}); calls the
   gateway refused (L{REFUSED}) have none, their C{outcome} says why;
-- C{outcome}: one of L{OUTCOMES}, else C{other}.
+- C{outcome}: one of L{OUTCOMES}, else C{other};
+- C{api_name}: beside C{api} (the id), the API's name, one per API (an
+  operator's renaming starts new series; clients never choose it).
 
 So each API has at most L{series_bound} C{mcpgated_mcp_calls} series.
 C{render_in_thread} builds the text on a thread: a scrape never stalls
@@ -123,30 +125,33 @@ class Metrics:
         self.registry.register(_Settle(self._settle))
         # by label values: [labelled child, count not yet added to it]
         self._counts: Dict[Tuple[Any, ...], List[Any]] = {}
-        # by (api, method): labelled histogram children
-        self._latencies: Dict[Tuple[str, str], Any] = {}
+        # by (api, name, method): labelled histogram children
+        self._latencies: Dict[Tuple[str, str, str], Any] = {}
         # by API: the target labels given so far (at most MAX_TARGETS)
         self._targets: Dict[str, Set[Tuple[str, str]]] = {}
+        # by API id: its name, the api_name label (set by the recorder)
+        self._names: Dict[str, str] = {}
         self.calls = Counter(
             "mcpgated_mcp_calls", "JSON-RPC calls through the gateway",
-            ["api", "method", "target", "outcome"], registry=self.registry)
+            ["api", "api_name", "method", "target", "outcome"], registry=self.registry)
         self.latency = Histogram(
             "mcpgated_mcp_call_latency_seconds", "Gateway latency per JSON-RPC call",
-            ["api", "method"], buckets=LATENCY_BUCKETS, registry=self.registry)
+            ["api", "api_name", "method"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.http = Counter(
             "mcpgated_http_requests", "HTTP exchanges through the gateway",
-            ["api", "status"], registry=self.registry)
+            ["api", "api_name", "status"], registry=self.registry)
         self.notifications = Counter(
             "mcpgated_mcp_notifications", "Server-to-client notifications relayed",
-            ["api", "method"], registry=self.registry)
+            ["api", "api_name", "method"], registry=self.registry)
         # tool-definition pinning (mcpgated.policy.pinning): kind and type
         # from fixed sets, "what" is list_item or call
         self.pin_events = Counter(
             "mcpgated_pin_drift_events", "Pinning events: tool, prompt or resource template "
-            "definitions changed, new or removed", ["api", "kind", "type"], registry=self.registry)
+            "definitions changed, new or removed", ["api", "api_name", "kind", "type"],
+            registry=self.registry)
         self.pin_blocks = Counter(
             "mcpgated_pin_blocked", "List items and calls blocked by pinning",
-            ["api", "what"], registry=self.registry)
+            ["api", "api_name", "what"], registry=self.registry)
         self.open_streams = Level()
         level = self.open_streams
         open_gauge = Gauge(
@@ -157,6 +162,12 @@ class Metrics:
             "mcpgated_exchange_records_dropped", "Exchange log records dropped (store slow or full)",
             registry=self.registry)
         dropped_gauge.set_function(lambda: float(dropped()))
+
+    def name(self, api_id: str, name: str) -> None:
+        """
+        The name of an API, for the C{api_name} label of its next series.
+        """
+        self._names[api_id] = name
 
     def _target(self, api_id: str, method: str, target: str) -> str:
         """
@@ -185,47 +196,51 @@ class Metrics:
         target = ""
         if method in _TARGETED and record.target and outcome not in REFUSED:
             target = self._target(record.api_id, method, record.target)
-        key = (record.api_id, method, target, outcome)
+        key = (record.api_id, record.api_name, method, target, outcome)
         entry = self._counts.get(key)
         if entry is None:
             entry = self._counts[key] = [self.calls.labels(*key), 0]
         entry[1] += 1
         latency = record.latency_ms
         if latency is not None and record.kind != "notification":
-            child = self._latencies.get(key[:2])
+            child = self._latencies.get(key[:3])
             if child is None:
-                child = self._latencies[key[:2]] = self.latency.labels(*key[:2])
+                child = self._latencies[key[:3]] = self.latency.labels(*key[:3])
             child.observe(latency / 1000.0)
 
     def exchange(self, api_id: str, status: Any) -> None:
         # status: a three-digit code (the parsers take no other) or None
-        key = ("http", api_id, status)
+        name = self._names.get(api_id, "")
+        key = ("http", api_id, name, status)
         entry = self._counts.get(key)
         if entry is None:
-            entry = self._counts[key] = [self.http.labels(api_id, str(status)), 0]
+            entry = self._counts[key] = [self.http.labels(api_id, name, str(status)), 0]
         entry[1] += 1
 
     def notification(self, api_id: str, method: str) -> None:
         if method not in MCP_METHODS:
             method = OTHER
-        key = ("notification", api_id, method)
+        name = self._names.get(api_id, "")
+        key = ("notification", api_id, name, method)
         entry = self._counts.get(key)
         if entry is None:
-            entry = self._counts[key] = [self.notifications.labels(api_id, method), 0]
+            entry = self._counts[key] = [self.notifications.labels(api_id, name, method), 0]
         entry[1] += 1
 
     def pin_event(self, api_id: str, kind: str, type: str) -> None:
-        key = ("pin_event", api_id, kind, type)
+        name = self._names.get(api_id, "")
+        key = ("pin_event", api_id, name, kind, type)
         entry = self._counts.get(key)
         if entry is None:
-            entry = self._counts[key] = [self.pin_events.labels(api_id, kind, type), 0]
+            entry = self._counts[key] = [self.pin_events.labels(api_id, name, kind, type), 0]
         entry[1] += 1
 
     def pin_blocked(self, api_id: str, what: str, count: int) -> None:
-        key = ("pin_blocked", api_id, what)
+        name = self._names.get(api_id, "")
+        key = ("pin_blocked", api_id, name, what)
         entry = self._counts.get(key)
         if entry is None:
-            entry = self._counts[key] = [self.pin_blocks.labels(api_id, what), 0]
+            entry = self._counts[key] = [self.pin_blocks.labels(api_id, name, what), 0]
         entry[1] += count
 
     def _settle(self) -> None:

@@ -32,7 +32,7 @@ class Recorder:
     _settings: Dict[int, Tuple[ApiDefinition, Capture, Optional[str], Callable[[CallRecord], None]]] = \
         attrs.field(factory=dict)
 
-    def _for(self, definition: ApiDefinition) -> "tuple[Capture, Optional[str], Any]":
+    def _for(self, api_id: str, definition: ApiDefinition) -> "tuple[Capture, Optional[str], Any]":
         found = self._settings.get(id(definition))
         if found is None or found[0] is not definition:
             settings = definition.analytics
@@ -40,6 +40,7 @@ class Recorder:
                               _redact_set(settings.redact_fields))
             plan = next((p.name for p in definition.plans if p.status == "PUBLISHED"), None)
             emit = self.emit if settings.logging else self.metrics.call
+            self.metrics.name(api_id, definition.name)
             if len(self._settings) > 1000:
                 self._settings.clear()
             found = self._settings[id(definition)] = (definition, capture, plan, emit)
@@ -47,7 +48,7 @@ class Recorder:
 
     def observer(self, api_id: str, definition: ApiDefinition, client: Optional[str],
                  started: float, http_method: bytes) -> ExchangeTracker:
-        capture, plan, emit = self._for(definition)
+        capture, plan, emit = self._for(api_id, definition)
         return ExchangeTracker(self.clock, self.book, emit, self.metrics,
                                api_id, definition.name, plan, client, capture, started,
                                http_method)

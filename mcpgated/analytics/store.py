@@ -163,6 +163,15 @@ def percentile(sorted_values: Sequence[float], q: float) -> Optional[float]:
     return round(sorted_values[rank - 1], 3)
 
 
+def _percentiles(values: List[float], presorted: bool = False) -> Dict[str, Optional[float]]:
+    """
+    p50, p90 and p99 of some latencies (L{None} each when there are none).
+    """
+    ordered = values if presorted else sorted(values)
+    return {"p50": percentile(ordered, 50), "p90": percentile(ordered, 90),
+            "p99": percentile(ordered, 99)}
+
+
 def bucket_seconds(span: float, target: int = 60) -> int:
     """
     A round bucket width giving at most about C{target} buckets over C{span}.
@@ -199,6 +208,9 @@ class AnalyticsStore(Service):
     _loops: List[LoopingCall] = attrs.field(factory=list)
     _failing: int = 0  # records dropped in the current streak of failed writes
     _prune_failing: bool = False
+    # Fires once started: None when the database is open, or the failure to
+    # open it, which the owner handles (the daemon stops: mcpgated.tap).
+    opened: Deferred[None] = attrs.field(init=False, factory=Deferred)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -223,10 +235,10 @@ class AnalyticsStore(Service):
             loop.start(interval, now=False).addErrback(
                 lambda f: log.failure("analytics job failed", f))
             self._loops.append(loop)
+        self.opened.callback(None)
 
     def _failed_open(self, failure: Any) -> None:
-        log.failure("cannot open the analytics store {path}; exchange records will be dropped",
-                    failure, path=str(self.path))
+        self.opened.errback(failure)
 
     def stopService(self) -> "Deferred[None]":
         Service.stopService(self)
@@ -381,7 +393,7 @@ class AnalyticsStore(Service):
         where, args = _where(LogQuery(api_id=api_id, since=since, until=until))
         rows = connection.execute(
             f"SELECT time, method, kind, target, outcome, http_status, latency_ms, client, "  # noqa: S608
-            f"client_name, bytes_in, bytes_out FROM exchanges{where}", args).fetchall()
+            f"client_name, bytes_in, bytes_out, consumer FROM exchanges{where}", args).fetchall()
         width = bucket_seconds(max(until - since, 1.0))
         start = math.floor(since / width) * width
         buckets: Dict[int, Dict[str, int]] = {}
@@ -389,12 +401,15 @@ class AnalyticsStore(Service):
                   "jsonrpcErrors": 0, "toolErrors": 0, "bytesIn": 0, "bytesOut": 0}
         methods: Dict[str, Dict[str, Any]] = {}
         targets: Dict[Tuple[str, str], Dict[str, Any]] = {}
-        clients: Dict[str, int] = {}
+        clients: Dict[Tuple[str, str, str], int] = {}
         statuses: Dict[str, int] = {}
         latencies: List[float] = []
-        for time, method, kind, target, outcome, status, latency, client, name, b_in, b_out in rows:
-            is_error = outcome in ERROR_OUTCOMES
-            totals["notifications" if kind == "notification" else "requests"] += 1
+        for (time, method, kind, target, outcome, status, latency, client, name, b_in, b_out,
+             consumer) in rows:
+            notification = kind == "notification"
+            # rates are over requests: a notification has no answer to fail
+            is_error = not notification and outcome in ERROR_OUTCOMES
+            totals["notifications" if notification else "requests"] += 1
             totals["errors"] += is_error
             totals["httpErrors"] += bool(status is not None and status >= 400)
             totals["jsonrpcErrors"] += outcome == "error"
@@ -403,7 +418,8 @@ class AnalyticsStore(Service):
             totals["bytesOut"] += b_out or 0
             if status is not None:
                 statuses[str(status)] = statuses.get(str(status), 0) + 1
-            m = methods.setdefault(method, {"method": method, "count": 0, "errors": 0})
+            m = methods.setdefault(method, {"method": method, "count": 0, "errors": 0,
+                                            "latencies": []})
             m["count"] += 1
             m["errors"] += is_error
             if target is not None:
@@ -413,41 +429,45 @@ class AnalyticsStore(Service):
                 t["errors"] += is_error
                 if latency is not None:
                     t["latencies"].append(latency)
-            who = name or client or "unknown"
-            clients[who] = clients.get(who, 0) + 1
-            if latency is not None and kind != "notification":
-                latencies.append(latency)
-            b = buckets.setdefault(int((time - start) // width), {"requests": 0, "errors": 0})
-            b["requests"] += 1
+            if not notification:
+                who = (consumer or "", name or "", client or "")
+                clients[who] = clients.get(who, 0) + 1
+                if latency is not None:
+                    latencies.append(latency)
+                    m["latencies"].append(latency)
+            b = buckets.setdefault(int((time - start) // width),
+                                   {"requests": 0, "notifications": 0, "errors": 0})
+            b["notifications" if notification else "requests"] += 1
             b["errors"] += is_error
         latencies.sort()
-        count = totals["requests"] + totals["notifications"]
+        count = totals["requests"]
         by_target = []
         for t in sorted(targets.values(), key=lambda t: (-t["count"], t["name"])):
-            values = sorted(t.pop("latencies"))
             t["errorRate"] = round(t["errors"] / t["count"], 4) if t["count"] else 0.0
-            t["latencyMs"] = {"p50": percentile(values, 50), "p90": percentile(values, 90),
-                              "p99": percentile(values, 99)}
+            t["latencyMs"] = _percentiles(t.pop("latencies"))
             by_target.append(t)
         for m in methods.values():
-            m["errorRate"] = round(m["errors"] / m["count"], 4) if m["count"] else 0.0
+            requests = m["count"] if not m["method"].startswith("notifications/") else 0
+            m["errorRate"] = round(m["errors"] / requests, 4) if requests else 0.0
+            m["latencyMs"] = _percentiles(m.pop("latencies"))
         series = []
         steps = math.ceil((until - start) / width)
         for i in range(steps):
-            b = buckets.get(i, {"requests": 0, "errors": 0})
-            series.append({"time": start + i * width, "requests": b["requests"], "errors": b["errors"]})
+            b = buckets.get(i, {"requests": 0, "notifications": 0, "errors": 0})
+            series.append({"time": start + i * width, **b})
+        top = sorted(clients.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
         return {
             "apiId": api_id,
             "from": since,
             "to": until,
             "totals": dict(totals, errorRate=round(totals["errors"] / count, 4) if count else 0.0),
             "statuses": statuses,
-            "latencyMs": {"p50": percentile(latencies, 50), "p90": percentile(latencies, 90),
-                          "p99": percentile(latencies, 99)},
+            "latencyMs": _percentiles(latencies, presorted=True),
             "byMethod": sorted(methods.values(), key=lambda m: (-m["count"], m["method"])),
             "byTarget": by_target,
-            "topClients": [{"client": k, "count": v} for k, v in
-                           sorted(clients.items(), key=lambda kv: (-kv[1], kv[0]))[:10]],
+            "topClients": [{"client": " · ".join(p for p in key if p) or "unknown",
+                            "application": key[0] or None, "clientName": key[1] or None,
+                            "address": key[2] or None, "count": n} for key, n in top],
             "timeSeries": {"bucketSeconds": width, "points": series},
             "droppedRecords": self.dropped,
         }

@@ -32,8 +32,10 @@ from tests.support import Daemon, http, running
 
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
           "MCP-Protocol-Version": "2025-03-26"}
-SERIES = re.compile(r'^mcpgated_mcp_calls_total\{api="([^"]*)",method="([^"]*)",'
+SERIES = re.compile(r'^mcpgated_mcp_calls_total\{api="([^"]*)",api_name="[^"]*",method="([^"]*)",'
                     r'outcome="([^"]*)",target="((?:[^"\\]|\\.)*)"\} ', re.M)
+# every series of an API: its id and its name, one per API
+API_LABELS = re.compile(r'^mcpgated_\w+\{api="([^"]*)",api_name="([^"]*)"', re.M)
 BATCH = 500
 LONG = "x" * 180
 
@@ -116,6 +118,11 @@ def test_made_up_names_leave_the_series_bounded(daemon, peer):
     for api, method, outcome, target in series:
         by_api[api].append((method, outcome, target))
     assert set(by_api) <= set(apis.values())
+    names: Dict[str, set] = defaultdict(set)
+    for api_id, api_name in API_LABELS.findall(text):
+        names[api_id].add(api_name)
+    assert {api_id: names[api_id] for api_id in apis.values()} == {
+        api_id: {name} for name, api_id in apis.items()}  # e.g. api_name="open", nothing else
     for name, api_id in apis.items():
         rows = by_api[api_id]
         assert len(rows) <= series_bound(), name
@@ -182,7 +189,7 @@ def test_labels_are_bounded_in_memory():
     assert {(m, o, t) for a, m, o, t in rows if a == "b"} == {
         ("tools/call", "unauthorized", ""), ("prompts/get", "denied", "")}
     assert {o for a, _, o, _ in rows if a == "c"} == {OTHER}
-    assert 'mcpgated_mcp_notifications_total{api="a",method="other"} 5000.0' in text
+    assert 'mcpgated_mcp_notifications_total{api="a",api_name="",method="other"} 5000.0' in text
     assert len(metrics._counts) < 400  # the pending counts are keyed by labels, not names
 
 

@@ -163,7 +163,7 @@ export async function renderDashboard(root, params) {
     draw("timeline", {
       type: "line",
       data: { labels, datasets: [
-        { label: "Requests and notifications", data: points.map((p) => p.requests), borderColor: COLORS.requests, backgroundColor: COLORS.requestsFill, fill: true, tension: 0.2, pointRadius: 0, borderWidth: 2 },
+        { label: "Requests", data: points.map((p) => p.requests), borderColor: COLORS.requests, backgroundColor: COLORS.requestsFill, fill: true, tension: 0.2, pointRadius: 0, borderWidth: 2 },
         { label: "Errors", data: points.map((p) => p.errors), borderColor: COLORS.errors, backgroundColor: COLORS.errors, pointRadius: 0, borderWidth: 2 },
       ] },
       options: Object.assign({}, baseOptions, {
@@ -174,17 +174,18 @@ export async function renderDashboard(root, params) {
         },
       }),
     });
-    const busy = points.filter((p) => p.requests);
-    canvases.timeline.setAttribute("aria-label", `Line chart: ${count} requests and notifications, ${totals.errors} errors, ${rangeLabel}, in ${summary.timeSeries.bucketSeconds}-second buckets.`);
-    clear(tables.timeline).append(dataTable("Requests and errors by time", [["Time"], ["Requests and notifications", true], ["Errors", true]],
-      busy.map((p) => [fmtTime(p.time, withDay), fmtInt(p.requests), fmtInt(p.errors)])));
+    const busy = points.filter((p) => p.requests || p.notifications);
+    canvases.timeline.setAttribute("aria-label", `Line chart: ${totals.requests} requests, ${totals.errors} errors, ${rangeLabel}, in ${summary.timeSeries.bucketSeconds}-second buckets.`);
+    clear(tables.timeline).append(dataTable("Requests and errors by time", [["Time"], ["Requests", true], ["Notifications", true], ["Errors", true]],
+      busy.map((p) => [fmtTime(p.time, withDay), fmtInt(p.requests), fmtInt(p.notifications), fmtInt(p.errors)])));
 
     // top methods
     const methods = summary.byMethod.slice(0, TOP);
     draw("methods", barConfig(methods.map((m) => m.method), methods.map((m) => m.count - m.errors), methods.map((m) => m.errors)));
     canvases.methods.setAttribute("aria-label", `Bar chart of the top methods: ${methods.map((m) => `${m.method} ${m.count}`).join(", ")}.`);
-    clear(tables.methods).append(dataTable("Calls by method", [["Method"], ["Calls", true], ["Errors", true], ["Error rate", true]],
-      summary.byMethod.map((m) => [m.method, fmtInt(m.count), fmtInt(m.errors), fmtPercent(m.errorRate)])));
+    clear(tables.methods).append(dataTable("Calls by method", [["Method"], ["Calls", true], ["Errors", true], ["Error rate", true], ["p50", true], ["p90", true], ["p99", true]],
+      summary.byMethod.map((m) => [m.method, fmtInt(m.count), fmtInt(m.errors), fmtPercent(m.errorRate),
+        fmtMs(m.latencyMs.p50), fmtMs(m.latencyMs.p90), fmtMs(m.latencyMs.p99)])));
 
     // top tools
     const tools = summary.byTarget.filter((t) => t.method === "tools/call");
@@ -195,9 +196,10 @@ export async function renderDashboard(root, params) {
     clear(tables.tools).append(dataTable("Calls by tool", [["Tool"], ["Calls", true], ["Errors", true], ["p50", true], ["p90", true], ["p99", true]],
       tools.map((t) => [t.name, fmtInt(t.count), fmtInt(t.errors), fmtMs(t.latencyMs.p50), fmtMs(t.latencyMs.p90), fmtMs(t.latencyMs.p99)])));
 
-    // top clients
-    clear(tables.clients).append(dataTable("Top clients", [["Client"], ["Requests", true], ["Share", true]],
-      summary.topClients.map((c) => [c.client, fmtInt(c.count), fmtPercent(c.count / count)])));
+    // top clients: by application (when the plan knows it), then client name and address
+    clear(tables.clients).append(dataTable("Top clients", [["Application"], ["Client"], ["Address"], ["Requests", true], ["Share", true]],
+      summary.topClients.map((c) => [c.application || "–", c.clientName || "–", c.address || "–", fmtInt(c.count),
+        fmtPercent(totals.requests ? c.count / totals.requests : 0)])));
   }
 
   let inFlight = false;
