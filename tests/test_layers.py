@@ -28,6 +28,9 @@ LAYERS: List[Tuple[int, str, Tuple[str, ...]]] = [
         "mcpgated.analytics", "mcpgated.oauth", "mcpgated.store", "mcpgated.routing")),
     (3, "proxy and admin", ("mcpgated.proxy", "mcpgated.admin", "mcpgated.site")),
     (4, "the tap", ("mcpgated.tap",)),
+    # mcpgatedctl: the admin API over HTTP; from the package, value code only
+    # (tests/test_ctl.py checks which)
+    (5, "the command line", ("mcpgated.ctl",)),
 ]
 
 # what the protocol layer may import besides itself
