@@ -367,3 +367,39 @@ class Firehose:
 
     def stopProducing(self) -> None:
         self.finished = True
+
+
+def messages_of(body: bytes) -> List[Dict[str, Any]]:
+    """
+    The JSON-RPC messages of an answer: a JSON body (one message or a
+    batch) or SSE events.
+    """
+    text = body.decode("utf-8")
+    if text.lstrip().startswith(("{", "[")):
+        decoded = json.loads(text)
+        return decoded if isinstance(decoded, list) else [decoded]
+    return [json.loads(line[5:]) for line in text.splitlines()
+            if line.startswith("data:") and line[5:].strip()]
+
+
+def metric(daemon: Daemon, name: str, missing: Optional[float] = None, **labels: str) -> float:
+    """
+    A series' value on the admin C{/metrics}: C{name} without labels, or
+    with (at least) C{labels}. An absent series is C{missing}, or an
+    AssertionError when that is L{None}.
+    """
+    status, _, raw = http("GET", daemon.admin_url + "/metrics",
+                          headers={"Authorization": f"Bearer {daemon.token}"})
+    assert status == 200
+    for line in raw.decode().splitlines():
+        series, _, value = line.rpartition(" ")
+        if labels:
+            found = series.startswith(name + "{") and all(
+                f'{key}="{label}"' in series for key, label in labels.items())
+        else:
+            found = series == name
+        if found:
+            return float(value)
+    if missing is None:
+        raise AssertionError(f"{name} {labels or ''} not in /metrics")
+    return missing

@@ -21,7 +21,7 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from tests.support import BIN, REPO, Daemon, Proc, http
+from tests.support import BIN, REPO, Daemon, Proc, metric
 
 SERVER = REPO / "tests" / "pin_server.py"
 V1_ADD = "Add two numbers."
@@ -69,16 +69,6 @@ def _events(daemon: Daemon, api_id: str) -> List[Dict[str, Any]]:
     status, body = daemon.admin("GET", f"/apis/{api_id}/pins/events")
     assert status == 200, body
     return body["data"]
-
-
-def _metric(daemon: Daemon, name: str, **labels: str) -> float:
-    status, _, raw = http("GET", daemon.admin_url + "/metrics",
-                          headers={"Authorization": f"Bearer {daemon.token}"})
-    assert status == 200
-    for line in raw.decode().splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 def _approve(daemon: Daemon, api_id: str, pin: Dict[str, Any]) -> Dict[str, Any]:
@@ -187,10 +177,10 @@ def test_rug_pull_in_a_2025_session_is_blocked_until_approved(daemon: Daemon,
     assert seen["approved add"] == "5"
     assert seen["approved greet"] == "Hello x"
 
-    assert _metric(daemon, "mcpgated_pin_drift_events_total", api=api_id, kind="tool",
+    assert metric(daemon, "mcpgated_pin_drift_events_total", missing=0.0, api=api_id, kind="tool",
                    type="changed") == 1.0
-    assert _metric(daemon, "mcpgated_pin_blocked_total", api=api_id, what="call") == 2.0
-    assert _metric(daemon, "mcpgated_pin_blocked_total", api=api_id, what="list_item") >= 3.0
+    assert metric(daemon, "mcpgated_pin_blocked_total", missing=0.0, api=api_id, what="call") == 2.0
+    assert metric(daemon, "mcpgated_pin_blocked_total", missing=0.0, api=api_id, what="list_item") >= 3.0
 
     # the history: pinned on first use, then approved by the operator
     status, detail = daemon.admin("GET", f"/apis/{api_id}/pins/{pin['id']}")
@@ -366,7 +356,7 @@ def test_removed_and_new_items_are_events(daemon: Daemon, backend: Backend) -> N
     pins = _pins(daemon, api_id)
     assert not pins[("tool", "switch")]["present"]
     assert pins[("tool", "delete_all")]["trusted"]
-    assert _metric(daemon, "mcpgated_pin_drift_events_total", api=api_id, kind="tool",
+    assert metric(daemon, "mcpgated_pin_drift_events_total", missing=0.0, api=api_id, kind="tool",
                    type="removed") == 1.0
 
 

@@ -125,18 +125,6 @@ class Recording:
 # --- MCP sessions ---------------------------------------------------------------------
 
 
-def messages_of(body: bytes) -> List[Dict[str, Any]]:
-    """
-    The JSON-RPC messages of an answer: a JSON body or SSE events.
-    """
-    text = body.decode("utf-8")
-    if text.lstrip().startswith(("{", "[")):
-        decoded = json.loads(text)
-        return decoded if isinstance(decoded, list) else [decoded]
-    return [json.loads(line[5:]) for line in text.splitlines()
-            if line.startswith("data:") and line[5:].strip()]
-
-
 def post(daemon: Daemon, path: str, body: bytes,
          headers: Optional[Dict[str, str]] = None) -> Tuple[int, Any, bytes]:
     """

@@ -37,7 +37,7 @@ from mcpgated.logs import (
     open_rotating,
 )
 from tests.daemon_helpers import ACCEPT, INITIALIZE, action, create, definition
-from tests.support import Daemon, http
+from tests.support import Daemon, http, metric
 
 DEV_FULL = "/dev/full"
 
@@ -310,16 +310,6 @@ def test_a_batch_the_disk_refuses_leaves_no_transaction_open(tmp_path):
 # --- the daemon ---------------------------------------------------------------------------
 
 
-def _metric(daemon: Daemon, name: str) -> float:
-    status, _, body = http("GET", daemon.admin_url + "/metrics",
-                           headers={"Authorization": f"Bearer {daemon.token}"})
-    assert status == 200
-    for line in body.decode().splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    raise AssertionError(f"{name} not in /metrics")
-
-
 def _wait(condition: Any, what: str, timeout: float = 10.0) -> None:
     # The flush has no event to wait on: poll, with a deadline.
     deadline = time.monotonic() + timeout
@@ -343,12 +333,12 @@ def test_daemon_keeps_flushing_its_logs_through_a_full_disk(tmp_path, everything
             assert status == 200
         access = 'mcpgated_log_lines_dropped_total{log="access"}'
         exchanges = 'mcpgated_log_lines_dropped_total{log="exchanges"}'
-        _wait(lambda: _metric(daemon, access) >= 4 and _metric(daemon, exchanges) >= 4,
+        _wait(lambda: metric(daemon, access) >= 4 and metric(daemon, exchanges) >= 4,
               "the dropped lines are counted")
         # The proxied traffic did not notice.
         status, _, _ = http("POST", daemon.gateway + "/full", INITIALIZE, ACCEPT)
         assert status == 200
-        _wait(lambda: _metric(daemon, access) >= 5, "later lines are dropped too")
+        _wait(lambda: metric(daemon, access) >= 5, "later lines are dropped too")
 
         # Space again: the next line is in the file within a flush period,
         # not after 64 KB of lines.
@@ -363,7 +353,7 @@ def test_daemon_keeps_flushing_its_logs_through_a_full_disk(tmp_path, everything
               "lines are written again")
         line = json.loads((folder / "access.log").read_text().splitlines()[0])
         assert line["apiId"] == api["id"] and line["status"] == 200
-        dropped = _metric(daemon, access)
+        dropped = metric(daemon, access)
     finally:
         daemon.stop()
     assert dropped == 5

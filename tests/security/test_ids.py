@@ -25,12 +25,11 @@ from tests.security.judge_support import (
     Recording,
     Streamable,
     exchange_log,
-    messages_of,
     post,
     start_daemon,
     stop_daemon,
 )
-from tests.support import Daemon, deploy
+from tests.support import Daemon, deploy, messages_of
 
 ECHO_ONLY = {"rules": [{"tools": ["echo"]}]}
 TOOLS = [{"name": "echo", "inputSchema": {"type": "object"}},

@@ -13,13 +13,12 @@ real daemon; requests are raw JSON-RPC over HTTP.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
 import pytest
 
-from tests.support import Daemon, http
+from tests.support import Daemon, http, messages_of
 from tests.test_pinning_e2e import Backend, _deploy
 
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
@@ -31,15 +30,6 @@ def backend(request: Any, tmp_path: Path) -> Iterator[Backend]:
     server = Backend(tmp_path, *(["--json"] if request.param == "json" else []))
     yield server
     server.proc.stop()
-
-
-def _messages(raw: bytes) -> List[Dict[str, Any]]:
-    text = raw.decode()
-    if text.lstrip().startswith(("{", "[")):
-        decoded = json.loads(text)
-        return decoded if isinstance(decoded, list) else [decoded]
-    return [json.loads(line[5:]) for line in text.splitlines()
-            if line.startswith("data:") and line[5:].strip()]
 
 
 class Session:
@@ -57,7 +47,7 @@ class Session:
     def post(self, body: Any) -> List[Dict[str, Any]]:
         status, _, raw = http("POST", self.url, body, headers=self.headers)
         assert status in (200, 202), raw
-        return _messages(raw) if raw else []
+        return messages_of(raw) if raw else []
 
     def tools(self) -> List[str]:
         (answer,) = self.post({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
