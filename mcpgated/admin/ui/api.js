@@ -98,7 +98,21 @@ export const api = {
   analytics: (id, params) => call("GET", `${id ? `apis/${encodeURIComponent(id)}/` : ""}analytics${query(params)}`),
   logs: (id, params) => call("GET", `${id ? `apis/${encodeURIComponent(id)}/` : ""}logs${query(params)}`),
   logEntry: (id, logId) => call("GET", `apis/${encodeURIComponent(id)}/logs/${encodeURIComponent(logId)}`),
+  preview: (id, body) => call("POST", `apis/${encodeURIComponent(id)}/_preview`, body),
+  applications: () => call("GET", "applications").then((body) => body.data),
+  createApplication: (body) => call("POST", "applications", body),
+  subscriptions: (id) => call("GET", `apis/${encodeURIComponent(id)}/subscriptions`).then((body) => body.data),
+  subscribe: (id, body) => call("POST", `apis/${encodeURIComponent(id)}/subscriptions`, body),
+  closeSubscription: (id, sid) => call("POST", `${subscription(id, sid)}/_close`),
+  keys: (id, sid) => call("GET", `${subscription(id, sid)}/keys`).then((body) => body.data),
+  issueKey: (id, sid) => call("POST", `${subscription(id, sid)}/keys`),
+  rotateKeys: (id, sid, expireOldAfter) => call("POST", `${subscription(id, sid)}/keys/_rotate`, { expireOldAfter }),
+  revokeKey: (id, sid, keyId) => call("DELETE", `${subscription(id, sid)}/keys/${encodeURIComponent(keyId)}`),
 };
+
+function subscription(id, sid) {
+  return `apis/${encodeURIComponent(id)}/subscriptions/${encodeURIComponent(sid)}`;
+}
 
 // --- where MCP clients connect -----------------------------------------------------------
 

@@ -1,7 +1,8 @@
 // APIs: the list and the API page (edit, deploy, stop, start, delete).
 
 import { api, clientUrl, loadGateway } from "./api.js";
-import { badge, clear, clearFieldErrors, field, fmtInt, h, setFieldError } from "./dom.js";
+import { badge, clear, clearFieldErrors, field, fmtDate, fmtInt, h, setNearestFieldError } from "./dom.js";
+import { LocalFieldError, aclEditor, apiSecurity, planSettings, rateLimitEditor } from "./security.js";
 import { carry, hashFor, navigate, setTitle, showBanner } from "./shell.js";
 
 const RATE_WINDOW = 60; // seconds: the "live" request rate is over the last minute
@@ -117,14 +118,23 @@ function planEditor(plans) {
     const security = h("select", {}, securityOptions(plan.security));
     const status = h("select", {}, ["PUBLISHED", "STAGING", "CLOSED"].map((s) => option(s, s[0] + s.slice(1).toLowerCase(), plan.status === s)));
     const remove = h("button", { type: "button", class: "button secondary small" }, `Remove plan ${index + 1}`);
-    const box = h("fieldset", {}, h("legend", {}, `Plan ${index + 1}`),
+    const settings = planSettings(plan, index, security);
+    const limit = rateLimitEditor(plan.rateLimit, index);
+    const acl = aclEditor(plan.acl, `plan-${index}-acl`, `plans[${index}].acl`, "Access control (this plan adds rules)");
+    const box = h("fieldset", { class: "plan" }, h("legend", {}, `Plan ${index + 1}`),
       field({ id: `plan-${index}-name`, label: "Name", input: name, fieldName: `plans[${index}].name` }),
       field({ id: `plan-${index}-security`, label: "Security", input: security, fieldName: `plans[${index}].security`,
         hint: "The gateway refuses a plan type it cannot enforce rather than deploy it unenforced." }),
       field({ id: `plan-${index}-status`, label: "Status", input: status, fieldName: `plans[${index}].status` }),
+      settings.element, limit.element, acl.element,
       remove);
     // other plan fields (added by newer gateways) go back as they came
-    const row = { box, read: () => Object.assign({}, plan, { name: name.value.trim(), security: security.value, status: status.value }) };
+    const row = { box, read: () => {
+      const out = Object.assign({}, plan, { name: name.value.trim(), security: security.value, status: status.value,
+        configuration: settings.read(), rateLimit: limit.read(), acl: acl.read() });
+      for (const key of ["rateLimit", "acl"]) if (out[key] === null) delete out[key];
+      return out;
+    } };
     remove.addEventListener("click", () => {
       if (rows.filter((r) => r.box.isConnected).length <= 1) {
         showBanner("An API needs at least one plan: add another before removing this one.");
@@ -174,12 +184,14 @@ export async function renderApiPage(root, params, id) {
         h("a", { class: "button secondary", href: hashFor("logs", { api: record.id }) }, "Logs"),
         h("a", { class: "button secondary", href: hashFor("dashboard", { api: record.id }) }, "Dashboard"),
         h("a", { class: "button secondary", href: `#/apis/${encodeURIComponent(record.id)}/pins` }, "Pins"),
+        h("a", { class: "button secondary", href: `#/apis/${encodeURIComponent(record.id)}/subscriptions` }, "Subscriptions"),
+        h("a", { class: "button secondary", href: `#/apis/${encodeURIComponent(record.id)}/preview` }, "Consumer view"),
         deployButton, toggle, deleteButton)));
 
     const status = h("dl", { class: "summary" },
       h("dt", {}, "State"), h("dd", {}, live ? "Started: the gateway serves it" : "Stopped: the gateway does not serve it"),
       h("dt", {}, "Deployment"), h("dd", {}, record.deployedAt
-        ? `Deployed ${new Date(record.deployedAt).toLocaleString()}${record.needsRedeploy ? " — the deployed definition is behind the edits below: Deploy to make them live" : ""}`
+        ? `Deployed ${fmtDate(record.deployedAt)}${record.needsRedeploy ? " — the deployed definition is behind the edits below: Deploy to make them live" : ""}`
         : "Never deployed: Deploy makes it live"),
       h("dt", {}, "MCP clients connect to"), h("dd", {}, h("code", {}, clientUrl(record, info)),
         live ? null : h("span", { class: "muted" }, " (once started)")),
@@ -261,6 +273,7 @@ export async function renderApiPage(root, params, id) {
     const maxPayload = h("input", { type: "number", min: 1, max: 1048576, value: record.analytics.maxPayloadBytes });
     const redact = h("input", { type: "text", value: record.analytics.redactFields.join(", "), spellcheck: "false" });
     const plans = planEditor(record.plans);
+    const security = apiSecurity(record);
     const save = h("button", { type: "submit", class: "button" }, "Save");
     const form = h("form", { class: "card", "aria-labelledby": "edit-title", novalidate: true },
       h("h2", { id: "edit-title" }, "Definition"),
@@ -273,6 +286,7 @@ export async function renderApiPage(root, params, id) {
       field({ id: "api-backend", label: "Backend URL", input: backend, fieldName: "backend",
         hint: "The MCP server's endpoint, e.g. http://localhost:3001/mcp" }),
       h("fieldset", {}, h("legend", {}, "Plans"), plans.element),
+      h("fieldset", {}, h("legend", {}, "Security"), security.element),
       h("fieldset", {}, h("legend", {}, "Exchange log"),
         field({ id: "api-logging", label: "Records", input: logging, fieldName: "analytics.logging",
           hint: "Off: no log entries or dashboard data for this API; Prometheus metrics stay." }),
@@ -285,24 +299,32 @@ export async function renderApiPage(root, params, id) {
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       clearFieldErrors(form);
-      const body = Object.assign(definitionOf(record), {
-        name: name.value, version: version.value, description: description.value,
-        contextPath: contextPath.value.trim(), backend: backend.value.trim(), plans: plans.read(),
-        analytics: Object.assign({}, record.analytics, {
-          logging: logging.value === "on",
-          capture: capture.value,
-          maxPayloadBytes: Number(maxPayload.value),
-          redactFields: redact.value.split(",").map((s) => s.trim()).filter(Boolean),
-        }),
-      });
+      let body;
+      try {
+        body = Object.assign(definitionOf(record), security.read(), {
+          name: name.value, version: version.value, description: description.value,
+          contextPath: contextPath.value.trim(), backend: backend.value.trim(), plans: plans.read(),
+          analytics: Object.assign({}, record.analytics, {
+            logging: logging.value === "on",
+            capture: capture.value,
+            maxPayloadBytes: Number(maxPayload.value),
+            redactFields: redact.value.split(",").map((s) => s.trim()).filter(Boolean),
+          }),
+        });
+      } catch (e) {
+        if (!(e instanceof LocalFieldError)) throw e;
+        const input = setNearestFieldError(form, e.field, e.message);
+        if (input) input.focus();
+        showBanner(`Not saved: ${e.message}`);
+        return;
+      }
       save.disabled = true;
       try {
         record = await api.update(record.id, body);
       } catch (e) {
         save.disabled = false;
-        if (e.field && setFieldError(form, e.field, e.message)) {
-          form.querySelector(`[data-field="${CSS.escape(e.field)}"]`).focus();
-        }
+        const input = e.field ? setNearestFieldError(form, e.field, e.message) : null;
+        if (input) input.focus();
         showBanner(e.describe("Saving"));
         return;
       }

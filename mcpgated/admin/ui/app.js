@@ -8,6 +8,8 @@ import { renderWizard } from "./wizard.js";
 import { renderLogDetail, renderLogs } from "./logs.js";
 import { renderDashboard } from "./dashboard.js";
 import { renderPins } from "./pins.js";
+import { renderSubscriptions } from "./subscriptions.js";
+import { renderPreview } from "./preview.js";
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");
@@ -22,6 +24,8 @@ function routeFor(path) {
   const [section, a, b] = path;
   if (section === "apis" && a === "new") return [renderWizard, []];
   if (section === "apis" && a && b === "pins") return [renderPins, [a]];
+  if (section === "apis" && a && b === "subscriptions") return [renderSubscriptions, [a]];
+  if (section === "apis" && a && b === "preview") return [renderPreview, [a]];
   if (section === "apis" && a) return [renderApiPage, [a]];
   if (section === "logs" && a && b) return [renderLogDetail, [a, b]];
   if (section === "logs") return [renderLogs, []];

@@ -56,14 +56,23 @@ export function fmtBytes(n) {
   return `${n} B`;
 }
 
-const clock = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" });
-const day = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric" });
+// Times, everywhere in the console, in one format: ISO-like, 24-hour, local
+// time ("2026-12-03 14:05:09"; "14:05:09" for today where the day is implied),
+// whatever the browser's locale would say ("12/3/2026, 2:05:09 PM").
+const pad = (n) => String(n).padStart(2, "0");
+const ymd = (d) => `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+const hms = (d) => `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
 
 export function fmtTime(epochSeconds, withDay) {
   if (epochSeconds === null || epochSeconds === undefined) return "–";
   const when = new Date(epochSeconds * 1000);
-  const sameDay = when.toDateString() === new Date().toDateString();
-  return withDay || !sameDay ? `${day.format(when)} ${clock.format(when)}` : clock.format(when);
+  if (Number.isNaN(when.getTime())) return "–";
+  return withDay || ymd(when) !== ymd(new Date()) ? `${ymd(when)} ${hms(when)}` : hms(when);
+}
+
+/** An ISO 8601 time from the admin API (deployedAt, createdAt...), with its day. */
+export function fmtDate(iso) {
+  return iso ? fmtTime(Date.parse(iso) / 1000, true) : "–";
 }
 
 export function isoTime(epochSeconds) {
@@ -102,4 +111,21 @@ export function setFieldError(root, fieldName, message) {
 export function clearFieldErrors(root) {
   for (const el of root.querySelectorAll(".field-error")) el.textContent = "";
   for (const el of root.querySelectorAll("[aria-invalid]")) el.removeAttribute("aria-invalid");
+}
+
+/**
+ * Show an error at the field the API names, or, when the form has no input
+ * for it (plans[0].acl.rules[2].tools), at the nearest one that holds it.
+ * @returns the input, or null.
+ */
+export function setNearestFieldError(root, fieldName, message) {
+  let name = fieldName || "";
+  while (name) {
+    for (const candidate of /(^|\.)acl$/.test(name) ? [name, `${name}.rules`] : [name]) {
+      if (setFieldError(root, candidate, message)) return root.querySelector(`[data-field="${CSS.escape(candidate)}"]`);
+    }
+    const cut = Math.max(name.lastIndexOf("."), name.lastIndexOf("["));
+    name = cut > 0 ? name.slice(0, cut) : "";
+  }
+  return null;
 }
