@@ -383,6 +383,16 @@ def test_prune_removes_what_the_file_does_not_name(target: Daemon, tmp_path: Pat
     code, out, err = run(target, capsys, "apply", "--prune", "-f", str(path))
     assert out.startswith("no changes")
 
+    # a move under the old path: the old API goes first, or the new one would overlap it
+    path.write_text(exported.replace("contextPath: /pruning/kept", "contextPath: /pruning/kept/v2"))
+    code, out, err = run(target, capsys, "apply", "--prune", "-f", str(path))
+    assert code == 0, err
+    assert out.splitlines() == ["- api Kept 1.0 (/pruning/kept): stop, delete",
+                                "+ api Kept 1.0 (/pruning/kept/v2): create",
+                                "+ api Kept 1.0 (/pruning/kept/v2): deploy and start",
+                                "done: 2 created, 0 updated, 1 removed"]
+    assert [(p, a["state"]) for p, a in by_path(target).items()] == [("/pruning/kept/v2", "STARTED")]
+
 
 # --- errors --------------------------------------------------------------------------
 

@@ -12,7 +12,8 @@ file twice changes nothing.
 
 C{apply} creates, updates, deploys, starts and stops; with C{prune} it also
 closes subscriptions and deletes APIs and applications the file does not
-name. C{import} only creates what is not there.
+name (the APIs first: one moved to a path that overlaps its old one is
+created once the old one is gone). C{import} only creates what is not there.
 """
 
 from __future__ import annotations
@@ -101,6 +102,8 @@ def plan(document: Document, gateway: Gateway, *, prune: bool = False,
         changes.append(Change(CREATE, f"application {app.name}", "create",
                               calls=[_create_application(app.name, app.description)]))
 
+    if prune:
+        changes.extend(_pruned_apis(document, gateway))
     subscription_changes: List[Change] = []
     for api in document.apis:
         current = gateway.by_context_path(api.context_path)
@@ -140,7 +143,7 @@ def plan(document: Document, gateway: Gateway, *, prune: bool = False,
                         "close (its keys are revoked)", calls=[_close(current["id"], extra["id"])]))
     changes.extend(subscription_changes)
     if prune:
-        changes.extend(_prune(document, gateway))
+        changes.extend(_pruned_applications(document, gateway))
     return Changes(changes, ids)
 
 
@@ -187,7 +190,12 @@ def _update_api(api: DesiredApi, current: Dict[str, Any], gateway: Gateway) -> L
     return changes
 
 
-def _prune(document: Document, gateway: Gateway) -> List[Change]:
+def _pruned_apis(document: Document, gateway: Gateway) -> List[Change]:
+    """
+    The APIs the file does not name: stopped, their subscriptions closed,
+    deleted; before the file's APIs are created and deployed, so that one
+    moved to a path that overlaps its old one can be.
+    """
     changes: List[Change] = []
     paths = {api.context_path for api in document.apis}
     for current in gateway.apis:
@@ -207,6 +215,11 @@ def _prune(document: Document, gateway: Gateway) -> List[Change]:
         steps.append("delete")
         calls.append(_delete_api(api_id))
         changes.append(Change(REMOVE, subject, ", ".join(steps), calls=calls))
+    return changes
+
+
+def _pruned_applications(document: Document, gateway: Gateway) -> List[Change]:
+    changes: List[Change] = []
     names = {app.name for app in document.applications}
     referenced = {sub.application for api in document.apis for sub in api.subscriptions}
     for app in gateway.applications:
