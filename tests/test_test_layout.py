@@ -90,8 +90,6 @@ PENDING: Dict[str, str] = {
     "mcpgated.proxy.fastwrite": "LINT",
     "mcpgated.proxy.relay": "LEAD",
     "mcpgated.proxy.twisted_server": "LINT",
-    # new in the tree (not yet committed) while this list was written
-    "mcpgated.admin.preview": "UNKNOWN",
 }
 
 

@@ -4,14 +4,12 @@
 // gateway keeps only its hash.
 
 import { api } from "./api.js";
-import { badge, clearFieldErrors, field, h, setNearestFieldError } from "./dom.js";
+import { badge, clearFieldErrors, field, fmtDate, h, setNearestFieldError } from "./dom.js";
 import { setTitle, showBanner } from "./shell.js";
 
 const STATUS = { ACTIVE: "ok", ACCEPTED: "ok", EXPIRED: "warn", REVOKED: "error", CLOSED: "error" };
 
-function when(iso) {
-  return iso ? new Date(iso).toLocaleString(undefined, { hourCycle: "h23" }) : "–";
-}
+const when = fmtDate;
 
 /** Ask before something that cannot be undone; resolves true to go on. */
 export function confirmAction(title, text, label) {
