@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import sys
+from pathlib import Path
 from typing import Any, Callable, ClassVar, Dict, List, Optional, Union
 
 import attrs
@@ -66,14 +67,15 @@ class Options(usage.Options):
             self["parsed"] = configmod.load(self["config"])
         except configmod.ConfigError as e:
             raise SystemExit(f"mcpgated: {e}") from None
+        if self["parsed"].admin.token_file is not None:
+            # What startService will read: an unreadable or empty file is one
+            # line now, before twistd logs, listens or daemonizes (a generated
+            # token is not created by a check).
+            try:
+                admin_token(self["parsed"])
+            except configmod.ConfigError as e:
+                raise SystemExit(f"mcpgated: {e}") from None
         if self["check-config"]:
-            if self["parsed"].admin.token_file is not None:
-                # What startService would read (a generated token is not
-                # created by a check).
-                try:
-                    admin_token(self["parsed"])
-                except configmod.ConfigError as e:
-                    raise SystemExit(f"mcpgated: {e}") from None
             sys.stdout.write(f"{self['config']}: configuration is valid\n")
             sys.stdout.flush()
             raise SystemExit(0)
@@ -178,6 +180,29 @@ class StoreService(Service):
         log.info("store {path} closed", path=str(self.store.path))
 
 
+def generated_token_path(cfg: configmod.Config) -> Path:
+    """
+    Where a generated admin token lives: C{admin.token} beside the database.
+    """
+    return cfg.storage.path.parent / "admin.token"
+
+
+def files_line(cfg: configmod.Config) -> str:
+    """
+    Where the daemon keeps what an operator looks for (absolute paths): the
+    admin token, the databases and the logs.
+    """
+    if cfg.admin.token:
+        token = "[admin] token in " + str(cfg.source)
+    else:
+        token = str(cfg.admin.token_file or generated_token_path(cfg))
+    databases = str(cfg.storage.path)
+    if cfg.analytics.enabled:
+        databases += f" and {cfg.analytics.path}"
+    logs = str(cfg.logging.dir) if cfg.logging.dir is not None else "none ([logging] dir is empty)"
+    return f"admin token {token}; databases {databases}; logs {logs}"
+
+
 def admin_token(cfg: configmod.Config) -> str:
     """
     The admin token: from the config, from C{token_file}, or generated once
@@ -194,7 +219,7 @@ def admin_token(cfg: configmod.Config) -> str:
         if not token:
             raise configmod.ConfigError("the file is empty", str(cfg.source), "admin", "token_file")
         return token
-    generated = cfg.storage.path.parent / "admin.token"
+    generated = generated_token_path(cfg)
     if generated.exists():
         return generated.read_text("utf-8").strip()
     make_dirs(generated.parent, SECRET_DIR)
@@ -327,6 +352,7 @@ class GatewayService(MultiService):
             self.admin.token = admin_token(self.cfg)
         except configmod.ConfigError as e:
             raise SystemExit(f"mcpgated: {e}") from None
+        log.info("mcpgated files: {files}", files=files_line(self.cfg))
         MultiService.startService(self)
 
 
