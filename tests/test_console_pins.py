@@ -7,24 +7,15 @@ client then gets the new definition through the gateway.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Dict, Iterator
+from typing import Dict
 
-import pytest
 from mcp import Client
 from playwright.sync_api import expect
 
-from tests.test_console import Console, browser, console, run_mcp, table_rows  # noqa: F401
-from tests.test_pinning_e2e import V1_ADD, V2_ADD, Backend, _deploy
+from tests.test_console import Console, browser, console, run_mcp, table_rows
+from tests.pin_support import V1_ADD, V2_ADD, Backend, backend, deploy_pinned
 
-__all__ = ["browser", "console"]
-
-
-@pytest.fixture
-def backend(tmp_path: Path) -> Iterator[Backend]:
-    server = Backend(tmp_path)
-    yield server
-    server.proc.stop()
+__all__ = ["backend", "browser", "console"]  # fixtures from other modules
 
 
 def _tools(url: str) -> Dict[str, str]:
@@ -40,7 +31,7 @@ def _tools(url: str) -> Dict[str, str]:
 def test_drift_shows_with_its_diff_and_is_approved_in_the_console(console: Console,
                                                                   backend: Backend) -> None:
     daemon = console.daemon
-    api_id = _deploy(daemon, backend, {"mode": "block"})
+    api_id = deploy_pinned(daemon, backend, {"mode": "block"})
     url = daemon.gateway + "/pinned"
     assert _tools(url)["add"] == V1_ADD
     backend.switch("v2")
