@@ -10,6 +10,7 @@ from __future__ import annotations
 from operator import attrgetter
 from typing import Any, Callable, Dict, List, Tuple, Union
 
+from twisted.web.client import HTTPConnectionPool
 from twisted.web.http import HTTPChannel
 from twisted.web.http_headers import Headers, _nameEncoder
 
@@ -134,3 +135,23 @@ def tls_buffered(transport: Any) -> bool:
     it has not encrypted yet (waiting for the handshake).
     """
     return bool(getattr(transport, "_appSendBuffer", None))
+
+
+# --- twisted.web.client's connection pool (mcpgated.proxy.upstream) -----------------
+
+
+def quiet_pool(reactor: Any, persistent: bool = True) -> HTTPConnectionPool:
+    """
+    An L{HTTPConnectionPool} whose connections do not log "Starting
+    factory" and "Stopping factory" (twisted.web.client's
+    C{_HTTP11ClientFactory} is C{noisy}: two info lines per connection of
+    the gateway's own HTTP client). Only those two lines go: failures reach
+    the caller's Deferreds as before.
+    """
+    pool = HTTPConnectionPool(reactor, persistent=persistent)
+    noisy_factory = getattr(pool, "_factory", None)
+    if isinstance(noisy_factory, type) and getattr(noisy_factory, "noisy", False):
+        quiet: Any = type("QuietHTTP11ClientFactory", (noisy_factory,), {"noisy": False})
+        pool._factory = quiet
+    return pool
+

@@ -641,6 +641,43 @@ def test_api_page_stops_starts_and_deletes_with_confirmation(console, everything
     console.shot("daemon-gone")
 
 
+# --- times ---------------------------------------------------------------------------------------------
+
+CLOCK = r"\d{2}:\d{2}:\d{2}"
+DAY = r"\d{4}-\d{2}-\d{2}"
+
+
+def test_times_are_24_hour_and_iso_like_on_every_page(browser, daemon, everything):
+    # en-US, the locale whose own format is "12/3/2026, 2:05:09 PM"
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
+    context.set_default_timeout(15_000)
+    tab = Console(context.new_page(), daemon, "times")
+    page = tab.page
+    try:
+        api_id = daemon.deploy(f"http://127.0.0.1:{everything}/mcp", context_path="/times", name="Times")
+        run_mcp(daemon.gateway + "/times", _usual_traffic)
+        tab.sign_in()
+        tab.open(f"#/apis/{api_id}")
+        expect(page.get_by_text(re.compile(r"^Deployed "))).to_have_text(re.compile(rf"^Deployed {DAY} {CLOCK}$"))
+
+        tab.go("Logs")
+        rows = page.locator("table tbody tr")
+        expect(rows).to_have_count(9)
+        times = [row[0] for row in table_rows(page.locator("table"))]
+        assert all(re.fullmatch(rf"(?:{DAY} )?{CLOCK}", t) for t in times), times
+        rows.first.get_by_role("link", name=re.compile("details")).click()
+        when = page.locator("dl.summary dt", has_text=re.compile("^Time$")).locator("xpath=following-sibling::dd[1]")
+        expect(when).to_have_text(re.compile(rf"^{DAY} {CLOCK} \({DAY}T{CLOCK}\.\d{{3}}Z\)$"))
+
+        tab.go("Dashboard")
+        expect(page.locator("#dashboard-status")).to_have_text(re.compile(rf"^Updated {CLOCK}\b"))
+        for text in page.locator("body").all_inner_texts():
+            assert not re.search(r"\b\d{1,2}:\d{2}(:\d{2})? ?[AP]M\b", text), text
+    finally:
+        context.close()
+    assert tab.problems == []
+
+
 # --- the files themselves -------------------------------------------------------------------------------
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, FrozenSet, Optional, Tuple, Union
 
 from twisted.internet.defer import Deferred
 from twisted.web.iweb import IRequest
@@ -24,12 +24,20 @@ from mcpgated.admin.endpoint import (
     error_answer,
     unauthorized,
 )
+from mcpgated.analytics.metrics import OUTCOMES
 from mcpgated.analytics.store import AnalyticsStore, LogQuery
 
 # The largest id SQLite stores (a signed 64-bit INTEGER).
 MAX_ROW_ID = 2 ** 63 - 1
 DEFAULT_WINDOW = 3600.0
 MAX_WINDOW = 366 * 86400
+# The query parameters each route reads; any other is a 400 naming it (a
+# misspelt filter must not answer an unfiltered page as if it applied).
+RANGE_PARAMS = frozenset({"from", "to", "last"})
+LOG_PARAMS = RANGE_PARAMS | {"method", "tool", "target", "outcome", "status", "client", "session",
+                             "q", "cursor", "limit"}
+# what ?outcome= takes: an outcome the tracker gives, or "errors" (any failure)
+LOG_OUTCOMES = frozenset(o for o in OUTCOMES if o) | {"errors"}
 
 
 class AnalyticsRoutes(AdminState):
@@ -63,6 +71,7 @@ class AnalyticsRoutes(AdminState):
     async def api_log_entry(self, request: IRequest, api_id: str, log_id: int) -> Answer:
         store = self._analytics_store()
         await self._known_api(api_id)
+        known_params(request, frozenset())
         entry = await store.log_entry(api_id, log_id) if log_id <= MAX_ROW_ID else None
         if entry is None:
             raise HTTPError(404, "no exchange record with this id for this API", "logId")
@@ -108,6 +117,19 @@ def whole(raw: str) -> Optional[int]:
         if value <= MAX_ROW_ID:
             return value
     return None
+
+
+def known_params(request: IRequest, known: FrozenSet[str]) -> None:
+    """
+    @raise HTTPError: 400 naming the first query parameter the route does
+        not read.
+    """
+    unknown = sorted(k.decode("utf-8", "replace") for k in request.args
+                     if k.decode("utf-8", "replace") not in known)
+    if unknown:
+        expected = ", ".join(sorted(known)) or "none"
+        raise HTTPError(400, f"unknown query parameter {unknown[0]!r} (this route takes: {expected})",
+                        unknown[0])
 
 
 def _arg(request: IRequest, name: str) -> Optional[str]:
@@ -173,8 +195,9 @@ def time_range(request: IRequest, now: float) -> Tuple[float, float]:
     The dashboard's window from C{from}, C{to} and C{last} (default: the
     hour up to C{now}).
 
-    @raise HTTPError: 400 naming the argument that is wrong.
+    @raise HTTPError: 400 naming the argument that is wrong or unknown.
     """
+    known_params(request, RANGE_PARAMS)
     until = _time(request, "to", now)
     since = _time(request, "from", None)
     assert until is not None
@@ -189,8 +212,12 @@ def log_query(request: IRequest, api_id: Optional[str], now: float) -> LogQuery:
     """
     The exchange-log query of C{/logs}' arguments.
 
-    @raise HTTPError: 400 naming the argument that is wrong.
+    @raise HTTPError: 400 naming the argument that is wrong or unknown.
     """
+    known_params(request, LOG_PARAMS)
+    outcome = _arg(request, "outcome") or None
+    if outcome is not None and outcome not in LOG_OUTCOMES:
+        raise HTTPError(400, f"outcome must be one of {', '.join(sorted(LOG_OUTCOMES))}", "outcome")
     limit = whole(_arg(request, "limit") or "50")
     if limit is None or not 1 <= limit <= 500:
         raise HTTPError(400, "limit must be a whole number from 1 to 500", "limit")
@@ -209,7 +236,7 @@ def log_query(request: IRequest, api_id: Optional[str], now: float) -> LogQuery:
         until=until,
         method=_arg(request, "method"),
         target=_arg(request, "tool") or _arg(request, "target"),
-        outcome=_arg(request, "outcome"),
+        outcome=outcome,
         status=status,
         client=_arg(request, "client"),
         session=_arg(request, "session"),

@@ -8,6 +8,8 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from mcpgated.admin import export as _export, pins as _pins, preview as _preview
+from mcpgated.admin.analytics import LOG_OUTCOMES
+from mcpgated.analytics.metrics import OUTCOMES
 
 _ERROR = {"$ref": "#/components/responses/Error"}
 _API = {"$ref": "#/components/schemas/Api"}
@@ -57,8 +59,9 @@ def _logs(summary: str, per_api: bool) -> Dict[str, Any]:
     filters = [
         ("method", "string", "JSON-RPC method, e.g. tools/call"),
         ("tool", "string", "Tool, prompt or resource name (params.name / params.uri)"),
-        ("outcome", "string", ("result, error, tool_error, http_error, no_response, accepted, "
-                               "client_closed, upstream_error, unparsed; or errors (any failure)")),
+        ("outcome", "string", ("An outcome of the records (see LogEntry.outcome), or errors (any "
+                               "failure: error, tool_error, http_error, upstream_error and the "
+                               "gateway's refusals)")),
         ("status", "integer", "HTTP status"),
         ("client", "string", "Client address or client name"),
         ("session", "string", "Hashed session id as shown in records"),
@@ -66,9 +69,12 @@ def _logs(summary: str, per_api: bool) -> Dict[str, Any]:
         ("cursor", "string", "nextCursor of the previous page"),
         ("limit", "integer", "Page size, 1-500 (default 50)"),
     ]
+    outcomes = {"enum": sorted(LOG_OUTCOMES)}
     parameters = ([_ID] if per_api else []) + _RANGE + [
-        {"name": n, "in": "query", "schema": {"type": t}, "description": d} for n, t, d in filters]
-    return {"summary": summary + " (newest first)", "parameters": parameters,
+        {"name": n, "in": "query", "schema": dict({"type": t}, **(outcomes if n == "outcome" else {})),
+         "description": d} for n, t, d in filters]
+    return {"summary": summary + " (newest first). Any other query parameter is a 400 naming it.",
+            "parameters": parameters,
             "responses": {"200": _ok("A page of records", {"type": "object", "properties": {
                 "data": {"type": "array", "items": {"$ref": "#/components/schemas/LogEntry"}},
                 "nextCursor": {"type": ["string", "null"]}}}), "400": _ERROR, "401": _ERROR,
@@ -76,7 +82,8 @@ def _logs(summary: str, per_api: bool) -> Dict[str, Any]:
 
 
 def _summary(summary: str, per_api: bool) -> Dict[str, Any]:
-    return {"summary": summary, "parameters": ([_ID] if per_api else []) + _RANGE,
+    return {"summary": summary + ". Any other query parameter is a 400 naming it.",
+            "parameters": ([_ID] if per_api else []) + _RANGE,
             "responses": {"200": _ok("Totals, counts by method and by tool/resource/prompt, error "
                                      "rates, latency p50/p90/p99, a time series, top clients",
                                      {"$ref": "#/components/schemas/Analytics"}),
@@ -93,6 +100,12 @@ _LOG_ENTRY: Dict[str, Any] = {
 }
 _LOG_ENTRY["properties"].update({name: {} for name in (
     "requestHeaders", "responseHeaders", "requestPayload", "responsePayload")})
+_LOG_ENTRY["properties"]["outcome"] = {
+    "type": ["string", "null"], "enum": [*sorted(o for o in OUTCOMES if o), None],
+    "description": "result, error (JSON-RPC), tool_error (isError), http_error; the gateway's "
+                   "refusals: denied (access control), rate_limited, unauthorized, forbidden, "
+                   "bad_credentials, bad_request; accepted (a notification), no_response, "
+                   "client_closed, upstream_error, unparsed (a body too large to read)"}
 
 _ANALYTICS = {
     "type": "object",

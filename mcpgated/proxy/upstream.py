@@ -20,6 +20,7 @@ from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionP
 from twisted.web.iweb import IAgent, IAgentEndpointFactory, IPolicyForHTTPS
 from zope.interface import implementer
 
+from mcpgated._twisted_compat import quiet_pool
 from mcpgated.config import LimitsConfig
 from mcpgated.model import DEFAULT_IDLE_TIMEOUT
 from mcpgated.proxy.backend_client import BackendClient
@@ -95,7 +96,7 @@ class UpstreamPool(Service):
                                                                             factory=dict)
 
     def __attrs_post_init__(self) -> None:
-        self.pool = HTTPConnectionPool(self.reactor, persistent=True)
+        self.pool = quiet_pool(self.reactor, persistent=True)  # no per-connection log lines
         self.pool.maxPersistentPerHost = self.max_per_host
         self.pool.cachedConnectionTimeout = 120
         self.pool.retryAutomatically = False

@@ -13,13 +13,17 @@ const OUTCOMES = [
   ["", "Any outcome"], ["errors", "Any failure"], ["result", "result"], ["error", "error (JSON-RPC)"],
   ["tool_error", "tool_error"], ["http_error", "http_error"], ["upstream_error", "upstream_error"],
   ["no_response", "no_response"], ["accepted", "accepted (notification)"], ["client_closed", "client_closed"],
-  ["unparsed", "unparsed"],
+  ["unparsed", "unparsed"], ["denied", "denied (access control)"], ["rate_limited", "rate_limited"],
+  ["unauthorized", "unauthorized"], ["forbidden", "forbidden"], ["bad_credentials", "bad_credentials"],
+  ["bad_request", "bad_request"],
 ];
 const METHODS = ["initialize", "notifications/initialized", "ping", "tools/list", "tools/call", "resources/list",
   "resources/read", "resources/templates/list", "resources/subscribe", "prompts/list", "prompts/get",
   "completion/complete", "logging/setLevel", "notifications/cancelled"];
 const TEXT_FILTERS = [["method", "Method"], ["tool", "Tool, resource or prompt"], ["client", "Client"], ["session", "Session"], ["q", "Text"]];
-const ERROR_OUTCOMES = new Set(["error", "tool_error", "http_error", "upstream_error", "denied"]);
+// as mcpgated.analytics.store.ERROR_OUTCOMES: what "Any failure" and the error rate count
+const ERROR_OUTCOMES = new Set(["error", "tool_error", "http_error", "upstream_error", "denied", "rate_limited",
+  "unauthorized", "forbidden", "bad_request", "bad_credentials"]);
 // Shown as [REDACTED] whatever the server stored (it redacts most of these
 // too). A session id lets whoever holds it act in the session: the records
 // name sessions by a hash, and so does this page.

@@ -3,7 +3,7 @@
 // events with their diffs. Definitions come from MCP servers: shown as text.
 
 import { call } from "./api.js";
-import { badge, clear, h } from "./dom.js";
+import { badge, clear, fmtDate, h } from "./dom.js";
 import { setTitle, showBanner } from "./shell.js";
 
 const KINDS = { tool: "Tool", prompt: "Prompt", resourceTemplate: "Resource template" };
@@ -18,7 +18,7 @@ function short(fingerprint) {
 }
 
 function when(iso) {
-  return iso ? new Date(iso).toLocaleString() : "–";
+  return fmtDate(iso);
 }
 
 /** A unified diff, one line per row, additions and removals marked. */
