@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Dict, Optional, Tuple
 
@@ -67,7 +69,9 @@ class AdminInProcessTests(TestCase):
     timeout = 30
 
     def setUp(self) -> "Deferred[Any]":
-        folder = Path(self.mktemp())
+        # a temporary folder outside the working tree (trial's mktemp is relative to it)
+        folder = Path(tempfile.mkdtemp(prefix="admin-inprocess-"))
+        self.addCleanup(shutil.rmtree, folder, True)
         self.store = SQLiteApiStore(reactor, folder / "data" / "mcpgated.db")
         self.routes = RouteTable()
         self.metrics = Metrics(dropped=lambda: 0)
