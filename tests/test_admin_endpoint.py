@@ -131,4 +131,5 @@ def test_every_route_has_its_own_handler() -> None:
     # Klein keys handlers by function name: two resource modules defining a
     # handler of the same name would silently answer with one of them.
     rules = list(AdminAPI.app.url_map.iter_rules())
-    assert len({rule.endpoint for rule in rules}) == len(rules) == 34
+    assert len(rules) > 30  # every resource module's routes are on the one app
+    assert len({rule.endpoint for rule in rules}) == len(rules)
