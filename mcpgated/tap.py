@@ -13,12 +13,12 @@ import os
 import secrets
 import sys
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Dict, List, Optional, Union
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple, Union
 
 import attrs
 from twisted.application.service import IServiceCollection, MultiService, Service
 from twisted.internet import endpoints
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredList, FirstError, gatherResults, maybeDeferred
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.logger import Logger
 from twisted.python import usage
@@ -42,8 +42,10 @@ from mcpgated.proxy.listener import gateway_factory
 from mcpgated.proxy.resource import GatewayResource
 from mcpgated.proxy.upstream import UpstreamPool
 from mcpgated.routing import RouteTable
+from mcpgated.sdnotify import notify
 from mcpgated.site import CappedSite, json_too_large
 from mcpgated.store import SQLiteApiStore
+from mcpgated.writable import unwritable
 
 log = Logger()
 
@@ -76,9 +78,20 @@ class Options(usage.Options):
             except configmod.ConfigError as e:
                 raise SystemExit(f"mcpgated: {e}") from None
         if self["check-config"]:
+            refuse_unwritable(self["parsed"])
             sys.stdout.write(f"{self['config']}: configuration is valid\n")
             sys.stdout.flush()
             raise SystemExit(0)
+
+
+def refuse_unwritable(cfg: configmod.Config) -> None:
+    """
+    Exit (one line per path, naming its section and key) if the daemon
+    could not write every path it will write.
+    """
+    errors = unwritable(cfg)
+    if errors:
+        raise SystemExit("\n".join(f"mcpgated: {e}" for e in errors))
 
 
 @attrs.define(slots=False)
@@ -148,6 +161,8 @@ class StoreService(Service):
     on_ready: Optional[Callable[[], None]] = None
     keys: KeyIndex = attrs.field(factory=KeyIndex)
     pins: Optional[PinBook] = None  # tool-definition pins, for the gateway
+    # what a failure to open does; None: log it and stop the reactor
+    on_failed: Optional[Callable[[Failure], None]] = None
 
     def startService(self) -> None:
         Service.startService(self)
@@ -169,6 +184,9 @@ class StoreService(Service):
             self.on_ready()
 
     def _failed(self, failure: Failure) -> None:
+        if self.on_failed is not None:
+            self.on_failed(failure)
+            return
         log.failure("cannot open the store {path}; stopping", failure, path=str(self.store.path))
         self.reactor.stop()
 
@@ -258,8 +276,10 @@ class GatewayService(MultiService):
         self.logs.setServiceParent(self)
         self.store = SQLiteApiStore(reactor, cfg.storage.path)
         self.pins = PinBook(self.store, reactor)
-        StoreService(self.store, self.routes, reactor, self._ready,
-                     keys=self.keys, pins=self.pins).setServiceParent(self)
+        self._loaded: Deferred[None] = Deferred()
+        StoreService(self.store, self.routes, reactor, lambda: self._loaded.callback(None),
+                     keys=self.keys, pins=self.pins,
+                     on_failed=self._loaded.errback).setServiceParent(self)
         self.upstreams = UpstreamPool(reactor=reactor, limits=cfg.limits)
         self.upstreams.setServiceParent(self)
         self.analytics: Optional[AnalyticsStore] = None
@@ -312,10 +332,34 @@ class GatewayService(MultiService):
             ports.setdefault(listener.role, []).append(listener.bound_port())
         return ports
 
+    def _needed(self) -> List[Tuple[str, Path, "Deferred[None]"]]:
+        """
+        (what, file, fired when open) of the stores the daemon needs.
+        """
+        needed = [("store", self.cfg.storage.path, self._loaded)]
+        if self.analytics is not None:
+            needed.append(("analytics store", self.analytics.path, self.analytics.opened))
+        return needed
+
+    def _cannot_start(self, failure: Failure) -> None:
+        """
+        A store did not open: one line saying which and why, no readiness,
+        and twistd exits with status 1 once every service has stopped.
+        """
+        error = failure.value
+        if isinstance(error, FirstError):
+            what, path, _ = self._needed()[error.index]
+            log.critical("mcpgated cannot start: cannot open the {what} {path}: {error}; stopping",
+                         what=what, path=str(path), error=error.subFailure.getErrorMessage())
+        else:  # announcing failed (the ports file)
+            log.failure("mcpgated cannot start; stopping", failure)
+        self.reactor.addSystemEventTrigger("after", "shutdown", _exit_failed)
+        self.reactor.stop()
+
     def _ready(self) -> None:
         """
-        Listening and the store loaded: announce the ports (log line and,
-        if configured, the ports file written atomically).
+        Listening and the stores open: announce the ports (log line and,
+        if configured, the ports file written atomically; systemd's READY=1).
         """
         # What is loaded by now lives as long as the daemon: keep it out of
         # the garbage collector's full passes, which the exchange log's
@@ -330,8 +374,12 @@ class GatewayService(MultiService):
             temporary.write_text(json.dumps(ports))
             os.replace(temporary, path)
         log.info("mcpgated ready: {ports_json}", ports_json=json.dumps(ports))
+        problem = notify(f"READY=1\nSTATUS=ready: {json.dumps(ports)}")
+        if problem is not None:
+            log.warn("cannot tell systemd the daemon is ready: {problem}", problem=problem)
 
     def stopService(self) -> "Deferred[None]":
+        notify("STOPPING=1")
         path = self.cfg.daemon.ports_file
         if path is not None:
             try:
@@ -348,12 +396,29 @@ class GatewayService(MultiService):
         return DeferredList(stopping).addBoth(lambda _: self.logs.stopService())
 
     def startService(self) -> None:
+        refuse_unwritable(self.cfg)
         try:
             self.admin.token = admin_token(self.cfg)
         except configmod.ConfigError as e:
             raise SystemExit(f"mcpgated: {e}") from None
         log.info("mcpgated files: {files}", files=files_line(self.cfg))
         MultiService.startService(self)
+        # ready (and READY=1) only once every store the daemon needs is open
+        gatherResults([opened for _, _, opened in self._needed()], consumeErrors=True) \
+            .addCallback(lambda _: self._ready()).addErrback(self._cannot_start)
+
+
+def _exit_failed() -> None:
+    """
+    End twistd with status 1 (it would exit 0 after a stopped reactor),
+    its output flushed.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(1)
 
 
 def makeService(options: Dict[str, Any], reactor: Any = None) -> IServiceCollection:
