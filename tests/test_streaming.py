@@ -345,7 +345,8 @@ class RelayTests(TestCase):
         await connectProtocol(endpoint, client)
         status, head, body = await self._status_and_body(client)
         self.assertEqual(status, 403)
-        self.assertEqual(body["error"]["message"], "Host header not allowed by this gateway")
+        self.assertEqual(body["error"]["message"],
+                         "Host header not allowed by this gateway ([gateway] allowed_hosts)")
         self.assertEqual(len(self.backend.requests), 2)
 
     def test_foreign_host_or_origin_on_loopback_is_refused(self) -> Deferred:

@@ -280,17 +280,26 @@ class GatewayResource(Resource):
 
     def _rebinding(self, request: Any) -> None:
         """
-        @raise Refusal: 403, the request's Host or Origin is not allowed.
+        @raise Refusal: 403 naming the key that would allow it, the
+            request's Host or Origin is not allowed; logged once per value.
         """
         on_loopback = is_loopback_address(getattr(request.getHost(), "host", None))
-        host = request.getHeader(b"host")
-        if not host_allowed(host.decode("latin-1") if host else None, on_loopback,
-                            self.allowed_hosts, self.public_url):
-            raise Refusal(403, "Host header not allowed by this gateway", outcome="gateway_error")
-        origin = request.getHeader(b"origin")
-        if not origin_allowed(origin.decode("latin-1") if origin else None, on_loopback,
-                              self.allowed_origins, self.public_url):
-            raise Refusal(403, "Origin not allowed by this gateway", outcome="gateway_error")
+        raw = request.getHeader(b"host")
+        host = raw.decode("latin-1") if raw else None
+        if not host_allowed(host, on_loopback, self.allowed_hosts, self.public_url):
+            from mcpgated.proxy.origin import refusal_log  # refusals only: off the hot path
+
+            refusal_log(self).refused("Host", host, "allowed_hosts", _peer(request))
+            raise Refusal(403, "Host header not allowed by this gateway ([gateway] allowed_hosts)",
+                          outcome="gateway_error")
+        raw = request.getHeader(b"origin")
+        origin = raw.decode("latin-1") if raw else None
+        if not origin_allowed(origin, on_loopback, self.allowed_origins, self.public_url):
+            from mcpgated.proxy.origin import refusal_log  # refusals only: off the hot path
+
+            refusal_log(self).refused("Origin", origin, "allowed_origins", _peer(request))
+            raise Refusal(403, "Origin not allowed by this gateway ([gateway] allowed_origins)",
+                          outcome="gateway_error")
 
     def _target(self, request: Any) -> Tuple[str, bytes]:
         """
