@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from typing import Any, List, Tuple
 
+from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+from twisted.web.client import HTTPConnectionPool
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
@@ -27,6 +30,7 @@ from mcpgated._twisted_compat import (
     has_tcp_buffer,
     headers_from_raw,
     in_trailers,
+    quiet_pool,
     raw_headers,
     request_line,
     request_version,
@@ -208,3 +212,44 @@ def test_tls_cleartext_written_before_the_handshake_is_seen_as_buffered() -> Non
     clock.advance(0)  # Twisted hands small writes to TLS on the next turn
     assert tls_buffered(protocol)  # no handshake yet: kept in clear
     assert not tls_buffered(StringTransport())
+
+
+# --- twisted.web.client's connection pool ---------------------------------------------------
+
+
+class Endpoint:
+    """
+    Keeps the factory a pool connects with.
+    """
+
+    def __init__(self) -> None:
+        self.factories: List[Any] = []
+
+    def connect(self, factory: Any) -> "Deferred[Any]":
+        self.factories.append(factory)
+        return Deferred()
+
+
+def factory_lines(pool: HTTPConnectionPool) -> List[str]:
+    """
+    What a connection of C{pool} logs when its factory starts and stops.
+    """
+    endpoint = Endpoint()
+    pool.getConnection(("http", b"backend", 80), endpoint)
+    [factory] = endpoint.factories
+    events: List[LogEvent] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        factory.doStart()
+        factory.doStop()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    return [formatEvent(event) for event in events]
+
+
+def test_the_gateway_s_pool_connects_without_factory_log_lines() -> None:
+    noisy = factory_lines(HTTPConnectionPool(MemoryReactor()))
+    assert any("Starting factory" in line for line in noisy)  # what Twisted does
+    assert factory_lines(quiet_pool(MemoryReactor())) == []
+    assert quiet_pool(MemoryReactor()).persistent is True
+    assert quiet_pool(MemoryReactor(), persistent=False).persistent is False
