@@ -260,6 +260,8 @@ def test_a_store_that_cannot_open_ends_the_daemon_with_status_1(tmp_path, notify
     assert "Traceback" not in output
     assert "mcpgated ready" not in output
     assert "READY=1" not in _received(notify_socket)
+    # the daemon's own log file has the line too (closed before the exit)
+    assert expected in (tmp_path / "log" / "mcpgated.log").read_text()
 
 
 @pytest.mark.parametrize("way", WAYS)
