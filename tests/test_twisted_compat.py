@@ -75,7 +75,7 @@ class Channel(HTTPChannelHooks):
 
 
 def channel(trailer_cap: Any = None) -> Tuple[Channel, StringTransport]:
-    site = Site(Hello())
+    site = Site(Hello(), reactor=Clock())  # the channel's idle timeout off the real reactor
     site.protocol = Channel  # type: ignore[assignment]
     protocol = site.buildProtocol(None)
     assert isinstance(protocol, Channel)
