@@ -88,7 +88,7 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Call
         if ctx.session is not None:
             try:
                 await ctx.session.send_tool_list_changed()
-            except Exception:  # the 2026 era has no session channel for it
+            except Exception:  # noqa: BLE001 -- the 2026 era has no session channel for it
                 pass
         text = f"switched to {version()}"
     else:

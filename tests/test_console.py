@@ -168,7 +168,8 @@ CONTRAST = """
     const ratio = (a + 0.05) / (b + 0.05);
     const size = parseFloat(style.fontSize);
     const large = size >= 24 || (Number(style.fontWeight) >= 700 && size >= 18.66);
-    if (ratio < (large ? 3 : 4.5)) failures.push(`${ratio.toFixed(2)}:1 ${el.tagName} "${node.textContent.trim().slice(0, 50)}"`);
+    if (ratio < (large ? 3 : 4.5))
+      failures.push(`${ratio.toFixed(2)}:1 ${el.tagName} "${node.textContent.trim().slice(0, 50)}"`);
   }
   return failures;
 }
@@ -195,7 +196,7 @@ def run_mcp(url: str, work: Callable[[Client], Any], headers: Dict[str, str] | N
     def main() -> None:
         try:
             anyio.run(session)
-        except BaseException as e:  # noqa: B902 - reported in the test's thread
+        except BaseException as e:  # noqa: BLE001 -- handed to the test's thread, which raises it
             failure.append(e)
 
     thread = threading.Thread(target=main)
@@ -710,7 +711,7 @@ def test_console_files_are_served_without_token_and_data_is_not(daemon):
         assert http("GET", base + path)[0] == 401, path
     status, gateway = daemon.admin("GET", "/gateway")
     assert status == 200 and gateway["publicUrl"] is None
-    assert [(l["scheme"], l["host"], l["port"]) for l in gateway["listeners"]] == [
+    assert [(x["scheme"], x["host"], x["port"]) for x in gateway["listeners"]] == [
         ("http", "127.0.0.1", daemon.ports["gateway"][0])]
     status, summary = daemon.admin("GET", "/analytics?last=60")
     assert status == 200 and round(summary["to"] - summary["from"]) == 60

@@ -49,7 +49,7 @@ def _call(daemon: Daemon, expected: int, method: str, path: str, body: Any = Non
     try:
         status, answer = daemon.admin(method, path, body)
     except Exception as e:  # connection refused, reset or closed early
-        raise _CutOff(f"{type(e).__name__}: {e}")
+        raise _CutOff(f"{type(e).__name__}: {e}") from e
     if status == 503:  # shutting down: refused, nothing written
         raise _CutOff(answer["error"])
     if status != expected:
@@ -99,7 +99,7 @@ def _burst(daemon: Daemon, backend: str, target: int) -> tuple:
     def run(number: int) -> None:
         try:
             _writer(daemon, backend, number, acked, stop, target)
-        except BaseException as e:
+        except BaseException as e:  # noqa: BLE001 -- handed to the test's thread, which raises it
             errors.append(e)
             acked.enough.set()
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import rfc8785
-from hypothesis import assume, given, settings as hsettings, strategies as st
+from hypothesis import assume, given, strategies as st
 
 from mcpgated.policy import pinning
 from mcpgated.policy.pinning import (

@@ -185,7 +185,7 @@ def _check_endpoint_event(daemon: Daemon, everything_sse: int) -> None:
             assert chunk, received
             received += chunk
     data = received.split(b"event: endpoint", 1)[1].split(b"\n\n", 1)[0]
-    line = [l for l in data.splitlines() if l.startswith(b"data:")][0]
+    line = [x for x in data.splitlines() if x.startswith(b"data:")][0]
     assert line.startswith(b"data: http://gw.example:8082/legacy/message?sessionId="), line
 
 

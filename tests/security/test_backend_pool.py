@@ -360,7 +360,7 @@ def test_pipelined_request_never_gets_extra_bytes(daemon, backends):
     backends.append(backend)
     deploy(daemon, "/pipelined", backend.url + "/mcp")
     port = daemon.ports["gateway"][0]
-    for attempt in range(3):
+    for _ in range(3):
         with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
             requests = b""
             for ident in (1, 2):

@@ -333,8 +333,8 @@ def check(run: Callable[[Sequence[bytes]], Outcome], connection: Stream,
     tags = frozenset().union(*(message.tags for message in connection.messages))
     if tags & pending:
         return
-    assert not problems, f"{connection.raw!r}\n  tags: " \
-        f"{[sorted(m.tags) for m in connection.messages]}\n  " + "\n  ".join(problems)
+    assert not problems, (f"{connection.raw!r}\n  tags: "
+                          f"{[sorted(m.tags) for m in connection.messages]}\n  ") + "\n  ".join(problems)
 
 
 # --- the corpus ---------------------------------------------------------------------

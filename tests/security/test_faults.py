@@ -204,7 +204,7 @@ def test_a_batch_written_in_part_counts_only_the_lost_lines(tmp_path):
 def test_a_flush_forced_by_a_full_buffer_never_raises_into_the_request(tmp_path, events):
     log = _full_log(tmp_path / "log")
     log.flush_bytes = 100
-    for n in range(10):  # each call may flush at once: it must not raise
+    for _ in range(10):  # each call may flush at once: it must not raise
         log.exchange(1.0, "api", "id", "POST", "/mcp", 200, "complete", 1, 2, 0.5, "::1")
     assert log.dropped == 10 and log._buffer == []
     assert len(_errors(events)) == 1

@@ -65,7 +65,7 @@ def files(request, tmp_path_factory, everything) -> Iterator[Dict[str, int]]:
         action(daemon, api["id"], "_deploy")
         for number in range(12):  # daemon log lines
             create(daemon, definition(f"/more/{number}", backend=UNREACHABLE))
-        for number in range(30):  # access lines and exchange records
+        for _ in range(30):  # access lines and exchange records
             status, _, _ = http("POST", daemon.gateway + "/modes", INITIALIZE, ACCEPT)
             assert status == 200
         # The lines are written in batches (within half a second).
