@@ -68,4 +68,4 @@ test-lowest: $(LOWEST_VENV)/.installed $(NPM_DIR)/node_modules/.installed
 	$(LOWEST_PY) -m pytest -q $(LOWEST_TESTS)
 
 clean:
-	rm -rf $(VENV) $(NPM_DIR)/node_modules build dist *.egg-info var
+	rm -rf $(VENV) $(NPM_DIR)/node_modules build dist *.egg-info var twisted/plugins/dropin.cache

@@ -113,6 +113,9 @@ def run_inside(spec: Dict[str, Any]) -> Dict[str, Any]:
     make run, the quick-start blocks, Ctrl-C, make clean; what each did.
     """
     _loopback_up()
+    # Ctrl-C reaches make run as in a terminal, even if this process was
+    # started with SIGINT ignored (a background job): children inherit that.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     work = Path(spec["work"])
     env = dict(os.environ, npm_config_cache=spec["npm_cache"], npm_config_update_notifier="false")
     report: Dict[str, Any] = {"before": _tree(work)}
