@@ -19,7 +19,7 @@ from typing import Any, Dict, Iterator, List
 import pytest
 
 from tests.support import Daemon, http, messages_of
-from tests.test_pinning_e2e import Backend, _deploy
+from tests.pin_support import Backend, deploy_pinned
 
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 BLOCKED = "is blocked by the gateway"
@@ -65,7 +65,7 @@ VARIANTS = ["ADD", "Add", "add ", " add", "ａｄｄ", "add\u200b", "\u0430dd", 
 
 @pytest.fixture
 def drifted(daemon: Daemon, backend: Backend) -> Daemon:
-    _deploy(daemon, backend, {"mode": "block"})
+    deploy_pinned(daemon, backend, {"mode": "block"})
     session = Session(daemon)
     assert session.tools() == ["add", "echo", "switch"]
     session.post({"jsonrpc": "2.0", "id": 3, "method": "prompts/list"})
