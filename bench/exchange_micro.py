@@ -46,8 +46,8 @@ def _child(n: int, repeat: int, sse: bool, gc_tuned: bool = False) -> Dict[str, 
     from twisted.python.failure import Failure
     from twisted.test.proto_helpers import StringTransport
     from twisted.web.client import ResponseDone
-    from twisted.web.http_headers import Headers
 
+    from mcpgated._twisted_compat import headers_from_raw
     from mcpgated.analytics.metrics import Metrics
     from mcpgated.analytics.recorder import Recorder
     from mcpgated.analytics.store import AnalyticsStore
@@ -76,10 +76,11 @@ def _child(n: int, repeat: int, sse: bool, gc_tuned: bool = False) -> Dict[str, 
         length = len(answer)
 
         def __init__(self) -> None:
-            self.headers = Headers({
-                b"server": [b"nginx/1.22.1"], b"date": [b"Thu, 03 Dec 2026 14:00:00 GMT"],
-                b"content-type": [b"text/event-stream" if sse else b"application/json"],
-                b"content-length": [b"%d" % len(answer)], b"connection": [b"keep-alive"]})
+            # as the backend client builds them: a dictionary from its parser
+            self.headers = headers_from_raw({
+                b"Server": [b"nginx/1.22.1"], b"Date": [b"Thu, 03 Dec 2026 14:00:00 GMT"],
+                b"Content-Type": [b"text/event-stream" if sse else b"application/json"],
+                b"Content-Length": [b"%d" % len(answer)], b"Connection": [b"keep-alive"]})
 
         def deliverBody(self, protocol: Any) -> None:
             protocol.makeConnection(Transport())

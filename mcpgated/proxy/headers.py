@@ -10,7 +10,7 @@ from typing import FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
 from twisted.web.http_headers import Headers
 
-from mcpgated._twisted_compat import canonical_name, raw_headers
+from mcpgated._twisted_compat import canonical_name, headers_from_raw, raw_headers
 from mcpgated.forwarding import Network, is_trusted
 
 # RFC 9110 section 7.6.1, plus the historical proxy ones.
@@ -51,6 +51,10 @@ _X_FORWARDED_PROTO = _canonical(b"x-forwarded-proto")
 _X_FORWARDED_HOST = _canonical(b"x-forwarded-host")
 
 
+# Connection values that name nothing beyond the hop-by-hop set (the usual ones)
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"Keep-Alive", b"Close"})
+
+
 def connection_tokens(headers: Headers) -> FrozenSet[bytes]:
     names = set()
     for value in headers.getRawHeaders(b"connection", ()):
@@ -67,7 +71,8 @@ def _copy(source: Headers, drop: FrozenSet[bytes]) -> List[Tuple[bytes, Sequence
     (canonical names), not named by its C{Connection} header.
     """
     raw = raw_headers(source)
-    if _CONNECTION in raw:
+    connection = raw.get(_CONNECTION)
+    if connection is not None and not (len(connection) == 1 and connection[0] in _PLAIN_CONNECTION):
         named = frozenset(_canonical(token) for token in connection_tokens(source))
         return [(name, values) for name, values in raw.items()
                 if name not in drop and name not in named]
@@ -86,21 +91,21 @@ def upstream_request_headers(
     C{Host} dropped (the client sets C{Host} to the backend authority); the
     X-Forwarded-* set added.
     """
-    out = Headers()
-    raw = raw_headers(out)
-    for name, values in _copy(incoming, _REQUEST_DROP_KEYS):
-        raw[name] = list(values)
+    raw = {name: list(values) for name, values in _copy(incoming, _REQUEST_DROP_KEYS)}
+    out = headers_from_raw(raw)
     chain: List[bytes] = []
     if is_trusted(peer, trusted_proxies):
         for value in incoming.getRawHeaders(b"x-forwarded-for", ()):
             chain.extend(part.strip() for part in value.split(b",") if part.strip())
     if peer:
         chain.append(peer.encode("latin-1"))
+    # Into the dictionary too: every value below comes from a parsed header
+    # (no CR or LF), the peer's address or the origin worked out from them.
     if chain:
-        out.setRawHeaders(_X_FORWARDED_FOR, [b", ".join(chain)])
+        raw[_X_FORWARDED_FOR] = [b", ".join(chain)]
     scheme, _, host = origin.partition("://")
-    out.setRawHeaders(_X_FORWARDED_PROTO, [scheme.encode("latin-1")])
-    out.setRawHeaders(_X_FORWARDED_HOST, [host.encode("latin-1")])
+    raw[_X_FORWARDED_PROTO] = [scheme.encode("latin-1")]
+    raw[_X_FORWARDED_HOST] = [host.encode("latin-1")]
     return out
 
 

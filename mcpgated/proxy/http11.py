@@ -42,10 +42,9 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES
-from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
-from mcpgated._twisted_compat import canonical_name, raw_headers
+from mcpgated._twisted_compat import canonical_name, headers_from_raw, raw_headers
 from mcpgated.jsonrpc import INVALID_REQUEST, error_body
 from mcpgated.proxy.edge import (
     BODY,
@@ -117,7 +116,7 @@ class GatewayRequest:
     __slots__ = ("channel", "method", "uri", "path", "clientproto", "requestHeaders",
                  "responseHeaders", "content", "code", "code_message", "keep_alive",
                  "started", "finished", "chunked", "no_body", "_body", "_body_size",
-                 "_waiters", "_args", "expect_continue", "lost")
+                 "_waiters", "_args", "expect_continue", "lost", "raw_in")
 
     def __init__(self, channel: "GatewayChannel") -> None:
         self.channel = channel
@@ -125,8 +124,10 @@ class GatewayRequest:
         self.uri = b""
         self.path = b""
         self.clientproto = b"HTTP/1.1"
-        self.requestHeaders = Headers()
-        self.responseHeaders = Headers()
+        # the request headers' dictionary, filled by the channel as it parses
+        self.raw_in: Dict[bytes, List[bytes]] = {}
+        self.requestHeaders = headers_from_raw(self.raw_in)
+        self.responseHeaders = headers_from_raw({})
         self.content: Optional[BytesIO] = None
         self.code = 200
         self.code_message: Optional[bytes] = None
@@ -442,7 +443,13 @@ class GatewayChannel(Protocol):
         if value and value[-1] in b" \t":
             # llhttp keeps trailing whitespace; a field value has none (RFC 9110 section 5.5).
             value = value.rstrip(b" \t")
-        raw_headers(request.requestHeaders).setdefault(_canonical(name), []).append(value)
+        raw = request.raw_in
+        key = _names.get(name) or _canonical(name)
+        values = raw.get(key)
+        if values is None:
+            raw[key] = [value]
+        else:
+            values.append(value)
 
     def on_headers_complete(self) -> None:
         request = self.parsing
@@ -489,13 +496,13 @@ class GatewayChannel(Protocol):
             # HTTP/1.1; Upgrade and the fields Connection names (HTTP2-Settings)
             # are hop-by-hop, never sent on (mcpgated.proxy.headers).
             self.upgrading = request
-        coding = raw_headers(request.requestHeaders).get(b"Transfer-Encoding")
+        coding = raw.get(b"Transfer-Encoding")
         if coding is not None and (len(coding) != 1 or coding[0].lower() != b"chunked"):
             # llhttp takes any codings before a final chunked (gzip, chunked);
             # the gateway decodes none of them (RFC 9112 section 6.1: 501).
             self._refuse(501, "Transfer-Encoding other than chunked is not supported")
             return
-        length = raw_headers(request.requestHeaders).get(b"Content-Length")
+        length = raw.get(b"Content-Length")
         if length is not None:
             try:
                 declared = int(length[0])
@@ -504,7 +511,7 @@ class GatewayChannel(Protocol):
             if declared > self.factory.max_body:
                 self._too_large(request)
                 return
-        expect = raw_headers(request.requestHeaders).get(b"Expect")
+        expect = raw.get(b"Expect")
         if expect and expect[0].lower() == b"100-continue" and request.clientproto == b"HTTP/1.1":
             request.expect_continue = True
             if self.active is None and not self.ready:

@@ -47,6 +47,8 @@ class WatchedProducer:
 
 
 _ABORT_GRACE = 10.0
+# how a body ends normally (the type itself is the usual case: no walk of its bases)
+_ENDED = (ResponseDone, PotentialDataLoss)
 
 
 class Relay(Protocol):
@@ -117,7 +119,7 @@ class Relay(Protocol):
             self.request.unregisterProducer()
         except AttributeError:
             pass
-        if reason is not None and reason.check(ResponseDone, PotentialDataLoss):
+        if reason is not None and (reason.type in _ENDED or reason.check(*_ENDED)):
             if self._flush is not None:
                 rest = self._flush()
                 if rest:

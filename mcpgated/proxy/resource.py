@@ -36,7 +36,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from mcpgated._twisted_compat import raw_headers
+from mcpgated._twisted_compat import canonical_name, raw_headers
 from mcpgated.analytics.interfaces import IExchangeObserver, IRecorder
 from mcpgated.config import LimitsConfig
 from mcpgated.forwarding import public_base_path, public_origin
@@ -78,6 +78,8 @@ _BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
 # session, and HEAD and OPTIONS (CORS preflights); only POST has a body.
 _MCP_METHODS = frozenset({b"GET", b"POST", b"DELETE", b"HEAD", b"OPTIONS"})
 _ALLOW = b"GET, POST, DELETE, HEAD, OPTIONS"
+_HOST = canonical_name(b"host")
+_CONTENT_LENGTH = canonical_name(b"content-length")
 
 
 @attrs.frozen
@@ -252,9 +254,10 @@ class GatewayResource(Resource):
         url = backend.target(rest, query)
         headers = upstream_request_headers(request.requestHeaders, peer, origin,
                                            self.trusted_proxies)
-        # set here, or the client computes it (with IDNA checks) on every request
+        # set here, or the client computes it (with IDNA checks) on every request;
+        # into the dictionary: the authority of a backend URL that was validated
         if backend.authority is not None:
-            headers.setRawHeaders(b"host", [backend.authority])
+            raw_headers(headers)[_HOST] = [backend.authority]
         admission = None
         if gated:
             admission = await self._admission(request, exchange, route, query, body)
@@ -438,7 +441,7 @@ class GatewayResource(Resource):
                               request.responseHeaders)
         if response.length is not UNKNOWN_LENGTH and request.method != b"HEAD":
             # The client parser consumes Content-Length; keep the framing.
-            request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % response.length])
+            raw_headers(request.responseHeaders)[_CONTENT_LENGTH] = [b"%d" % response.length]
         judge: Optional[Judge] = None
         endpoint: Optional[Callable[[str], str]] = None
         if event_stream:
