@@ -6,7 +6,7 @@ trusted proxy and the public origin are L{mcpgated.forwarding}'s.
 
 from __future__ import annotations
 
-from typing import FrozenSet, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, FrozenSet, Iterable, List, Optional
 
 from twisted.web.http_headers import Headers
 
@@ -65,18 +65,19 @@ def connection_tokens(headers: Headers) -> FrozenSet[bytes]:
     return frozenset(names)
 
 
-def _copy(source: Headers, drop: FrozenSet[bytes]) -> List[Tuple[bytes, Sequence[bytes]]]:
+def _copy(source: Headers, drop: FrozenSet[bytes]) -> Dict[bytes, List[bytes]]:
     """
-    The end-to-end headers of C{source} (canonical names): not in C{drop}
-    (canonical names), not named by its C{Connection} header.
+    The end-to-end headers of C{source} (canonical names), each list of
+    values copied: not in C{drop} (canonical names), not named by its
+    C{Connection} header.
     """
     raw = raw_headers(source)
     connection = raw.get(_CONNECTION)
     if connection is not None and not (len(connection) == 1 and connection[0] in _PLAIN_CONNECTION):
         named = frozenset(_canonical(token) for token in connection_tokens(source))
-        return [(name, values) for name, values in raw.items()
-                if name not in drop and name not in named]
-    return [(name, values) for name, values in raw.items() if name not in drop]
+        return {name: list(values) for name, values in raw.items()
+                if name not in drop and name not in named}
+    return {name: list(values) for name, values in raw.items() if name not in drop}
 
 
 def upstream_request_headers(
@@ -91,7 +92,7 @@ def upstream_request_headers(
     C{Host} dropped (the client sets C{Host} to the backend authority); the
     X-Forwarded-* set added.
     """
-    raw = {name: list(values) for name, values in _copy(incoming, _REQUEST_DROP_KEYS)}
+    raw = _copy(incoming, _REQUEST_DROP_KEYS)
     out = headers_from_raw(raw)
     chain: List[bytes] = []
     if is_trusted(peer, trusted_proxies):
@@ -115,9 +116,7 @@ def copy_response_headers(upstream: Headers, outgoing: Headers) -> None:
     C{WWW-Authenticate}, C{Retry-After}, C{Content-Length}, ...) onto the
     client response, replacing what twisted.web set by default.
     """
-    raw = raw_headers(outgoing)
-    for name, values in _copy(upstream, _RESPONSE_DROP_KEYS):
-        raw[name] = list(values)
+    raw_headers(outgoing).update(_copy(upstream, _RESPONSE_DROP_KEYS))
 
 
 def is_event_stream(headers: Headers) -> bool:

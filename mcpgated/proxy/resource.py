@@ -229,31 +229,36 @@ class GatewayResource(Resource):
 
     async def _stages(self, request: Any, exchange: Exchange) -> None:
         self._rebinding(request)
-        if not self.routes.ready:
-            await self.routes.when_ready()
+        routes = self.routes
+        if not routes.ready:
+            await routes.when_ready()
         path, query = self._target(request)
+        headers_in = request.requestHeaders
         exchange.peer = peer = _peer(request)
-        exchange.origin = public_origin(request.requestHeaders, request.isSecure(), peer,
-                                        None, self.trusted_proxies)
+        exchange.origin = client_origin = public_origin(headers_in, request.isSecure(), peer,
+                                                        None, self.trusted_proxies)
         # the gateway's public origin: [gateway] public_url's, else the client's
-        origin = self._public_origin or exchange.origin
+        origin = self._public_origin or client_origin
         assert self.oauth is not None
-        discovery = self.oauth.discovery(path, self.routes, request, origin=exchange.origin)
+        discovery = self.oauth.discovery(path, routes, request, origin=client_origin)
         if discovery is not None:  # OAuth documents the gateway answers itself
             await self._discovery(request, exchange, discovery)
             return
         route, rest = self._route(path)
         exchange.api = route
-        gated = self.gate is not None and self.gate.needed(route.definition)
+        definition = route.definition
+        gate = self.gate
+        gated = gate is not None and gate.needed(definition)
         body = self._read(request, exchange, gated)
-        if self.recorder is not None:
-            observer = exchange.observer = self.recorder.observer(
-                route.api_id, route.definition, peer, exchange.started, request.method)
-            observer.request(request.requestHeaders, request.uri, len(body), exchange.body)
-        backend = self._backend(route.definition.backend)
+        method = request.method
+        recorder = self.recorder
+        if recorder is not None:
+            observer = exchange.observer = recorder.observer(
+                route.api_id, definition, peer, exchange.started, method)
+            observer.request(headers_in, request.uri, len(body), exchange.body)
+        backend = self._backend(definition.backend)
         url = backend.target(rest, query)
-        headers = upstream_request_headers(request.requestHeaders, peer, origin,
-                                           self.trusted_proxies)
+        headers = upstream_request_headers(headers_in, peer, origin, self.trusted_proxies)
         # set here, or the client computes it (with IDNA checks) on every request;
         # into the dictionary: the authority of a backend URL that was validated
         if backend.authority is not None:
@@ -270,11 +275,11 @@ class GatewayResource(Resource):
                 headers.removeHeader(name)
             for name, value in admission.set_headers:
                 headers.setRawHeaders(name, [value])
-        client = self.upstreams.default_client(route.definition.backend_keep_alive.idle_timeout) \
-            if route.definition.backend_ca_file is None else await self._client(route)
-        send = body if body or request.method in _BODY_METHODS else None
+        client = self.upstreams.default_client(definition.backend_keep_alive.idle_timeout) \
+            if definition.backend_ca_file is None else await self._client(route)
+        send = body if body or method in _BODY_METHODS else None
         sent = self.clock.seconds()
-        response = await self._send(exchange, client, request.method, url, headers, send)
+        response = await self._send(exchange, client, method, url, headers, send)
         if response is None:
             return
         self._relay(request, exchange, route, backend, url, admission, response, sent)
