@@ -130,31 +130,31 @@ class Exchange:
     """
     One client request through the gateway: what its stages found, for the
     access log, the backend header timeout and the idle watchdog.
+
+    Made once per request: a plain class whose state most exchanges never
+    change defaults at class level.
     """
 
-    __slots__ = ("request", "started", "api", "status", "bytes_in", "bytes_out",
-                 "last_activity", "relay", "work", "pending", "deadline", "client_gone",
-                 "timed_out", "logged", "observer", "body", "peer", "origin")
+    api: Optional[Route] = None
+    bytes_in = 0
+    bytes_out = 0
+    last_activity = 0.0
+    relay: Optional[Relay] = None
+    work: Optional[Deferred[None]] = None
+    pending: Optional[Deferred[Any]] = None  # the backend request, until its headers
+    deadline = 0.0  # when the backend must have sent its headers
+    client_gone = False
+    timed_out = False
+    logged = False
+    observer: Optional[IExchangeObserver] = None
+    body: Optional[RequestBody] = None  # the body, parsed once
+    peer: Optional[str] = None
+    origin = ""  # the origin the client used (its Host, or a trusted proxy's word)
 
     def __init__(self, request: Any, started: float, status: Optional[int] = None) -> None:
         self.request = request
         self.started = started
-        self.api: Optional[Route] = None
         self.status = status
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.last_activity = 0.0
-        self.relay: Optional[Relay] = None
-        self.work: Optional[Deferred[None]] = None
-        self.pending: Optional[Deferred[Any]] = None  # the backend request, until its headers
-        self.deadline = 0.0  # when the backend must have sent its headers
-        self.client_gone = False
-        self.timed_out = False
-        self.logged = False
-        self.observer: Optional[IExchangeObserver] = None
-        self.body: Optional[RequestBody] = None  # the body, parsed once
-        self.peer: Optional[str] = None
-        self.origin = ""  # the origin the client used (its Host, or a trusted proxy's word)
 
 
 @attrs.define(slots=False)
@@ -202,7 +202,6 @@ class GatewayResource(Resource):
         if not exchange.logged:  # still running (answered at once otherwise)
             exchange.work = work
         finished.addErrback(self._client_gone, exchange)
-        work.addErrback(self._unexpected, exchange)
         return NOT_DONE_YET
 
     def _client_gone(self, reason: Failure, exchange: Exchange) -> None:
@@ -212,20 +211,26 @@ class GatewayResource(Resource):
         elif exchange.work is not None and not exchange.work.called:
             exchange.work.cancel()
 
-    def _unexpected(self, failure: Failure, exchange: Exchange) -> None:
-        if failure.check(CancelledError) and exchange.client_gone:
-            self._log(exchange, "client_closed")
-            return
-        log.failure("gateway request failed", failure)
-        self._error(exchange, 502, "The gateway failed to relay this request")
-
     # --- the pipeline ----------------------------------------------------------------------
 
     async def _proxy(self, request: Any, exchange: Exchange) -> None:
+        """
+        The exchange, its refusals answered; nothing escapes it (so its
+        Deferred needs no errback).
+        """
         try:
             await self._stages(request, exchange)
         except Refusal as refusal:
             self._refuse(exchange, refusal)
+        except CancelledError:
+            if not exchange.client_gone:
+                log.failure("gateway request cancelled")
+                self._error(exchange, 502, "The gateway failed to relay this request")
+            else:
+                self._log(exchange, "client_closed")
+        except Exception:  # noqa: BLE001 -- a bug: logged, answered 502, the gateway goes on
+            log.failure("gateway request failed")
+            self._error(exchange, 502, "The gateway failed to relay this request")
 
     async def _stages(self, request: Any, exchange: Exchange) -> None:
         self._rebinding(request)
@@ -410,7 +415,8 @@ class GatewayResource(Resource):
         pending = exchange.pending = client.request(method, url, headers, body)
         exchange.deadline = self.clock.seconds() + self.limits.header_timeout
         self._awaiting[exchange] = None
-        self._sweep_soon()
+        if self._sweeper is None:
+            self._sweep_soon()
         try:
             response = await pending
         except Exception as e:
@@ -432,18 +438,20 @@ class GatewayResource(Resource):
         Relay the backend's answer: headers now, the body as it comes,
         through one response reader when the answer is judged or watched.
         """
-        exchange.status = response.code
-        event_stream = is_event_stream(response.headers)
+        code = exchange.status = response.code
+        headers_up = response.headers
+        event_stream = is_event_stream(headers_up)
         observer = exchange.observer
+        now = self.clock.seconds()
         if observer is not None:
-            observer.response(response.code, response.headers,
-                              round((self.clock.seconds() - sent) * 1000, 3), event_stream)
-        request.setResponseCode(response.code, response.phrase)
-        # A 401/403 challenge names the gateway's OAuth metadata (mcpgated.oauth).
-        assert self.oauth is not None
-        copy_response_headers(self.oauth.response_headers(route, request, response, url,
-                                                          origin=exchange.origin),
-                              request.responseHeaders)
+            observer.response(code, headers_up, round((now - sent) * 1000, 3), event_stream)
+        request.setResponseCode(code, response.phrase)
+        if code == 401 or code == 403:
+            # A challenge names the gateway's OAuth metadata (mcpgated.oauth).
+            assert self.oauth is not None
+            headers_up = self.oauth.response_headers(route, request, response, url,
+                                                     origin=exchange.origin)
+        copy_response_headers(headers_up, request.responseHeaders)
         if response.length is not UNKNOWN_LENGTH and request.method != b"HEAD":
             # The client parser consumes Content-Length; keep the framing.
             raw_headers(request.responseHeaders)[_CONTENT_LENGTH] = [b"%d" % response.length]
@@ -475,7 +483,7 @@ class GatewayResource(Resource):
         reader = None
         if judge is not None or endpoint is not None or observer is not None:
             reader = ResponseReader(event_stream, judge, observer, endpoint)
-        exchange.last_activity = self.clock.seconds()
+        exchange.last_activity = now
         relay = Relay(
             request,
             self.clock,
@@ -486,7 +494,8 @@ class GatewayResource(Resource):
         )
         exchange.relay = relay
         self._relaying[exchange] = None
-        self._sweep_soon()
+        if self._sweeper is None:
+            self._sweep_soon()
         if event_stream or response.length is UNKNOWN_LENGTH:
             # A stream's status and headers go out now, not with its first
             # event, which may be minutes away (a client waits for them).
