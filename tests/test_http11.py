@@ -807,3 +807,24 @@ class EdgeRuleTests(TestCase):
         clock.advance(1)
         self.assertEqual(expired, [IDLE])
         deadlines.stop()
+
+
+def test_notify_gone_calls_back_only_when_the_client_goes_first() -> None:
+    from twisted.internet.error import ConnectionLost
+    from twisted.python.failure import Failure
+
+    from mcpgated.proxy.http11 import GatewayRequest
+
+    calls: List[Any] = []
+    reason = Failure(ConnectionLost("gone"))
+    lost = GatewayRequest(None)  # type: ignore[arg-type]
+    lost.notify_gone(lambda why, arg: calls.append((why, arg)), "one")
+    lost._lost(reason)
+    lost._lost(reason)  # once only
+    late = GatewayRequest(None)  # type: ignore[arg-type]
+    late._lost(reason)
+    late.notify_gone(lambda why, arg: calls.append((why, arg)), "two")  # already gone: at once
+    done = GatewayRequest(None)  # type: ignore[arg-type]
+    done.finished = True
+    done.notify_gone(lambda why, arg: calls.append((why, arg)), "three")  # answered: never
+    assert calls == [(reason, "one"), (reason, "two")]

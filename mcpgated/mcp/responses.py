@@ -17,7 +17,17 @@ from typing import Any, Callable, List, Optional, Protocol, Sequence
 
 from mcpgated.mcp.jsonfast import object_reader
 from mcpgated.mcp.messages import Message, classify
-from mcpgated.mcp.sse import EventFramer, Lines, event_data, event_type, is_cut, raw, replace_data
+from mcpgated.mcp.sse import (
+    CUT,
+    EventFramer,
+    Lines,
+    event_data,
+    event_payload,
+    event_type,
+    is_cut,
+    raw,
+    replace_data,
+)
 
 # Largest message read for the exchange log; bigger ones are counted, not read.
 MAX_READ = 1024 * 1024
@@ -211,8 +221,8 @@ class ResponseReader:
     def _feed_events(self, chunk: bytes) -> bytes:
         assert self._framer is not None
         if self._judge is None and self._endpoint is None:
-            # watch only: the bytes go out as they came
-            self._framer.feed(chunk, self._event)
+            # watch only: the bytes go out as they came (the events' bytes are not rebuilt)
+            self._framer.feed(chunk, self._watch)
             return chunk
         if self._endpoint is not None:
             self._seen += len(chunk)
@@ -236,6 +246,23 @@ class ResponseReader:
         if extra:
             self._observe([classify(m) for m in extra], 0)
         return held + b"".join(b"event: message\ndata: " + dump(m) + b"\n\n" for m in extra)
+
+    def _watch(self, lines: Lines) -> bytes:
+        """
+        An event of a stream only watched: its messages observed, nothing
+        to send (the bytes went out as they came).
+        """
+        if lines[-1] is CUT:
+            return b""
+        payload = event_payload(lines)
+        if not payload or len(payload) > MAX_READ:
+            return b""
+        try:
+            value = loads(payload)
+        except ValueError:
+            return b""
+        self._observe(_messages(value), len(payload))
+        return b""
 
     def _event(self, lines: Lines) -> bytes:
         if is_cut(lines):

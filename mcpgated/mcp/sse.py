@@ -109,25 +109,34 @@ class EventFramer:
 
     def feed(self, chunk: bytes, on_event: Callable[[Lines], bytes]) -> bytes:
         out = []
-        lines = self._lines.feed(chunk)
-        if self._lines.completed_crlf:
-            if self._event:
-                line, _ = self._event[-1]
-                self._event[-1] = (line, b"\r\n")
+        splitter = self._lines
+        lines = splitter.feed(chunk)
+        event = self._event
+        if splitter.completed_crlf:
+            if event:
+                line, _ = event[-1]
+                event[-1] = (line, b"\r\n")
             else:
                 out.append(b"\n")
+        size = self._size
+        limit = self._max_event
         for line, end in lines:
-            self._event.append((line, end))
-            if line == b"":
-                event, self._event, self._size = self._event, [], 0
+            event.append((line, end))
+            if not line:  # the blank line: the event is complete
+                self._event = []
                 out.append(on_event(event))
+                event = self._event
+                size = 0
                 continue
-            self._size += len(line) + len(end)
-            if not end or (self._max_event is not None and self._size > self._max_event):
-                event, self._event, self._size = self._event, [], 0
+            size += len(line) + len(end)
+            if not end or (limit is not None and size > limit):
                 event.append(CUT)
+                self._event = []
                 out.append(on_event(event))
-        return b"".join(out)
+                event = self._event
+                size = 0
+        self._size = size
+        return b"".join(out) if out else b""
 
     def peek(self) -> bytes:
         """
@@ -154,6 +163,14 @@ def is_cut(lines: Lines) -> bool:
     Whether an event was handed over before its end (too large).
     """
     return bool(lines) and lines[-1] is CUT
+
+
+def event_payload(lines: Lines) -> bytes:
+    """
+    An event's joined data (what L{event_data} gives second), alone.
+    """
+    parts = [line[5:].lstrip(b" ") for line, _ in lines if line[:5] == b"data:"]
+    return parts[0] if len(parts) == 1 else b"\n".join(parts)
 
 
 def event_data(lines: Lines) -> Tuple[List[Optional[bytes]], bytes]:

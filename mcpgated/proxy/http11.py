@@ -116,7 +116,7 @@ class GatewayRequest:
     __slots__ = ("channel", "method", "uri", "path", "clientproto", "requestHeaders",
                  "responseHeaders", "content", "code", "code_message", "keep_alive",
                  "started", "finished", "chunked", "no_body", "_body", "_body_size",
-                 "_waiters", "_args", "expect_continue", "lost", "raw_in")
+                 "_waiters", "_args", "expect_continue", "lost", "raw_in", "_gone")
 
     def __init__(self, channel: "GatewayChannel") -> None:
         self.channel = channel
@@ -139,6 +139,7 @@ class GatewayRequest:
         self._body: List[bytes] = []
         self._body_size = 0
         self._waiters: Optional[List[Deferred[None]]] = None
+        self._gone: Optional[Tuple[Callable[[Failure, Any], None], Any]] = None
         self._args: Optional[Dict[bytes, List[bytes]]] = None
         self.expect_continue = False
         self.lost: Optional[Failure] = None  # why the client left before the answer ended
@@ -241,11 +242,24 @@ class GatewayRequest:
         elif self.chunked:
             self.channel.send(b"0\r\n\r\n")
         self.finished = True
+        self._gone = None
         waiters, self._waiters = self._waiters, None
         if waiters:
             for waiter in waiters:
                 waiter.callback(None)
         self.channel.answered(self)
+
+    def notify_gone(self, gone: Callable[[Failure, Any], None], argument: Any) -> None:
+        """
+        C{notifyFinish().addErrback(gone, argument)} without a Deferred (the
+        gateway asks it of every request): C{gone(reason, argument)} is
+        called if the client's connection goes before the answer is
+        finished.
+        """
+        if self.lost is not None:
+            gone(self.lost, argument)
+        elif not self.finished:
+            self._gone = (gone, argument)
 
     def notifyFinish(self) -> Deferred[None]:
         """
@@ -271,11 +285,14 @@ class GatewayRequest:
 
     def _lost(self, reason: Failure) -> None:
         waiters, self._waiters = self._waiters, None
+        gone, self._gone = self._gone, None
         self.finished = True
         self.lost = reason
         if waiters:
             for waiter in waiters:
                 waiter.errback(reason)
+        if gone is not None:
+            gone[0](reason, gone[1])
 
 
 @implementer(IPushProducer)

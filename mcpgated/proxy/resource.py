@@ -197,11 +197,15 @@ class GatewayResource(Resource):
 
     def render(self, request: Any) -> Any:
         exchange = Exchange(request=request, started=self.clock.seconds())
-        finished = request.notifyFinish()
+        notify_gone = getattr(request, "notify_gone", None)  # the fast listener's
+        finished = request.notifyFinish() if notify_gone is None else None
         work = Deferred.fromCoroutine(self._proxy(request, exchange))
         if not exchange.logged:  # still running (answered at once otherwise)
             exchange.work = work
-        finished.addErrback(self._client_gone, exchange)
+        if notify_gone is not None:
+            notify_gone(self._client_gone, exchange)
+        elif finished is not None:
+            finished.addErrback(self._client_gone, exchange)
         return NOT_DONE_YET
 
     def _client_gone(self, reason: Failure, exchange: Exchange) -> None:
