@@ -16,6 +16,11 @@ the backend client, and the analytics store's thread.
 Each C{--src} is a folder holding a C{mcpgated/} package (e.g. from
 C{git archive REV mcpgated | tar -x -C DIR}); the trees run alternately,
 best of C{--repeat} runs of C{-n} exchanges each (process CPU time).
+
+On a shared or virtual machine, time varies by 20 % from run to run;
+C{--opcodes} counts instead the Python bytecodes one exchange executes
+(C{sys.settrace} opcode events), which is exact and repeatable: a proxy
+for the gateway's own CPU, blind to C code (json, llhttp, the kernel).
 """
 
 from __future__ import annotations
@@ -149,6 +154,33 @@ def _child(n: int, repeat: int, sse: bool, gc_tuned: bool = False) -> Dict[str, 
     return {"us_per_exchange": best / n * 1e6}
 
 
+def _opcodes(sse: bool) -> Dict[str, Any]:
+    """
+    Python bytecodes per exchange: the count for 2N exchanges less the
+    count for N (the setup and warm-up cancel out).
+    """
+    count = [0]
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        frame.f_trace_opcodes = True
+        if event == "opcode":
+            count[0] += 1
+        return tracer
+
+    def measure(n: int) -> int:
+        count[0] = 0
+        sys.settrace(tracer)
+        try:
+            _child(n, 1, sse)
+        finally:
+            sys.settrace(None)
+        return count[0]
+
+    measure(10)  # imports
+    once, twice = measure(300), measure(600)
+    return {"opcodes_per_exchange": (twice - once) / 300}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--src", action="append", default=[],
@@ -159,10 +191,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternations of the trees")
     parser.add_argument("--gc-tuned", action="store_true",
                         help="freeze startup objects and raise the young GC threshold first")
+    parser.add_argument("--opcodes", action="store_true",
+                        help="count Python bytecodes per exchange instead of timing")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(_child(args.n, args.repeat, args.sse, args.gc_tuned)))
+        if args.opcodes:
+            print(json.dumps(_opcodes(args.sse)))
+        else:
+            print(json.dumps(_child(args.n, args.repeat, args.sse, args.gc_tuned)))
         return
     # a tree, or TREE+gc: the tree with the collector tuned
     trees = args.src or [str(Path(__file__).resolve().parent.parent)]
@@ -173,15 +210,20 @@ def main() -> None:
             env = dict(os.environ, PYTHONPATH=folder)
             out = subprocess.run([sys.executable, __file__, "--child", folder, "-n", str(args.n),
                                   "--repeat", str(args.repeat)] + (["--sse"] if args.sse else [])
-                                 + (["--gc-tuned"] if variant == "gc" or args.gc_tuned else []),
+                                 + (["--gc-tuned"] if variant == "gc" or args.gc_tuned else [])
+                                 + (["--opcodes"] if args.opcodes else []),
                                  env=env, capture_output=True, text=True, cwd=folder)
             if out.returncode:
                 raise SystemExit(out.stderr)
-            results[tree].append(json.loads(out.stdout.splitlines()[-1])["us_per_exchange"])
+            result = json.loads(out.stdout.splitlines()[-1])
+            results[tree].append(result.get("us_per_exchange", result.get("opcodes_per_exchange")))
+        if args.opcodes:
+            break  # exact: one round says it all
+    unit = "opcodes/exchange" if args.opcodes else "us/exchange"
     base = min(results[trees[0]])
     for tree, values in results.items():
         best = min(values)
-        print(f"{tree:40} {best:8.1f} us/exchange  x{best / base:.3f}  (rounds: "
+        print(f"{tree:40} {best:8.1f} {unit}  x{best / base:.3f}  (rounds: "
               f"{', '.join(f'{v:.1f}' for v in values)})")
 
 
