@@ -31,8 +31,10 @@ def _copy(folder: Path) -> Path:
 
 
 def _dry_run(folder: Path, *targets: str) -> List[str]:
-    result = subprocess.run(["make", "-n", *targets], cwd=str(folder), capture_output=True,
-                            text=True, timeout=60)
+    # as from a shell: under `make test` the outer make's flags would reach this one
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    result = subprocess.run(["make", "--no-print-directory", "-n", *targets], cwd=str(folder),
+                            capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 0, result.stderr
     return result.stdout.splitlines()
 
