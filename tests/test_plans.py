@@ -98,6 +98,7 @@ def test_a_jwt_plan_takes_a_public_key_of_the_kinds_it_verifies() -> None:
     (jwt(jwksUrl="https:///no-host"), "jwksUrl"),
     (jwt(algorithms=["HS256"]), "algorithms"),  # a shared secret: never
     (jwt(algorithms=["none"]), "algorithms"),
+    (jwt(algorithms=[]), "algorithms"),  # would refuse every token
     (jwt(audience=["https://a", 3]), "audience"),
     (jwt(anyAudience="yes"), "anyAudience"),
     (jwt(audience="https://a", anyAudience=True), "anyAudience"),

@@ -110,6 +110,10 @@ def parse_configuration(security: str, raw: Any, where: str,
                                   f"{field}.publicKey must be a PEM public key (RSA, EC or Ed25519)")
             out["publicKey"] = key
         out["algorithms"] = _strings(raw.get("algorithms", ["RS256", "ES256"]), f"{field}.algorithms")
+        if not out["algorithms"]:
+            # no algorithm would refuse every token, silently: say so when it is saved
+            raise PolicyError(f"{field}.algorithms", f"{field}.algorithms must name at least one "
+                                                     f"of {', '.join(JWT_ALGORITHMS)}")
         wrong = [a for a in out["algorithms"] if a not in JWT_ALGORITHMS]
         if wrong:
             raise PolicyError(f"{field}.algorithms", f"{field}.algorithms: {wrong[0]} is not one of "
