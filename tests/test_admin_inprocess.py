@@ -121,6 +121,16 @@ class AdminInProcessTests(TestCase):
         self.assertEqual((status, health), (200, {"status": "ok"}))
 
     @inline
+    async def test_health_says_starting_until_the_routes_are_loaded(self) -> None:
+        unloaded = self.admin.routes = RouteTable()  # as before StoreService has read the store
+        for headers in ({}, None):  # anyone, and the admin
+            status, _, health = await self.ask("GET", "/health", headers=headers)
+            self.assertEqual((status, health), (503, {"status": "starting"}))
+        unloaded.load([])
+        status, _, health = await self.ask("GET", "/health", headers={})
+        self.assertEqual((status, health), (200, {"status": "ok"}))
+
+    @inline
     async def test_a_bad_field_is_a_400_naming_it(self) -> None:
         cases = [
             (api_definition("no-slash", UNREACHABLE), "contextPath"),

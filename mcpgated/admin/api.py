@@ -52,6 +52,8 @@ class AdminAPI(ApiRoutes, ApplicationRoutes, AnalyticsRoutes, PinRoutes, ExportR
     @endpoint(authenticated=False)
     async def health(self, request: IRequest) -> Answer:
         # Readiness for anyone; what runs (version, APIs) only for the admin.
+        if not self.routes.ready:  # the API store is still opening: nothing is routed yet
+            return 503, {"status": "starting"}
         if not self.authorized(request):
             return 200, {"status": "ok"}
         return 200, {"status": "ok", "version": __version__,

@@ -123,7 +123,8 @@ def endpoint(authenticated: bool = True) -> Callable[[Handler], Callable[..., Aw
             if authenticated and not self.authorized(request):
                 return unauthorized(request)
             try:
-                await self.routes.when_ready()
+                if authenticated:  # /health and /openapi.json answer while the store opens
+                    await self.routes.when_ready()
                 status, body = await handler(self, request, *args, **kwargs)
             except HTTPError as e:
                 return error_answer(request, e.status, e.message, e.field)

@@ -433,12 +433,16 @@ def openapi_document() -> Dict[str, Any]:
         "security": [{"bearer": []}],
         "paths": {
             "/health": {"get": {
-                "summary": "Liveness: {\"status\": \"ok\"}; with the admin token also version and "
-                           "apisStarted (not shown without it)",
+                "summary": "Readiness: {\"status\": \"ok\"}; with the admin token also version and "
+                           "apisStarted (not shown without it); 503 {\"status\": \"starting\"} while "
+                           "the API store opens",
                 "security": [],
                 "responses": {"200": _ok("Up", {"type": "object", "properties": {
                     "status": {"const": "ok"}, "version": {"type": "string"},
-                    "apisStarted": {"type": "integer"}}, "required": ["status"]})}}},
+                    "apisStarted": {"type": "integer"}}, "required": ["status"]}),
+                    "503": _ok("Starting: nothing is routed yet", {
+                        "type": "object", "properties": {"status": {"const": "starting"}},
+                        "required": ["status"]})}}},
             "/openapi.json": {"get": {"summary": "This document", "security": [],
                                       "responses": {"200": _ok("OpenAPI 3.1", {"type": "object"})}}},
             "/apis": {
