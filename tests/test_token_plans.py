@@ -637,3 +637,38 @@ def test_verifier_caches_within_the_token_life_and_refetches_keys():
     now = clock.seconds()
     assert _run(verifier.verify(issuer.sign(other, iat=now, exp=now + 600), jwt_plan)).subject == "alice"
     assert fetches() == 3
+
+
+def test_a_connection_that_fails_before_any_answer_is_tried_once_more():
+    from twisted.internet.defer import fail
+    from twisted.internet.error import ConnectionLost
+    from twisted.internet.task import Clock
+    from twisted.python.failure import Failure
+    from twisted.web.client import ResponseNeverReceived
+
+    from mcpgated.policy.auth import TokenInfo
+    from mcpgated.policy.tokens import TokenVerifier
+
+    clock = Clock()
+    clock.advance(1_000_000)
+    answer = {"active": True, "scope": "a", "exp": clock.seconds() + 100, "sub": "s"}
+
+    class Flaky(FakeAgent):
+        failures = 1
+
+        def request(self, method: bytes, url: bytes, headers: Any, producer: Any) -> Any:
+            if self.failures:
+                self.failures -= 1
+                self.requests.append((method, url.decode(), None, headers))
+                return fail(ResponseNeverReceived([Failure(ConnectionLost("reset"))]))
+            return super().request(method, url, headers, producer)
+
+    plan = _Plan("OAUTH2", {"introspectionUrl": "http://as/introspect", "clientId": "c",
+                            "anyAudience": True})
+    once = Flaky(lambda method, url, body: (200, answer))
+    info = _run(TokenVerifier(clock, FakePool(once)).verify("tok", plan))
+    assert isinstance(info, TokenInfo) and len(once.requests) == 2  # the reset one, then the answer
+    twice = Flaky(lambda method, url, body: (200, answer))
+    twice.failures = 2
+    refused = _run(TokenVerifier(clock, FakePool(twice)).verify("tok", plan))
+    assert refused.value.status == 503 and len(twice.requests) == 2  # no third try

@@ -41,7 +41,9 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.error import ConnectError
 from twisted.logger import Logger
+from twisted.web.client import ResponseNeverReceived
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
@@ -446,6 +448,20 @@ class TokenVerifier:
 
     async def _request(self, method: str, url: str, headers: Headers,
                        body: Optional[bytes] = None) -> Tuple[int, bytes]:
-        reply = await fetch(self.upstreams.default_agent(), self.clock, method, url, headers, body=body,
-                            max_bytes=self.max_bytes, timeout=self.timeout)
-        return reply.status, reply.body
+        """
+        One call to the issuer (keys, introspection: reads, safe to repeat);
+        a connection that fails before any answer is tried once more on a
+        fresh one.
+        """
+        for attempt in (1, 2):
+            try:
+                reply = await fetch(self.upstreams.default_agent(), self.clock, method, url, headers,
+                                    body=body, max_bytes=self.max_bytes, timeout=self.timeout)
+            except (ResponseNeverReceived, ConnectError) as e:
+                if attempt == 2:
+                    raise
+                log.info("{method} {url}: no answer ({reason}); trying once more", method=method,
+                         url=url, reason=str(e) or type(e).__name__)
+                continue
+            return reply.status, reply.body
+        raise AssertionError("unreachable")
