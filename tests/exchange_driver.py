@@ -11,6 +11,7 @@ from typing import Any, List, Optional
 from mcpgated.analytics.tracker import ExchangeTracker
 from mcpgated.mcp.body import BodyError, parse
 from mcpgated.mcp.responses import ResponseReader
+from mcpgated.policy.rewrite import Filter, ListJudge
 
 
 class _Level:
@@ -78,3 +79,19 @@ class DrivenExchange:
             self.reader.flush()
             self.reader = None
         self.tracker.finished(outcome, status)
+
+
+def json_judged(lists: Any, apply: Filter, extra: List[Any], batch: bool,
+                forwarded: Any = frozenset()) -> ResponseReader:
+    """
+    The response reader as the resource builds it for a judged JSON answer.
+    """
+    return ResponseReader(False, ListJudge(lists, apply, extra, batch, forwarded=forwarded))
+
+
+def events_judged(lists: Any, apply: Filter, extra: List[Any],
+                  forwarded: Any = frozenset()) -> ResponseReader:
+    """
+    ... and for a judged event stream.
+    """
+    return ResponseReader(True, ListJudge(lists, apply, extra, False, forwarded=forwarded))

@@ -7,7 +7,8 @@ response reader (L{mcpgated.mcp.responses}) are checked against.
 
 from __future__ import annotations
 
-from typing import List, Optional
+import json
+from typing import Any, List, Optional
 
 import attrs
 
@@ -69,3 +70,32 @@ class EventParser:
         if not data:
             return None
         return Event(type=kind or "message", data="\n".join(data), id=self._last_id, retry=retry)
+
+
+def chunks_at(data: bytes, cuts: List[int]) -> List[bytes]:
+    """
+    C{data} cut at the given offsets (modulo its length), every piece kept.
+    """
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    out, start = [], 0
+    for point in points:
+        out.append(data[start:point])
+        start = point
+    out.append(data[start:])
+    return out
+
+
+def oracle_messages(chunks: List[bytes], max_line: int = 16 * 1024 * 1024) -> List[Any]:
+    """
+    The JSON of each event's data, as this reference reads the stream.
+    """
+    parser = EventParser(max_line)
+    values: List[Any] = []
+    for chunk in chunks:
+        for event in parser.feed(chunk):
+            try:
+                value = json.loads(event.data)
+            except ValueError:
+                continue
+            values.extend(value if isinstance(value, list) else [value])
+    return values

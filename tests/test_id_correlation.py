@@ -19,25 +19,10 @@ from mcpgated.analytics.sessions import SessionBook
 from mcpgated.analytics.tracker import ExchangeTracker
 from mcpgated.jsonrpc import request_id
 from mcpgated.mcp.ids import MAX_SAFE
-from mcpgated.mcp.responses import ResponseReader
-from mcpgated.policy.rewrite import UNMATCHED, ListJudge
-from tests.exchange_driver import DrivenExchange, RecordingMetrics
+from mcpgated.policy.rewrite import UNMATCHED
+from tests.exchange_driver import DrivenExchange, RecordingMetrics, events_judged, json_judged
 
 TOOLS = {"tools": [{"name": "echo"}, {"name": "secret"}]}
-
-def _json_judged(lists, apply, extra, batch, forwarded=frozenset()):
-    """
-    The response reader as the resource builds it for a judged JSON answer.
-    """
-    return ResponseReader(False, ListJudge(lists, apply, extra, batch, forwarded=forwarded))
-
-
-def _events_judged(lists, apply, extra, forwarded=frozenset()):
-    """
-    ... and for a judged event stream.
-    """
-    return ResponseReader(True, ListJudge(lists, apply, extra, False, forwarded=forwarded))
-
 
 
 def _only_echo(method: str, result: Any) -> Any:
@@ -55,10 +40,10 @@ def test_a_list_asked_with_any_spelling_is_filtered_in_json_and_sse(spelling):
     key = ("n", int(value))
     # a JavaScript backend answers with the number it read
     answer = {"jsonrpc": "2.0", "id": int(value), "result": TOOLS}
-    rewriter = _json_judged({key: "tools/list"}, _only_echo, [], batch=False)
+    rewriter = json_judged({key: "tools/list"}, _only_echo, [], batch=False)
     rewriter.feed(json.dumps(answer).encode())
     assert json.loads(rewriter.flush())["result"]["tools"] == [{"name": "echo"}]
-    events = _events_judged({key: "tools/list"}, _only_echo, [])
+    events = events_judged({key: "tools/list"}, _only_echo, [])
     out = events.feed(b"data: " + json.dumps(answer).encode() + b"\n\n") + events.flush()
     assert b"secret" not in out and b"echo" in out
 
@@ -67,16 +52,16 @@ def test_an_answer_matching_no_forwarded_request_is_withheld_while_lists_are_fil
     lists = {("n", 1): "tools/list"}
     for answer_id in (2, "1", None, 1.5, True):
         answer = {"jsonrpc": "2.0", "id": answer_id, "result": TOOLS}
-        rewriter = _json_judged(lists, _only_echo, [], batch=False, forwarded={("n", 3)})
+        rewriter = json_judged(lists, _only_echo, [], batch=False, forwarded={("n", 3)})
         rewriter.feed(json.dumps(answer).encode())
         out = json.loads(rewriter.flush())
         assert out["error"] == {"code": -32603, "message": UNMATCHED}, answer_id
-        events = _events_judged(lists, _only_echo, [], forwarded={("n", 3)})
+        events = events_judged(lists, _only_echo, [], forwarded={("n", 3)})
         out_events = events.feed(b"data: " + json.dumps(answer).encode() + b"\n\n")
         assert b"secret" not in out_events and UNMATCHED.encode() in out_events
     # the answer to a forwarded call that is not a list passes as it came
     body = json.dumps({"jsonrpc": "2.0", "id": 3.0, "result": TOOLS}).encode()
-    rewriter = _json_judged(lists, _only_echo, [], batch=False, forwarded={("n", 3)})
+    rewriter = json_judged(lists, _only_echo, [], batch=False, forwarded={("n", 3)})
     rewriter.feed(body)
     assert rewriter.flush() == body
 
@@ -85,7 +70,7 @@ def test_answers_are_read_as_a_client_reads_them():
     # invalid UTF-8 in a list answer: a client reads U+FFFD, so must the filter
     body = (b'{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"echo"},'
             b'{"name":"secret","description":"\xff"}]}}')
-    rewriter = _json_judged({("n", 1): "tools/list"}, _only_echo, [], batch=False)
+    rewriter = json_judged({("n", 1): "tools/list"}, _only_echo, [], batch=False)
     rewriter.feed(body)
     assert b"secret" not in rewriter.flush()
 

@@ -15,7 +15,7 @@ from hypothesis import given, settings, strategies as st
 from mcpgated.mcp.ids import IdKey
 from mcpgated.mcp.messages import Message
 from mcpgated.mcp.responses import MAX_JUDGED, MAX_READ, TOO_LARGE, ResponseReader, dump
-from tests.sse_oracle import EventParser
+from tests.sse_oracle import chunks_at, oracle_messages
 
 _SETTINGS = settings(deadline=None, derandomize=True, max_examples=200)
 
@@ -79,16 +79,6 @@ def _run(reader: ResponseReader, chunks: Sequence[bytes]) -> Tuple[List[bytes], 
     return outs, reader.flush()
 
 
-def _chunks(data: bytes, cuts: List[int]) -> List[bytes]:
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    out, start = [], 0
-    for point in points:
-        out.append(data[start:point])
-        start = point
-    out.append(data[start:])
-    return out
-
-
 # --- JSON, watched only --------------------------------------------------------------------
 
 
@@ -123,14 +113,14 @@ def test_json_watch_only_sends_any_body_once_as_it_came(body: bytes) -> None:
 @given(st.binary(max_size=60) | st.sampled_from([b'{"jsonrpc":"2.0","id":1,"result":{}}', b"[1,2]", b"  "]),
        st.lists(st.integers(0, 100), max_size=5))
 def test_json_watch_only_output_is_the_input_in_any_chunking(body: bytes, cuts: List[int]) -> None:
-    outs, end = _run(ResponseReader(False, observer=Seen()), _chunks(body, cuts))
+    outs, end = _run(ResponseReader(False, observer=Seen()), chunks_at(body, cuts))
     assert b"".join(outs) + end == body
 
 
 def test_json_watch_only_over_max_read_is_unread() -> None:
     seen = Seen()
     body = b'{"jsonrpc":"2.0","id":1,"result":{"pad":"' + b"x" * MAX_READ + b'"}}'
-    chunks = _chunks(body, [100, MAX_READ // 2, MAX_READ + 3])
+    chunks = chunks_at(body, [100, MAX_READ // 2, MAX_READ + 3])
     outs, end = _run(ResponseReader(False, observer=seen), chunks)
     assert outs == chunks and end == b""  # the bytes still pass, unchanged
     assert [call[0] for call in seen.calls] == ["unread"]
@@ -218,7 +208,7 @@ def test_json_judged_over_max_judged_is_an_error_with_a_null_id() -> None:
     seen = Seen()
     judge = StubJudge()
     body = b'{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"secret","d":"' + b"x" * MAX_JUDGED + b'"}]}}'
-    outs, end = _run(ResponseReader(False, judge=judge, observer=seen), _chunks(body, [MAX_JUDGED // 2]))
+    outs, end = _run(ResponseReader(False, judge=judge, observer=seen), chunks_at(body, [MAX_JUDGED // 2]))
     assert outs == [b"", b""]
     error = {"jsonrpc": "2.0", "id": None, "error": {"code": -32603, "message": TOO_LARGE}}
     assert json.loads(end) == error
@@ -269,27 +259,16 @@ def event_streams(draw: Any) -> Tuple[bytes, List[Any]]:
     return "".join(parts).encode("utf-8"), values
 
 
-def _oracle_messages(stream: bytes) -> List[Any]:
-    values: List[Any] = []
-    for event in EventParser().feed(stream):
-        try:
-            value = json.loads(event.data)
-        except ValueError:
-            continue
-        values.extend(value if isinstance(value, list) else [value])
-    return values
-
-
 @_SETTINGS
 @given(event_streams(), st.lists(st.integers(0, 10 ** 6), max_size=10))
 def test_stream_watch_only_output_is_the_input_in_any_chunking(stream: Any, cuts: List[int]) -> None:
     data, values = stream
     seen = Seen()
-    chunks = _chunks(data, cuts)
+    chunks = chunks_at(data, cuts)
     outs, end = _run(ResponseReader(True, observer=seen), chunks)
     assert outs == chunks  # each chunk at once, unchanged
     assert end == b""
-    assert seen.raws() == values == _oracle_messages(data)  # each message once, in order
+    assert seen.raws() == values == oracle_messages([data])  # each message once, in order
     assert all(call[3] is True for call in seen.calls if call[0] == "messages")
 
 
@@ -428,7 +407,7 @@ def test_stream_judged_extra_events_come_at_flush() -> None:
 def test_stream_judged_is_chunking_independent(stream: Any, cuts: List[int]) -> None:
     data, expected, messages = stream
     seen = Seen()
-    outs, end = _run(ResponseReader(True, judge=_judge(), observer=seen), _chunks(data, cuts))
+    outs, end = _run(ResponseReader(True, judge=_judge(), observer=seen), chunks_at(data, cuts))
     assert b"".join(outs) + end == expected
     assert seen.raws() == messages
 
@@ -487,7 +466,7 @@ def test_a_message_split_across_the_endpoint_release_is_still_observed() -> None
 def test_endpoint_rewrite_with_messages_is_chunking_independent(cuts: List[int]) -> None:
     message = b"data: " + json.dumps(_result(1)).encode() + b"\n\n"
     stream = b": hi\n\nevent: endpoint\ndata: /m?s=1\n\n" + message + b"event: endpoint\ndata: /x\n\n"
-    outs, end = _run(_legacy(), _chunks(stream, cuts))
+    outs, end = _run(_legacy(), chunks_at(stream, cuts))
     assert b"".join(outs) + end == (b": hi\n\nevent: endpoint\ndata: https://gw.example/api/m?s=1\n\n" + message
                                     + b"event: endpoint\ndata: /x\n\n")
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings, strategies as st
 
 from mcpgated.mcp.responses import ResponseReader
 from mcpgated.mcp.sse import LineSplitter
-from tests.sse_oracle import Event, EventParser
+from tests.sse_oracle import Event, EventParser, chunks_at
 
 settings.register_profile("ci", deadline=None, max_examples=200, derandomize=True)
 settings.load_profile("ci")
@@ -46,16 +46,6 @@ def streams(draw) -> str:
     return "".join(parts)
 
 
-def _chunks(data: bytes, cuts: List[int]) -> List[bytes]:
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    out, start = [], 0
-    for point in points:
-        out.append(data[start:point])
-        start = point
-    out.append(data[start:])
-    return out
-
-
 def _parse(chunks: List[bytes]) -> List[Event]:
     parser = EventParser()
     events: List[Event] = []
@@ -67,7 +57,7 @@ def _parse(chunks: List[bytes]) -> List[Event]:
 @given(streams(), st.lists(st.integers(0, 10**6), max_size=12))
 def test_any_chunking_gives_the_same_events(stream: str, cuts: List[int]) -> None:
     data = stream.encode("utf-8")
-    assert _parse(_chunks(data, cuts)) == _parse([data])
+    assert _parse(chunks_at(data, cuts)) == _parse([data])
 
 
 @given(streams(), st.lists(st.integers(0, 10**6), max_size=12))
@@ -115,7 +105,7 @@ def test_endpoint_rewrite_is_chunking_independent(cuts: List[int], end: str) -> 
     expected = (b": hello" + e + e + b"event: endpoint" + e
                 + b"data: https://gw.example/legacy/message?sessionId=abc" + e + e
                 + b"event: message" + e + b'data: {"jsonrpc":"2.0"}' + e + e)
-    assert _rewrite(_chunks(stream, cuts)) == expected
+    assert _rewrite(chunks_at(stream, cuts)) == expected
 
 
 def test_rewriter_passes_through_after_the_endpoint_event() -> None:

@@ -14,8 +14,7 @@ from twisted.internet.task import Clock
 
 from mcpgated.policy.acl import Caller, PolicyError, parse_policy
 from mcpgated.policy.ratelimit import Limiter, RateLimit, parse_limit
-from mcpgated.mcp.responses import ResponseReader
-from mcpgated.policy.rewrite import ListJudge
+from tests.exchange_driver import events_judged, json_judged
 
 POLICY = parse_policy({"rules": [
     {"tools": ["echo", "get-*"], "plans": ["Gold"]},
@@ -26,20 +25,6 @@ POLICY = parse_policy({"rules": [
     {"methods": ["completion/complete"], "claims": {"role": "admin"}},
 ]})
 FREE, GOLD = Caller(plan="Free"), Caller(plan="Gold")
-
-def _json_judged(lists, apply, extra, batch, forwarded=frozenset()):
-    """
-    The response reader as the resource builds it for a judged JSON answer.
-    """
-    return ResponseReader(False, ListJudge(lists, apply, extra, batch, forwarded=forwarded))
-
-
-def _events_judged(lists, apply, extra, forwarded=frozenset()):
-    """
-    ... and for a judged event stream.
-    """
-    return ResponseReader(True, ListJudge(lists, apply, extra, False, forwarded=forwarded))
-
 
 
 def test_calls_are_allowed_only_by_a_matching_rule():
@@ -191,7 +176,7 @@ def _events(raw: bytes) -> List[dict]:
 @given(st.lists(st.integers(1, 400), max_size=10), st.sampled_from([b"\n", b"\r\n", b"\r"]))
 def test_sse_list_answers_are_filtered_under_any_chunking(cuts, end):
     stream = _sse([PROGRESS, LIST_ANSWER], end)
-    rewriter = _events_judged({("n", 4): "tools/list"}, _apply, [])
+    rewriter = events_judged({("n", 4): "tools/list"}, _apply, [])
     points = sorted(set(c % (len(stream) + 1) for c in cuts))
     out, start = b"", 0
     for point in points + [len(stream)]:
@@ -208,13 +193,13 @@ def test_sse_list_answers_are_filtered_under_any_chunking(cuts, end):
 def test_other_events_pass_byte_for_byte():
     stream = b": keepalive\n\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":9,\"result\":{\"tools\":[]}}\n\n"
     # id 9: another request forwarded in the same exchange
-    rewriter = _events_judged({("n", 4): "tools/list"}, _apply, [], forwarded={("n", 9)})
+    rewriter = events_judged({("n", 4): "tools/list"}, _apply, [], forwarded={("n", 9)})
     assert rewriter.feed(stream) + rewriter.flush() == stream
 
 
 def test_json_batch_answers_gain_denied_errors():
     denied = {"jsonrpc": "2.0", "id": 2, "error": {"code": -32602, "message": "Unknown tool: x"}}
-    rewriter = _json_judged({("n", 4): "tools/list"}, _apply, [denied], batch=True)
+    rewriter = json_judged({("n", 4): "tools/list"}, _apply, [denied], batch=True)
     body = json.dumps([LIST_ANSWER]).encode()
     assert rewriter.feed(body[:10]) == b"" and rewriter.feed(body[10:]) == b""
     answer = json.loads(rewriter.flush())

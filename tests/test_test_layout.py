@@ -46,7 +46,8 @@ ELSEWHERE: Dict[str, str] = {
     # plans' rules, limits and list rewriting: the policy tests
     "mcpgated.policy.acl": "test_policy.py",
     "mcpgated.policy.ratelimit": "test_policy.py",
-    "mcpgated.policy.rewrite": "test_policy.py",
+    # the list judge by id: judged answers, matched by id value
+    "mcpgated.policy.rewrite": "test_id_correlation.py",
     "mcpgated.policy.auth": "test_authenticator.py",
     "mcpgated.policy.tokens": "test_token_plans.py",
     # the gateway listener: edge rules and the fast channel's caps

@@ -22,7 +22,7 @@ from mcpgated.analytics.sessions import SessionBook
 from mcpgated.analytics.tracker import ExchangeTracker
 from mcpgated.mcp.responses import MAX_READ, ResponseReader, loads
 from tests.exchange_driver import DrivenExchange, RecordingMetrics
-from tests.sse_oracle import EventParser
+from tests.sse_oracle import oracle_messages
 from tests.support import make_headers
 
 
@@ -279,22 +279,6 @@ class _Seen:
         self.values.append(("unread", size))
 
 
-def _reference_messages(chunks: List[bytes]) -> List[Any]:
-    """
-    The JSON of each event's data, read by the specification's oracle.
-    """
-    parser = EventParser(MAX_READ)
-    values: List[Any] = []
-    for chunk in chunks:
-        for event in parser.feed(chunk):
-            try:
-                value = json.loads(event.data)
-            except ValueError:
-                continue
-            values.extend(value if isinstance(value, list) else [value])
-    return values
-
-
 def test_the_response_reader_frames_streams_like_the_specification():
     pieces = [b"data: x", b"data:y", b"data", b"event: endpoint", b"event:", b": comment",
               b"id: 3", b"retry: 10", b"data: \xe2\x82", b"\xff: v", b"data:  two spaces",
@@ -311,7 +295,7 @@ def test_the_response_reader_frames_streams_like_the_specification():
         reader = ResponseReader(True, observer=seen)
         # watching only: every byte goes out as it came, at once
         assert b"".join(reader.feed(chunk) for chunk in chunks) + reader.flush() == stream
-        assert seen.values == _reference_messages(chunks), chunks
+        assert seen.values == oracle_messages(chunks, MAX_READ), chunks
 
 
 def test_loads_reads_answers_as_a_client_does():
