@@ -26,8 +26,9 @@ from mcpgated.config import LimitsConfig
 from mcpgated.model import ApiDefinition, Plan
 from mcpgated.policy.auth import Authenticator, ITokenVerifier
 from mcpgated.policy.gate import Gate
-from mcpgated.policy.interfaces import IAdmission
+from mcpgated.policy.interfaces import IAdmission, ILimiter
 from mcpgated.policy.ratelimit import Limiter
+from mcpgated.cluster.changes import IChangeFeed, LocalFeed
 from mcpgated.policy.tokens import TokenVerifier
 from mcpgated.proxy.backend_client import BackendClient
 from mcpgated.proxy.interfaces import IBackendClient
@@ -79,6 +80,10 @@ IMPLEMENTATIONS: Dict[str, Tuple[Any, type, Maker]] = {
     "IBackendClient": (IBackendClient, BackendClient, _backend_client),
     "IApiStore": (IApiStore, SQLiteApiStore, _store),
     "ITokenVerifier": (ITokenVerifier, TokenVerifier, _token_verifier),
+    # the in-memory limiter (one process); the shared ones add their own lines
+    "ILimiter": (ILimiter, Limiter, lambda clock, path: Limiter(clock)),
+    # one process alone (the default); the feeds between processes and nodes add theirs
+    "IChangeFeed": (IChangeFeed, LocalFeed, lambda clock, path: LocalFeed()),
 }
 
 

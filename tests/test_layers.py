@@ -24,8 +24,9 @@ LAYERS: List[Tuple[int, str, Tuple[str, ...]]] = [
         # the store's seam (IApiStore and its errors): policy and admin use it,
         # the implementations in mcpgated.store are a layer up
         "mcpgated.store._interface")),
-    (2, "analytics, oauth, store, routing", (
-        "mcpgated.analytics", "mcpgated.oauth", "mcpgated.store", "mcpgated.routing")),
+    (2, "analytics, oauth, store, routing, cluster", (
+        "mcpgated.analytics", "mcpgated.oauth", "mcpgated.store", "mcpgated.routing",
+        "mcpgated.cluster")),
     (3, "proxy and admin", ("mcpgated.proxy", "mcpgated.admin", "mcpgated.site")),
     (4, "the tap", ("mcpgated.tap",)),
     # mcpgatedctl: the admin API over HTTP; from the package, value code only

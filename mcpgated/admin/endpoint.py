@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from mcpgated.definitions import InvalidField
+from mcpgated.cluster.changes import Change, IChangeFeed, LocalFeed
 from mcpgated.keys import KeyIndex
 from mcpgated.routing import RouteTable
 from mcpgated.store import Closed, Conflict, IApiStore, NotFound, Unavailable
@@ -88,6 +89,8 @@ class AdminState:
     @ivar gateway_info: where clients reach the gateway (web console hints).
     @ivar keys: the gateway's API keys, kept in step with the store.
     @ivar pins: the gateway's pin book, kept in step with the store.
+    @ivar changes: how the other gateway processes and nodes hear of each
+        committed write (L{mcpgated.cluster.changes}).
     """
 
     store: IApiStore
@@ -99,8 +102,15 @@ class AdminState:
     gateway_info: Optional[Callable[[], Dict[str, Any]]] = None
     keys: KeyIndex = attrs.field(factory=KeyIndex)
     pins: Optional[PinBook] = None
+    changes: IChangeFeed = attrs.field(factory=LocalFeed)
 
     app = app
+
+    def tell(self, kind: str, api_id: Optional[str] = None) -> None:
+        """
+        Tell the other processes and nodes what a committed write changed.
+        """
+        self.changes.publish(Change(kind, api_id))
 
     def authorized(self, request: IRequest) -> bool:
         if not self.token:

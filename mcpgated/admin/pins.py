@@ -15,6 +15,7 @@ from typing import Any, Dict, Optional, Tuple
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
+from mcpgated.cluster.changes import PINS
 from mcpgated.admin.endpoint import AdminState, Answer, HTTPError, app, endpoint, read_optional_json
 from mcpgated.definitions import InvalidField
 from mcpgated.model import ApiRecord
@@ -64,6 +65,7 @@ class PinRoutes(AdminState):
                                           self.clock.seconds())
         if self.pins is not None:
             self.pins.put(api_id, (pin.kind, pin.name), pin.state)
+        self.tell(PINS, api_id)
         log.info("API {api_id}: {kind} {name} {action} by the operator ({fingerprint})",
                  api_id=api_id, kind=pin.kind, name=pin.name,
                  action="approved" if approve else "rejected",

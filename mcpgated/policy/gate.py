@@ -13,6 +13,7 @@ import json
 from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
 import attrs
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -25,8 +26,7 @@ from mcpgated.mcp.methods import LIST_ITEMS
 from mcpgated.model import ApiDefinition
 from mcpgated.policy.acl import AccessPolicy, Caller, combine
 from mcpgated.policy.auth import Authenticator, Principal, key_locations, strip_query
-from mcpgated.policy.interfaces import IAdmission
-from mcpgated.policy.ratelimit import Limiter
+from mcpgated.policy.interfaces import IAdmission, ILimiter
 from mcpgated.policy.rewrite import ListJudge
 
 log = Logger()
@@ -124,6 +124,15 @@ class Admission:
                          forwarded=self.forwarded)
 
 
+def _rate_limited(body: RequestBody, wait: float) -> Refusal:
+    # a single request's id; a batch's error has none (JSON-RPC: null)
+    messages = body.messages
+    return Refusal(429, "Rate limit exceeded for this plan; retry later",
+                   outcome="rate_limited", code=RATE_LIMITED,
+                   id=messages[0].id if len(messages) == 1 else None,
+                   retry_after=max(1, int(wait + 0.999)))
+
+
 def _refuse_json(status: int, code: int, message: str, id: Any = None) -> Refusal:
     return Refusal(status, message, outcome="bad_request", code=code, id=id)
 
@@ -136,7 +145,7 @@ def _deny(message: Message, code: int, text: str) -> Dict[str, Any]:
 @attrs.define
 class Gate:
     authenticator: Authenticator
-    limiter: Limiter
+    limiter: ILimiter
     pins: Any = None  # mcpgated.policy.pinbook.PinBook: tool-definition pinning
 
     def needed(self, definition: ApiDefinition) -> bool:
@@ -173,7 +182,12 @@ class Gate:
         messages = body.messages
         if not body.batch:
             self._check_headers(request.headers, messages[0])
-        self._limits(request.api_id, principal, request.client, body)
+        wait = self._limits(request.api_id, principal, request.client, body)
+        if wait is not None:
+            if isinstance(wait, Deferred):  # a shared limiter (Redis, the parent process)
+                wait = await wait
+            if wait is not None:
+                raise _rate_limited(body, wait)
         pinning = admission.pinning
         if not policy.active and pinning is None:
             return admission
@@ -246,26 +260,22 @@ class Gate:
             raise _refuse_json(400, HEADER_MISMATCH, problem, ident)
 
     def _limits(self, api_id: str, principal: Principal, client: Optional[str],
-                body: RequestBody) -> None:
+                body: RequestBody) -> "Optional[float] | Deferred[Optional[float]]":
         """
         Count the requests of a message (or batch) against the plan's rate
         limit, all or nothing: a batch that does not fit as a whole is
         refused (429) and spends none of the budget. Counters belong to one
         API's plan: C{(API id, plan name, subscription, subject or client)}.
+
+        @return: L{None} when allowed, the seconds until the window resets
+            when not, or a Deferred of either (a shared limiter).
         """
         limit = principal.plan.rate_limit
         if limit is None:
-            return
+            return None
         calls = [(m.method, m.target) for m in body.messages
                  if m.kind == REQUEST and m.method is not None]
         if not calls:
-            return
+            return None
         who = (api_id, principal.plan.name, principal.limit_key(client, limit.scope))
-        wait = self.limiter.check_all(limit, who, calls)
-        if wait is not None:
-            # a single request's id; a batch's error has none (JSON-RPC: null)
-            messages = body.messages
-            raise Refusal(429, "Rate limit exceeded for this plan; retry later",
-                          outcome="rate_limited", code=RATE_LIMITED,
-                          id=messages[0].id if len(messages) == 1 else None,
-                          retry_after=max(1, int(wait + 0.999)))
+        return self.limiter.check_all(limit, who, calls)

@@ -15,7 +15,7 @@ approvals and pins.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Dict, Iterable, Mapping, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Set, Tuple
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
@@ -65,6 +65,9 @@ class PinBook:
     clock: IReactorTime
     metrics: Any = None
     refresh_after: float = 10.0
+    # called with the API id once a data-plane pin write is stored (the
+    # other processes and nodes hear of it: mcpgated.cluster)
+    on_change: Optional[Callable[[str], object]] = None
     _pins: Dict[str, Dict[Key, PinState]] = attrs.field(factory=dict)
     _read_at: Dict[str, float] = attrs.field(factory=dict)
     _refreshing: Set[str] = attrs.field(factory=set)
@@ -85,6 +88,13 @@ class PinBook:
             pins.setdefault(api_id, {})[(kind, name)] = state
         self._pins = pins
         self._read_at = dict.fromkeys(pins, now)
+
+    def replace(self, api_id: str, rows: Iterable[Tuple[str, str, str, PinState]]) -> None:
+        """
+        Replace one API's copy (as read again after a change elsewhere).
+        """
+        self._pins[api_id] = {(kind, name): state for _, kind, name, state in rows}
+        self._read_at[api_id] = self.clock.seconds()
 
     def states(self, api_id: str) -> Mapping[Key, PinState]:
         return self._pins.get(api_id, {})
@@ -175,7 +185,10 @@ class PinBook:
     def _stored(self, outcome: Tuple[Mapping[Key, PinState], Any], api_id: str,
                 kind: str) -> None:
         states, events = outcome
+        before = {key: state for key, state in self._pins.get(api_id, {}).items() if key[0] == kind}
         self._replace_kind(api_id, kind, states)
+        if self.on_change is not None and (events or before != dict(states)):
+            self.on_change(api_id)
         for event in events:
             log.warn("API {api_id}: {kind} {name} {type} (pin {old} -> {new}, session "
                      "{session}); see GET /apis/{api_id}/pins/events",

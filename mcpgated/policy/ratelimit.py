@@ -10,6 +10,9 @@ from typing import Any, Dict, Hashable, Iterable, List, Optional, Tuple
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
+from zope.interface import implementer
+
+from mcpgated.policy.interfaces import ILimiter
 
 _FIELDS = {"requests", "toolCalls", "perTool", "periodSeconds", "scope"}
 
@@ -84,6 +87,7 @@ def parse_limit(raw: Any, field: str) -> Optional[RateLimit]:
 _Key = Tuple[Hashable, float, str, int]
 
 
+@implementer(ILimiter)
 @attrs.define
 class Limiter:
     """
