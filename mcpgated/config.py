@@ -156,6 +156,30 @@ def parse_public_url(value: str) -> Optional[str]:
     return value.rstrip("/")
 
 
+def parse_redis_url(value: str) -> Optional[str]:
+    """
+    C{redis://[[user]:password@]host[:port][/db]} or
+    C{unix:///path.sock[?db=N]}; empty: none.
+    """
+    from urllib.parse import urlsplit
+
+    value = value.strip()
+    if not value:
+        return None
+    usage = "redis://[[user]:password@]host[:port][/db] or unix:///path.sock[?db=N]"
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 -- raises ValueError for a bad port
+    except ValueError as e:
+        raise ValueError(f"not a Redis URL ({usage}): {e}") from None
+    if parts.scheme == "unix" and parts.path:
+        return value
+    if parts.scheme != "redis" or not parts.hostname or parts.query or parts.fragment \
+            or not (parts.path.strip("/") or "0").isdigit():
+        raise ValueError(f"not a Redis URL ({usage})")
+    return value
+
+
 def _positive(parser: Callable[[str], float]) -> Callable[[str], float]:
     def parse(value: str) -> float:
         result = parser(value)
@@ -252,6 +276,18 @@ class AnalyticsConfig:
 
 
 @attrs.frozen
+class RateLimitConfig:
+    """
+    Where rate-limit counters live: in this process (no C{redis}), or in
+    Redis, shared by every process and node using it.
+    """
+
+    redis: Optional[str] = attrs.field(default=None, repr=False)  # its URL may hold a password
+    redis_failure: str = "open"  # Redis cannot answer: "open" allows, "closed" refuses (503)
+    redis_timeout: float = 0.25  # the longest a decision waits for Redis
+
+
+@attrs.frozen
 class Config:
     source: Optional[Path]
     gateway: GatewayConfig
@@ -261,6 +297,7 @@ class Config:
     limits: LimitsConfig
     daemon: DaemonConfig
     analytics: AnalyticsConfig
+    ratelimit: RateLimitConfig = RateLimitConfig()
 
 
 # section -> key -> (default text, parser)
@@ -307,6 +344,11 @@ _SCHEMA: Dict[str, Dict[str, Tuple[str, _Parser]]] = {
         "retention": ("7d", _positive(parse_duration)),
         "max_rows": ("1000000", _non_negative_int),
         "exchange_log": ("off", parse_bool),
+    },
+    "ratelimit": {
+        "redis": ("", parse_redis_url),
+        "redis_failure": ("open", _choice("open", "closed")),
+        "redis_timeout": ("250ms", _positive(parse_duration)),
     },
 }
 
@@ -429,6 +471,7 @@ def parse_text(text: str, path: Optional[str] = None, base: Optional[Path] = Non
             max_rows=analytics["max_rows"],
             exchange_log=analytics["exchange_log"],
         ),
+        ratelimit=RateLimitConfig(**values["ratelimit"]),
     )
 
 
