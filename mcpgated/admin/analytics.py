@@ -25,7 +25,7 @@ from mcpgated.admin.endpoint import (
     unauthorized,
 )
 from mcpgated.analytics.metrics import OUTCOMES
-from mcpgated.analytics.store import AnalyticsStore, LogQuery
+from mcpgated.analytics.store import ExchangeStore, LogQuery
 
 # The largest id SQLite stores (a signed 64-bit INTEGER).
 MAX_ROW_ID = 2 ** 63 - 1
@@ -35,13 +35,13 @@ MAX_WINDOW = 366 * 86400
 # misspelt filter must not answer an unfiltered page as if it applied).
 RANGE_PARAMS = frozenset({"from", "to", "last"})
 LOG_PARAMS = RANGE_PARAMS | {"method", "tool", "target", "outcome", "status", "client", "session",
-                             "q", "cursor", "limit"}
+                             "node", "q", "cursor", "limit"}
 # what ?outcome= takes: an outcome the tracker gives, or "errors" (any failure)
 LOG_OUTCOMES = frozenset(o for o in OUTCOMES if o) | {"errors"}
 
 
 class AnalyticsRoutes(AdminState):
-    def _analytics_store(self) -> AnalyticsStore:
+    def _analytics_store(self) -> ExchangeStore:
         if self.analytics is None:
             raise HTTPError(404, "analytics are disabled ([analytics] enabled = off)")
         return self.analytics
@@ -240,6 +240,7 @@ def log_query(request: IRequest, api_id: Optional[str], now: float) -> LogQuery:
         status=status,
         client=_arg(request, "client"),
         session=_arg(request, "session"),
+        node=_arg(request, "node"),
         text=_arg(request, "q"),
         cursor=cursor,
         limit=limit,

@@ -30,7 +30,7 @@ from mcpgated.store import Closed, Conflict, IApiStore, NotFound, Unavailable
 
 if TYPE_CHECKING:
     from mcpgated.analytics.metrics import Metrics
-    from mcpgated.analytics.store import AnalyticsStore
+    from mcpgated.analytics.store import ExchangeStore
     from mcpgated.policy.pinbook import PinBook
 
 log = Logger()
@@ -97,7 +97,7 @@ class AdminState:
     routes: RouteTable
     clock: IReactorTime
     token: str = attrs.field(repr=False)
-    analytics: Optional[AnalyticsStore] = None
+    analytics: Optional[ExchangeStore] = None
     metrics: Optional[Metrics] = None
     gateway_info: Optional[Callable[[], Dict[str, Any]]] = None
     keys: KeyIndex = attrs.field(factory=KeyIndex)

@@ -65,6 +65,7 @@ def _logs(summary: str, per_api: bool) -> Dict[str, Any]:
         ("status", "integer", "HTTP status"),
         ("client", "string", "Client address or client name"),
         ("session", "string", "Hashed session id as shown in records"),
+        ("node", "string", "The gateway node that handled the exchange ([gateway] node)"),
         ("q", "string", "Free text in method, name, error message, client name, id"),
         ("cursor", "string", "nextCursor of the previous page"),
         ("limit", "integer", "Page size, 1-500 (default 50)"),
@@ -98,6 +99,10 @@ _LOG_ENTRY: Dict[str, Any] = {
         "outcome", "errorCode", "errorMessage", "httpStatus", "latencyMs", "ttfbMs", "bytesIn",
         "bytesOut", "notifications", "transport", "truncated")},
 }
+_LOG_ENTRY["properties"]["node"] = {
+    "type": ["string", "null"],
+    "description": "The gateway node that handled the exchange ([gateway] node, by default its host "
+                   "name); null for records written before nodes were recorded"}
 _LOG_ENTRY["properties"].update({name: {} for name in (
     "requestHeaders", "responseHeaders", "requestPayload", "responsePayload")})
 _LOG_ENTRY["properties"]["outcome"] = {

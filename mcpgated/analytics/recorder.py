@@ -15,7 +15,7 @@ from mcpgated.analytics.interfaces import IRecorder
 from mcpgated.analytics.metrics import Metrics
 from mcpgated.analytics.records import DEFAULT_REDACT, CallRecord, Capture
 from mcpgated.analytics.sessions import SessionBook
-from mcpgated.analytics.store import COLUMNS, AnalyticsStore
+from mcpgated.analytics.store import COLUMNS, ExchangeStore
 from mcpgated.analytics.tracker import ExchangeTracker
 from mcpgated.model import ApiDefinition
 
@@ -24,7 +24,7 @@ from mcpgated.model import ApiDefinition
 @attrs.define
 class Recorder:
     clock: Any
-    store: Optional[AnalyticsStore]
+    store: Optional[ExchangeStore]
     metrics: Metrics
     exchange_log: Any = None  # an AccessLog-like object with record(dict), or None
     book: SessionBook = attrs.field(factory=SessionBook)

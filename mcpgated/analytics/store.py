@@ -1,5 +1,8 @@
 """
-The exchange log and usage analytics in their own SQLite file.
+The exchange log and usage analytics: L{ExchangeStore}, what every store
+of it does (queue, batches, pruning, queries), and L{AnalyticsStore}, the
+embedded one in its own SQLite file (L{mcpgated.analytics.pgstore} keeps
+the same log in PostgreSQL for several nodes).
 
 Records are queued in memory on the reactor thread and written in batches,
 one transaction per batch, on the store's own thread. A slow or full disk
@@ -7,7 +10,8 @@ never blocks or fails proxying: past C{max_queue} waiting records, new ones
 are dropped and counted (C{dropped}), visible in the admin API and metrics.
 A batch that cannot be written (disk full, I/O error) is dropped and counted
 too; the error is logged once per streak of failures, and the periodic
-flush and pruning go on.
+flush and pruning go on. Each row names the node that wrote it (C{[gateway]
+node}), added on the writer's thread.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import sqlite3
 from itertools import compress
 from operator import attrgetter, is_not
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, ParamSpec, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterable, List, Optional, ParamSpec, Sequence, Tuple, TypeVar
 
 import attrs
 from twisted.application.service import Service
@@ -42,7 +46,8 @@ _TRUNCATED = COLUMNS.index("truncated")
 # so each row is written with the statement naming only its other columns.
 _DEFAULTS = tuple(False if c == "truncated" else None for c in COLUMNS)
 _values = attrgetter(*COLUMNS)
-_SUMMARY = [c for c in ("id", *COLUMNS) if c not in (
+# what a page of the log shows (and an entry, with the payloads)
+_SUMMARY = [c for c in ("id", *COLUMNS, "node") if c not in (
     "request_headers", "response_headers", "request_payload", "response_payload")]
 ERROR_OUTCOMES = ("error", "tool_error", "http_error", "upstream_error", "denied",
                   "rate_limited", "unauthorized", "forbidden", "bad_request", "bad_credentials")
@@ -66,7 +71,7 @@ def _statement(given: Tuple[bool, ...]) -> str:
     The INSERT for a row whose columns C{given} are set (the others default).
     (S608) Only constant column names go into the text; values are bound.
     """
-    names = list(compress(COLUMNS, given))
+    names = [*compress(COLUMNS, given), "node"]
     return (f"INSERT INTO exchanges ({', '.join(names)}) "  # noqa: S608
             f"VALUES ({', '.join('?' for _ in names)})")
 
@@ -74,10 +79,11 @@ def _statement(given: Tuple[bool, ...]) -> str:
 _STATEMENTS: Dict[Tuple[bool, ...], str] = {}
 
 
-def _write_rows(connection: sqlite3.Connection, rows: List[Tuple[Any, ...]]) -> None:
+def _write_rows(connection: sqlite3.Connection, rows: List[Tuple[Any, ...]],
+                node: Optional[str] = None) -> None:
     """
-    Insert the rows (L{_row}) in order: runs of rows with the same columns
-    set go in one C{executemany}.
+    Insert the rows (L{_row}) in order, each naming C{node}: runs of rows
+    with the same columns set go in one C{executemany}.
     """
     statements = _STATEMENTS
     run: List[Tuple[Any, ...]] = []
@@ -95,7 +101,7 @@ def _write_rows(connection: sqlite3.Connection, rows: List[Tuple[Any, ...]]) -> 
                     statements.clear()
                 found = statements[shape] = _statement(shape)
             insert, run_shape = found, shape
-        run.append(tuple(compress(row, shape)))
+        run.append((*compress(row, shape), node))
     if run:
         connection.executemany(insert, run)
 
@@ -111,6 +117,7 @@ class LogQuery:
     status: Optional[int] = None
     client: Optional[str] = None
     session: Optional[str] = None
+    node: Optional[str] = None
     text: Optional[str] = None
     cursor: Optional[int] = None
     limit: int = 50
@@ -120,7 +127,8 @@ def _where(query: LogQuery) -> Tuple[str, List[Any]]:
     clauses: List[str] = []
     args: List[Any] = []
     simple = [("api_id", query.api_id), ("method", query.method), ("target", query.target),
-              ("http_status", query.status), ("session", query.session)]
+              ("http_status", query.status), ("session", query.session),
+              ("node", query.node)]
     for column, value in simple:
         if value is not None:
             clauses.append(f"{column} = ?")
@@ -183,51 +191,121 @@ def bucket_seconds(span: float, target: int = 60) -> int:
     return math.ceil(wanted / 86400.0) * 86400
 
 
-@attrs.define(slots=False)
-class AnalyticsStore(Service):
+def clean_rows(rows: Iterable[Tuple[Any, ...]]) -> List[Tuple[Any, ...]]:
     """
+    The rows with text a database takes: a lone surrogate (JSON text may
+    escape one, and a client's method, tool name or client name reaches the
+    log as given) kept as its escape, C{\\ud800}, and NUL (PostgreSQL text
+    refuses it) as C{\\u0000}.
+    """
+    return [tuple(_clean_text(v) if isinstance(v, str) else v for v in row) for row in rows]
+
+
+def _clean_text(value: str) -> str:
+    return value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\u0000")
+
+
+class ExchangeStore(Service):
+    """
+    What every exchange log store does: records queued on the reactor
+    thread, written in batches on the store's own thread(s), pruned every
+    minute, and read for the admin API. A concrete store (an attrs class
+    declaring the fields below) says where rows go: L{_open_db},
+    L{_insert}, L{_query}, L{_delete}, L{_close}, L{_run_write},
+    L{_run_read}, L{where}.
+
+    @ivar node: the name every row written here is given (C{[gateway] node}).
     @ivar retention: seconds a record is kept.
     @ivar max_rows: rows kept at most (oldest deleted first).
     """
 
     reactor: Any  # the reactor: IReactorTime and IReactorFromThreads
-    path: Path
-    retention: float = 7 * 86400.0
-    max_rows: int = 1_000_000
-    max_queue: int = 50_000
-    batch_interval: float = 0.5
-    dropped: int = 0
-    written: int = 0
+    node: Optional[str]
+    retention: float
+    max_rows: int
+    max_queue: int
+    batch_interval: float
+    dropped: int
+    written: int
     # rows, not records: tuples of plain values, which the garbage collector
     # stops tracking, instead of objects it would scan until the next flush
-    _queue: List[Tuple[Any, ...]] = attrs.field(factory=list)
-    _pool: ThreadPool = attrs.field(factory=lambda: ThreadPool(1, 1, "mcpgated-analytics"))
-    _connection: Optional[sqlite3.Connection] = None
-    _flushing: bool = False
-    _open: bool = False
-    _loops: List[LoopingCall] = attrs.field(factory=list)
-    _failing: int = 0  # records dropped in the current streak of failed writes
-    _prune_failing: bool = False
+    _queue: List[Tuple[Any, ...]]
+    _flushing: bool
+    _open: bool
+    _loops: List[LoopingCall]
+    _failing: int  # records dropped in the current streak of failed writes
+    _prune_failing: bool
     # Fires once started: None when the database is open, or the failure to
     # open it, which the owner handles (the daemon stops: mcpgated.tap).
-    opened: Deferred[None] = attrs.field(init=False, factory=Deferred)
+    opened: Deferred[None]
+
+    # --- what a concrete store provides --------------------------------------------------
+
+    @property
+    def where(self) -> str:
+        """
+        Where the log is, for messages (no secrets).
+        """
+        raise NotImplementedError
+
+    def _run_write(self, work: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> Deferred[_R]:
+        raise NotImplementedError
+
+    def _run_read(self, work: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> Deferred[_R]:
+        raise NotImplementedError
+
+    def _start_threads(self) -> None:
+        raise NotImplementedError
+
+    def _stop_threads(self) -> None:
+        raise NotImplementedError
+
+    def _open_db(self) -> int:
+        """
+        Open (and migrate) the database; the schema version. Blocking.
+        """
+        raise NotImplementedError
+
+    def _insert(self, rows: List[Tuple[Any, ...]]) -> None:
+        """
+        Write the rows (L{_row}), each naming L{node}, in one transaction.
+        Blocking.
+        """
+        raise NotImplementedError
+
+    def _query(self, sql: str, args: Sequence[Any]) -> List[Tuple[Any, ...]]:
+        """
+        The rows of one SELECT (C{?} placeholders). Blocking.
+        """
+        raise NotImplementedError
+
+    def _delete(self, sql: str, args: Sequence[Any]) -> int:
+        """
+        Run one DELETE (C{?} placeholders); the rows deleted. Blocking.
+        """
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    def _kept_on_failure(self, failure: Any) -> bool:
+        """
+        Whether a batch that failed this way is queued again (the database
+        was unreachable) instead of dropped.
+        """
+        return False
 
     # --- lifecycle ----------------------------------------------------------------------
 
     def startService(self) -> None:
         Service.startService(self)
-        self._pool.start()
-        d = self._run(self._open_db)
+        self._start_threads()
+        d = self._run_write(self._open_db)
         d.addCallbacks(self._opened, self._failed_open)
-
-    def _open_db(self) -> int:
-        # NORMAL: analytics may lose the last batch on power loss, never corrupt.
-        self._connection, version = open_database(self.path, "mcpgated.analytics", "NORMAL")
-        return version
 
     def _opened(self, version: int) -> None:
         self._open = True
-        log.info("analytics store {path} open (schema {version})", path=str(self.path),
+        log.info("analytics store {path} open (schema {version})", path=self.where,
                  version=version)
         for interval, job in ((self.batch_interval, self.flush), (60.0, self._prune_job)):
             loop = LoopingCall(job)
@@ -247,17 +325,9 @@ class AnalyticsStore(Service):
                 loop.stop()
         self._loops = []
         d = self.flush(final=True) if self._open else _done()
-        d.addBoth(lambda _: self._run(self._close))
-        d.addBoth(lambda _: self._pool.stop())
+        d.addBoth(lambda _: self._run_write(self._close))
+        d.addBoth(lambda _: self._stop_threads())
         return d
-
-    def _close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
-
-    def _run(self, work: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> Deferred[_R]:
-        return deferToThreadPool(self.reactor, self._pool, work, *args, **kwargs)
 
     # --- writing ------------------------------------------------------------------------
 
@@ -275,20 +345,30 @@ class AnalyticsStore(Service):
         batch, self._queue = self._queue, []
         rows = batch
         self._flushing = True
-        d = self._run(self._insert, rows)
+        d = self._run_write(self._write_batch, rows)
 
         def written(_: Any) -> None:
             self.written += len(rows)
             if self._failing:
-                log.info("analytics store {path} written again ({count} records were dropped)",
-                         path=str(self.path), count=self._failing)
+                log.info("analytics store {path} written again ({count} records were dropped "
+                         "or delayed)", path=self.where, count=self._failing)
                 self._failing = 0
 
         def failed(failure: Any) -> None:
-            self.dropped += len(rows)
+            kept = not final and self._kept_on_failure(failure)
+            if kept:
+                # back in front of what came since, up to max_queue
+                queue = rows + self._queue
+                self._queue = queue[:self.max_queue]
+                self.dropped += len(queue) - len(self._queue)
+            else:
+                self.dropped += len(rows)
             if not self._failing:
-                log.error("analytics write failed ({error}): exchange records are dropped and "
-                          "counted until writing works again", error=failure.getErrorMessage())
+                log.error("analytics write to {path} failed ({error}): exchange records are "
+                          "{what} until writing works again", path=self.where,
+                          error=failure.getErrorMessage(),
+                          what=("kept (up to max_queue, then dropped and counted)" if kept
+                                else "dropped and counted"))
             self._failing += len(rows)
 
         def done(_: Any) -> None:
@@ -298,24 +378,26 @@ class AnalyticsStore(Service):
         d.addBoth(done)
         return d
 
-    def _insert(self, rows: List[Tuple[Any, ...]]) -> None:
-        connection = self._connection
-        assert connection is not None
-        connection.execute("BEGIN")
+    def _write_batch(self, rows: List[Tuple[Any, ...]]) -> None:
+        """
+        L{_insert}; rows a database refuses for their text (see
+        L{clean_rows}) are written once more with it made safe, so one
+        client's odd name never costs the batch it shares with others.
+        """
         try:
-            _write_rows(connection, rows)
-            connection.execute("COMMIT")
-        except BaseException:
-            # SQLite may have rolled back already (a full disk); a COMMIT that
-            # failed leaves the transaction open, and the next BEGIN would fail.
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            raise
+            self._insert(rows)
+        except Exception as e:
+            if self._kept_on_failure(e):
+                raise
+            cleaned = clean_rows(rows)
+            if cleaned == rows:
+                raise
+            self._insert(cleaned)
 
     def prune(self) -> Deferred[Optional[int]]:
         if not self._open:
             return succeed(None)
-        return self._run(self._prune, self.reactor.seconds() - self.retention)
+        return self._run_write(self._prune, self.reactor.seconds() - self.retention)
 
     def _prune_job(self) -> Deferred[None]:
         """
@@ -336,13 +418,10 @@ class AnalyticsStore(Service):
         return self.prune().addCallbacks(pruned, failed)
 
     def _prune(self, cutoff: float) -> int:
-        connection = self._connection
-        assert connection is not None
-        deleted = connection.execute("DELETE FROM exchanges WHERE time < ?", (cutoff,)).rowcount
-        top = connection.execute("SELECT MAX(id) FROM exchanges").fetchone()[0]
+        deleted = self._delete("DELETE FROM exchanges WHERE time < ?", (cutoff,))
+        top = self._query("SELECT MAX(id) FROM exchanges", ())[0][0]
         if top is not None:
-            deleted += connection.execute("DELETE FROM exchanges WHERE id <= ?",
-                                          (top - self.max_rows,)).rowcount
+            deleted += self._delete("DELETE FROM exchanges WHERE id <= ?", (top - self.max_rows,))
         return deleted
 
     # --- reading ------------------------------------------------------------------------
@@ -350,16 +429,14 @@ class AnalyticsStore(Service):
     # clauses, which hold only "?" placeholders: every value is bound.
 
     def logs(self, query: LogQuery) -> "Deferred[Dict[str, Any]]":
-        return self._run(self._logs, query)
+        return self._run_read(self._logs, query)
 
     def _logs(self, query: LogQuery) -> Dict[str, Any]:
-        connection = self._connection
-        assert connection is not None
         where, args = _where(query)
-        rows = connection.execute(
+        rows = self._query(
             f"SELECT {', '.join(_SUMMARY)} FROM exchanges{where} ORDER BY id DESC LIMIT ?",  # noqa: S608
             [*args, query.limit + 1],
-        ).fetchall()
+        )
         more = len(rows) > query.limit
         rows = rows[: query.limit]
         items = [{camel(k): v for k, v in zip(_SUMMARY, row, strict=True)} for row in rows]
@@ -368,32 +445,28 @@ class AnalyticsStore(Service):
         return {"data": items, "nextCursor": str(items[-1]["id"]) if more and items else None}
 
     def log_entry(self, api_id: Optional[str], log_id: int) -> "Deferred[Optional[Dict[str, Any]]]":
-        return self._run(self._log_entry, api_id, log_id)
+        return self._run_read(self._log_entry, api_id, log_id)
 
     def _log_entry(self, api_id: Optional[str], log_id: int) -> Optional[Dict[str, Any]]:
-        connection = self._connection
-        assert connection is not None
-        columns = ("id", *COLUMNS)
-        row = connection.execute(f"SELECT {', '.join(columns)} FROM exchanges WHERE id = ?",  # noqa: S608
-                                 (log_id,)).fetchone()
-        if row is None:
+        columns = ("id", *COLUMNS, "node")
+        found = self._query(f"SELECT {', '.join(columns)} FROM exchanges WHERE id = ?",  # noqa: S608
+                            (log_id,))
+        if not found:
             return None
-        entry = {camel(k): v for k, v in zip(columns, row, strict=True)}
+        entry = {camel(k): v for k, v in zip(columns, found[0], strict=True)}
         if api_id is not None and entry["apiId"] != api_id:
             return None
         entry["truncated"] = bool(entry["truncated"])
         return entry
 
     def analytics(self, api_id: Optional[str], since: float, until: float) -> "Deferred[Dict[str, Any]]":
-        return self._run(self._analytics, api_id, since, until)
+        return self._run_read(self._analytics, api_id, since, until)
 
     def _analytics(self, api_id: Optional[str], since: float, until: float) -> Dict[str, Any]:
-        connection = self._connection
-        assert connection is not None
         where, args = _where(LogQuery(api_id=api_id, since=since, until=until))
-        rows = connection.execute(
+        rows = self._query(
             f"SELECT time, method, kind, target, outcome, http_status, latency_ms, client, "  # noqa: S608
-            f"client_name, bytes_in, bytes_out, consumer FROM exchanges{where}", args).fetchall()
+            f"client_name, bytes_in, bytes_out, consumer FROM exchanges{where}", args)
         width = bucket_seconds(max(until - since, 1.0))
         start = math.floor(since / width) * width
         buckets: Dict[int, Dict[str, int]] = {}
@@ -471,6 +544,88 @@ class AnalyticsStore(Service):
             "timeSeries": {"bucketSeconds": width, "points": series},
             "droppedRecords": self.dropped,
         }
+
+
+
+
+@attrs.define(slots=False)
+class AnalyticsStore(ExchangeStore):
+    """
+    The exchange log in its own SQLite file (the default): one thread
+    reads and writes.
+    """
+
+    reactor: Any  # the reactor: IReactorTime and IReactorFromThreads
+    path: Path
+    retention: float = 7 * 86400.0
+    max_rows: int = 1_000_000
+    max_queue: int = 50_000
+    batch_interval: float = 0.5
+    node: Optional[str] = None
+    dropped: int = 0
+    written: int = 0
+    _queue: List[Tuple[Any, ...]] = attrs.field(factory=list)
+    _pool: ThreadPool = attrs.field(factory=lambda: ThreadPool(1, 1, "mcpgated-analytics"))
+    _connection: Optional[sqlite3.Connection] = None
+    _flushing: bool = False
+    _open: bool = False
+    _loops: List[LoopingCall] = attrs.field(factory=list)
+    _failing: int = 0
+    _prune_failing: bool = False
+    opened: Deferred[None] = attrs.field(init=False, factory=Deferred)
+
+    @property
+    def where(self) -> str:
+        return str(self.path)
+
+    def _start_threads(self) -> None:
+        self._pool.start()
+
+    def _stop_threads(self) -> None:
+        self._pool.stop()
+
+    def _run(self, work: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> Deferred[_R]:
+        return deferToThreadPool(self.reactor, self._pool, work, *args, **kwargs)
+
+    def _run_write(self, work: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> Deferred[_R]:
+        return self._run(work, *args, **kwargs)
+
+    def _run_read(self, work: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> Deferred[_R]:
+        return self._run(work, *args, **kwargs)
+
+    def _open_db(self) -> int:
+        # NORMAL: analytics may lose the last batch on power loss, never corrupt.
+        self._connection, version = open_database(self.path, "mcpgated.analytics", "NORMAL")
+        return version
+
+    def _close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def _insert(self, rows: List[Tuple[Any, ...]]) -> None:
+        connection = self._connection
+        assert connection is not None
+        connection.execute("BEGIN")
+        try:
+            _write_rows(connection, rows, self.node)
+            connection.execute("COMMIT")
+        except BaseException:
+            # SQLite may have rolled back already (a full disk); a COMMIT that
+            # failed leaves the transaction open, and the next BEGIN would fail.
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+
+    def _query(self, sql: str, args: Sequence[Any]) -> List[Tuple[Any, ...]]:
+        connection = self._connection
+        assert connection is not None
+        return connection.execute(sql, args).fetchall()
+
+    def _delete(self, sql: str, args: Sequence[Any]) -> int:
+        connection = self._connection
+        assert connection is not None
+        return connection.execute(sql, args).rowcount
 
 
 def _done() -> Deferred[None]:
