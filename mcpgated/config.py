@@ -200,6 +200,21 @@ def _non_negative_int(value: str) -> int:
     return result
 
 
+def parse_workers(value: str) -> int:
+    """
+    C{[gateway] workers}: a whole number from 1, or C{auto} (the CPU count).
+    """
+    if value.strip().lower() == "auto":
+        return max(1, os.cpu_count() or 1)
+    try:
+        result = int(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a whole number or auto") from None
+    if not 1 <= result <= 256:
+        raise ValueError(f"{value!r} must be from 1 to 256, or auto")
+    return result
+
+
 def _text(value: str) -> str:
     return value.strip()
 
@@ -225,6 +240,7 @@ class GatewayConfig:
     allowed_hosts: Tuple[str, ...] = ()
     allowed_origins: Tuple[str, ...] = ()
     http: str = "fast"  # the listener's HTTP/1.1 server: "fast" (llhttp) or "twisted" (twisted.web)
+    workers: int = 1  # gateway processes (mcpgated.workers); 1: this process serves
 
 
 @attrs.frozen
@@ -310,6 +326,7 @@ _SCHEMA: Dict[str, Dict[str, Tuple[str, _Parser]]] = {
         "allowed_hosts": ("", parse_words),
         "allowed_origins": ("", parse_words),
         "http": ("fast", _choice("fast", "twisted")),
+        "workers": ("1", parse_workers),
     },
     "admin": {
         "listen": ("tcp:8083:interface=127.0.0.1", parse_endpoints),
