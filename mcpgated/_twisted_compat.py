@@ -155,3 +155,21 @@ def quiet_pool(reactor: Any, persistent: bool = True) -> HTTPConnectionPool:
         pool._factory = quiet
     return pool
 
+
+
+# --- endpoints (mcpgated.workers) -------------------------------------------------------
+
+
+def server_tls_context(endpoint: Any) -> Any:
+    """
+    The TLS context factory of an C{ssl:} server endpoint (a worker wraps
+    an adopted listening socket with it), or L{None} for any other.
+    """
+    return getattr(endpoint, "_sslContextFactory", None)
+
+
+def listening_socket(port: Any) -> Any:
+    """
+    The socket object of a listening TCP or UNIX port.
+    """
+    return port.socket

@@ -251,6 +251,18 @@ class AccessLog:
         if self._buffered >= self.flush_bytes:
             self.flush()
 
+    def lines(self, text: str) -> None:
+        """
+        Lines already formatted (each ending with a newline): a gateway
+        worker's, written in the parent's file.
+        """
+        if self.logfile is None or not text:
+            return
+        self._buffer.append(text)
+        self._buffered += len(text)
+        if self._buffered >= self.flush_bytes:
+            self.flush()
+
     def flush(self) -> None:
         """
         Write the buffered lines. Never raises: lines a failed write could
