@@ -18,7 +18,7 @@ from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple, Union
 import attrs
 from twisted.application.service import IServiceCollection, MultiService, Service
 from twisted.internet import endpoints
-from twisted.internet.defer import Deferred, DeferredList, FirstError, gatherResults, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredList, FirstError, gatherResults, maybeDeferred, succeed
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.logger import Logger
 from twisted.python import usage
@@ -45,6 +45,8 @@ from mcpgated.routing import RouteTable
 from mcpgated.sdnotify import notify
 from mcpgated.site import CappedSite, json_too_large
 from mcpgated.store import SQLiteApiStore
+from mcpgated.workers.metrics import PoolMetrics
+from mcpgated.workers.pool import WorkerPool, share, worker_pool
 from mcpgated.writable import unwritable
 
 log = Logger()
@@ -290,7 +292,9 @@ class GatewayService(MultiService):
                                             max_rows=cfg.analytics.max_rows)
             self.analytics.setServiceParent(self)
         analytics = self.analytics
-        self.metrics = Metrics(dropped=lambda: analytics.dropped if analytics else 0)
+        # with workers, /metrics adds up theirs (mcpgated.workers)
+        self.metrics = (PoolMetrics if cfg.gateway.workers > 1 else Metrics)(
+            dropped=lambda: analytics.dropped if analytics else 0)
         self.pins.metrics = self.metrics
         self.metrics.registry.register(DroppedLines(self.logs))
         if analytics is not None:
@@ -320,6 +324,8 @@ class GatewayService(MultiService):
                               pins=self.pins)
         self.admin.gateway_info = lambda: gateway_addresses(self.listeners, cfg.gateway.public_url)
         self.admin.backend_agent = self.upstreams.agent  # previews list backends (admin/preview.py)
+        # [gateway] workers > 1: worker processes serve the gateway sockets
+        self.pool: Optional[WorkerPool] = worker_pool(self) if cfg.gateway.workers > 1 else None
         admin_site = CappedSite(self.admin.resource(), ADMIN_MAX_BODY, json_too_large)
         for description in cfg.admin.listen:
             self.listeners.append(ListenerService("admin", description, admin_site, reactor))
@@ -391,9 +397,13 @@ class GatewayService(MultiService):
         # whole shutdown and the access lines of exchanges ending during it.
         Service.stopService(self)
         self.gateway.stop()
-        stopping = [maybeDeferred(child.stopService)
-                    for child in reversed(list(self)) if child is not self.logs]
-        return DeferredList(stopping).addBoth(lambda _: self.logs.stopService())
+        # workers drain first: their last records and log lines come here
+        pool = self.pool
+        first = maybeDeferred(pool.stopService) if pool is not None else succeed(None)
+        return first.addBoth(lambda _: DeferredList([
+            maybeDeferred(child.stopService) for child in reversed(list(self))
+            if child is not self.logs and child is not pool])) \
+            .addBoth(lambda _: self.logs.stopService())
 
     def startService(self) -> None:
         refuse_unwritable(self.cfg)
@@ -403,8 +413,12 @@ class GatewayService(MultiService):
             raise SystemExit(f"mcpgated: {e}") from None
         log.info("mcpgated files: {files}", files=files_line(self.cfg))
         MultiService.startService(self)
+        if self.pool is not None:
+            share(self.pool, self.listeners)
         # ready (and READY=1) only once every store the daemon needs is open
+        # (and, with workers, once every worker serves)
         gatherResults([opened for _, _, opened in self._needed()], consumeErrors=True) \
+            .addCallback(lambda _: self.pool.start() if self.pool is not None else None) \
             .addCallback(lambda _: self._ready()).addErrback(self._cannot_start)
 
 
