@@ -179,7 +179,7 @@ class PostgresFeed:
         for listener in list(self._listeners):
             try:
                 result = listener(change)
-            except Exception:
+            except Exception:  # noqa: BLE001 -- one listener's bug must not starve the others
                 log.failure("change feed: a listener failed on {change}", change=change)
                 continue
             if isinstance(result, Deferred):

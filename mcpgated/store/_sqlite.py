@@ -73,76 +73,14 @@ def _record(row: Tuple[Any, ...]) -> ApiRecord:
     )
 
 
-@implementer(IApiStore)
-@attrs.define
-class SQLiteApiStore(SubscriptionStore, PinStore):
+class ApiSQL:
     """
-    L{IApiStore} on a SQLite file.
-
-    @ivar reactor: used to deliver results from the store thread.
-    @ivar path: the database file; its folder is created if missing.
+    Mixin: the API definitions' SQL, shared by the SQLite and PostgreSQL
+    stores (the PostgreSQL store runs it through a connection adapter).
+    Needs C{_transaction(work, *args)} from the store it is mixed into.
     """
 
-    reactor: IReactorFromThreads
-    path: Path
-    _pool: ThreadPool = attrs.field(init=False, factory=lambda: ThreadPool(1, 1, "mcpgated-store"))
-    _connection: Optional[sqlite3.Connection] = attrs.field(init=False, default=None)
-    _closing: bool = attrs.field(init=False, default=False)
-
-    # --- lifecycle -----------------------------------------------------------
-
-    def start(self) -> "Deferred[int]":
-        self._pool.start()
-        return self._run(self._open)
-
-    def stop(self) -> "Deferred[None]":
-        # Work already queued runs first (one thread, in order); later
-        # calls are refused instead of failing against a closed file.
-        self._closing = True
-        return self._run(self._close).addBoth(self._stopPool)
-
-    def _stopPool(self, result: T) -> T:
-        self._pool.stop()
-        return result
-
-    def _open(self) -> int:
-        self._connection, version = open_database(self.path, "mcpgated.store")
-        return version
-
-    def _close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
-
-    # --- plumbing --------------------------------------------------------------
-
-    def _run(self, work: Callable[..., T], *args: Any) -> "Deferred[T]":
-        return deferToThreadPool(self.reactor, self._pool, work, *args)
-
-    def _transaction(self, work: Callable[..., T], *args: Any) -> "Deferred[T]":
-        if self._closing:
-            return fail(Closed())
-
-        def inThread() -> T:
-            connection = self._connection
-            if connection is None:
-                raise RuntimeError("store is not open")
-            try:
-                connection.execute("BEGIN IMMEDIATE")
-                try:
-                    result = work(connection, *args)
-                    connection.execute("COMMIT")
-                except BaseException:
-                    # SQLite may have rolled back already (a full disk); a
-                    # COMMIT that failed leaves the transaction open.
-                    if connection.in_transaction:
-                        connection.execute("ROLLBACK")
-                    raise
-            except sqlite3.OperationalError as e:
-                raise _unavailable(e) from e
-            return result
-
-        return self._run(inThread)
+    _transaction: Callable[..., "Deferred[Any]"]
 
     @staticmethod
     def _fetch(connection: sqlite3.Connection, api_id: str) -> ApiRecord:
@@ -279,3 +217,75 @@ class SQLiteApiStore(SubscriptionStore, PinStore):
             return self._fetch(connection, api_id)
 
         return self._transaction(work)
+
+
+@implementer(IApiStore)
+@attrs.define
+class SQLiteApiStore(ApiSQL, SubscriptionStore, PinStore):
+    """
+    L{IApiStore} on a SQLite file.
+
+    @ivar reactor: used to deliver results from the store thread.
+    @ivar path: the database file; its folder is created if missing.
+    """
+
+    reactor: IReactorFromThreads
+    path: Path
+    _pool: ThreadPool = attrs.field(init=False, factory=lambda: ThreadPool(1, 1, "mcpgated-store"))
+    _connection: Optional[sqlite3.Connection] = attrs.field(init=False, default=None)
+    _closing: bool = attrs.field(init=False, default=False)
+
+    # --- lifecycle -----------------------------------------------------------
+
+    def start(self) -> "Deferred[int]":
+        self._pool.start()
+        return self._run(self._open)
+
+    def stop(self) -> "Deferred[None]":
+        # Work already queued runs first (one thread, in order); later
+        # calls are refused instead of failing against a closed file.
+        self._closing = True
+        return self._run(self._close).addBoth(self._stopPool)
+
+    def _stopPool(self, result: T) -> T:
+        self._pool.stop()
+        return result
+
+    def _open(self) -> int:
+        self._connection, version = open_database(self.path, "mcpgated.store")
+        return version
+
+    def _close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    # --- plumbing --------------------------------------------------------------
+
+    def _run(self, work: Callable[..., T], *args: Any) -> "Deferred[T]":
+        return deferToThreadPool(self.reactor, self._pool, work, *args)
+
+    def _transaction(self, work: Callable[..., T], *args: Any) -> "Deferred[T]":
+        if self._closing:
+            return fail(Closed())
+
+        def inThread() -> T:
+            connection = self._connection
+            if connection is None:
+                raise RuntimeError("store is not open")
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                try:
+                    result = work(connection, *args)
+                    connection.execute("COMMIT")
+                except BaseException:
+                    # SQLite may have rolled back already (a full disk); a
+                    # COMMIT that failed leaves the transaction open.
+                    if connection.in_transaction:
+                        connection.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as e:
+                raise _unavailable(e) from e
+            return result
+
+        return self._run(inThread)
