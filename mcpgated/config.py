@@ -215,6 +215,19 @@ def parse_workers(value: str) -> int:
     return result
 
 
+def parse_postgres_url(value: str) -> Optional[str]:
+    """
+    A PostgreSQL connection URL (C{postgresql://user:password@host:port/db});
+    empty: L{None}.
+    """
+    url = value.strip()
+    if not url:
+        return None
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ValueError("must be a postgresql:// URL (postgresql://user:password@host:port/database)")
+    return url
+
+
 def _text(value: str) -> str:
     return value.strip()
 
@@ -253,6 +266,9 @@ class AdminConfig:
 @attrs.frozen
 class StorageConfig:
     path: Path
+    # PostgreSQL instead of the SQLite file (mcpgated.store.PostgresApiStore);
+    # path still places admin.token and the analytics file
+    url: Optional[str] = attrs.field(default=None, repr=False)
 
 
 @attrs.frozen
@@ -335,6 +351,7 @@ _SCHEMA: Dict[str, Dict[str, Tuple[str, _Parser]]] = {
     },
     "storage": {
         "path": ("", _text),  # empty: see state_paths
+        "url": ("", parse_postgres_url),  # empty: the SQLite file at path
     },
     "logging": {
         "dir": ("var/log", _text),
@@ -471,7 +488,7 @@ def parse_text(text: str, path: Optional[str] = None, base: Optional[Path] = Non
             token=admin["token"] or None,
             token_file=_resolve(base, str(admin["token_file"])),
         ),
-        storage=StorageConfig(path=storage_path),
+        storage=StorageConfig(path=storage_path, url=storage["url"]),
         logging=LoggingConfig(
             dir=_resolve(base, str(logging["dir"])),
             level=logging["level"],
