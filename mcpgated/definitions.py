@@ -23,9 +23,13 @@ from mcpgated.model import (
     PLAN_STATUSES,
     SECURITY_TYPES,
     SUPPORTED_SECURITY,
+    LB_ALGORITHMS,
     AnalyticsSettings,
     ApiDefinition,
+    Endpoint,
+    HealthCheck,
     KeepAliveSettings,
+    LoadBalancing,
     OAuthSettings,
     Plan,
 )
@@ -52,6 +56,7 @@ _FIELDS = frozenset({
     "publicUrl", "oauth",  # secured backends (mcpgated.oauth)
     "backendCaFile", "acl", "backendAuth", "backendKeepAlive",
     "pinning",  # tool-definition pinning (mcpgated.policy.pinning)
+    "endpoints", "loadBalancing",  # several replicas (mcpgated.proxy.balancer)
 })
 _PLAN_FIELDS = frozenset({"name", "security", "status", "description", "configuration",
                           "rateLimit", "acl"})
@@ -144,32 +149,31 @@ def normalize_context_path(value: str) -> str:
     return "/" + "/".join(segments)
 
 
-def _backend(value: str) -> str:
-    field = "backend"
+def _backend(value: str, field: str = "backend") -> str:
     try:
         parts = urlsplit(value)
         _ = parts.port  # raises ValueError on a bad port
     except ValueError as e:
-        raise InvalidField(field, f"backend is not a valid URL: {e}") from e
+        raise InvalidField(field, f"{field} is not a valid URL: {e}") from e
     if parts.scheme not in ("http", "https"):
-        raise InvalidField(field, "backend must be an http:// or https:// URL")
+        raise InvalidField(field, f"{field} must be an http:// or https:// URL")
     if not parts.hostname:
-        raise InvalidField(field, "backend must name a host")
+        raise InvalidField(field, f"{field} must name a host")
     if parts.username is not None or parts.password is not None:
-        raise InvalidField(field, "backend must not embed credentials in the URL")
+        raise InvalidField(field, f"{field} must not embed credentials in the URL")
     if parts.fragment:
-        raise InvalidField(field, "backend must not have a fragment")
+        raise InvalidField(field, f"{field} must not have a fragment")
     if any(c.isspace() for c in value):
-        raise InvalidField(field, "backend must not contain whitespace")
+        raise InvalidField(field, f"{field} must not contain whitespace")
     if ".." in parts.path.split("/"):
-        raise InvalidField(field, "backend path must not contain '..' segments")
+        raise InvalidField(field, f"{field} path must not contain '..' segments")
     netloc = parts.netloc
     if not value.isascii() or "%" in netloc or "xn--" in netloc.lower():
-        value = _ascii_backend(value, parts)
+        value = _ascii_backend(value, parts, field)
     return value
 
 
-def _ascii_backend(value: str, parts: SplitResult) -> str:
+def _ascii_backend(value: str, parts: SplitResult, field: str = "backend") -> str:
     """
     The backend URL as sent on the wire: an internationalised host in its
     IDNA (ASCII, C{xn--}) form, as browsers map it (UTS 46, then IDNA 2008
@@ -182,24 +186,24 @@ def _ascii_backend(value: str, parts: SplitResult) -> str:
     port = ""
     if netloc.startswith("["):
         if not netloc.isascii():
-            raise InvalidField("backend", "backend IPv6 address must be ASCII")
+            raise InvalidField(field, f"{field} IPv6 address must be ASCII")
     else:
         head, colon, tail = netloc.rpartition(":")
         if colon:
             host, port = head, colon + tail
         if "%" in host:
-            raise InvalidField("backend", "backend host must not be percent-encoded; write the "
-                                          "name itself (e.g. bücher.example) or its xn-- form")
+            raise InvalidField(field, f"{field} host must not be percent-encoded; write the "
+                                      "name itself (e.g. bücher.example) or its xn-- form")
         try:
             host = idna_host(host)
         except (idna.IDNAError, UnicodeError) as e:
-            raise InvalidField("backend", f"backend host {host!r} is not a valid "
-                                          f"internationalised domain name: {e}") from e
+            raise InvalidField(field, f"{field} host {host!r} is not a valid "
+                                      f"internationalised domain name: {e}") from e
     try:
         path = _NON_ASCII.sub(lambda m: quote(m.group(), safe=""), parts.path)
         query = _NON_ASCII.sub(lambda m: quote(m.group(), safe=""), parts.query)
     except UnicodeError:
-        raise InvalidField("backend", "backend is not valid Unicode") from None
+        raise InvalidField(field, f"{field} is not valid Unicode") from None
     return f"{parts.scheme}://{host}{port}{path}" + (f"?{query}" if query else "")
 
 
@@ -373,15 +377,113 @@ def _oauth(body: Mapping[str, Any]) -> OAuthSettings:
     return settings
 
 
-def _ca_file(body: Mapping[str, Any]) -> Optional[str]:
+def _ca_file(body: Mapping[str, Any], urls: Tuple[str, ...]) -> Optional[str]:
     value = body.get("backendCaFile")
     if value is None or value == "":
         return None
     if not isinstance(value, str) or not value.startswith("/") or "\x00" in value:
         raise InvalidField("backendCaFile", "backendCaFile must be an absolute path to a PEM file")
-    if not body.get("backend", "").startswith("https://"):
+    if not all(url.startswith("https://") for url in urls):
         raise InvalidField("backendCaFile", "backendCaFile applies to https:// backends only")
     return value
+
+
+MAX_ENDPOINTS = 64
+MAX_WEIGHT = 1000
+
+
+def _endpoints(body: Mapping[str, Any]) -> Tuple[Endpoint, ...]:
+    """
+    The C{endpoints} list (empty when absent or null).
+
+    @raise InvalidField: naming C{endpoints} or C{endpoints[i].field}.
+    """
+    raw = body.get("endpoints")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not raw:
+        raise InvalidField("endpoints", 'endpoints must be a non-empty list, e.g. '
+                                        '[{"url": "http://10.0.0.1:3001/mcp", "weight": 1}]')
+    if len(raw) > MAX_ENDPOINTS:
+        raise InvalidField("endpoints", f"endpoints has more than {MAX_ENDPOINTS} entries")
+    endpoints = []
+    seen = set()
+    for index, item in enumerate(raw):
+        where = f"endpoints[{index}]"
+        if not isinstance(item, dict):
+            raise InvalidField(where, f'{where} must be an object with a "url"')
+        unknown = sorted(set(item) - {"url", "weight"})
+        if unknown:
+            raise InvalidField(f"{where}.{unknown[0]}", f"{where}.{unknown[0]} is not a known field")
+        try:
+            url = _backend(read_string(item, "url", max_length=2000), f"{where}.url")
+        except InvalidField as e:
+            field = e.field if e.field and e.field.startswith(where) else f"{where}.url"
+            message = e.message if e.message.startswith(where) else f"{where}.{e.message}"
+            raise InvalidField(field, message) from None
+        weight = item.get("weight", 1)
+        if not isinstance(weight, int) or isinstance(weight, bool) or not 1 <= weight <= MAX_WEIGHT:
+            raise InvalidField(f"{where}.weight",
+                               f"{where}.weight must be a whole number from 1 to {MAX_WEIGHT}")
+        if url in seen:
+            raise InvalidField(f"{where}.url", f"{where}.url {url} is listed twice")
+        seen.add(url)
+        endpoints.append(Endpoint(url, weight))
+    return tuple(endpoints)
+
+
+def _seconds(raw: Mapping[str, Any], key: str, where: str, default: float, low: float,
+             high: float) -> float:
+    value = raw.get(key)
+    if value is None:
+        return default
+    if (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
+            or not low < value <= high):
+        raise InvalidField(f"{where}.{key}",
+                           f"{where}.{key} must be a number of seconds above {low:g} up to {high:g}")
+    return float(value)
+
+
+def _object(raw: Any, where: str, known: AbstractSet[str]) -> Mapping[str, Any]:
+    if not isinstance(raw, dict):
+        raise InvalidField(where, f"{where} must be an object")
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise InvalidField(f"{where}.{unknown[0]}", f"{where}.{unknown[0]} is not a known field")
+    return raw
+
+
+def _load_balancing(body: Mapping[str, Any], endpoints: Tuple[Endpoint, ...]) -> LoadBalancing:
+    raw = body.get("loadBalancing")
+    if raw is None:
+        return LoadBalancing()
+    if not endpoints:
+        raise InvalidField("loadBalancing", "loadBalancing applies to APIs with endpoints")
+    raw = _object(raw, "loadBalancing", {"algorithm", "passive", "healthCheck"})
+    algorithm = raw.get("algorithm", "round-robin")
+    if algorithm not in LB_ALGORITHMS:
+        raise InvalidField("loadBalancing.algorithm",
+                           f"loadBalancing.algorithm must be one of {', '.join(LB_ALGORITHMS)}")
+    passive = _object(raw.get("passive") or {}, "loadBalancing.passive",
+                      {"maxFailures", "ejectSeconds"})
+    failures = passive.get("maxFailures", 3)
+    if not isinstance(failures, int) or isinstance(failures, bool) or not 1 <= failures <= 100:
+        raise InvalidField("loadBalancing.passive.maxFailures",
+                           "loadBalancing.passive.maxFailures must be a whole number from 1 to 100")
+    eject = _seconds(passive, "ejectSeconds", "loadBalancing.passive", 10.0, 0, 3600)
+    check = None
+    if raw.get("healthCheck") is not None:
+        where = "loadBalancing.healthCheck"
+        given = _object(raw["healthCheck"], where, {"intervalSeconds", "timeoutSeconds", "path"})
+        path = given.get("path") or ""
+        if not isinstance(path, str) or (path and (not path.startswith("/") or not path.isascii()
+                                                   or any(c.isspace() or c in "?#" for c in path))):
+            raise InvalidField(f"{where}.path", f"{where}.path must be an absolute path such as "
+                                                f"/health (no query), or empty: the endpoint's URL")
+        interval = _seconds(given, "intervalSeconds", where, 10.0, 0, 3600)
+        timeout = _seconds(given, "timeoutSeconds", where, 2.0, 0, 60)
+        check = HealthCheck(max(interval, 0.1), timeout, path)
+    return LoadBalancing(algorithm, failures, eject, check)
 
 
 def _keep_alive(body: Mapping[str, Any]) -> KeepAliveSettings:
@@ -441,7 +543,16 @@ def parse_definition(body: Any, previous: Optional[ApiDefinition] = None) -> Api
     version = read_string(body, "version", max_length=50)
     description = read_string(body, "description", required=False, max_length=2000)
     context_path = normalize_context_path(read_string(body, "contextPath", max_length=200))
-    backend = _backend(read_string(body, "backend", max_length=2000))
+    endpoints = _endpoints(body)
+    if endpoints:
+        if body.get("backend") not in (None, ""):
+            raise InvalidField("endpoints", "give backend (one server) or endpoints (several "
+                                            "replicas), not both")
+        backend = endpoints[0].url
+    elif body.get("backend") is None and "endpoints" in body:
+        raise InvalidField("endpoints", "endpoints must be a non-empty list (or give backend)")
+    else:
+        backend = _backend(read_string(body, "backend", max_length=2000))
     plans = _plans(body, {p.name: p.configuration for p in previous.plans} if previous else None)
     return ApiDefinition(
         name=name,
@@ -453,11 +564,13 @@ def parse_definition(body: Any, previous: Optional[ApiDefinition] = None) -> Api
         analytics=_analytics(body),
         public_url=_public_url(body),
         oauth=_oauth(body),
-        backend_ca_file=_ca_file(body),
+        backend_ca_file=_ca_file(body, tuple(e.url for e in endpoints) or (backend,)),
         acl=_policy(body),
         backend_auth=_backend_auth(body, previous),
         backend_keep_alive=_keep_alive(body),
         pinning=_pinning(body),
+        endpoints=endpoints,
+        load_balancing=_load_balancing(body, endpoints),
     )
 
 

@@ -184,6 +184,78 @@ class KeepAliveSettings:
         return cls(float((data or {}).get("idleTimeoutSeconds", DEFAULT_IDLE_TIMEOUT)))
 
 
+LB_ALGORITHMS = ("round-robin", "least-connections")
+
+
+@attrs.frozen
+class Endpoint:
+    """
+    One replica of a load-balanced API's MCP server.
+    """
+
+    url: str
+    weight: int = 1
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"url": self.url, "weight": self.weight}
+
+
+@attrs.frozen
+class HealthCheck:
+    """
+    Active health checks: a GET of C{path} (the endpoint's own URL when
+    empty) every C{interval} seconds; an answer below 500 within C{timeout}
+    is healthy, anything else takes the endpoint out until a check passes.
+    """
+
+    interval: float = 10.0
+    timeout: float = 2.0
+    path: str = ""
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"intervalSeconds": _number(self.interval), "timeoutSeconds": _number(self.timeout),
+                "path": self.path}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "HealthCheck":
+        return cls(float(data.get("intervalSeconds", 10.0)), float(data.get("timeoutSeconds", 2.0)),
+                   data.get("path") or "")
+
+
+@attrs.frozen
+class LoadBalancing:
+    """
+    How requests are spread over an API's endpoints, and when an endpoint
+    is taken out: after C{max_failures} failures in a row (a connection
+    that fails, or a 5xx answer; a refused connection at once) for
+    C{eject_seconds}, then tried again.
+    """
+
+    algorithm: str = "round-robin"
+    max_failures: int = 3
+    eject_seconds: float = 10.0
+    health_check: Optional[HealthCheck] = None
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"algorithm": self.algorithm,
+                "passive": {"maxFailures": self.max_failures,
+                            "ejectSeconds": _number(self.eject_seconds)},
+                "healthCheck": self.health_check.to_json() if self.health_check else None}
+
+    @classmethod
+    def from_json(cls, data: Optional[Mapping[str, Any]]) -> "LoadBalancing":
+        data = data or {}
+        passive = data.get("passive") or {}
+        check = data.get("healthCheck")
+        return cls(data.get("algorithm", "round-robin"), int(passive.get("maxFailures", 3)),
+                   float(passive.get("ejectSeconds", 10.0)),
+                   HealthCheck.from_json(check) if check is not None else None)
+
+
+def _number(value: float) -> Any:
+    return int(value) if value == int(value) else value
+
+
 @attrs.frozen
 class ApiDefinition:
     name: str
@@ -204,14 +276,18 @@ class ApiDefinition:
     backend_auth: Optional[Mapping[str, Any]] = attrs.field(default=None, hash=False)
     backend_keep_alive: KeepAliveSettings = KeepAliveSettings()
     pinning: PinSettings = attrs.field(factory=PinSettings)
+    # Several replicas instead of one backend (then C{backend} is the first
+    # one's URL, for what needs one URL: OAuth metadata, previews).
+    endpoints: Tuple[Endpoint, ...] = ()
+    load_balancing: LoadBalancing = LoadBalancing()
 
     def to_json(self, secrets: bool = True) -> Dict[str, Any]:
-        return {
+        out: Dict[str, Any] = {
             "name": self.name,
             "version": self.version,
             "description": self.description,
             "contextPath": self.context_path,
-            "backend": self.backend,
+            "backend": None if self.endpoints else self.backend,
             "plans": [plan.to_json(secrets) for plan in self.plans],
             "analytics": self.analytics.to_json(),
             "publicUrl": self.public_url,
@@ -222,6 +298,10 @@ class ApiDefinition:
             "backendKeepAlive": self.backend_keep_alive.to_json(),
             "pinning": self.pinning.to_json(),
         }
+        if self.endpoints:
+            out["endpoints"] = [endpoint.to_json() for endpoint in self.endpoints]
+            out["loadBalancing"] = self.load_balancing.to_json()
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "ApiDefinition":
@@ -230,12 +310,13 @@ class ApiDefinition:
         validated when written (L{mcpgated.definitions.definition_from_json}
         also brings definitions stored by older versions up to date).
         """
+        endpoints = tuple(Endpoint(e["url"], e.get("weight", 1)) for e in data.get("endpoints") or ())
         return cls(
             name=data["name"],
             version=data["version"],
             description=data.get("description", ""),
             context_path=data["contextPath"],
-            backend=data["backend"],
+            backend=data.get("backend") or endpoints[0].url,
             plans=tuple(Plan.from_json(plan) for plan in data["plans"]),
             analytics=AnalyticsSettings.from_json(data.get("analytics") or {}),
             public_url=data.get("publicUrl"),
@@ -245,6 +326,8 @@ class ApiDefinition:
             backend_auth=data.get("backendAuth"),
             backend_keep_alive=KeepAliveSettings.from_json(data.get("backendKeepAlive")),
             pinning=parse_settings(data.get("pinning")),
+            endpoints=endpoints,
+            load_balancing=LoadBalancing.from_json(data.get("loadBalancing")),
         )
 
 

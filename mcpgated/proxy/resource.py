@@ -22,7 +22,7 @@ answers them all, as JSON-RPC errors.
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, Iterable, Optional, Tuple
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 import attrs
 from twisted.internet import error as neterror
@@ -65,11 +65,13 @@ from mcpgated.proxy.headers import (
     is_event_stream,
     upstream_request_headers,
 )
+from mcpgated.proxy.balancer import Backend, Balancer, Member, Pool
 from mcpgated.proxy.interfaces import IBackendClient
 from mcpgated.proxy.origin import host_allowed, is_loopback_address, origin_allowed
 from mcpgated.proxy.relay import Relay
 from mcpgated.proxy.upstream import UpstreamPool
 from mcpgated.routing import Route, RouteTable
+from mcpgated.sealing import Sealer
 
 log = Logger()
 
@@ -80,50 +82,11 @@ _MCP_METHODS = frozenset({b"GET", b"POST", b"DELETE", b"HEAD", b"OPTIONS"})
 _ALLOW = b"GET, POST, DELETE, HEAD, OPTIONS"
 _HOST = canonical_name(b"host")
 _CONTENT_LENGTH = canonical_name(b"content-length")
-
-
-@attrs.frozen
-class Backend:
-    """
-    A backend URL split once: the parts every request reuses.
-    """
-
-    url: str
-    origin: str
-    path: str
-    query: str
-    authority: Optional[bytes]  # None: a non-ASCII host, left to the client's IDNA encoding
-
-    @classmethod
-    def parse(cls, url: str) -> "Backend":
-        parts = urlsplit(url)
-        return cls(url=url, origin=f"{parts.scheme}://{parts.netloc}",
-                   path=parts.path.rstrip("/"), query=parts.query,
-                   authority=parts.netloc.encode("ascii") if parts.netloc.isascii() else None)
-
-    def target(self, rest: str, query: bytes) -> bytes:
-        """
-        The upstream URL for the part of the request path after the
-        context path, with the backend's and the request's queries.
-        """
-        path = self.path + rest if rest else (self.path or "/")
-        queries = [q for q in (self.query, query.decode("latin-1")) if q]
-        url = self.origin + path
-        if queries:
-            url += "?" + "&".join(queries)
-        return url.encode("latin-1")
-
-    def public_path(self, upstream_url: str) -> Optional[str]:
-        """
-        Map an upstream URL (absolute) to the path under the API's context
-        path, or L{None} when it is not under the backend URL.
-        """
-        parts = urlsplit(upstream_url)
-        if f"{parts.scheme}://{parts.netloc}" != self.origin:
-            return None
-        if parts.path == self.path or parts.path.startswith(self.path + "/"):
-            return parts.path[len(self.path):]
-        return None
+_SESSION_HEADER = canonical_name(b"mcp-session-id")
+_SESSION_PARAMS = (b"sessionId=", b"session_id=")  # the legacy transport's POST URL
+# MCP's "session not found" (the TypeScript SDK's code): the client starts a new session
+SESSION_NOT_FOUND = -32001
+_RETRY: Any = object()  # _send: try another endpoint (nothing reached the failed one)
 
 
 class Exchange:
@@ -150,6 +113,13 @@ class Exchange:
     body: Optional[RequestBody] = None  # the body, parsed once
     peer: Optional[str] = None
     origin = ""  # the origin the client used (its Host, or a trusted proxy's word)
+    # load-balanced APIs: the pool, the endpoint serving the exchange, and the
+    # client's sealed session id and the backend's id it unsealed to
+    pool: Optional[Pool] = None
+    member: Optional[Member] = None
+    sealed: Optional[str] = None
+    session: Optional[str] = None
+    tried: Tuple[Member, ...] = ()  # endpoints that could not be reached
 
     def __init__(self, request: Any, started: float, status: Optional[int] = None) -> None:
         self.request = request
@@ -181,6 +151,10 @@ class GatewayResource(Resource):
     _relaying: Dict[Exchange, None] = attrs.field(factory=dict)  # bodies being relayed
     _sweeper: Optional[LoopingCall] = None
     _public_origin: str = ""
+    # load-balanced APIs ("endpoints"): their pools, and the session ids' seal
+    balancer: Balancer = attrs.field(
+        default=attrs.Factory(lambda self: Balancer(self.clock), takes_self=True))
+    sealer: Optional[Sealer] = None
 
     isLeaf = True
 
@@ -265,13 +239,18 @@ class GatewayResource(Resource):
             observer = exchange.observer = recorder.observer(
                 route.api_id, definition, peer, exchange.started, method)
             observer.request(headers_in, request.uri, len(body), exchange.body)
-        backend = self._backend(definition.backend)
+        if definition.endpoints:  # load-balanced: the endpoint, and the session unsealed
+            backend, query = self._balance(request, exchange, route, query)
+        else:
+            backend = self._backend(definition.backend)
         url = backend.target(rest, query)
         headers = upstream_request_headers(headers_in, peer, origin, self.trusted_proxies)
         # set here, or the client computes it (with IDNA checks) on every request;
         # into the dictionary: the authority of a backend URL that was validated
         if backend.authority is not None:
             raw_headers(headers)[_HOST] = [backend.authority]
+        if exchange.session is not None and headers_in.hasHeader(b"mcp-session-id"):
+            raw_headers(headers)[_SESSION_HEADER] = [exchange.session.encode("latin-1")]
         admission = None
         if gated:
             admission = await self._admission(request, exchange, route, query, body)
@@ -289,6 +268,13 @@ class GatewayResource(Resource):
         send = body if body or method in _BODY_METHODS else None
         sent = self.clock.seconds()
         response = await self._send(exchange, client, method, url, headers, send)
+        while response is _RETRY:  # another endpoint, the failed one never saw the request
+            assert exchange.member is not None
+            backend = exchange.member.backend
+            url = backend.target(rest, admission.query if admission is not None else query)
+            if backend.authority is not None:
+                raw_headers(headers)[_HOST] = [backend.authority]
+            response = await self._send(exchange, client, method, url, headers, send)
         if response is None:
             return
         self._relay(request, exchange, route, backend, url, admission, response, sent)
@@ -426,6 +412,8 @@ class GatewayResource(Resource):
         except Exception as e:
             if exchange.client_gone:
                 raise CancelledError() from e
+            if exchange.member is not None and self._endpoint_failed(exchange, e):
+                return _RETRY
             self._upstream_failed(exchange, e)
             return None
         finally:
@@ -447,6 +435,9 @@ class GatewayResource(Resource):
         event_stream = is_event_stream(headers_up)
         observer = exchange.observer
         now = self.clock.seconds()
+        member = exchange.member
+        if member is not None:  # load-balanced: passive health, the session id sealed
+            self._answered(exchange, route, member, code, headers_up)
         if observer is not None:
             observer.response(code, headers_up, round((now - sent) * 1000, 3), event_stream)
         request.setResponseCode(code, response.phrase)
@@ -467,7 +458,7 @@ class GatewayResource(Resource):
             if request.method == b"GET":
                 origin = self._public_origin or exchange.origin
                 endpoint = lambda value: self._rewrite_endpoint(  # noqa: E731
-                    value, backend, url, route, origin)
+                    value, backend, url, route, origin, member)
         if admission is not None and 200 <= response.code < 300:
             if event_stream and request.method == b"GET":
                 if admission.judges_streams:
@@ -622,8 +613,103 @@ class GatewayResource(Resource):
         self._log(exchange, outcome)
         exchange.relay = None  # no cycle left for the garbage collector
 
+    # --- load-balanced APIs ------------------------------------------------------------
+
+    def _balance(self, request: Any, exchange: Exchange, route: Route,
+                 query: bytes) -> Tuple[Backend, bytes]:
+        """
+        The endpoint of a load-balanced API for this request: the one its
+        sealed session id names (the id unsealed onto the exchange, and in
+        the query for the legacy transport's POSTs), else one the pool picks.
+
+        @raise Refusal: 404 "session not found", a session id this gateway
+            did not seal for this API, or whose endpoint is gone or down.
+        """
+        pool = exchange.pool = self.balancer.pool(route)
+        token: Optional[str] = None
+        raw = request.requestHeaders.getRawHeaders(b"mcp-session-id")
+        in_query = False
+        if raw:
+            token = raw[0].decode("latin-1")
+        elif b"ession" in query:
+            found = _session_param(query.decode("latin-1"))
+            if found is not None:
+                token, in_query = found, True
+        now = self.clock.seconds()
+        if token is None:
+            member = pool.pick(now)
+            assert member is not None  # a pool has members and excludes none here
+        else:
+            opened = self.sealer.unseal(route.api_id, token) if self.sealer is not None else None
+            found_member = pool.by_id(opened[0]) if opened is not None else None
+            if opened is None or found_member is None or not found_member.healthy(now):
+                raise Refusal(404, "Session not found", outcome="bad_request",
+                              code=SESSION_NOT_FOUND)
+            member = found_member
+            exchange.sealed, exchange.session = token, opened[1]
+            if in_query:
+                session = opened[1]
+                query = _replace_session_param(query.decode("latin-1"),
+                                               lambda _: session).encode("latin-1")
+        member.active += 1
+        exchange.member = member
+        return member.backend, query
+
+    def _endpoint_failed(self, exchange: Exchange, e: Exception) -> bool:
+        """
+        A load-balanced request failed before any answer: the endpoint's
+        health noted. Whether to try another endpoint: only when the failed
+        one never got the request (no connection) and no session ties the
+        request to it.
+
+        @raise Refusal: 404 "session not found", the session's endpoint
+            cannot be reached (its sessions are gone: the client starts anew).
+        """
+        member, pool = exchange.member, exchange.pool
+        assert member is not None and pool is not None
+        unreachable = not exchange.timed_out and isinstance(
+            e, (neterror.ConnectError, neterror.DNSLookupError, neterror.TimeoutError))
+        pool.failed(member, self.clock.seconds(), refused=unreachable)
+        if not unreachable:
+            return False
+        if exchange.session is not None:
+            raise Refusal(404, "Session not found", outcome="bad_request",
+                          code=SESSION_NOT_FOUND)
+        tried = exchange.tried = (*exchange.tried, member)
+        other = pool.pick(self.clock.seconds(), exclude=tried)
+        if other is None:
+            return False
+        member.active -= 1
+        other.active += 1
+        exchange.member = other
+        return True
+
+    def _answered(self, exchange: Exchange, route: Route, member: Member, code: int,
+                  headers_up: Any) -> None:
+        """
+        A load-balanced endpoint answered: its health noted, and the session
+        id it gives sealed (the client's own sealed id kept when it names
+        the same session, so one session has one id).
+        """
+        pool = exchange.pool
+        assert pool is not None
+        if code >= 500:
+            pool.failed(member, self.clock.seconds(), refused=False)
+        elif member.failures:
+            pool.succeeded(member)
+        raw = headers_up.getRawHeaders(b"mcp-session-id")
+        if raw:
+            session = raw[0].decode("latin-1")
+            if session == exchange.session and exchange.sealed is not None:
+                sealed = exchange.sealed
+            elif self.sealer is not None:
+                sealed = self.sealer.seal(route.api_id, member.id, session)
+            else:
+                return
+            headers_up.setRawHeaders(b"mcp-session-id", [sealed.encode("ascii")])
+
     def _rewrite_endpoint(self, value: str, backend: Backend, url: bytes, route: Route,
-                          origin: str) -> str:
+                          origin: str, member: Optional[Member] = None) -> str:
         absolute = urljoin(url.decode("latin-1"), value.strip())
         rest = backend.public_path(absolute)
         if rest is None:
@@ -632,6 +718,10 @@ class GatewayResource(Resource):
                      api=route.api_id, backend=backend.url)
             rest = urlsplit(absolute).path
         query = urlsplit(absolute).query
+        if member is not None and self.sealer is not None:  # the session it names, sealed
+            query = _replace_session_param(
+                query, lambda session: self.sealer.seal(route.api_id, member.id, session)
+                if self.sealer is not None else session)
         public = origin + public_base_path(self.public_url) + route.context_path + rest
         return public + ("?" + query if query else "")
 
@@ -686,6 +776,8 @@ class GatewayResource(Resource):
             return
         exchange.logged = True
         exchange.work = None  # its callbacks hold the exchange: no cycle left
+        if exchange.member is not None:
+            exchange.member.active -= 1
         if exchange.observer is not None:
             exchange.observer.finished(outcome, exchange.status)
         elif self.recorder is not None:
@@ -721,6 +813,32 @@ def _request_id(exchange: Exchange) -> Any:
     request = exchange.request
     content = request.content.getvalue() if request.content is not None else b""
     return request_id(content)
+
+
+def _session_param(query: str) -> Optional[str]:
+    """
+    The legacy transport's session id in a query (C{sessionId} or
+    C{session_id}), or L{None}.
+    """
+    for part in query.split("&"):
+        name, equals, value = part.partition("=")
+        if equals and name in ("sessionId", "session_id"):
+            return unquote(value) if "%" in value else value
+    return None
+
+
+def _replace_session_param(query: str, replace: Callable[[str], str]) -> str:
+    """
+    C{query} with its session id parameter's value replaced by
+    C{replace(value)}, the rest as it was.
+    """
+    parts = query.split("&")
+    for index, part in enumerate(parts):
+        name, equals, value = part.partition("=")
+        if equals and name in ("sessionId", "session_id"):
+            parts[index] = f"{name}={replace(value)}"
+            break
+    return "&".join(parts)
 
 
 class _Discard:
