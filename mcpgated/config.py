@@ -12,6 +12,7 @@ import configparser
 import ipaddress
 import os
 import re
+import socket
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
@@ -228,6 +229,30 @@ def parse_postgres_url(value: str) -> Optional[str]:
     return url
 
 
+def parse_node(value: str) -> str:
+    """
+    C{[gateway] node}: the name this node gives its exchange records (up to
+    100 characters, no spaces or control characters); empty: the host name.
+    """
+    name = value.strip() or socket.gethostname()
+    if len(name) > 100 or not name.isprintable() or any(c.isspace() for c in name):
+        raise ValueError(f"{name!r} must be at most 100 printable characters without spaces")
+    return name
+
+
+def parse_postgres_url(value: str) -> Optional[str]:
+    """
+    A PostgreSQL connection URL (C{postgresql://user:password@host:port/db});
+    empty: L{None}.
+    """
+    url = value.strip()
+    if not url:
+        return None
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ValueError("must be a postgresql:// URL (postgresql://user:password@host:port/database)")
+    return url
+
+
 def _text(value: str) -> str:
     return value.strip()
 
@@ -254,6 +279,7 @@ class GatewayConfig:
     allowed_origins: Tuple[str, ...] = ()
     http: str = "fast"  # the listener's HTTP/1.1 server: "fast" (llhttp) or "twisted" (twisted.web)
     workers: int = 1  # gateway processes (mcpgated.workers); 1: this process serves
+    node: str = ""  # names this node's exchange records; [gateway] node, else the host name
 
 
 @attrs.frozen
@@ -305,6 +331,7 @@ class AnalyticsConfig:
     retention: float
     max_rows: int
     exchange_log: bool
+    url: Optional[str] = attrs.field(default=None, repr=False)  # PostgreSQL instead of path
 
 
 @attrs.frozen
@@ -343,6 +370,7 @@ _SCHEMA: Dict[str, Dict[str, Tuple[str, _Parser]]] = {
         "allowed_origins": ("", parse_words),
         "http": ("fast", _choice("fast", "twisted")),
         "workers": ("1", parse_workers),
+        "node": ("", parse_node),  # empty: the host name
     },
     "admin": {
         "listen": ("tcp:8083:interface=127.0.0.1", parse_endpoints),
@@ -378,6 +406,7 @@ _SCHEMA: Dict[str, Dict[str, Tuple[str, _Parser]]] = {
         "retention": ("7d", _positive(parse_duration)),
         "max_rows": ("1000000", _non_negative_int),
         "exchange_log": ("off", parse_bool),
+        "url": ("", parse_postgres_url),  # empty: the SQLite file at path
     },
     "ratelimit": {
         "redis": ("", parse_redis_url),
@@ -504,6 +533,7 @@ def parse_text(text: str, path: Optional[str] = None, base: Optional[Path] = Non
             retention=analytics["retention"],
             max_rows=analytics["max_rows"],
             exchange_log=analytics["exchange_log"],
+            url=analytics["url"],
         ),
         ratelimit=RateLimitConfig(**values["ratelimit"]),
     )

@@ -28,7 +28,7 @@ LAYERS: List[Tuple[int, str, Tuple[str, ...]]] = [
         "mcpgated.analytics", "mcpgated.oauth", "mcpgated.store", "mcpgated.routing",
         "mcpgated.cluster")),
     (3, "proxy and admin", ("mcpgated.proxy", "mcpgated.admin", "mcpgated.site")),
-    (4, "the tap", ("mcpgated.tap",)),
+    (4, "the tap and its workers", ("mcpgated.tap", "mcpgated.workers")),
     # mcpgatedctl: the admin API over HTTP; from the package, value code only
     # (tests/test_ctl.py checks which)
     (5, "the command line", ("mcpgated.ctl",)),
