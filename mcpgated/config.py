@@ -279,6 +279,9 @@ class GatewayConfig:
     allowed_origins: Tuple[str, ...] = ()
     http: str = "fast"  # the listener's HTTP/1.1 server: "fast" (llhttp) or "twisted" (twisted.web)
     workers: int = 1  # gateway processes (mcpgated.workers); 1: this process serves
+    # keys sealing load-balanced APIs' session ids (mcpgated.sealing); None:
+    # session.key beside the database, generated when absent
+    session_key_file: Optional[Path] = None
     node: str = ""  # names this node's exchange records; [gateway] node, else the host name
 
 
@@ -370,6 +373,7 @@ _SCHEMA: Dict[str, Dict[str, Tuple[str, _Parser]]] = {
         "allowed_origins": ("", parse_words),
         "http": ("fast", _choice("fast", "twisted")),
         "workers": ("1", parse_workers),
+        "session_key_file": ("", _text),
         "node": ("", parse_node),  # empty: the host name
     },
     "admin": {
@@ -511,7 +515,8 @@ def parse_text(text: str, path: Optional[str] = None, base: Optional[Path] = Non
         raise ConfigError("set token or token_file, not both", path, "admin", "token_file")
     return Config(
         source=Path(path) if path else None,
-        gateway=GatewayConfig(**gateway),
+        gateway=GatewayConfig(**dict(gateway, session_key_file=_resolve(
+            base, str(gateway["session_key_file"])))),
         admin=AdminConfig(
             listen=admin["listen"],
             token=admin["token"] or None,

@@ -38,10 +38,12 @@ from mcpgated.policy.pinbook import PinBook
 from mcpgated.policy.ratelimit import Limiter
 from mcpgated.policy.tokens import TokenVerifier
 from mcpgated.logs import DroppedLines, LogFilesService
+from mcpgated.proxy.balancer import HealthChecks
 from mcpgated.proxy.listener import gateway_factory
 from mcpgated.proxy.resource import GatewayResource
 from mcpgated.proxy.upstream import UpstreamPool
 from mcpgated.routing import RouteTable
+from mcpgated.sealing import KeyFileError, Sealer, load_key_file
 from mcpgated.sdnotify import notify
 from mcpgated.site import CappedSite, json_too_large
 from mcpgated.store import SQLiteApiStore
@@ -252,6 +254,20 @@ def admin_token(cfg: configmod.Config) -> str:
     return token
 
 
+def session_sealer(cfg: configmod.Config) -> Sealer:
+    """
+    The seal of load-balanced APIs' session ids: the keys of C{[gateway]
+    session_key_file}, or of C{session.key} beside the database (generated
+    once, mode 0600).
+    """
+    path = cfg.gateway.session_key_file
+    try:
+        return Sealer(load_key_file(path or cfg.storage.path.parent / "session.key",
+                                    generate=path is None))
+    except KeyFileError as e:
+        raise configmod.ConfigError(str(e), str(cfg.source), "gateway", "session_key_file") from e
+
+
 @attrs.define(slots=False)
 class GatewayService(MultiService):
     """
@@ -315,6 +331,8 @@ class GatewayService(MultiService):
                                     verifier=TokenVerifier(reactor, self.upstreams)),
                       Limiter(reactor), pins=self.pins),
         )
+        HealthChecks(self.gateway.balancer, self.routes, reactor,
+                     self.upstreams.default_agent()).setServiceParent(self)
         gateway_site = gateway_factory(cfg.gateway.http, self.gateway, reactor, cfg.limits)
         self.listeners: List[ListenerService] = []
         for description in cfg.gateway.listen:
@@ -409,6 +427,7 @@ class GatewayService(MultiService):
         refuse_unwritable(self.cfg)
         try:
             self.admin.token = admin_token(self.cfg)
+            self.gateway.sealer = session_sealer(self.cfg)
         except configmod.ConfigError as e:
             raise SystemExit(f"mcpgated: {e}") from None
         log.info("mcpgated files: {files}", files=files_line(self.cfg))

@@ -17,7 +17,8 @@ LAYERS: List[Tuple[int, str, Tuple[str, ...]]] = [
     (0, "protocol and support", (
         "mcpgated", "mcpgated.mcp", "mcpgated.paths", "mcpgated.jsonrpc", "mcpgated.forwarding",
         "mcpgated.files", "mcpgated._twisted_compat", "mcpgated.config", "mcpgated.logs",
-        "mcpgated.sqlitedb", "mcpgated.webclient", "mcpgated.writable", "mcpgated.sdnotify")),
+        "mcpgated.sqlitedb", "mcpgated.webclient", "mcpgated.writable", "mcpgated.sdnotify",
+        "mcpgated.sealing")),
     (1, "policy", (
         "mcpgated.policy", "mcpgated.model", "mcpgated.definitions", "mcpgated.keys",
         "mcpgated.subscriptions",
