@@ -1,0 +1,420 @@
+"""
+One gateway worker process (C{python -m mcpgated.workers.main}), spawned
+by L{mcpgated.workers.pool.WorkerPool} with the listening sockets on
+inherited file descriptors and the control channel on fds 0 (in) and 3
+(out).
+
+It serves the data plane only: the routes, keys and pins are read from
+the same store as the parent's (each process its own connection) and
+read again on each change the parent relays; rate-limit decisions are
+asked of the parent (L{RemoteLimiter}); exchange records, access-log
+lines and metrics go up the channel; log events are JSON lines on its
+standard output. SIGTERM (or the parent's end) drains it: it stops
+accepting, closes idle connections, lets exchanges in flight finish (at
+most L{DRAIN_TIMEOUT} seconds), then exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import weakref
+from operator import attrgetter
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import attrs
+from twisted.application.service import MultiService
+from twisted.internet import endpoints
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.task import LoopingCall
+from twisted.logger import (
+    FilteringLogObserver,
+    Logger,
+    LogLevelFilterPredicate,
+    globalLogBeginner,
+    jsonFileLogObserver,
+)
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from zope.interface import implementer
+
+from mcpgated import config as configmod
+from mcpgated._twisted_compat import server_tls_context
+from mcpgated.analytics.metrics import Metrics
+from mcpgated.analytics.records import CallRecord
+from mcpgated.analytics.recorder import Recorder
+from mcpgated.analytics.store import COLUMNS
+from mcpgated.cluster.changes import PINS, Change, IChangeFeed, Listener
+from mcpgated.cluster.follower import StateFollower
+from mcpgated.keys import KeyIndex
+from mcpgated.logs import AccessLog
+from mcpgated.policy.auth import Authenticator
+from mcpgated.policy.gate import Gate
+from mcpgated.policy.interfaces import ILimiter
+from mcpgated.policy.pinbook import PinBook
+from mcpgated.policy.ratelimit import RateLimit
+from mcpgated.policy.tokens import TokenVerifier
+from mcpgated.proxy.listener import gateway_factory
+from mcpgated.proxy.resource import GatewayResource
+from mcpgated.proxy.upstream import UpstreamPool
+from mcpgated.routing import RouteTable
+from mcpgated.store import SQLiteApiStore
+from mcpgated.tap import StoreService
+from mcpgated.workers.metrics import snapshot
+from mcpgated.workers.pool import CONTROL_IN, CONTROL_OUT, DRAIN_TIMEOUT
+from mcpgated.workers.protocol import (
+    ACCESS,
+    METRICS,
+    RECORDS,
+    Changed,
+    Check,
+    Control,
+    Ready,
+    Scrape,
+)
+
+log = Logger()
+
+FLUSH_INTERVAL = 0.1  # records and access lines go up at least this often
+FLUSH_RECORDS = 500  # ... or once this many records wait
+_values = attrgetter(*COLUMNS)
+
+
+class WorkerControl(Control):
+    """
+    The worker's end of the channel.
+    """
+
+    def __init__(self) -> None:
+        Control.__init__(self)
+        self.feed = ParentFeed(self)
+        self.metrics: Optional[Metrics] = None
+
+    @Changed.responder
+    def _changed(self, change: str) -> Dict[str, Any]:
+        self.feed.heard(change)
+        return {}
+
+    @Scrape.responder
+    def _scrape(self) -> Dict[str, Any]:
+        if self.metrics is not None:
+            self.send(METRICS, snapshot(self.metrics.registry))
+        return {}
+
+
+@implementer(IChangeFeed)
+@attrs.define
+class ParentFeed:
+    """
+    A worker's feed: what it publishes (its pin writes) goes to the parent,
+    which tells the other workers; what the parent relays is heard here.
+    """
+
+    control: WorkerControl
+    _listeners: List[Listener] = attrs.field(factory=list)
+
+    def publish(self, change: Change) -> None:
+        if self.control.transport is not None:
+            self.control.callRemote(Changed, change=change.to_json()).addErrback(
+                lambda f: log.error("cannot tell the parent of {change}: {error}",
+                                    change=change.to_json(), error=f.getErrorMessage()))
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def heard(self, text: str) -> None:
+        change = Change.from_json(text)
+        for listener in self._listeners:
+            listener(change)
+
+
+@implementer(ILimiter)
+@attrs.define
+class RemoteLimiter:
+    """
+    Rate limits counted in the parent: one question per decision, all
+    workers' requests against the same counters (exact).
+    """
+
+    control: WorkerControl
+    _limits: Dict[RateLimit, str] = attrs.field(factory=dict)
+
+    def check_all(self, limit: RateLimit, who: Any, calls: Any) -> "Deferred[Optional[float]]":
+        text = self._limits.get(limit)
+        if text is None:
+            if len(self._limits) > 1000:
+                self._limits.clear()
+            text = self._limits[limit] = json.dumps(limit.to_json())
+        d: Deferred[Dict[str, Any]] = self.control.callRemote(
+            Check, limit=text, who=json.dumps(who), calls=json.dumps(list(calls)))
+        return d.addCallback(_wait)
+
+
+def _wait(answer: Dict[str, Any]) -> Optional[float]:
+    wait: Optional[float] = answer.get("wait")
+    return wait
+
+
+@attrs.define
+class Uplink:
+    """
+    Exchange records (the analytics store's side of the L{Recorder}) and
+    access-log lines, sent up in batches.
+    """
+
+    control: WorkerControl
+    clock: Any
+    _records: List[Tuple[Any, ...]] = attrs.field(factory=list)
+    _loop: Optional[LoopingCall] = None
+    access: Optional["UpAccessLog"] = None
+    dropped: int = 0
+
+    def start(self) -> None:
+        self._loop = LoopingCall(self.flush)
+        self._loop.clock = self.clock
+        self._loop.start(FLUSH_INTERVAL, now=False)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self.flush()
+
+    def record(self, record: CallRecord) -> None:
+        self._records.append(_values(record))
+        if len(self._records) >= FLUSH_RECORDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.access is not None:
+            self.access.flush()
+        if self._records:
+            rows, self._records = self._records, []
+            if self.control.transport is None:
+                self.dropped += len(rows)
+                return
+            self.control.send(RECORDS, json.dumps(rows, separators=(",", ":"), default=str).encode())
+
+
+class UpAccessLog(AccessLog):
+    """
+    The access log of a worker: its lines are sent to the parent, which
+    writes them in its access log.
+    """
+
+    control: Optional[WorkerControl] = None
+
+    def flush(self) -> None:
+        buffer = self._buffer
+        if not buffer or self.control is None:
+            return
+        self._buffer = []
+        self._buffered = 0
+        if self.control.transport is None:
+            self.dropped += len(buffer)
+            return
+        self.control.send(ACCESS, "".join(buffer).encode("utf-8"))
+
+
+@attrs.define
+class Listening:
+    fd: int
+    family: int
+    description: str
+
+
+def parse_listen(value: str) -> Listening:
+    fd, family, description = value.split(":", 2)
+    return Listening(int(fd), int(family), description)
+
+
+@attrs.define(slots=False)
+class WorkerService(MultiService):
+    """
+    The data plane of one worker process.
+    """
+
+    cfg: configmod.Config
+    reactor: Any
+    index: int
+    listening: Sequence[Listening]
+    control: WorkerControl
+    routes: RouteTable = attrs.field(init=False, factory=RouteTable)
+    keys: KeyIndex = attrs.field(init=False, factory=KeyIndex)
+    ports: List[Any] = attrs.field(init=False, factory=list)
+    draining: Optional["Deferred[None]"] = attrs.field(init=False, default=None)
+
+    def __attrs_post_init__(self) -> None:
+        MultiService.__init__(self)
+        cfg, reactor, control = self.cfg, self.reactor, self.control
+        self.store = SQLiteApiStore(reactor, cfg.storage.path)
+        self.pins = PinBook(self.store, reactor)
+        self.pins.on_change = lambda api_id: control.feed.publish(Change(PINS, api_id))
+        self.follower = StateFollower(self.store, self.routes, self.keys, self.pins, reactor)
+        control.feed.subscribe(self.follower.changed)
+        StoreService(self.store, self.routes, reactor, self._serve, keys=self.keys, pins=self.pins,
+                     on_failed=self._failed).setServiceParent(self)
+        self.upstreams = UpstreamPool(reactor=reactor, limits=cfg.limits)
+        self.upstreams.setServiceParent(self)
+        self.uplink = Uplink(control, reactor)
+        self.metrics = Metrics(dropped=lambda: self.uplink.dropped)
+        self.pins.metrics = self.metrics
+        control.metrics = self.metrics
+        access = UpAccessLog(reactor, None)
+        if cfg.logging.dir is not None and cfg.logging.access_log:
+            access.control = control
+            access.logfile = True  # type: ignore[assignment]  # lines are kept (and sent up)
+            self.uplink.access = access
+        recorder = None
+        if cfg.analytics.enabled:
+            recorder = Recorder(reactor, self.uplink, self.metrics)  # type: ignore[arg-type]
+        self.gateway = GatewayResource(
+            routes=self.routes,
+            upstreams=self.upstreams,
+            clock=reactor,
+            access_log=access,
+            limits=cfg.limits,
+            public_url=cfg.gateway.public_url,
+            trusted_proxies=cfg.gateway.trusted_proxies,
+            recorder=recorder,
+            allowed_hosts=cfg.gateway.allowed_hosts,
+            allowed_origins=cfg.gateway.allowed_origins,
+            gate=Gate(Authenticator(reactor, keys=self.keys,
+                                    verifier=TokenVerifier(reactor, self.upstreams)),
+                      RemoteLimiter(control), pins=self.pins),
+        )
+        self.site = gateway_factory(cfg.gateway.http, self.gateway, reactor, cfg.limits)
+        self.channels: "weakref.WeakSet[Any]" = weakref.WeakSet()
+        build = self.site.buildProtocol
+
+        def tracked(addr: Any) -> Any:
+            protocol = build(addr)
+            self.channels.add(protocol)
+            return protocol
+
+        self.site.buildProtocol = tracked  # type: ignore[method-assign]
+
+    def _failed(self, failure: Any) -> None:
+        log.critical("worker {index} cannot open the store: {error}; exiting", index=self.index,
+                     error=failure.getErrorMessage())
+        self.reactor.stop()
+
+    def _serve(self) -> None:
+        """
+        The routes are loaded: adopt the listening sockets, tell the parent.
+        """
+        if self.draining is not None:
+            return
+        for listening in self.listening:
+            factory: Any = self.site
+            context = None
+            if listening.description.startswith("ssl:"):
+                context = server_tls_context(
+                    endpoints.serverFromString(self.reactor, listening.description))
+            if context is not None:
+                factory = TLSMemoryBIOFactory(context, False, self.site)
+            self.ports.append(self.reactor.adoptStreamPort(listening.fd, listening.family, factory))
+            os.close(listening.fd)
+        self.uplink.start()
+        self.control.callRemote(Ready, pid=os.getpid())
+
+    def drain(self) -> "Deferred[None]":
+        """
+        Stop accepting, close idle connections, let the busy ones finish
+        their exchange (then close), at most L{DRAIN_TIMEOUT} seconds.
+        """
+        if self.draining is not None:
+            return self.draining
+        log.info("worker {index} draining", index=self.index)
+        stopped = [port.stopListening() for port in self.ports]
+        self.ports = []
+        done: Deferred[None] = Deferred()
+        self.draining = done
+        deadline = self.reactor.seconds() + DRAIN_TIMEOUT
+
+        def check() -> None:
+            busy = 0
+            for channel in list(self.channels):
+                transport = getattr(channel, "transport", None)
+                if transport is None or not getattr(transport, "connected", False):
+                    continue
+                if _idle(channel):
+                    transport.loseConnection()
+                else:
+                    busy += 1
+                    if hasattr(channel, "close_after"):
+                        channel.close_after = True
+            if busy == 0 or self.reactor.seconds() >= deadline:
+                if busy:
+                    log.warn("worker {index}: {busy} exchanges still running after {timeout} s",
+                             index=self.index, busy=busy, timeout=DRAIN_TIMEOUT)
+                loop.stop()
+                done.callback(None)
+
+        loop = LoopingCall(check)
+        loop.clock = self.reactor
+        DeferredList(stopped).addCallback(lambda _: loop.start(0.05))
+        return done
+
+    def stopService(self) -> "Deferred[None]":
+        def rest(_: object) -> "Deferred[Any]":
+            self.uplink.stop()
+            self.gateway.stop()
+            return DeferredList([d for d in (MultiService.stopService(self),) if d is not None])
+
+        return self.drain().addCallback(rest).addCallback(lambda _: None)
+
+
+def _idle(channel: Any) -> bool:
+    """
+    No request read in part or being answered (the fast server's channel,
+    or twisted.web's).
+    """
+    if getattr(channel, "active", None) is not None or getattr(channel, "parsing", None) is not None:
+        return False
+    return not getattr(channel, "ready", None) and not getattr(channel, "requests", None)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(prog="mcpgated worker")
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--index", type=int, required=True)
+    parser.add_argument("--listen", action="append", default=[], type=parse_listen)
+    args = parser.parse_args(argv)
+    cfg = configmod.load(args.config)
+
+    from twisted.internet import reactor as global_reactor
+    from twisted.internet import stdio
+
+    reactor: Any = global_reactor
+    out = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
+    globalLogBeginner.beginLoggingTo(
+        [FilteringLogObserver(jsonFileLogObserver(out),
+                              [LogLevelFilterPredicate(defaultLogLevel=cfg.logging.level)])],
+        redirectStandardIO=False, discardBuffer=True)
+    control = WorkerControl()
+    service = WorkerService(cfg, reactor, args.index, args.listen, control)
+    stopping: List[bool] = []
+
+    def stop() -> None:
+        if not stopping:
+            stopping.append(True)
+            service.stopService().addBoth(lambda _: reactor.stop())
+
+    def parent_gone() -> None:
+        if not stopping:
+            log.warn("worker {index}: the parent is gone; stopping", index=args.index)
+            stop()
+
+    control.on_lost = parent_gone
+    stdio.StandardIO(control, stdin=CONTROL_IN, stdout=CONTROL_OUT, reactor=reactor)  # type: ignore[call-arg]
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda signum, frame: reactor.callFromThread(stop))
+    reactor.callWhenRunning(service.startService)
+    reactor.run(installSignalHandlers=False)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
