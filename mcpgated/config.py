@@ -216,19 +216,6 @@ def parse_workers(value: str) -> int:
     return result
 
 
-def parse_postgres_url(value: str) -> Optional[str]:
-    """
-    A PostgreSQL connection URL (C{postgresql://user:password@host:port/db});
-    empty: L{None}.
-    """
-    url = value.strip()
-    if not url:
-        return None
-    if not url.startswith(("postgresql://", "postgres://")):
-        raise ValueError("must be a postgresql:// URL (postgresql://user:password@host:port/database)")
-    return url
-
-
 def parse_node(value: str) -> str:
     """
     C{[gateway] node}: the name this node gives its exchange records (up to
@@ -279,10 +266,10 @@ class GatewayConfig:
     allowed_origins: Tuple[str, ...] = ()
     http: str = "fast"  # the listener's HTTP/1.1 server: "fast" (llhttp) or "twisted" (twisted.web)
     workers: int = 1  # gateway processes (mcpgated.workers); 1: this process serves
+    node: str = ""  # names this node's exchange records; [gateway] node, else the host name
     # keys sealing load-balanced APIs' session ids (mcpgated.sealing); None:
     # session.key beside the database, generated when absent
     session_key_file: Optional[Path] = None
-    node: str = ""  # names this node's exchange records; [gateway] node, else the host name
 
 
 @attrs.frozen
@@ -373,8 +360,8 @@ _SCHEMA: Dict[str, Dict[str, Tuple[str, _Parser]]] = {
         "allowed_origins": ("", parse_words),
         "http": ("fast", _choice("fast", "twisted")),
         "workers": ("1", parse_workers),
-        "session_key_file": ("", _text),
         "node": ("", parse_node),  # empty: the host name
+        "session_key_file": ("", _text),
     },
     "admin": {
         "listen": ("tcp:8083:interface=127.0.0.1", parse_endpoints),
