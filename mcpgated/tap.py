@@ -29,7 +29,7 @@ from mcpgated.admin.api import AdminAPI
 from mcpgated.admin.console import gateway_addresses
 from mcpgated.analytics.metrics import Metrics
 from mcpgated.analytics.recorder import Recorder
-from mcpgated.analytics.store import AnalyticsStore
+from mcpgated.analytics.store import AnalyticsStore, ExchangeStore
 from mcpgated.files import SECRET_DIR, make_dirs
 from mcpgated.keys import KeyIndex
 from mcpgated.policy.auth import Authenticator
@@ -220,9 +220,31 @@ def files_line(cfg: configmod.Config) -> str:
         token = str(cfg.admin.token_file or generated_token_path(cfg))
     databases = str(cfg.storage.path)
     if cfg.analytics.enabled:
-        databases += f" and {cfg.analytics.path}"
+        databases += f" and {_analytics_where(cfg)}"
     logs = str(cfg.logging.dir) if cfg.logging.dir is not None else "none ([logging] dir is empty)"
     return f"admin token {token}; databases {databases}; logs {logs}"
+
+
+def _analytics_where(cfg: configmod.Config) -> str:
+    if cfg.analytics.url is not None:
+        from mcpgated.analytics.pgstore import redacted
+
+        return redacted(cfg.analytics.url)
+    return str(cfg.analytics.path)
+
+
+def analytics_store(cfg: configmod.Config, reactor: Any) -> ExchangeStore:
+    """
+    The exchange log: in PostgreSQL with C{[analytics] url}, else in the
+    SQLite file at C{path}; its records name C{[gateway] node}.
+    """
+    if cfg.analytics.url is not None:
+        from mcpgated.analytics.pgstore import PostgresAnalyticsStore  # psycopg only when used
+
+        return PostgresAnalyticsStore(reactor, cfg.analytics.url, retention=cfg.analytics.retention,
+                                      max_rows=cfg.analytics.max_rows, node=cfg.gateway.node)
+    return AnalyticsStore(reactor, cfg.analytics.path, retention=cfg.analytics.retention,
+                          max_rows=cfg.analytics.max_rows, node=cfg.gateway.node)
 
 
 def admin_token(cfg: configmod.Config) -> str:
@@ -300,12 +322,10 @@ class GatewayService(MultiService):
                      on_failed=self._loaded.errback).setServiceParent(self)
         self.upstreams = UpstreamPool(reactor=reactor, limits=cfg.limits)
         self.upstreams.setServiceParent(self)
-        self.analytics: Optional[AnalyticsStore] = None
+        self.analytics: Optional[ExchangeStore] = None
         recorder: Optional[Recorder] = None
         if cfg.analytics.enabled:
-            self.analytics = AnalyticsStore(reactor, cfg.analytics.path,
-                                            retention=cfg.analytics.retention,
-                                            max_rows=cfg.analytics.max_rows)
+            self.analytics = analytics_store(cfg, reactor)
             self.analytics.setServiceParent(self)
         analytics = self.analytics
         # with workers, /metrics adds up theirs (mcpgated.workers)
@@ -356,13 +376,14 @@ class GatewayService(MultiService):
             ports.setdefault(listener.role, []).append(listener.bound_port())
         return ports
 
-    def _needed(self) -> List[Tuple[str, Path, "Deferred[None]"]]:
+    def _needed(self) -> List[Tuple[str, Union[Path, str], "Deferred[None]"]]:
         """
         (what, file, fired when open) of the stores the daemon needs.
         """
-        needed = [("store", self.cfg.storage.path, self._loaded)]
+        needed: List[Tuple[str, Union[Path, str], "Deferred[None]"]] = [
+            ("store", self.cfg.storage.path, self._loaded)]
         if self.analytics is not None:
-            needed.append(("analytics store", self.analytics.path, self.analytics.opened))
+            needed.append(("analytics store", self.analytics.where, self.analytics.opened))
         return needed
 
     def _cannot_start(self, failure: Failure) -> None:

@@ -29,7 +29,7 @@ def written_paths(cfg: Config) -> List[Tuple[str, str, Path, bool]]:
     database's folder, checked with it.
     """
     paths: List[Tuple[str, str, Path, bool]] = [("storage", "path", cfg.storage.path, False)]
-    if cfg.analytics.enabled:
+    if cfg.analytics.enabled and cfg.analytics.url is None:
         paths.append(("analytics", "path", cfg.analytics.path, False))
     if cfg.logging.dir is not None:
         paths.append(("logging", "dir", cfg.logging.dir, True))

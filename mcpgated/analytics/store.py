@@ -193,16 +193,24 @@ def bucket_seconds(span: float, target: int = 60) -> int:
 
 def clean_rows(rows: Iterable[Tuple[Any, ...]]) -> List[Tuple[Any, ...]]:
     """
-    The rows with text a database takes: a lone surrogate (JSON text may
-    escape one, and a client's method, tool name or client name reaches the
-    log as given) kept as its escape, C{\\ud800}, and NUL (PostgreSQL text
-    refuses it) as C{\\u0000}.
+    The rows with values a database takes: in text, a lone surrogate (JSON
+    text may escape one, and a client's method, tool name or client name
+    reaches the log as given) kept as its escape, C{\\ud800}, and NUL
+    (PostgreSQL text refuses it) as C{\\u0000}; a whole number past 64
+    bits (a JSON-RPC error code) as L{None}.
     """
-    return [tuple(_clean_text(v) if isinstance(v, str) else v for v in row) for row in rows]
+    return [tuple(map(_clean_value, row)) for row in rows]
 
 
-def _clean_text(value: str) -> str:
-    return value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\u0000")
+_INT64 = range(-(2 ** 63), 2 ** 63)
+
+
+def _clean_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\u0000")
+    if isinstance(value, int) and value not in _INT64:
+        return None
+    return value
 
 
 class ExchangeStore(Service):

@@ -1,0 +1,40 @@
+-- The exchange log in PostgreSQL ([analytics] url): the SQLite store's
+-- exchanges table (migrations 001-003) as one table, shared by every node.
+CREATE TABLE exchanges (
+    id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    time             double precision NOT NULL,
+    api_id           text NOT NULL,
+    api_name         text,
+    plan             text,
+    consumer         text,
+    client           text,
+    session          text,
+    protocol_version text,
+    client_name      text,
+    client_version   text,
+    method           text NOT NULL,
+    kind             text NOT NULL,
+    target           text,
+    jsonrpc_id       text,
+    outcome          text,
+    error_code       bigint,
+    error_message    text,
+    http_status      integer,
+    latency_ms       double precision,
+    ttfb_ms          double precision,
+    bytes_in         bigint,
+    bytes_out        bigint,
+    notifications    integer,
+    transport        text,
+    request_headers  text,
+    response_headers text,
+    request_payload  text,
+    response_payload text,
+    truncated        boolean NOT NULL DEFAULT false,
+    application      text,
+    subscription     text,
+    policy           text,
+    node             text
+);
+CREATE INDEX exchanges_api_time ON exchanges (api_id, time);
+CREATE INDEX exchanges_time ON exchanges (time);
