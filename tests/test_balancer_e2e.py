@@ -1,0 +1,322 @@
+"""
+Load-balanced APIs end to end: the real daemon in front of two real MCP
+servers per API (npm's server-everything over streamable HTTP and legacy
+HTTP+SSE, and 2026-07-28 sessionless SDK servers), driven by the official
+SDK client and by raw requests. Session ids are read back with the key the
+daemon generated, to see which endpoint holds each session.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Tuple
+
+import anyio
+import pytest
+from mcp import Client
+from mcp.client.sse import sse_client
+
+from tests.support import (
+    BIN,
+    Daemon,
+    Proc,
+    deploy,
+    http,
+    listening_ports,
+    running,
+    start_everything,
+)
+
+from mcpgated.sealing import Sealer, endpoint_id, load_key_file
+
+MCP_ACCEPT = {"Accept": "application/json, text/event-stream"}
+INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": "2025-06-18", "capabilities": {},
+    "clientInfo": {"name": "lb-test", "version": "1"}}}
+
+WHOAMI_SERVER = '''
+import sys
+from mcp.server.mcpserver import MCPServer
+
+server = MCPServer("whoami")
+
+@server.tool()
+def whoami() -> str:
+    """The name this server was started with."""
+    return sys.argv[1]
+
+server.run(transport="streamable-http", host="127.0.0.1", port=0, stateless_http=True)
+'''
+
+
+def _backends(transport: str, count: int = 2) -> Iterator[List[int]]:
+    started = [start_everything(transport) for _ in range(count)]
+    yield [port for _, port in started]
+    for proc, _ in started:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[List[int]]:
+    yield from _backends("streamableHttp")
+
+
+@pytest.fixture(scope="module")
+def sse_pair() -> Iterator[List[int]]:
+    yield from _backends("sse")
+
+
+@pytest.fixture(scope="module")
+def modern_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[List[int]]:
+    script = tmp_path_factory.mktemp("whoami") / "whoami.py"
+    script.write_text(WHOAMI_SERVER)
+    procs = [Proc([str(BIN / "python"), str(script), name]) for name in ("first", "second")]
+    ports = []
+    for proc in procs:
+        proc.wait_for(r"Uvicorn running on")
+        ports.append(listening_ports(proc.popen.pid)[0])
+    yield ports
+    for proc in procs:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    yield from running(Daemon(tmp_path_factory.mktemp("lb")))
+
+
+def endpoints_api(daemon: Daemon, context_path: str, urls: List[str], **fields: Any) -> str:
+    api = deploy(daemon, context_path, None,  # type: ignore[arg-type]
+                 endpoints=[{"url": url, "weight": 1} for url in urls], **fields)
+    return str(api["id"])
+
+
+def sealer_of(daemon: Daemon) -> Sealer:
+    return Sealer(load_key_file(daemon.folder / "data" / "session.key", generate=False))
+
+
+def initialize(url: str) -> Tuple[int, Any, bytes]:
+    return http("POST", url, INIT, MCP_ACCEPT)
+
+
+def session_call(url: str, session: str, method: str = "tools/list",
+                 id: int = 2) -> Tuple[int, Any, bytes]:
+    return http("POST", url, {"jsonrpc": "2.0", "id": id, "method": method},
+                dict(MCP_ACCEPT, **{"Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-06-18"}))
+
+
+@pytest.fixture(scope="module")
+def lb(gateway: Daemon, pair: List[int]) -> Tuple[str, List[str]]:
+    urls = [f"http://127.0.0.1:{port}/mcp" for port in pair]
+    return endpoints_api(gateway, "/lb", urls), urls
+
+
+def test_new_sessions_alternate_and_ids_seal_the_endpoint_and_backend_session(gateway, lb):
+    api_id, urls = lb
+    sealer = sealer_of(gateway)
+    holders = []
+    for _ in range(4):
+        status, headers, body = initialize(gateway.gateway + "/lb")
+        assert status == 200, body
+        sealed = headers["mcp-session-id"]
+        opened = sealer.unseal(api_id, sealed)
+        assert opened is not None
+        endpoint, backend_session = opened
+        assert backend_session not in sealed  # the backend's id is not what the client holds
+        holders.append(endpoint)
+        # the backend's own id works at the endpoint the seal names, directly
+        direct = urls[[endpoint_id(u) for u in urls].index(endpoint)]
+        status, _, _ = session_call(direct, backend_session)
+        assert status == 200
+    assert holders.count(endpoint_id(urls[0])) == 2 and holders.count(endpoint_id(urls[1])) == 2
+
+
+def test_a_session_stays_on_its_endpoint_and_keeps_its_id(gateway, lb):
+    status, headers, _ = initialize(gateway.gateway + "/lb")
+    session = headers["mcp-session-id"]
+    for index in range(6):  # round-robin would alternate a request without a session
+        status, answer_headers, body = session_call(gateway.gateway + "/lb", session, id=10 + index)
+        assert status == 200, body
+        assert b'"tools"' in body
+        if answer_headers.get("mcp-session-id") is not None:
+            assert answer_headers["mcp-session-id"] == session  # one session, one id
+    status, _, _ = http("DELETE", gateway.gateway + "/lb",
+                        headers={"Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-06-18"})
+    assert status == 200
+    status, _, body = session_call(gateway.gateway + "/lb", session)
+    assert status in (400, 404)  # ended at its backend, which says so
+
+
+async def _sdk_sessions(url: str, count: int) -> List[str]:
+    texts = []
+    for index in range(count):
+        async with Client(url) as client:
+            for call in range(3):
+                echo = await client.call_tool("echo", {"message": f"s{index}c{call}"})
+                texts.append(echo.content[0].text)
+            tools = await client.list_tools()
+            assert "echo" in [t.name for t in tools.tools]
+    return texts
+
+
+def test_sdk_sessions_through_two_endpoints(gateway, lb):
+    texts = anyio.run(_sdk_sessions, gateway.gateway + "/lb", 4)
+    assert texts == [f"Echo: s{i}c{c}" for i in range(4) for c in range(3)]
+
+
+async def _legacy(url: str) -> List[str]:
+    out = []
+    for index in range(4):
+        async with Client(sse_client(url), mode="legacy") as client:
+            echo = await client.call_tool("echo", {"message": f"legacy {index}"})
+            out.append(echo.content[0].text)
+            echo = await client.call_tool("echo", {"message": f"again {index}"})
+            out.append(echo.content[0].text)
+    return out
+
+
+def test_legacy_sse_sessions_through_two_endpoints(gateway, sse_pair):
+    api_id = endpoints_api(gateway, "/lb-sse", [f"http://127.0.0.1:{p}" for p in sse_pair])
+    assert anyio.run(_legacy, gateway.gateway + "/lb-sse/sse") == [
+        text for i in range(4) for text in (f"Echo: legacy {i}", f"Echo: again {i}")]
+    # the endpoint event's session id is sealed, for this API, naming one of the two
+    sealer = sealer_of(gateway)
+    holders = set()
+    for _ in range(2):
+        url = _endpoint_event(gateway, "/lb-sse/sse")
+        session = url.split("sessionId=", 1)[1]
+        opened = sealer.unseal(api_id, session)
+        assert opened is not None and opened[1] not in url
+        holders.add(opened[0])
+    assert holders == {endpoint_id(f"http://127.0.0.1:{p}") for p in sse_pair}
+
+
+def _endpoint_event(daemon: Daemon, path: str) -> str:
+    port = daemon.ports["gateway"][0]
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                     "Accept: text/event-stream\r\n\r\n".encode())
+        received = b""
+        while b"event: endpoint" not in received or \
+                b"\n\n" not in received.split(b"event: endpoint", 1)[1]:
+            chunk = sock.recv(4096)
+            assert chunk, received
+            received += chunk
+    data = received.split(b"event: endpoint", 1)[1].split(b"\n\n", 1)[0]
+    line = [x for x in data.splitlines() if x.startswith(b"data:")][0]
+    return line[5:].strip().decode()
+
+
+async def _whoami(url: str, count: int) -> List[str]:
+    names = []
+    async with Client(url) as client:
+        assert client.protocol_version == "2026-07-28"
+        for _ in range(count):
+            result = await client.call_tool("whoami", {})
+            names.append(result.content[0].text)
+    return names
+
+
+def test_sessionless_2026_requests_go_to_any_healthy_endpoint(gateway, modern_pair):
+    endpoints_api(gateway, "/lb-modern", [f"http://127.0.0.1:{p}/mcp" for p in modern_pair])
+    names = anyio.run(_whoami, gateway.gateway + "/lb-modern", 6)
+    # one client, no session: its requests are spread over both servers
+    assert sorted(set(names)) == ["first", "second"]
+
+
+@pytest.fixture
+def doomed_pair() -> Iterator[List[Tuple[Proc, int]]]:
+    started = [start_everything("streamableHttp") for _ in range(2)]
+    yield started
+    for proc, _ in started:
+        proc.stop()
+
+
+def test_a_dead_endpoint_s_sessions_get_404_and_new_sessions_go_elsewhere(gateway, doomed_pair):
+    urls = [f"http://127.0.0.1:{port}/mcp" for _, port in doomed_pair]
+    api_id = endpoints_api(gateway, "/lb-doomed", urls)
+    url = gateway.gateway + "/lb-doomed"
+    sealer = sealer_of(gateway)
+    sessions: Dict[bytes, str] = {}
+    while len(sessions) < 2:
+        _, headers, _ = initialize(url)
+        opened = sealer.unseal(api_id, headers["mcp-session-id"])
+        assert opened is not None
+        sessions[opened[0]] = headers["mcp-session-id"]
+    doomed_pair[0][0].kill()
+    dead, live = endpoint_id(urls[0]), endpoint_id(urls[1])
+
+    status, headers, body = session_call(url, sessions[dead])
+    assert status == 404
+    assert headers["Content-Type"] == "application/json"
+    error = json.loads(body)
+    assert error["error"]["code"] == -32001 and error["error"]["message"] == "Session not found"
+    assert error["id"] == 2
+    # the other endpoint's session goes on
+    status, _, _ = session_call(url, sessions[live])
+    assert status == 200
+    # new sessions: all on the live endpoint, none refused (the first to hit
+    # the dead one is sent on to the live one)
+    for _ in range(4):
+        status, headers, _ = initialize(url)
+        assert status == 200
+        opened = sealer.unseal(api_id, headers["mcp-session-id"])
+        assert opened is not None and opened[0] == live
+    # and the SDK client, starting over after the 404, works
+    texts = anyio.run(_sdk_sessions, url, 2)
+    assert len(texts) == 6
+
+
+def test_a_single_backend_api_passes_session_ids_through(gateway, pair):
+    deploy(gateway, "/single", f"http://127.0.0.1:{pair[0]}/mcp")
+    _, headers, _ = initialize(gateway.gateway + "/single")
+    session = headers["mcp-session-id"]
+    status, _, _ = session_call(f"http://127.0.0.1:{pair[0]}/mcp", session)
+    assert status == 200  # the backend's own id, as it gave it
+
+
+def test_definitions_take_endpoints_or_backend_naming_the_field(gateway, pair):
+    url = f"http://127.0.0.1:{pair[0]}/mcp"
+    base = {"name": "x", "version": "1", "contextPath": "/x",
+            "plans": [{"name": "Keyless", "security": "KEY_LESS"}]}
+    cases = [
+        (dict(base, backend=url, endpoints=[{"url": url}]), "endpoints"),
+        (dict(base, endpoints=[]), "endpoints"),
+        (dict(base, endpoints=[{"url": "ftp://x"}]), "endpoints[0].url"),
+        (dict(base, endpoints=[{"url": url}, {"url": url}]), "endpoints[1].url"),
+        (dict(base, endpoints=[{"url": url, "weight": 0}]), "endpoints[0].weight"),
+        (dict(base, endpoints=[{"url": url, "port": 1}]), "endpoints[0].port"),
+        (dict(base, endpoints=[{"url": url}], loadBalancing={"algorithm": "random"}),
+         "loadBalancing.algorithm"),
+        (dict(base, backend=url, loadBalancing={}), "loadBalancing"),
+        (dict(base, endpoints=[{"url": url}],
+              loadBalancing={"healthCheck": {"intervalSeconds": 0}}),
+         "loadBalancing.healthCheck.intervalSeconds"),
+    ]
+    for body, field in cases:
+        status, answer = gateway.admin("POST", "/apis", body)
+        assert status == 400, (body, answer)
+        assert answer["field"] == field, (body, answer)
+    status, created = gateway.admin("POST", "/apis", dict(
+        base, contextPath="/x-ok", endpoints=[{"url": url, "weight": 3}],
+        loadBalancing={"algorithm": "least-connections",
+                       "healthCheck": {"intervalSeconds": 5, "path": "/health"}}))
+    assert status == 201, created
+    assert created["backend"] is None
+    assert created["endpoints"] == [{"url": url, "weight": 3}]
+    assert created["loadBalancing"]["algorithm"] == "least-connections"
+    # what GET gives can be PUT back
+    status, again = gateway.admin("PUT", f"/apis/{created['id']}", created)
+    assert status == 200, again
+
+
+def test_a_configured_session_key_file_that_is_missing_stops_the_daemon(tmp_path: Path):
+    daemon = Daemon(tmp_path, extra="")
+    text = daemon.ini.read_text().replace(
+        "[gateway]\n", "[gateway]\nsession_key_file = /nonexistent/session.key\n")
+    daemon.ini.write_text(text)
+    proc = Proc(daemon.command(), cwd=str(tmp_path))
+    proc.wait_for(r"\[gateway\] session_key_file: cannot read")
+    assert proc.popen.wait(30) != 0
