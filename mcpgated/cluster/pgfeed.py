@@ -23,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 import psycopg
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
@@ -61,9 +62,10 @@ def redacted(url: str) -> str:
 
 @implementer(IChangeFeed)
 @attrs.define(slots=False)
-class PostgresFeed:
+class PostgresFeed(Service):
     """
-    L{IChangeFeed} over PostgreSQL's LISTEN/NOTIFY.
+    L{IChangeFeed} over PostgreSQL's LISTEN/NOTIFY. As a service it only
+    stops: L{start} listening once the store has been read.
 
     @ivar url: the database's libpq URL.
     @ivar origin: this process's stores' origin (their notices are skipped).
@@ -71,7 +73,7 @@ class PostgresFeed:
     """
 
     reactor: IReactorFromThreads
-    url: str
+    url: str = attrs.field(repr=redacted)
     origin: Optional[str] = None
     first_delay: float = 0.1
     max_delay: float = 5.0
@@ -98,6 +100,10 @@ class PostgresFeed:
             return
         self._thread = threading.Thread(target=self._listen, name="mcpgated-pgfeed", daemon=True)
         self._thread.start()
+
+    def stopService(self) -> "Deferred[None]":
+        Service.stopService(self)
+        return self.stop()
 
     def stop(self) -> "Deferred[None]":
         """

@@ -143,6 +143,16 @@ def _unavailable(error: psycopg.Error) -> Unavailable:
 _DATABASE_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError,
                     psycopg.errors.InsufficientResources)
 
+class _Stale(Exception):
+    """
+    A connection failed before its transaction began: nothing was done.
+    """
+
+    def __init__(self, error: psycopg.Error) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 # How each write names what it changed (from its result), for NOTIFY.
 Announce = Callable[[Any], Change]
 
@@ -161,7 +171,7 @@ class PostgresApiStore(ApiSQL, SubscriptionStore, PinStore):
     """
 
     reactor: IReactorFromThreads
-    url: str
+    url: str = attrs.field(repr=redacted)
     origin: str = attrs.field(factory=lambda: secrets.token_hex(8))
     pool_size: int = POOL_SIZE
     _pool: ThreadPool = attrs.field(init=False)
@@ -202,7 +212,9 @@ class PostgresApiStore(ApiSQL, SubscriptionStore, PinStore):
     def _connect(self) -> "psycopg.Connection[Any]":
         return psycopg.connect(self.url, connect_timeout=CONNECT_TIMEOUT, keepalives=1,
                                keepalives_idle=10, keepalives_interval=5, keepalives_count=3,
-                               application_name="mcpgated", autocommit=True)
+                               application_name="mcpgated", autocommit=True,
+                               # acknowledged means durable, whatever the server's default
+                               options="-c synchronous_commit=on")
 
     def _open(self) -> int:
         connection = self._connect()
@@ -223,7 +235,8 @@ class PostgresApiStore(ApiSQL, SubscriptionStore, PinStore):
         except BaseException:
             connection.close()
             raise
-        self._release(connection)
+        with self._lock:
+            self._idle.append(connection)
         return version
 
     def _close_all(self) -> None:
@@ -237,13 +250,16 @@ class PostgresApiStore(ApiSQL, SubscriptionStore, PinStore):
     def _run(self, work: Callable[..., T], *args: Any) -> "Deferred[T]":
         return deferToThreadPool(self.reactor, self._pool, work, *args)
 
-    def _acquire(self) -> "psycopg.Connection[Any]":
+    def _acquire(self) -> "Tuple[psycopg.Connection[Any], bool]":
+        """
+        An idle connection (and True), else a new one (and False).
+        """
         with self._lock:
             while self._idle:
                 connection = self._idle.pop()
                 if not connection.closed:
-                    return connection
-        return self._connect()
+                    return connection, True
+        return self._connect(), False
 
     def _release(self, connection: "psycopg.Connection[Any]") -> None:
         if connection.closed or connection.info.transaction_status != \
@@ -252,6 +268,41 @@ class PostgresApiStore(ApiSQL, SubscriptionStore, PinStore):
             return
         with self._lock:
             self._idle.append(connection)
+
+    def _attempt(self, raw: "psycopg.Connection[Any]", announce: Optional[Announce],
+                 work: Callable[..., T], args: Tuple[Any, ...]) -> T:
+        """
+        One transaction on C{raw}: a read in one snapshot; a write under
+        the write lock, with its notice if it changed a row. C{raw} goes
+        back to the idle ones (or is closed, if it failed).
+
+        @raise _Stale: the connection failed before the transaction began.
+        """
+        try:
+            # a read: one consistent snapshot; a write: the latest rows, locked
+            raw.execute("BEGIN ISOLATION LEVEL REPEATABLE READ" if announce is None else "BEGIN")
+        except _DATABASE_ERRORS as e:
+            raw.close()
+            raise _Stale(e) from e
+        try:
+            if announce is not None:
+                raw.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))
+            connection = _Connection(raw)
+            result = work(connection, *args)
+            if announce is not None and connection.wrote:
+                raw.execute("SELECT pg_notify(%s, %s)",
+                            (CHANNEL, notice(announce(result), self.origin)))
+            raw.execute("COMMIT")
+        except BaseException:
+            if not raw.closed and raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                try:
+                    raw.execute("ROLLBACK")
+                except _DATABASE_ERRORS:
+                    raw.close()
+            raise
+        finally:
+            self._release(raw)
+        return result
 
     def _writing(self, announce: Announce, call: Callable[..., "Deferred[T]"],
                  *args: Any) -> "Deferred[T]":
@@ -273,27 +324,19 @@ class PostgresApiStore(ApiSQL, SubscriptionStore, PinStore):
 
         def inThread() -> T:
             try:
-                raw = self._acquire()
+                raw, reused = self._acquire()
+                try:
+                    return self._attempt(raw, announce, work, args)
+                except _Stale:
+                    if not reused:
+                        raise
+                # an idle connection the server (or the network) had cut:
+                # nothing was sent; once more on a new connection
+                return self._attempt(self._connect(), announce, work, args)
+            except _Stale as e:
+                raise _unavailable(e.error) from e.error
             except _DATABASE_ERRORS as e:
                 raise _unavailable(e) from e
-            try:
-                with raw.transaction():
-                    if announce is None:
-                        # a read: one consistent snapshot
-                        raw.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                    else:
-                        raw.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))
-                    connection = _Connection(raw)
-                    result = work(connection, *args)
-                    if announce is not None and connection.wrote:
-                        raw.execute("SELECT pg_notify(%s, %s)",
-                                    (CHANNEL, notice(announce(result), self.origin)))
-            except _DATABASE_ERRORS as e:
-                raw.close()
-                raise _unavailable(e) from e
-            finally:
-                self._release(raw)
-            return result
 
         d = self._run(inThread)
         key = id(d)
