@@ -328,7 +328,9 @@ def openapi_document() -> Dict[str, Any]:
     }
     definition = {
         "type": "object",
-        "required": ["name", "version", "contextPath", "backend", "plans"],
+        "required": ["name", "version", "contextPath", "plans"],
+        "description": "Give backend (one MCP server) or endpoints (several replicas of it), "
+                       "not both.",
         "properties": {
             "name": {"type": "string", "maxLength": 100},
             "version": {"type": "string", "maxLength": 50},
@@ -336,10 +338,60 @@ def openapi_document() -> Dict[str, Any]:
             "contextPath": {"type": "string", "example": "/mcp-proxy",
                             "description": "Absolute path; no '..', query or fragment; "
                                            "must not overlap a deployed API's path."},
-            "backend": {"type": "string", "format": "uri", "example": "http://localhost:3001/mcp",
+            "backend": {"type": ["string", "null"], "format": "uri",
+                        "example": "http://localhost:3001/mcp",
                         "description": "http(s) URL; an internationalised host is stored in its IDNA "
                                        "(xn--) form and a non-ASCII path or query percent-encoded; a "
-                                       "host that is not valid IDNA 2008 is refused."},
+                                       "host that is not valid IDNA 2008 is refused. null for an API "
+                                       "with endpoints."},
+            "endpoints": {
+                "type": ["array", "null"], "minItems": 1, "maxItems": 64,
+                "description": "Replicas of one MCP server, instead of backend. A stateful session "
+                               "stays on the endpoint that created it: the client's Mcp-Session-Id "
+                               "(and the legacy transport's sessionId) is the endpoint and the "
+                               "backend's session id sealed with [gateway] session_key_file "
+                               "(AES-GCM); an id the gateway did not seal for this API, or whose "
+                               "endpoint is gone or down, is answered 404 -32001 \"Session not "
+                               "found\". Requests without a session (2026-07-28) go to any healthy "
+                               "endpoint.",
+                "items": {"type": "object", "additionalProperties": False, "required": ["url"],
+                          "properties": {
+                              "url": {"type": "string", "format": "uri",
+                                      "example": "http://10.0.0.1:3001/mcp"},
+                              "weight": {"type": "integer", "minimum": 1, "maximum": 1000,
+                                         "default": 1}}}},
+            "loadBalancing": {
+                "type": ["object", "null"], "additionalProperties": False,
+                "description": "How requests without a session are spread over endpoints, and when "
+                               "an endpoint is taken out (only with endpoints).",
+                "properties": {
+                    "algorithm": {"enum": ["round-robin", "least-connections"],
+                                  "default": "round-robin",
+                                  "description": "Smooth weighted round-robin, or the fewest "
+                                                 "requests in flight per weight."},
+                    "passive": {"type": "object", "additionalProperties": False, "properties": {
+                        "maxFailures": {"type": "integer", "minimum": 1, "maximum": 100,
+                                        "default": 3,
+                                        "description": "5xx answers or failed connections in a "
+                                                       "row that take an endpoint out (a refused "
+                                                       "connection: at once)"},
+                        "ejectSeconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 3600,
+                                         "default": 10,
+                                         "description": "How long it stays out before it is "
+                                                        "tried again"}}},
+                    "healthCheck": {
+                        "type": ["object", "null"], "additionalProperties": False,
+                        "description": "Active checks: a GET of path on each endpoint's origin "
+                                       "(empty: the endpoint's URL); an answer below 500 within "
+                                       "timeoutSeconds is healthy, anything else takes the "
+                                       "endpoint out until a check passes.",
+                        "properties": {
+                            "intervalSeconds": {"type": "number", "exclusiveMinimum": 0,
+                                                "maximum": 3600, "default": 10},
+                            "timeoutSeconds": {"type": "number", "exclusiveMinimum": 0,
+                                               "maximum": 60, "default": 2},
+                            "path": {"type": "string", "example": "/health", "default": ""}}},
+                }},
             "backendKeepAlive": {
                 "type": "object", "additionalProperties": False,
                 "description": "The keep-alive pool toward the backend.",
