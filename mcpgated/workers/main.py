@@ -56,12 +56,13 @@ from mcpgated.policy.interfaces import ILimiter
 from mcpgated.policy.pinbook import PinBook
 from mcpgated.policy.ratelimit import RateLimit
 from mcpgated.policy.tokens import TokenVerifier
+from mcpgated.proxy.balancer import HealthChecks
 from mcpgated.proxy.listener import gateway_factory
 from mcpgated.proxy.resource import GatewayResource
 from mcpgated.proxy.upstream import UpstreamPool
 from mcpgated.routing import RouteTable
 from mcpgated.store import SQLiteApiStore
-from mcpgated.tap import StoreService
+from mcpgated.tap import StoreService, session_sealer
 from mcpgated.workers.metrics import snapshot
 from mcpgated.workers.pool import CONTROL_IN, CONTROL_OUT, DRAIN_TIMEOUT
 from mcpgated.workers.protocol import (
@@ -284,6 +285,8 @@ class WorkerService(MultiService):
                                     verifier=TokenVerifier(reactor, self.upstreams)),
                       RemoteLimiter(control), pins=self.pins),
         )
+        HealthChecks(self.gateway.balancer, self.routes, reactor,
+                     self.upstreams.default_agent()).setServiceParent(self)
         self.site = gateway_factory(cfg.gateway.http, self.gateway, reactor, cfg.limits)
         self.channels: "weakref.WeakSet[Any]" = weakref.WeakSet()
         build = self.site.buildProtocol
@@ -294,6 +297,12 @@ class WorkerService(MultiService):
             return protocol
 
         self.site.buildProtocol = tracked  # type: ignore[method-assign]
+
+    def startService(self) -> None:
+        # the parent made the key file (if it was to be generated) before
+        # spawning the workers
+        self.gateway.sealer = session_sealer(self.cfg)
+        MultiService.startService(self)
 
     def _failed(self, failure: Any) -> None:
         log.critical("worker {index} cannot open the store: {error}; exiting", index=self.index,
@@ -314,7 +323,9 @@ class WorkerService(MultiService):
                     endpoints.serverFromString(self.reactor, listening.description))
             if context is not None:
                 factory = TLSMemoryBIOFactory(context, False, self.site)
-            self.ports.append(self.reactor.adoptStreamPort(listening.fd, listening.family, factory))
+            port = self.reactor.adoptStreamPort(listening.fd, listening.family, factory)
+            _one_accept_per_wake(port)
+            self.ports.append(port)
             os.close(listening.fd)
         self.uplink.start()
         self.control.callRemote(Ready, pid=os.getpid())
@@ -364,6 +375,22 @@ class WorkerService(MultiService):
             return DeferredList([d for d in (MultiService.stopService(self),) if d is not None])
 
         return self.drain().addCallback(rest).addCallback(lambda _: None)
+
+
+def _one_accept_per_wake(port: Any) -> None:
+    """
+    Every worker wakes when a connection comes to the shared socket; each
+    accepts one per wake (Twisted's port takes up to a growing number), so
+    a burst of connections is shared between the idle workers instead of
+    going to whichever woke first.
+    """
+    read = port.doRead
+
+    def doRead() -> Any:
+        port.numberAccepts = 1
+        return read()
+
+    port.doRead = doRead
 
 
 def _idle(channel: Any) -> bool:

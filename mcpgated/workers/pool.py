@@ -206,7 +206,8 @@ class Worker(ProcessProtocol):
         elif kind == ACCESS:
             self.pool.access_lines(payload.decode("utf-8", "replace"))
         elif kind == METRICS and self.metrics is not None:
-            self.metrics.callback(payload)
+            metrics, self.metrics = self.metrics, None
+            metrics.callback(payload)
 
     def ready(self, pid: int) -> None:
         self.serving = True
