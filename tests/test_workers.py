@@ -122,7 +122,7 @@ def test_a_deploy_is_live_in_every_worker_at_once(pool: Daemon, backend: str) ->
         deploy(pool, path, backend)
         for serving in (1, 2):
             with only(pool, serving):
-                assert within(1.0, lambda: call(pool, path)[0] == 200), \
+                assert within(1.0, lambda path=path: call(pool, path)[0] == 200), \
                     f"worker {serving} does not route {path} a second after the deploy"
     # ... and a stop too
     status, apis = pool.admin("GET", "/apis")
@@ -172,7 +172,7 @@ def test_records_metrics_and_access_lines_of_every_worker_reach_the_parent(
         body = json.loads(json.dumps(INITIALIZE))
         body["params"]["clientInfo"]["name"] = name
         with only(pool, serving):
-            assert within(1.0, lambda: call(pool, "/recorded", body=body)[0] == 200)
+            assert within(1.0, lambda body=body: call(pool, "/recorded", body=body)[0] == 200)
 
     def logged() -> bool:
         for name in names.values():
