@@ -46,7 +46,9 @@ from mcpgated.routing import RouteTable
 from mcpgated.sealing import KeyFileError, Sealer, load_key_file
 from mcpgated.sdnotify import notify
 from mcpgated.site import CappedSite, json_too_large
-from mcpgated.store import SQLiteApiStore
+from mcpgated.cluster.follower import StateFollower
+from mcpgated.cluster.pgfeed import PostgresFeed, redacted
+from mcpgated.store import PostgresApiStore, SQLiteApiStore
 from mcpgated.workers.metrics import PoolMetrics
 from mcpgated.workers.pool import WorkerPool, share, worker_pool
 from mcpgated.writable import unwritable
@@ -159,7 +161,7 @@ class StoreService(Service):
     closes on stop. A store that cannot open stops the daemon.
     """
 
-    store: SQLiteApiStore
+    store: "SQLiteApiStore | PostgresApiStore"
     routes: RouteTable
     reactor: Any  # the reactor: IReactorCore and IReactorTime
     on_ready: Optional[Callable[[], None]] = None
@@ -218,7 +220,7 @@ def files_line(cfg: configmod.Config) -> str:
         token = "[admin] token in " + str(cfg.source)
     else:
         token = str(cfg.admin.token_file or generated_token_path(cfg))
-    databases = str(cfg.storage.path)
+    databases = redacted(cfg.storage.url) if cfg.storage.url else str(cfg.storage.path)
     if cfg.analytics.enabled:
         databases += f" and {_analytics_where(cfg)}"
     logs = str(cfg.logging.dir) if cfg.logging.dir is not None else "none ([logging] dir is empty)"
@@ -314,7 +316,9 @@ class GatewayService(MultiService):
             exchange_enabled=cfg.analytics.enabled and cfg.analytics.exchange_log,
         )
         self.logs.setServiceParent(self)
-        self.store = SQLiteApiStore(reactor, cfg.storage.path)
+        self.store: "SQLiteApiStore | PostgresApiStore" = (
+            PostgresApiStore(reactor, cfg.storage.url) if cfg.storage.url
+            else SQLiteApiStore(reactor, cfg.storage.path))
         self.pins = PinBook(self.store, reactor)
         self._loaded: Deferred[None] = Deferred()
         StoreService(self.store, self.routes, reactor, lambda: self._loaded.callback(None),
@@ -362,8 +366,19 @@ class GatewayService(MultiService):
                               pins=self.pins)
         self.admin.gateway_info = lambda: gateway_addresses(self.listeners, cfg.gateway.public_url)
         self.admin.backend_agent = self.upstreams.agent  # previews list backends (admin/preview.py)
+        # [storage] url: other nodes' writes heard by LISTEN, from once the store is read
+        self.feed: Optional[PostgresFeed] = None
+        if isinstance(self.store, PostgresApiStore):
+            self.feed = PostgresFeed(reactor, self.store.url, origin=self.store.origin)
+            self.feed.subscribe(StateFollower(self.store, self.routes, self.keys, self.pins,
+                                              reactor).changed)
+            self.feed.setServiceParent(self)
+            self.admin.changes = self.feed
+            self._loaded.addCallback(lambda _: self.feed.start() if self.feed else None)
         # [gateway] workers > 1: worker processes serve the gateway sockets
         self.pool: Optional[WorkerPool] = worker_pool(self) if cfg.gateway.workers > 1 else None
+        if self.pool is not None and self.feed is not None:
+            self.feed.subscribe(self.pool.feed.publish)  # other nodes' writes, to the workers
         admin_site = CappedSite(self.admin.resource(), ADMIN_MAX_BODY, json_too_large)
         for description in cfg.admin.listen:
             self.listeners.append(ListenerService("admin", description, admin_site, reactor))
@@ -381,7 +396,7 @@ class GatewayService(MultiService):
         (what, file, fired when open) of the stores the daemon needs.
         """
         needed: List[Tuple[str, Union[Path, str], "Deferred[None]"]] = [
-            ("store", self.cfg.storage.path, self._loaded)]
+            ("store", self.store.path, self._loaded)]
         if self.analytics is not None:
             needed.append(("analytics store", self.analytics.where, self.analytics.opened))
         return needed

@@ -1,0 +1,139 @@
+"""
+Two gateway daemons on one PostgreSQL database ([storage] url): what an
+operator does through either node's admin API is live on the other within
+a second (PostgreSQL's NOTIFY, heard by the other node's feed), a feed
+whose connection is cut catches up, and PostgreSQL down leaves the gateway
+serving while the admin API answers 503.
+
+The module has a PostgreSQL server of its own (it is stopped and started).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Callable, Dict, Iterator, Optional, Tuple
+
+import psycopg
+import pytest
+
+from tests.daemon_helpers import ACCEPT, INITIALIZE, set_options
+from tests.engines import PostgresServer
+from tests.support import Daemon, deploy, http, subscribe_key
+
+KEY_PLANS = [{"name": "Keys", "security": "API_KEY"}]
+KEY_HEADER = "X-Gravitee-Api-Key"
+
+
+def _status(daemon: Daemon, path: str, headers: Optional[Dict[str, str]] = None) -> int:
+    status, _, _ = http("POST", daemon.gateway + path, INITIALIZE, dict(ACCEPT, **(headers or {})),
+                        timeout=5)
+    return status
+
+
+def within(seconds: float, condition: Callable[[], bool]) -> float:
+    """
+    Poll C{condition} (the other node's answers: no event to wait on) until
+    it holds; how long it took. Fails after C{seconds}.
+    """
+    started = time.monotonic()
+    pause = threading.Event()
+    while not condition():
+        if time.monotonic() - started > seconds:
+            raise AssertionError(f"not within {seconds} s")
+        pause.wait(0.02)
+    return time.monotonic() - started
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[PostgresServer]:
+    own = PostgresServer()
+    yield own
+    own.close()
+
+
+@pytest.fixture(scope="module")
+def nodes(server: PostgresServer, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[Tuple[Daemon, Daemon]]:
+    url = server.new_database()
+    pair = []
+    for name in ("a", "b"):
+        daemon = Daemon(tmp_path_factory.mktemp(f"node-{name}"))
+        set_options(daemon, "storage", url=url)
+        set_options(daemon, "analytics", enabled="off")
+        pair.append(daemon.start())
+    yield pair[0], pair[1]
+    for daemon in pair:
+        daemon.stop_if_running()
+
+
+def test_a_deploy_and_a_stop_on_one_node_are_live_on_the_other(
+        nodes: Tuple[Daemon, Daemon], everything: int) -> None:
+    a, b = nodes
+    assert _status(b, "/live") == 404
+    api = deploy(a, "/live", f"http://127.0.0.1:{everything}/mcp")
+    assert within(1.0, lambda: _status(b, "/live") == 200) < 1.0
+    assert b.admin("GET", f"/apis/{api['id']}")[1]["state"] == "STARTED"
+    status, stopped = b.admin("POST", f"/apis/{api['id']}/_stop")
+    assert status == 200, stopped
+    within(1.0, lambda: _status(a, "/live") == 404)
+
+
+def test_a_key_revoked_on_one_node_is_refused_on_the_other(
+        nodes: Tuple[Daemon, Daemon], everything: int) -> None:
+    a, b = nodes
+    api = deploy(a, "/keyed", f"http://127.0.0.1:{everything}/mcp", plans=KEY_PLANS)
+    subscription, key = subscribe_key(a, api["id"], "Keys", "agent")
+    with_key = {KEY_HEADER: key["key"]}
+    assert _status(a, "/keyed", with_key) == 200
+    within(1.0, lambda: _status(b, "/keyed", with_key) == 200)  # issued on A, usable on B
+    base = f"/apis/{api['id']}/subscriptions/{subscription['id']}"
+    assert b.admin("DELETE", f"{base}/keys/{key['id']}")[0] == 204
+    assert _status(b, "/keyed", with_key) == 401
+    assert within(1.0, lambda: _status(a, "/keyed", with_key) == 401) < 1.0
+    # a closed subscription too
+    second_subscription, second = subscribe_key(b, api["id"], "Keys", "agent 2")
+    other = {KEY_HEADER: second["key"]}
+    within(1.0, lambda: _status(a, "/keyed", other) == 200)
+    closing = f"/apis/{api['id']}/subscriptions/{second_subscription['id']}/_close"
+    assert a.admin("POST", closing)[0] == 200
+    within(1.0, lambda: _status(b, "/keyed", other) == 401)
+
+
+def test_a_cut_feed_connection_catches_up(nodes: Tuple[Daemon, Daemon], server: PostgresServer,
+                                          everything: int) -> None:
+    a, b = nodes
+    with psycopg.connect(server.url, autocommit=True) as connection:
+        killed = connection.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = 'mcpgated-feed'").fetchone()
+    assert killed == (2,)
+    api = deploy(b, "/after-cut", f"http://127.0.0.1:{everything}/mcp")
+    # heard again, or read again once A's feed is back (it reads everything then)
+    within(5.0, lambda: _status(a, "/after-cut") == 200)
+    assert a.admin("GET", f"/apis/{api['id']}")[0] == 200
+
+
+def test_postgres_down_the_gateway_serves_and_the_admin_api_answers_503(
+        nodes: Tuple[Daemon, Daemon], server: PostgresServer, everything: int) -> None:
+    a, b = nodes
+    deploy(a, "/steady", f"http://127.0.0.1:{everything}/mcp")
+    within(1.0, lambda: _status(b, "/steady") == 200)
+    server.stop()
+    try:
+        for daemon in (a, b):
+            assert _status(daemon, "/steady") == 200  # served from what it loaded
+            status, body = daemon.admin("POST", "/applications", {"name": "during"})
+            assert status == 503, body
+            assert body["error"].startswith("the store cannot be used"), body
+            assert "nothing was changed" in body["error"]
+            status, body = daemon.admin("GET", "/apis")
+            assert status == 503, body
+    finally:
+        server.start()
+    # back: writes go through and the other node hears them again
+    deploy(a, "/back", f"http://127.0.0.1:{everything}/mcp")
+    within(8.0, lambda: _status(b, "/back") == 200)
+    status, listed = b.admin("GET", "/applications")
+    assert status == 200 and "during" not in json.dumps(listed)
