@@ -69,6 +69,13 @@ class _Merged:
         return out
 
 
+def merge(snapshots: List[List[Family]]) -> bytes:
+    """
+    The exposition text of the sum of C{snapshots} (any thread).
+    """
+    return generate_latest(_Merged(snapshots))
+
+
 class PoolMetrics(Metrics):
     """
     The parent's metrics: its own registry (stores, log files, admin-side
@@ -93,4 +100,4 @@ class PoolMetrics(Metrics):
 
     def _render(self, payloads: List[bytes], own: List[Family]) -> "Deferred[bytes]":
         snapshots = [own] + [json.loads(p) for p in payloads]
-        return deferToThread(generate_latest, _Merged(snapshots))
+        return deferToThread(merge, snapshots)
