@@ -13,14 +13,15 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import psycopg
 import pytest
 
 from tests.daemon_helpers import ACCEPT, INITIALIZE, set_options
-from tests.engines import PostgresServer
-from tests.support import Daemon, deploy, http, subscribe_key
+from tests.engines import PostgresServer, free_port
+from tests.support import Daemon, Proc, deploy, http, subscribe_key
 
 KEY_PLANS = [{"name": "Keys", "security": "API_KEY"}]
 KEY_HEADER = "X-Gravitee-Api-Key"
@@ -137,3 +138,13 @@ def test_postgres_down_the_gateway_serves_and_the_admin_api_answers_503(
     within(8.0, lambda: _status(b, "/back") == 200)
     status, listed = b.admin("GET", "/applications")
     assert status == 200 and "during" not in json.dumps(listed)
+
+
+def test_unreachable_at_start_one_line_without_the_password(tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path)
+    set_options(daemon, "storage", url=f"postgresql://gw:s3cret@127.0.0.1:{free_port()}/x")
+    proc = Proc(daemon.command(), cwd=str(tmp_path))
+    line = proc.wait_for(r"mcpgated cannot start: cannot open the store .*").group(0)
+    assert proc.popen.wait(30) == 1
+    assert "postgresql://gw:***@127.0.0.1" in line and "connection" in line.lower(), line
+    assert not any("s3cret" in out for out in proc.output), proc.output
