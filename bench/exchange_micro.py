@@ -40,9 +40,11 @@ REQUEST = (b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"ech
 JSON_ANSWER = (b'{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text",'
                b'"text":"Echo: hello from wrk"}],"isError":false}}')
 SSE_ANSWER = b"event: message\ndata: " + JSON_ANSWER + b"\n\n"
+SESSION = b"bench-session-0123456789abcdef"  # the backend's session id
 
 
-def _child(n: int, repeat: int, sse: bool, gc_tuned: bool = False) -> Dict[str, Any]:
+def _child(n: int, repeat: int, sse: bool, gc_tuned: bool = False,
+           lb: bool = False) -> Dict[str, Any]:
     """
     Runs in a fresh interpreter with the tree under test first on sys.path.
     """
@@ -85,7 +87,8 @@ def _child(n: int, repeat: int, sse: bool, gc_tuned: bool = False) -> Dict[str, 
             self.headers = headers_from_raw({
                 b"Server": [b"nginx/1.22.1"], b"Date": [b"Thu, 03 Dec 2026 14:00:00 GMT"],
                 b"Content-Type": [b"text/event-stream" if sse else b"application/json"],
-                b"Content-Length": [b"%d" % len(answer)], b"Connection": [b"keep-alive"]})
+                b"Content-Length": [b"%d" % len(answer)], b"Connection": [b"keep-alive"],
+                b"Mcp-Session-Id": [SESSION]})
 
         def deliverBody(self, protocol: Any) -> None:
             protocol.makeConnection(Transport())
@@ -114,19 +117,36 @@ def _child(n: int, repeat: int, sse: bool, gc_tuned: bool = False) -> Dict[str, 
     routes = RouteTable()
     definition = ApiDefinition("bench", "1", "", "/n", "http://127.0.0.1:9/n",
                                (Plan("Keyless"),))
-    routes.load([ApiRecord(id="0f8e2c6a-1b3d-4e5f-8a9b-0c1d2e3f4a5b", definition=definition,
+    api_id = "0f8e2c6a-1b3d-4e5f-8a9b-0c1d2e3f4a5b"
+    session = SESSION
+    sealer = None
+    if lb:  # two endpoints: the client's session id sealed, unsealed on each request
+        import attrs
+
+        from mcpgated.model import Endpoint
+        from mcpgated.sealing import Sealer, endpoint_id
+
+        definition = attrs.evolve(definition, endpoints=(
+            Endpoint("http://127.0.0.1:9/n"), Endpoint("http://127.0.0.1:10/n")))
+        sealer = Sealer([bytes(32)])
+        session = sealer.seal(api_id, endpoint_id("http://127.0.0.1:9/n"),
+                              SESSION.decode()).encode()
+    routes.load([ApiRecord(id=api_id, definition=definition,
                            deployed=definition, state=STARTED, created_at=0.0, updated_at=0.0,
                            deployed_at=0.0)])
     resource = GatewayResource(routes=routes, upstreams=Upstreams(), clock=clock,  # type: ignore[arg-type]
                                access_log=access_log, limits=cfg.limits, recorder=recorder)
+    if sealer is not None:
+        resource.sealer = sealer
     factory = GatewayHTTPFactory(resource, clock, cfg.limits.max_body, lambda size: b"")
     channel = factory.buildProtocol(None)
     transport = StringTransport(peerAddress=None)
     channel.makeConnection(transport)
     head = (b"POST /n/json HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
             b"Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
-            b"Mcp-Session-Id: bench-session-0123456789abcdef\r\n"
-            b"Mcp-Protocol-Version: 2025-06-18\r\nContent-Length: %d\r\n\r\n" % len(REQUEST))
+            b"Mcp-Session-Id: %s\r\n"
+            b"Mcp-Protocol-Version: 2025-06-18\r\nContent-Length: %d\r\n\r\n"
+            % (session, len(REQUEST)))
     wire = head + REQUEST
 
     def run(count: int) -> float:
@@ -149,12 +169,13 @@ def _child(n: int, repeat: int, sse: bool, gc_tuned: bool = False) -> Dict[str, 
     channel.dataReceived(wire)
     out = transport.value()
     assert b"200 OK" in out and answer in out, out[:300]
+    assert b"Mcp-Session-Id: " + session in out, out[:600]  # the client's id, sealed or not
     transport.clear()
     best = min(run(n) for _ in range(repeat))
     return {"us_per_exchange": best / n * 1e6}
 
 
-def _opcodes(sse: bool) -> Dict[str, Any]:
+def _opcodes(sse: bool, lb: bool = False) -> Dict[str, Any]:
     """
     Python bytecodes per exchange: the count for 2N exchanges less the
     count for N (the setup and warm-up cancel out).
@@ -171,7 +192,7 @@ def _opcodes(sse: bool) -> Dict[str, Any]:
         count[0] = 0
         sys.settrace(tracer)
         try:
-            _child(n, 1, sse)
+            _child(n, 1, sse, lb=lb)
         finally:
             sys.settrace(None)
         return count[0]
@@ -193,15 +214,18 @@ def main() -> None:
                         help="freeze startup objects and raise the young GC threshold first")
     parser.add_argument("--opcodes", action="store_true",
                         help="count Python bytecodes per exchange instead of timing")
+    parser.add_argument("--lb", action="store_true",
+                        help="a load-balanced API (two endpoints), the session id sealed; "
+                             "as a tree's suffix: TREE+lb")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         if args.opcodes:
-            print(json.dumps(_opcodes(args.sse)))
+            print(json.dumps(_opcodes(args.sse, args.lb)))
         else:
-            print(json.dumps(_child(args.n, args.repeat, args.sse, args.gc_tuned)))
+            print(json.dumps(_child(args.n, args.repeat, args.sse, args.gc_tuned, args.lb)))
         return
-    # a tree, or TREE+gc: the tree with the collector tuned
+    # a tree, or TREE+gc: the tree with the collector tuned; TREE+lb: a load-balanced API
     trees = args.src or [str(Path(__file__).resolve().parent.parent)]
     results: Dict[str, List[float]] = {tree: [] for tree in trees}
     for _ in range(args.rounds):
@@ -211,7 +235,8 @@ def main() -> None:
             out = subprocess.run([sys.executable, __file__, "--child", folder, "-n", str(args.n),
                                   "--repeat", str(args.repeat)] + (["--sse"] if args.sse else [])
                                  + (["--gc-tuned"] if variant == "gc" or args.gc_tuned else [])
-                                 + (["--opcodes"] if args.opcodes else []),
+                                 + (["--opcodes"] if args.opcodes else [])
+                                 + (["--lb"] if variant == "lb" or args.lb else []),
                                  env=env, capture_output=True, text=True, cwd=folder)
             if out.returncode:
                 raise SystemExit(out.stderr)

@@ -234,38 +234,56 @@ def doomed_pair() -> Iterator[List[Tuple[Proc, int]]]:
         proc.stop()
 
 
-def test_a_dead_endpoint_s_sessions_get_404_and_new_sessions_go_elsewhere(gateway, doomed_pair):
-    urls = [f"http://127.0.0.1:{port}/mcp" for _, port in doomed_pair]
-    api_id = endpoints_api(gateway, "/lb-doomed", urls)
-    url = gateway.gateway + "/lb-doomed"
-    sealer = sealer_of(gateway)
+def _two_sessions(daemon: Daemon, path: str, api_id: str) -> Dict[bytes, str]:
+    """
+    A session on each endpoint of the API at C{path}, by the endpoint id.
+    """
+    sealer = sealer_of(daemon)
     sessions: Dict[bytes, str] = {}
     while len(sessions) < 2:
-        _, headers, _ = initialize(url)
+        _, headers, _ = initialize(daemon.gateway + path)
         opened = sealer.unseal(api_id, headers["mcp-session-id"])
         assert opened is not None
         sessions[opened[0]] = headers["mcp-session-id"]
-    doomed_pair[0][0].kill()
-    dead, live = endpoint_id(urls[0]), endpoint_id(urls[1])
+    return sessions
 
-    status, headers, body = session_call(url, sessions[dead])
-    assert status == 404
+
+def _assert_not_found(status: int, headers: Any, body: bytes) -> None:
+    assert status == 404, body
     assert headers["Content-Type"] == "application/json"
     error = json.loads(body)
     assert error["error"]["code"] == -32001 and error["error"]["message"] == "Session not found"
     assert error["id"] == 2
-    # the other endpoint's session goes on
-    status, _, _ = session_call(url, sessions[live])
-    assert status == 200
-    # new sessions: all on the live endpoint, none refused (the first to hit
-    # the dead one is sent on to the live one)
+
+
+def test_a_dead_endpoint_s_sessions_get_404_and_new_sessions_go_elsewhere(gateway, doomed_pair):
+    urls = [f"http://127.0.0.1:{port}/mcp" for _, port in doomed_pair]
+    # two APIs on the same endpoints: each pool learns of the death on its own
+    first = endpoints_api(gateway, "/lb-doomed", urls)
+    second = endpoints_api(gateway, "/lb-doomed-2", urls)
+    first_sessions = _two_sessions(gateway, "/lb-doomed", first)
+    second_sessions = _two_sessions(gateway, "/lb-doomed-2", second)
+    doomed_pair[0][0].kill()
+    dead, live = endpoint_id(urls[0]), endpoint_id(urls[1])
+    sealer = sealer_of(gateway)
+
+    # New sessions, before anything was sent to the dead endpoint: the one
+    # round-robin gives it cannot connect and goes to the live one; none refused.
     for _ in range(4):
-        status, headers, _ = initialize(url)
+        status, headers, _ = initialize(gateway.gateway + "/lb-doomed")
         assert status == 200
-        opened = sealer.unseal(api_id, headers["mcp-session-id"])
+        opened = sealer.unseal(first, headers["mcp-session-id"])
         assert opened is not None and opened[0] == live
+    # the dead endpoint's session: 404 (the endpoint is known down by now)
+    _assert_not_found(*session_call(gateway.gateway + "/lb-doomed", first_sessions[dead]))
+    # on the other API, the first news of the death is the session's own request: 404 too
+    _assert_not_found(*session_call(gateway.gateway + "/lb-doomed-2", second_sessions[dead]))
+    # the live endpoint's sessions go on
+    for path, sessions in (("/lb-doomed", first_sessions), ("/lb-doomed-2", second_sessions)):
+        status, _, _ = session_call(gateway.gateway + path, sessions[live])
+        assert status == 200
     # and the SDK client, starting over after the 404, works
-    texts = anyio.run(_sdk_sessions, url, 2)
+    texts = anyio.run(_sdk_sessions, gateway.gateway + "/lb-doomed-2", 2)
     assert len(texts) == 6
 
 

@@ -86,7 +86,6 @@ _SESSION_HEADER = canonical_name(b"mcp-session-id")
 _SESSION_PARAMS = (b"sessionId=", b"session_id=")  # the legacy transport's POST URL
 # MCP's "session not found" (the TypeScript SDK's code): the client starts a new session
 SESSION_NOT_FOUND = -32001
-_RETRY: Any = object()  # _send: try another endpoint (nothing reached the failed one)
 
 
 class Exchange:
@@ -120,6 +119,8 @@ class Exchange:
     sealed: Optional[str] = None
     session: Optional[str] = None
     tried: Tuple[Member, ...] = ()  # endpoints that could not be reached
+    rest = ""  # the path after the context path, and the query, for another endpoint
+    query = b""
 
     def __init__(self, request: Any, started: float, status: Optional[int] = None) -> None:
         self.request = request
@@ -239,18 +240,16 @@ class GatewayResource(Resource):
             observer = exchange.observer = recorder.observer(
                 route.api_id, definition, peer, exchange.started, method)
             observer.request(headers_in, request.uri, len(body), exchange.body)
+        headers = upstream_request_headers(headers_in, peer, origin, self.trusted_proxies)
         if definition.endpoints:  # load-balanced: the endpoint, and the session unsealed
-            backend, query = self._balance(request, exchange, route, query)
+            backend, query = self._balance(request, exchange, route, rest, query, headers)
         else:
             backend = self._backend(definition.backend)
         url = backend.target(rest, query)
-        headers = upstream_request_headers(headers_in, peer, origin, self.trusted_proxies)
         # set here, or the client computes it (with IDNA checks) on every request;
         # into the dictionary: the authority of a backend URL that was validated
         if backend.authority is not None:
             raw_headers(headers)[_HOST] = [backend.authority]
-        if exchange.session is not None and headers_in.hasHeader(b"mcp-session-id"):
-            raw_headers(headers)[_SESSION_HEADER] = [exchange.session.encode("latin-1")]
         admission = None
         if gated:
             admission = await self._admission(request, exchange, route, query, body)
@@ -259,6 +258,7 @@ class GatewayResource(Resource):
             body = admission.body
             if admission.query != query:
                 url = backend.target(rest, admission.query)
+                exchange.query = admission.query
             for name in admission.strip_headers:
                 headers.removeHeader(name)
             for name, value in admission.set_headers:
@@ -268,13 +268,6 @@ class GatewayResource(Resource):
         send = body if body or method in _BODY_METHODS else None
         sent = self.clock.seconds()
         response = await self._send(exchange, client, method, url, headers, send)
-        while response is _RETRY:  # another endpoint, the failed one never saw the request
-            assert exchange.member is not None
-            backend = exchange.member.backend
-            url = backend.target(rest, admission.query if admission is not None else query)
-            if backend.authority is not None:
-                raw_headers(headers)[_HOST] = [backend.authority]
-            response = await self._send(exchange, client, method, url, headers, send)
         if response is None:
             return
         self._relay(request, exchange, route, backend, url, admission, response, sent)
@@ -412,8 +405,17 @@ class GatewayResource(Resource):
         except Exception as e:
             if exchange.client_gone:
                 raise CancelledError() from e
-            if exchange.member is not None and self._endpoint_failed(exchange, e):
-                return _RETRY
+            member = exchange.member
+            if member is not None and self._endpoint_failed(exchange, e):
+                # another endpoint: the failed one never saw the request
+                other = exchange.member
+                assert other is not None
+                backend = other.backend
+                if backend.authority is not None:
+                    raw_headers(headers)[_HOST] = [backend.authority]
+                return await self._send(exchange, client, method,
+                                        backend.target(exchange.rest, exchange.query), headers,
+                                        body)
             self._upstream_failed(exchange, e)
             return None
         finally:
@@ -438,6 +440,9 @@ class GatewayResource(Resource):
         member = exchange.member
         if member is not None:  # load-balanced: passive health, the session id sealed
             self._answered(exchange, route, member, code, headers_up)
+            if exchange.tried:  # sent on to another endpoint
+                backend = member.backend
+                url = backend.target(exchange.rest, exchange.query)
         if observer is not None:
             observer.response(code, headers_up, round((now - sent) * 1000, 3), event_stream)
         request.setResponseCode(code, response.phrase)
@@ -615,12 +620,13 @@ class GatewayResource(Resource):
 
     # --- load-balanced APIs ------------------------------------------------------------
 
-    def _balance(self, request: Any, exchange: Exchange, route: Route,
-                 query: bytes) -> Tuple[Backend, bytes]:
+    def _balance(self, request: Any, exchange: Exchange, route: Route, rest: str,
+                 query: bytes, headers: Any) -> Tuple[Backend, bytes]:
         """
         The endpoint of a load-balanced API for this request: the one its
-        sealed session id names (the id unsealed onto the exchange, and in
-        the query for the legacy transport's POSTs), else one the pool picks.
+        sealed session id names (the backend's id put in the upstream
+        C{headers}, or in the query for the legacy transport's POSTs), else
+        one the pool picks.
 
         @raise Refusal: 404 "session not found", a session id this gateway
             did not seal for this API, or whose endpoint is gone or down.
@@ -647,12 +653,15 @@ class GatewayResource(Resource):
                               code=SESSION_NOT_FOUND)
             member = found_member
             exchange.sealed, exchange.session = token, opened[1]
+            session = opened[1]
             if in_query:
-                session = opened[1]
                 query = _replace_session_param(query.decode("latin-1"),
                                                lambda _: session).encode("latin-1")
+            else:
+                raw_headers(headers)[_SESSION_HEADER] = [session.encode("latin-1")]
         member.active += 1
         exchange.member = member
+        exchange.rest, exchange.query = rest, query
         return member.backend, query
 
     def _endpoint_failed(self, exchange: Exchange, e: Exception) -> bool:
