@@ -12,9 +12,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, List, Optional
 
 import pytest
+from twisted.internet.defer import Deferred
 from zope.interface.verify import verifyObject
 
+from mcpgated.cluster.changes import ALL, Change
+from mcpgated.cluster.follower import StateFollower
 from mcpgated.definitions import InvalidField, parse_definition
+from mcpgated.keys import KeyIndex, hash_key
 from mcpgated.model import STARTED, STOPPED, ApiDefinition
 from mcpgated.policy.pinning import (
     APPROVED,
@@ -29,8 +33,11 @@ from mcpgated.policy.pinning import (
     canonical,
     fingerprint_of,
 )
+from mcpgated.policy.pinbook import PinBook
+from mcpgated.routing import RouteTable
 from mcpgated.store import Closed, Conflict, IApiStore, NotFound, PostgresApiStore, SQLiteApiStore
 from mcpgated.subscriptions import ACCEPTED, CLOSED
+from mcpgated.tap import StoreService
 from tests.engines import PostgresServer
 from tests.test_subscriptions import PumpedReactor
 
@@ -344,3 +351,40 @@ def test_concurrent_calls_all_answer(store: Store) -> None:
     results: List[Any] = [reactor.wait(d) for d in pending]
     assert sorted(a.name for a in results[:20]) == sorted(f"app {i}" for i in range(20))
     assert len(store.list_applications()) == 20
+
+
+# --- what the daemon reads from it (mcpgated.tap.StoreService, mcpgated.cluster.follower) --------
+
+
+def test_the_daemon_loads_routes_keys_and_pins(store: Store) -> None:
+    started = store.create_api(_definition("/live"), 1.0)
+    store.deploy_api(started.id, 2.0)
+    stopped = store.create_api(_definition("/off"), 1.0)
+    store.deploy_api(stopped.id, 2.0)
+    store.set_state(stopped.id, STOPPED, 3.0)
+    application = store.create_application("Agent", "", 1.0)
+    subscription = store.create_subscription(started.id, application.id, "Keys", 2.0)
+    store.issue_key(started.id, subscription.id, hash_key("mcpk_secret"), "mcpk_sec", 3.0)
+    echo = _item("echo", "Echoes")
+    store.observe_pins(started.id, "tool", [echo], FIRST_USE, True, True, None, 4.0)
+    again = store.reopen()
+
+    routes, keys = RouteTable(), KeyIndex()
+    pins = PinBook(again.store, again.reactor)
+    ready: "Deferred[None]" = Deferred()
+    service = StoreService(again.store, routes, again.reactor, lambda: ready.callback(None),
+                           keys=keys, pins=pins)
+    service.startService()
+    again.reactor.wait(ready)
+    assert [route.api_id for route in routes.routes()] == [started.id]
+    grant = keys.lookup(started.id, "mcpk_secret", 5.0)
+    assert grant is not None and grant.application_name == "Agent"
+    assert pins.states(started.id)[("tool", "echo")].approved == echo.fingerprint
+
+    # another process changes the store; the follower brings the copies up to date
+    again.set_state(stopped.id, STARTED, 6.0)
+    again.close_subscription(started.id, subscription.id, 7.0)
+    follower = StateFollower(again.store, routes, keys, pins, again.reactor)
+    again.reactor.wait(follower.changed(Change(ALL)))
+    assert sorted(route.api_id for route in routes.routes()) == sorted([started.id, stopped.id])
+    assert keys.lookup(started.id, "mcpk_secret", 8.0) is None
