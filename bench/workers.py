@@ -31,7 +31,7 @@ sys.path.insert(0, str(HERE))
 
 import run as bench  # noqa: E402 -- bench/run.py's process and probe helpers
 
-ALL_CPUS = "0-%d" % (len(__import__("os").sched_getaffinity(0)) - 1)
+ALL_CPUS = f"0-{len(__import__('os').sched_getaffinity(0)) - 1}"
 
 
 def descendants(pid: int) -> List[int]:
