@@ -20,6 +20,7 @@ from mcp.client.sse import sse_client
 
 from tests.support import (
     BIN,
+    NODE_BIN,
     Daemon,
     Proc,
     deploy,
@@ -338,3 +339,21 @@ def test_a_configured_session_key_file_that_is_missing_stops_the_daemon(tmp_path
     proc = Proc(daemon.command(), cwd=str(tmp_path))
     proc.wait_for(r"\[gateway\] session_key_file: cannot read")
     assert proc.popen.wait(30) != 0
+
+
+def test_active_checks_take_an_endpoint_out_and_bring_it_back(gateway, pair):
+    with socket.socket() as sock:  # a port nobody listens on, for now
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    late = f"http://127.0.0.1:{port}/mcp"
+    endpoints_api(gateway, "/lb-checked", [late, f"http://127.0.0.1:{pair[0]}/mcp"],
+                  loadBalancing={"healthCheck": {"intervalSeconds": 0.2, "timeoutSeconds": 2}})
+    assert gateway.proc is not None
+    gateway.proc.wait_for(rf"endpoint {late} fails its health check: taken out")
+    server = Proc([str(NODE_BIN / "mcp-server-everything"), "streamableHttp"],
+                  env={"PORT": str(port)})
+    try:
+        server.wait_for(r"listening on port|running on port")
+        gateway.proc.wait_for(rf"endpoint {late} passes its health check again")
+    finally:
+        server.stop()
