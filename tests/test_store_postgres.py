@@ -2,7 +2,7 @@
 What only the PostgreSQL store has (its contract with the SQLite store:
 tests/test_store_contract.py): several processes on one database (schema
 migrated once, writes serialized so the cross-API rules hold), connections
-cut by the server, and the server down and back.
+cut by the server (the server down and back: tests/test_store_postgres_nodes.py).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from mcpgated.cluster.pgfeed import PostgresFeed
 from mcpgated.definitions import InvalidField, parse_definition
 from mcpgated.model import ApiDefinition
-from mcpgated.store import Conflict, PostgresApiStore, Unavailable
+from mcpgated.store import Conflict, PostgresApiStore
 from mcpgated.store._postgres import migrations
 from tests.engines import PostgresServer
 from tests.test_subscriptions import PumpedReactor
@@ -109,37 +109,3 @@ def test_password_not_in_the_stores_name() -> None:
     assert "s3cret" not in repr(store)
     feed = PostgresFeed(PumpedReactor(), store.url)
     assert "s3cret" not in repr(feed)
-
-
-# --- the server down and back: a server of its own ------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def own_server() -> Iterator[PostgresServer]:
-    server = PostgresServer()
-    yield server
-    server.close()
-
-
-def test_server_down_calls_fail_unavailable_then_recover(own_server: PostgresServer) -> None:
-    reactor = PumpedReactor()
-    store = PostgresApiStore(reactor, own_server.new_database())
-    reactor.wait(store.start())
-    try:
-        created = reactor.wait(store.create_api(_definition("/down"), 1.0))
-        own_server.stop()
-        try:
-            for call in (lambda: store.list_apis(), lambda: store.get_api(created.id),
-                         lambda: store.create_application("x", "", 2.0),
-                         lambda: store.set_state(created.id, "STOPPED", 2.0)):
-                with pytest.raises(Unavailable) as down:
-                    reactor.wait(call())
-                assert not down.value.full
-        finally:
-            own_server.start()
-        # back: nothing was written while it was down, and it works again
-        assert reactor.wait(store.list_applications()) == []
-        assert [r.id for r in reactor.wait(store.list_apis())] == [created.id]
-        assert reactor.wait(store.create_application("y", "", 3.0)).name == "y"
-    finally:
-        reactor.wait(store.stop())

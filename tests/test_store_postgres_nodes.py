@@ -3,7 +3,8 @@ Two gateway daemons on one PostgreSQL database ([storage] url): what an
 operator does through either node's admin API is live on the other within
 a second (PostgreSQL's NOTIFY, heard by the other node's feed), a feed
 whose connection is cut catches up, and PostgreSQL down leaves the gateway
-serving while the admin API answers 503.
+serving while the admin API answers 503 (and the store alone: Unavailable,
+then back to work).
 
 The module has a PostgreSQL server of its own (it is stopped and started).
 """
@@ -19,9 +20,20 @@ from typing import Callable, Dict, Iterator, Optional, Tuple
 import psycopg
 import pytest
 
+from mcpgated.definitions import parse_definition
+from mcpgated.model import ApiDefinition
+from mcpgated.store import PostgresApiStore, Unavailable
+
 from tests.daemon_helpers import ACCEPT, INITIALIZE, set_options
 from tests.engines import PostgresServer, free_port
 from tests.support import Daemon, Proc, deploy, http, subscribe_key
+from tests.test_subscriptions import PumpedReactor
+
+def _definition(context_path: str) -> ApiDefinition:
+    return parse_definition({"name": "Docs", "version": "1", "contextPath": context_path,
+                             "backend": "http://127.0.0.1:1/mcp",
+                             "plans": [{"name": "Keyless", "security": "KEY_LESS"}]})
+
 
 KEY_PLANS = [{"name": "Keys", "security": "API_KEY"}]
 KEY_HEADER = "X-Gravitee-Api-Key"
@@ -148,3 +160,27 @@ def test_unreachable_at_start_one_line_without_the_password(tmp_path: Path) -> N
     assert proc.popen.wait(30) == 1
     assert "postgresql://gw:***@127.0.0.1" in line and "connection" in line.lower(), line
     assert not any("s3cret" in out for out in proc.output), proc.output
+
+
+def test_server_down_calls_fail_unavailable_then_recover(server: PostgresServer) -> None:
+    reactor = PumpedReactor()
+    store = PostgresApiStore(reactor, server.new_database())
+    reactor.wait(store.start())
+    try:
+        created = reactor.wait(store.create_api(_definition("/down"), 1.0))
+        server.stop()
+        try:
+            for call in (lambda: store.list_apis(), lambda: store.get_api(created.id),
+                         lambda: store.create_application("x", "", 2.0),
+                         lambda: store.set_state(created.id, "STOPPED", 2.0)):
+                with pytest.raises(Unavailable) as down:
+                    reactor.wait(call())
+                assert not down.value.full
+        finally:
+            server.start()
+        # back: nothing was written while it was down, and it works again
+        assert reactor.wait(store.list_applications()) == []
+        assert [r.id for r in reactor.wait(store.list_apis())] == [created.id]
+        assert reactor.wait(store.create_application("y", "", 3.0)).name == "y"
+    finally:
+        reactor.wait(store.stop())
