@@ -91,9 +91,11 @@ class PostgresAnalyticsStore(ExchangeStore):
     _connections: List[psycopg.Connection[Tuple[Any, ...]]] = attrs.field(factory=list)
     _lock: threading.Lock = attrs.field(factory=threading.Lock)
     _flushing: bool = False
+    _idle: List[Deferred[None]] = attrs.field(factory=list)
     _open: bool = False
     _loops: List[LoopingCall] = attrs.field(factory=list)
     _failing: int = 0
+    _streak: bool = False
     _prune_failing: bool = False
     opened: Deferred[None] = attrs.field(init=False, factory=Deferred)
 

@@ -239,9 +239,11 @@ class ExchangeStore(Service):
     # stops tracking, instead of objects it would scan until the next flush
     _queue: List[Tuple[Any, ...]]
     _flushing: bool
+    _idle: List[Deferred[None]]  # fired when the flush in flight ends
     _open: bool
     _loops: List[LoopingCall]
     _failing: int  # records dropped in the current streak of failed writes
+    _streak: bool  # writes are failing (logged once)
     _prune_failing: bool
     # Fires once started: None when the database is open, or the failure to
     # open it, which the owner handles (the daemon stops: mcpgated.tap).
@@ -332,10 +334,19 @@ class ExchangeStore(Service):
             if loop.running:
                 loop.stop()
         self._loops = []
-        d = self.flush(final=True) if self._open else _done()
+        # the last flush after the one in flight, which may queue its rows again
+        d = self._when_idle().addCallback(lambda _: self.flush(final=True)) if self._open \
+            else _done()
         d.addBoth(lambda _: self._run_write(self._close))
         d.addBoth(lambda _: self._stop_threads())
         return d
+
+    def _when_idle(self) -> Deferred[None]:
+        if not self._flushing:
+            return _done()
+        waiter: Deferred[None] = Deferred()
+        self._idle.append(waiter)
+        return waiter
 
     # --- writing ------------------------------------------------------------------------
 
@@ -357,10 +368,10 @@ class ExchangeStore(Service):
 
         def written(_: Any) -> None:
             self.written += len(rows)
-            if self._failing:
-                log.info("analytics store {path} written again ({count} records were dropped "
-                         "or delayed)", path=self.where, count=self._failing)
-                self._failing = 0
+            if self._streak:
+                log.info("analytics store {path} written again ({count} records were dropped)",
+                         path=self.where, count=self._failing)
+                self._failing, self._streak = 0, False
 
         def failed(failure: Any) -> None:
             kept = not final and self._kept_on_failure(failure)
@@ -369,18 +380,23 @@ class ExchangeStore(Service):
                 queue = rows + self._queue
                 self._queue = queue[:self.max_queue]
                 self.dropped += len(queue) - len(self._queue)
+                self._failing += len(queue) - len(self._queue)
             else:
                 self.dropped += len(rows)
-            if not self._failing:
+                self._failing += len(rows)
+            if not self._streak:
+                self._streak = True
                 log.error("analytics write to {path} failed ({error}): exchange records are "
                           "{what} until writing works again", path=self.where,
                           error=failure.getErrorMessage(),
                           what=("kept (up to max_queue, then dropped and counted)" if kept
                                 else "dropped and counted"))
-            self._failing += len(rows)
 
         def done(_: Any) -> None:
             self._flushing = False
+            waiters, self._idle = self._idle, []
+            for waiter in waiters:
+                waiter.callback(None)
 
         d.addCallbacks(written, failed)
         d.addBoth(done)
@@ -576,9 +592,11 @@ class AnalyticsStore(ExchangeStore):
     _pool: ThreadPool = attrs.field(factory=lambda: ThreadPool(1, 1, "mcpgated-analytics"))
     _connection: Optional[sqlite3.Connection] = None
     _flushing: bool = False
+    _idle: List[Deferred[None]] = attrs.field(factory=list)
     _open: bool = False
     _loops: List[LoopingCall] = attrs.field(factory=list)
     _failing: int = 0
+    _streak: bool = False
     _prune_failing: bool = False
     opened: Deferred[None] = attrs.field(init=False, factory=Deferred)
 

@@ -1,0 +1,124 @@
+"""
+Real daemons keeping their exchange log in one PostgreSQL database
+(C{[analytics] url}): the admin API of any node shows the traffic of every
+node, each record naming its node; PostgreSQL going away never stops the
+traffic, and what was recorded meanwhile is written once it is back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator, List, Tuple
+
+import anyio
+import pytest
+from mcp import Client
+
+from tests.daemon_helpers import set_options
+from tests.engines import PostgresServer, free_port
+from tests.support import BIN, Daemon, Proc
+
+
+def _node(folder: Path, name: str, url: str) -> Daemon:
+    daemon = Daemon(folder)
+    set_options(daemon, "gateway", node=name)
+    set_options(daemon, "analytics", url=url)
+    return daemon
+
+
+async def _calls(url: str, count: int) -> None:
+    async with Client(url, mode="legacy") as client:
+        for i in range(count):
+            await client.call_tool("echo", {"message": f"hello {i}"})
+
+
+def _tools_calls(page: dict) -> List[Tuple[str, str]]:  # type: ignore[type-arg]
+    return [(r["node"], r["apiId"]) for r in page["data"] if r["method"] == "tools/call"]
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory: Any, postgres: PostgresServer) -> Iterator[Tuple[Daemon, Daemon]]:
+    url = postgres.new_database()
+    a = _node(tmp_path_factory.mktemp("node-a"), "node-a", url).start()
+    b = _node(tmp_path_factory.mktemp("node-b"), "node-b", url).start()
+    yield a, b
+    for daemon in (a, b):
+        daemon.stop_if_running()
+
+
+def test_every_node_shows_the_traffic_of_all_nodes(two_nodes: Tuple[Daemon, Daemon],
+                                                    everything: int) -> None:
+    a, b = two_nodes
+    api_a = a.deploy(f"http://127.0.0.1:{everything}/mcp")
+    api_b = b.deploy(f"http://127.0.0.1:{everything}/mcp")
+    anyio.run(_calls, a.gateway + "/mcp-proxy", 2)
+    anyio.run(_calls, b.gateway + "/mcp-proxy", 3)
+    b.stop()  # writes B's queued records
+    # A shows B's records (ids in commit order: newest batch first)
+    status, page = a.admin("GET", "/logs?node=node-b&method=tools/call")
+    assert status == 200, page
+    assert _tools_calls(page) == [("node-b", api_b)] * 3
+    a.stop()
+    a.start()
+    b.start()
+    for daemon in (a, b):
+        status, page = daemon.admin("GET", "/logs?method=tools/call")
+        assert status == 200, page
+        assert sorted(_tools_calls(page)) == sorted([("node-b", api_b)] * 3 + [("node-a", api_a)] * 2)
+        status, only_a = daemon.admin("GET", "/logs?node=node-a")
+        assert {r["node"] for r in only_a["data"]} == {"node-a"}
+        assert {r["method"] for r in only_a["data"]} >= {"initialize", "tools/call"}
+        status, summary = daemon.admin("GET", "/analytics")
+        assert status == 200, summary
+        calls = {m["method"]: m["count"] for m in summary["byMethod"]}
+        assert calls["tools/call"] == 5 and calls["initialize"] == 2
+        assert summary["droppedRecords"] == 0
+    status, entry = a.admin("GET", f"/apis/{api_a}/logs/{only_a['data'][0]['id']}")
+    assert status == 200 and entry["node"] == "node-a"
+    status, bad = a.admin("GET", "/logs?nodes=node-a")
+    assert status == 400 and bad["field"] == "nodes"
+
+
+def test_traffic_goes_on_while_postgres_is_down_and_is_logged_after(
+        tmp_path: Path, postgres: PostgresServer, everything: int) -> None:
+    daemon = _node(tmp_path, "solo", postgres.new_database()).start()
+    try:
+        daemon.deploy(f"http://127.0.0.1:{everything}/mcp")
+        anyio.run(_calls, daemon.gateway + "/mcp-proxy", 1)
+        postgres.stop()
+        try:
+            anyio.run(_calls, daemon.gateway + "/mcp-proxy", 4)  # answered all the same
+            status, answer = daemon.admin("GET", "/logs")
+            assert status == 503, answer
+            assert "analytics database cannot be reached" in answer["error"]
+            status, answer = daemon.admin("GET", "/analytics")
+            assert status == 503, answer
+        finally:
+            postgres.start()
+        daemon.stop()  # the records kept while PostgreSQL was down are written now
+        daemon.start()
+        status, page = daemon.admin("GET", "/logs?method=tools/call")
+        assert status == 200, page
+        assert len(page["data"]) == 5 and {r["node"] for r in page["data"]} == {"solo"}
+        log = (tmp_path / "log" / "mcpgated.log").read_text()
+        assert log.count("analytics write to") <= 1  # one line per outage, not per batch
+    finally:
+        daemon.stop_if_running()
+
+
+def test_an_unreachable_database_at_startup_is_one_line(tmp_path: Path) -> None:
+    url = f"postgresql://gw:hunter2@127.0.0.1:{free_port()}/mcp"
+    daemon = _node(tmp_path, "n", url)
+    proc = Proc(daemon.command(), cwd=str(tmp_path))
+    line = proc.wait_for(r"mcpgated cannot start: .*").group(0)
+    assert proc.popen.wait(30) == 1
+    assert "analytics store postgresql://gw:***@127.0.0.1" in line
+    assert "hunter2" not in "\n".join(proc.output)
+
+
+def test_check_config_takes_a_postgres_url_without_the_analytics_file(tmp_path: Path) -> None:
+    daemon = _node(tmp_path, "n", "postgresql://gw@127.0.0.1:1/mcp")
+    set_options(daemon, "analytics", path="/proc/analytics.db")  # unwritable, and unused
+    proc = Proc([str(BIN / "twistd"), "-n", "mcpgated", "-c", str(daemon.ini), "--check-config"],
+                cwd=str(tmp_path))
+    assert proc.popen.wait(30) == 0, "\n".join(proc.output)
