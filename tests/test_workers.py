@@ -78,11 +78,11 @@ def within(seconds: float, check: Callable[[], bool]) -> bool:
         time.sleep(0.02)
 
 
-def start(folder: Path, extra: str = "", **kwargs: Any) -> Daemon:
+def start(folder: Path, options: Optional[Dict[str, Dict[str, str]]] = None, **kwargs: Any) -> Daemon:
     daemon = Daemon(folder, **kwargs)
     set_options(daemon, "gateway", workers="2")
-    if extra:
-        daemon.ini.write_text(daemon.ini.read_text() + extra)
+    for section, values in (options or {}).items():
+        set_options(daemon, section, **values)
     daemon.start()
     assert set(workers(daemon)) == {1, 2}
     return daemon
@@ -276,3 +276,18 @@ def test_sigterm_drains_every_worker(tmp_path: Path) -> None:
         release.set()
         daemon.stop_if_running()
         backend.stop()
+
+
+def test_workers_follow_a_postgresql_store(tmp_path: Path, backend: str, postgres: Any) -> None:
+    daemon = start(tmp_path, {"storage": {"url": postgres.new_database()}})
+    try:
+        api = deploy(daemon, "/on-pg", backend)
+        for serving in (1, 2):
+            with only(daemon, serving):
+                assert within(1.0, lambda: call(daemon, "/on-pg")[0] == 200)
+        assert daemon.admin("POST", f"/apis/{api['id']}/_stop")[0] == 200
+        for serving in (1, 2):
+            with only(daemon, serving):
+                assert within(1.0, lambda: call(daemon, "/on-pg")[0] == 404)
+    finally:
+        daemon.stop_if_running()

@@ -61,7 +61,7 @@ from mcpgated.proxy.listener import gateway_factory
 from mcpgated.proxy.resource import GatewayResource
 from mcpgated.proxy.upstream import UpstreamPool
 from mcpgated.routing import RouteTable
-from mcpgated.store import SQLiteApiStore
+from mcpgated.store import PostgresApiStore, SQLiteApiStore
 from mcpgated.tap import StoreService, session_sealer
 from mcpgated.workers.metrics import snapshot
 from mcpgated.workers.pool import CONTROL_IN, CONTROL_OUT, DRAIN_TIMEOUT
@@ -249,7 +249,10 @@ class WorkerService(MultiService):
     def __attrs_post_init__(self) -> None:
         MultiService.__init__(self)
         cfg, reactor, control = self.cfg, self.reactor, self.control
-        self.store = SQLiteApiStore(reactor, cfg.storage.path)
+        # the parent's store (its schema is up to date before workers start)
+        self.store: "SQLiteApiStore | PostgresApiStore" = (
+            PostgresApiStore(reactor, cfg.storage.url) if cfg.storage.url
+            else SQLiteApiStore(reactor, cfg.storage.path))
         self.pins = PinBook(self.store, reactor)
         self.pins.on_change = lambda api_id: control.feed.publish(Change(PINS, api_id))
         self.follower = StateFollower(self.store, self.routes, self.keys, self.pins, reactor)
