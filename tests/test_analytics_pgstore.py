@@ -249,3 +249,108 @@ def test_node_and_url_settings() -> None:
         with pytest.raises(config.ConfigError) as caught:
             config.parse_text(text)
         assert where in str(caught.value) and "\n" not in str(caught.value)
+
+
+# --- the queue while the database is unreachable (reactor side, thread calls held) ---------
+
+
+class _HeldPool:
+    """
+    A thread pool whose calls wait until the test runs them (on its thread).
+    """
+
+    def __init__(self) -> None:
+        self.calls: List[Any] = []
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def callInThreadWithCallback(self, on_result: Any, f: Any, *args: Any, **kwargs: Any) -> None:
+        self.calls.append((on_result, f, args, kwargs))
+
+    def run_next(self) -> None:
+        from twisted.python.failure import Failure
+
+        on_result, f, args, kwargs = self.calls.pop(0)
+        try:
+            result = f(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 -- handed over as Twisted's pool does
+            on_result(False, Failure(e))
+        else:
+            on_result(True, result)
+
+
+class _NowReactor(Clock):
+    def callFromThread(self, f: Any, *args: Any, **kwargs: Any) -> None:
+        f(*args, **kwargs)
+
+
+def _unreachable_store(max_queue: int = 50_000) -> Tuple[PostgresAnalyticsStore, _HeldPool]:
+    pool = _HeldPool()
+    store = PostgresAnalyticsStore(_NowReactor(), f"postgresql://postgres@127.0.0.1:{free_port()}/x",
+                                   max_queue=max_queue, connect_timeout=1, writer=pool,
+                                   readers=_HeldPool())
+    store._open = True  # as if PostgreSQL went away after startup
+    return store, pool
+
+
+def test_batches_are_kept_in_order_while_unreachable_then_dropped_past_max_queue() -> None:
+    from twisted.logger import globalLogPublisher
+
+    errors: List[Any] = []
+    globalLogPublisher.addObserver(errors.append)
+    try:
+        store, pool = _unreachable_store(max_queue=8)
+        records = _records(12)
+        for record in records[:5]:
+            store.record(record)
+        store.flush()
+        for record in records[5:7]:
+            store.record(record)  # arrive while the first batch is being tried
+        pool.run_next()  # refused: the batch goes back in front
+        assert store._queue == [_row(r) for r in records[:7]] and store.dropped == 0
+        store.flush()
+        for record in records[7:12]:
+            store.record(record)  # 7 + 1 kept; the queue is full at 8: 4 dropped
+        pool.run_next()
+        assert store._queue == [_row(r) for r in records[:8]]
+        assert store.dropped == 4
+    finally:
+        globalLogPublisher.removeObserver(errors.append)
+    failed = [e for e in errors if "analytics write to" in e.get("log_format", "")]
+    assert len(failed) == 1  # once per outage
+    assert failed[0]["what"].startswith("kept")
+
+
+def test_the_last_flush_waits_for_the_one_in_flight(tmp_path: Path) -> None:
+    # SQLite here: the order of the reactor side, whichever the store
+    pool = _HeldPool()
+    store = AnalyticsStore(_NowReactor(), tmp_path / "a.db", pool=pool)
+    store.startService()
+    pool.run_next()  # open
+    outages = [True]
+    insert = store._insert
+
+    def once_unreachable(rows: Any) -> None:
+        if outages and outages.pop():
+            raise psycopg.OperationalError("connection refused")
+        insert(rows)
+
+    store._insert = once_unreachable  # type: ignore[method-assign]
+    store._kept_on_failure = lambda failure: True  # type: ignore[method-assign]
+    for record in _records(3):
+        store.record(record)
+    store.flush()  # in flight
+    store.record(_records(1, start=50.0)[0])
+    stopped = store.stopService()
+    assert len(pool.calls) == 1  # the last flush has not taken the queue yet
+    pool.run_next()  # refused and queued again
+    pool.run_next()  # the last flush: all four
+    pool.run_next()  # close
+    assert stopped.called and store.written == 4 and store.dropped == 0
+    store._open_db()
+    assert len(store._logs(LogQuery())["data"]) == 4
+    store._close()
