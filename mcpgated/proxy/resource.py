@@ -21,6 +21,7 @@ answers them all, as JSON-RPC errors.
 
 from __future__ import annotations
 
+import secrets
 from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 from urllib.parse import unquote, urljoin, urlsplit
 
@@ -71,7 +72,7 @@ from mcpgated.proxy.origin import host_allowed, is_loopback_address, origin_allo
 from mcpgated.proxy.relay import Relay
 from mcpgated.proxy.upstream import UpstreamPool
 from mcpgated.routing import Route, RouteTable
-from mcpgated.sealing import Sealer
+from mcpgated.sealing import KEY_BYTES, Sealer
 
 log = Logger()
 
@@ -153,9 +154,11 @@ class GatewayResource(Resource):
     _sweeper: Optional[LoopingCall] = None
     _public_origin: str = ""
     # load-balanced APIs ("endpoints"): their pools, and the session ids' seal
+    # (the tap's from [gateway] session_key_file; by default a key of this
+    # process's own, which no other process opens)
     balancer: Balancer = attrs.field(
         default=attrs.Factory(lambda self: Balancer(self.clock), takes_self=True))
-    sealer: Optional[Sealer] = None
+    sealer: Sealer = attrs.field(factory=lambda: Sealer([secrets.token_bytes(KEY_BYTES)]))
 
     isLeaf = True
 
@@ -633,7 +636,7 @@ class GatewayResource(Resource):
         """
         pool = exchange.pool = self.balancer.pool(route)
         token: Optional[str] = None
-        raw = request.requestHeaders.getRawHeaders(b"mcp-session-id")
+        raw = raw_headers(request.requestHeaders).get(_SESSION_HEADER)
         in_query = False
         if raw:
             token = raw[0].decode("latin-1")
@@ -646,7 +649,7 @@ class GatewayResource(Resource):
             member = pool.pick(now)
             assert member is not None  # a pool has members and excludes none here
         else:
-            opened = self.sealer.unseal(route.api_id, token) if self.sealer is not None else None
+            opened = self.sealer.unseal(route.api_id, token)
             found_member = pool.by_id(opened[0]) if opened is not None else None
             if opened is None or found_member is None or not found_member.healthy(now):
                 raise Refusal(404, "Session not found", outcome="bad_request",
@@ -706,16 +709,15 @@ class GatewayResource(Resource):
             pool.failed(member, self.clock.seconds(), refused=False)
         elif member.failures:
             pool.succeeded(member)
-        raw = headers_up.getRawHeaders(b"mcp-session-id")
+        raw_up = raw_headers(headers_up)
+        raw = raw_up.get(_SESSION_HEADER)
         if raw:
             session = raw[0].decode("latin-1")
             if session == exchange.session and exchange.sealed is not None:
                 sealed = exchange.sealed
-            elif self.sealer is not None:
-                sealed = self.sealer.seal(route.api_id, member.id, session)
             else:
-                return
-            headers_up.setRawHeaders(b"mcp-session-id", [sealed.encode("ascii")])
+                sealed = self.sealer.seal(route.api_id, member.id, session)
+            raw_up[_SESSION_HEADER] = [sealed.encode("ascii")]
 
     def _rewrite_endpoint(self, value: str, backend: Backend, url: bytes, route: Route,
                           origin: str, member: Optional[Member] = None) -> str:
@@ -727,10 +729,10 @@ class GatewayResource(Resource):
                      api=route.api_id, backend=backend.url)
             rest = urlsplit(absolute).path
         query = urlsplit(absolute).query
-        if member is not None and self.sealer is not None:  # the session it names, sealed
+        if member is not None:  # the session it names, sealed
+            sealer = self.sealer
             query = _replace_session_param(
-                query, lambda session: self.sealer.seal(route.api_id, member.id, session)
-                if self.sealer is not None else session)
+                query, lambda session: sealer.seal(route.api_id, member.id, session))
         public = origin + public_base_path(self.public_url) + route.context_path + rest
         return public + ("?" + query if query else "")
 
