@@ -17,6 +17,7 @@ most L{DRAIN_TIMEOUT} seconds), then exits.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import signal
@@ -331,6 +332,10 @@ class WorkerService(MultiService):
             self.ports.append(port)
             os.close(listening.fd)
         self.uplink.start()
+        # as the single process does once ready: what is loaded now lives as
+        # long as the worker, out of the collector's full passes
+        gc.collect()
+        gc.freeze()
         self.control.callRemote(Ready, pid=os.getpid())
 
     def drain(self) -> "Deferred[None]":
