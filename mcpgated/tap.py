@@ -13,7 +13,7 @@ import os
 import secrets
 import sys
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, List, Optional, Tuple, Union
 
 import attrs
 from twisted.application.service import IServiceCollection, MultiService, Service
@@ -48,10 +48,13 @@ from mcpgated.sdnotify import notify
 from mcpgated.site import CappedSite, json_too_large
 from mcpgated.cluster.follower import StateFollower
 from mcpgated.cluster.pgfeed import PostgresFeed, redacted
-from mcpgated.store import PostgresApiStore, SQLiteApiStore
+from mcpgated.store import SQLiteApiStore
 from mcpgated.workers.metrics import PoolMetrics
 from mcpgated.workers.pool import WorkerPool, share, worker_pool
 from mcpgated.writable import unwritable
+
+if TYPE_CHECKING:
+    from mcpgated.store import PostgresApiStore
 
 log = Logger()
 
@@ -316,9 +319,13 @@ class GatewayService(MultiService):
             exchange_enabled=cfg.analytics.enabled and cfg.analytics.exchange_log,
         )
         self.logs.setServiceParent(self)
-        self.store: "SQLiteApiStore | PostgresApiStore" = (
-            PostgresApiStore(reactor, cfg.storage.url) if cfg.storage.url
-            else SQLiteApiStore(reactor, cfg.storage.path))
+        self.store: "SQLiteApiStore | PostgresApiStore"
+        if cfg.storage.url:
+            from mcpgated.store import PostgresApiStore  # psycopg only when used
+
+            self.store = PostgresApiStore(reactor, cfg.storage.url)
+        else:
+            self.store = SQLiteApiStore(reactor, cfg.storage.path)
         self.pins = PinBook(self.store, reactor)
         self._loaded: Deferred[None] = Deferred()
         StoreService(self.store, self.routes, reactor, lambda: self._loaded.callback(None),
@@ -368,7 +375,7 @@ class GatewayService(MultiService):
         self.admin.backend_agent = self.upstreams.agent  # previews list backends (admin/preview.py)
         # [storage] url: other nodes' writes heard by LISTEN, from once the store is read
         self.feed: Optional[PostgresFeed] = None
-        if isinstance(self.store, PostgresApiStore):
+        if not isinstance(self.store, SQLiteApiStore):
             self.feed = PostgresFeed(reactor, self.store.url, origin=self.store.origin)
             self.feed.subscribe(StateFollower(self.store, self.routes, self.keys, self.pins,
                                               reactor).changed)

@@ -22,7 +22,6 @@ from typing import Any, List, Optional
 from urllib.parse import urlsplit, urlunsplit
 
 import attrs
-import psycopg
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorFromThreads
@@ -117,6 +116,8 @@ class PostgresFeed(Service):
     # --- the thread ---------------------------------------------------------------
 
     def _listen(self) -> None:
+        import psycopg  # here: psycopg loads only in a daemon that uses PostgreSQL
+
         delay = self.first_delay
         failures = 0
         try:
