@@ -166,3 +166,5 @@ def test_passwords_never_reach_log_lines() -> None:
         "postgresql://u:***@db:5432/x?sslmode=require"
     assert redacted("postgresql://u@db/x") == "postgresql://u@db/x"
     assert redacted("postgresql://u:s@[::1]:5/x") == "postgresql://u:***@[::1]:5/x"
+    assert redacted("postgresql://db/x?user=u&password=s3&sslmode=require") == \
+        "postgresql://db/x?user=u&password=***&sslmode=require"

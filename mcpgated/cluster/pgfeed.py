@@ -47,16 +47,19 @@ def notice(change: Change, origin: str) -> str:
 
 def redacted(url: str) -> str:
     """
-    C{url} without its password, for log lines and messages.
+    C{url} without its password (in the authority or a C{password=}
+    parameter), for log lines and messages.
     """
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    query = "&".join("password=***" if pair.split("=", 1)[0] == "password" else pair
+                     for pair in parts.query.split("&")) if parts.query else ""
+    netloc = parts.netloc
+    if parts.password is not None:
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 @implementer(IChangeFeed)
