@@ -27,6 +27,7 @@ from mcpgated.model import ApiDefinition
 from mcpgated.policy.acl import AccessPolicy, Caller, combine
 from mcpgated.policy.auth import Authenticator, Principal, key_locations, strip_query
 from mcpgated.policy.interfaces import IAdmission, ILimiter
+from mcpgated.policy.ratelimit import LimitUnavailable
 from mcpgated.policy.rewrite import ListJudge
 
 log = Logger()
@@ -133,6 +134,16 @@ def _rate_limited(body: RequestBody, wait: float) -> Refusal:
                    retry_after=max(1, int(wait + 0.999)))
 
 
+def _unavailable(body: RequestBody) -> Refusal:
+    """
+    The rate limits cannot be checked and fail closed: 503, retry soon.
+    """
+    messages = body.messages
+    return Refusal(503, "Rate limits cannot be checked now; retry later",
+                   outcome="rate_limited", code=RATE_LIMITED,
+                   id=messages[0].id if len(messages) == 1 else None, retry_after=1)
+
+
 def _refuse_json(status: int, code: int, message: str, id: Any = None) -> Refusal:
     return Refusal(status, message, outcome="bad_request", code=code, id=id)
 
@@ -185,7 +196,10 @@ class Gate:
         wait = self._limits(request.api_id, principal, request.client, body)
         if wait is not None:
             if isinstance(wait, Deferred):  # a shared limiter (Redis, the parent process)
-                wait = await wait
+                try:
+                    wait = await wait
+                except LimitUnavailable:
+                    raise _unavailable(body) from None
             if wait is not None:
                 raise _rate_limited(body, wait)
         pinning = admission.pinning

@@ -83,6 +83,13 @@ def parse_limit(raw: Any, field: str) -> Optional[RateLimit]:
     )
 
 
+class LimitUnavailable(Exception):
+    """
+    A shared limiter cannot reach its counters and fails closed: the gate
+    refuses the request (503), counting nothing.
+    """
+
+
 # (who, period, budget kind, window number): one counter.
 _Key = Tuple[Hashable, float, str, int]
 
