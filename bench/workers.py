@@ -56,20 +56,25 @@ def start_daemon(name: str, work: Path, backend_port: int, workers: int) -> Dict
                       cwd=folder)
     bound = json.loads(bench.wait_file(folder / "run" / "ports.json", proc))
     admin = f"http://127.0.0.1:{bound['admin'][0]}"
-    api = bench.http_json("POST", admin + "/apis", {
-        "name": "bench", "version": "1", "contextPath": "/n",
-        "backend": f"http://127.0.0.1:{backend_port}/n",
-        "plans": [{"name": "Keyless", "security": "KEY_LESS"}]}, bench.ADMIN_TOKEN)
-    bench.http_json("POST", f"{admin}/apis/{api['id']}/_deploy", None, bench.ADMIN_TOKEN)
+    for path, plan in (("/n", {}), ("/l", {"rateLimit": {"requests": 10 ** 12, "periodSeconds": 3600}})):
+        api = bench.http_json("POST", admin + "/apis", {
+            "name": f"bench{path.replace('/', '-')}", "version": "1", "contextPath": path,
+            "backend": f"http://127.0.0.1:{backend_port}/n",
+            "plans": [{"name": "Keyless", "security": "KEY_LESS", **plan}]}, bench.ADMIN_TOKEN)
+        bench.http_json("POST", f"{admin}/apis/{api['id']}/_deploy", None, bench.ADMIN_TOKEN)
     return {"name": name, "workers": workers, "proc": proc, "port": bound["gateway"][0]}
 
 
-def wrk(target: Dict[str, Any], conns: int, duration: float) -> Dict[str, Any]:
+# what each path measures: the API at /l has a plan rate limit (never reached)
+PATHS = {"/n/json": "no limit", "/l/json": "rate limit"}
+
+
+def wrk(target: Dict[str, Any], conns: int, duration: float, path: str = "/n/json") -> Dict[str, Any]:
     pids = descendants(target["proc"].pid)
     cpu0 = bench.cpu_seconds(pids)
     out = subprocess.run(
         ["wrk", "-t1", f"-c{conns}", f"-d{int(duration)}s", "--latency", "-s", str(HERE / "post.lua"),
-         f"http://127.0.0.1:{target['port']}/n/json"],
+         f"http://127.0.0.1:{target['port']}{path}"],
         capture_output=True, text=True, timeout=duration + 60).stdout
     cpu = bench.cpu_seconds(pids) - cpu0
     import re
@@ -106,22 +111,26 @@ def main() -> None:
                    start_daemon("workers-2", work, backend_port, 2)]
         procs.extend(t["proc"] for t in targets)
         for target in targets:  # warm up (connections, first routes)
-            wrk(target, args.conns, 2)
-        runs: Dict[str, List[Dict[str, Any]]] = {t["name"]: [] for t in targets}
-        ratios = []
+            for path in PATHS:
+                wrk(target, args.conns, 2, path)
+        runs: Dict[str, List[Dict[str, Any]]] = {
+            f"{t['name']} {what}": [] for what in PATHS.values() for t in targets}
+        ratios: Dict[str, List[float]] = {what: [] for what in PATHS.values()}
         for number in range(args.rounds):
-            order = targets if number % 2 == 0 else list(reversed(targets))
-            got = {}
-            for target in order:
-                got[target["name"]] = wrk(target, args.conns, args.duration)
-                runs[target["name"]].append(got[target["name"]])
-                print(f"round {number + 1} {target['name']}: {got[target['name']]}", flush=True)
-            ratios.append(got["workers-2"]["rps"] / got["workers-1"]["rps"])
+            for path, what in PATHS.items():
+                order = targets if number % 2 == 0 else list(reversed(targets))
+                got = {}
+                for target in order:
+                    got[target["name"]] = result = wrk(target, args.conns, args.duration, path)
+                    runs[f"{target['name']} {what}"].append(result)
+                    print(f"round {number + 1} {target['name']} {what}: {result}", flush=True)
+                ratios[what].append(got["workers-2"]["rps"] / got["workers-1"]["rps"])
         table = ["| target | req/s (median) | p50 ms | p99 ms | CPU us/request (all its processes) | errors |",
                  "|---|---|---|---|---|---|"]
         summary: Dict[str, Any] = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                                    "conns": args.conns, "duration": args.duration,
-                                   "rounds": args.rounds, "runs": runs, "ratios": ratios}
+                                   "rounds": args.rounds, "runs": runs, "ratios": ratios,
+                                   "load_average": __import__("os").getloadavg()}
         for name, results in runs.items():
             rps = statistics.median(r["rps"] for r in results)
             p50 = statistics.median(r["p50_ms"] for r in results)
@@ -130,8 +139,9 @@ def main() -> None:
             errors = sum(r["errors"] for r in results)
             table.append(f"| {name} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {cpu:.0f} | {errors} |")
         table.append("")
-        table.append(f"workers-2 / workers-1 per round: {', '.join(f'{r:.2f}x' for r in ratios)}; "
-                     f"median {statistics.median(ratios):.2f}x")
+        for what, values in ratios.items():
+            table.append(f"workers-2 / workers-1, {what}, per round: "
+                         f"{', '.join(f'{r:.2f}x' for r in values)}; median {statistics.median(values):.2f}x")
         print("\n".join(table))
         out = HERE / "out"
         out.mkdir(exist_ok=True)

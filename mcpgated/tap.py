@@ -47,7 +47,7 @@ from mcpgated.sealing import KeyFileError, Sealer, load_key_file
 from mcpgated.sdnotify import notify
 from mcpgated.site import CappedSite, json_too_large
 from mcpgated.cluster.follower import StateFollower
-from mcpgated.cluster.pgfeed import PostgresFeed, redacted
+from mcpgated.cluster.pgfeed import FeedMetrics, PostgresFeed, redacted
 from mcpgated.store import SQLiteApiStore
 from mcpgated.workers.metrics import PoolMetrics
 from mcpgated.workers.pool import WorkerPool, share, worker_pool
@@ -380,6 +380,7 @@ class GatewayService(MultiService):
             self.feed.subscribe(StateFollower(self.store, self.routes, self.keys, self.pins,
                                               reactor).changed)
             self.feed.setServiceParent(self)
+            self.metrics.registry.register(FeedMetrics(self.feed))
             self.admin.changes = self.feed
             self._loaded.addCallback(lambda _: self.feed.start() if self.feed else None)
         # [gateway] workers > 1: worker processes serve the gateway sockets

@@ -61,7 +61,9 @@ def flush(pumps: List[IOPump]) -> None:
             pump.flush()
 
 
-def answer(d: "Deferred[Any]", pumps: List[IOPump]) -> Any:
+def answer(d: "Deferred[Any]", pumps: List[IOPump], clock: Any = None) -> Any:
+    if clock is not None:
+        clock.advance(0)
     flush(pumps)
     got: List[Any] = []
     d.addBoth(got.append)
@@ -72,19 +74,38 @@ def answer(d: "Deferred[Any]", pumps: List[IOPump]) -> Any:
 def test_a_limit_is_counted_once_for_all_workers() -> None:
     pool, controls, pumps, _, _ = setup()
     limit = RateLimit(period=60.0, requests=3, tool_calls=2, scope="plan")
-    one, two = RemoteLimiter(controls[0]), RemoteLimiter(controls[1])
+    clock = pool.reactor
+    one, two = RemoteLimiter(controls[0], clock), RemoteLimiter(controls[1], clock)
     who = ("api-1", "Gold", ("sub", "alice"))
     calls = [("tools/call", "echo")]
-    assert answer(one.check_all(limit, who, calls), pumps) is None
-    assert answer(two.check_all(limit, who, calls), pumps) is None
+    assert answer(one.check_all(limit, who, calls), pumps, clock) is None
+    assert answer(two.check_all(limit, who, calls), pumps, clock) is None
     # tool calls spent (2 of 2) across both workers: a third is refused on either
-    wait = answer(one.check_all(limit, who, calls), pumps)
+    wait = answer(one.check_all(limit, who, calls), pumps, clock)
     assert isinstance(wait, float) and 0 < wait <= 60
-    assert answer(two.check_all(limit, who, [("tools/list", None)]), pumps) is None
+    assert answer(two.check_all(limit, who, [("tools/list", None)]), pumps, clock) is None
     # requests: 3 of 3 spent; a batch is all or nothing
-    assert answer(two.check_all(limit, who, [("ping", None)]), pumps) is not None
+    assert answer(two.check_all(limit, who, [("ping", None)]), pumps, clock) is not None
     # another subject has its own budget
-    assert answer(one.check_all(limit, ("api-1", "Gold", ("sub", "bob")), calls), pumps) is None
+    assert answer(one.check_all(limit, ("api-1", "Gold", ("sub", "bob")), calls), pumps, clock) is None
+
+
+def test_decisions_of_one_turn_go_in_one_question_answered_in_order() -> None:
+    pool, controls, pumps, _, _ = setup(1)
+    clock = pool.reactor
+    limiter = RemoteLimiter(controls[0], clock)
+    limit = RateLimit(period=60.0, requests=3)
+    asked = [limiter.check_all(limit, ("api-1", "Open", "127.0.0.1"), [("ping", None)]) for _ in range(5)]
+    sent: List[bytes] = []
+    write = controls[0].transport.write  # type: ignore[union-attr]
+    controls[0].transport.write = lambda data: (sent.append(data), write(data))  # type: ignore[union-attr]
+    clock.advance(0)
+    flush(pumps)
+    assert len(sent) == 1  # one AMP box for the five
+    answers: List[Any] = []
+    for d in asked:
+        d.addCallback(answers.append)
+    assert answers[:3] == [None, None, None] and all(isinstance(w, float) and w > 0 for w in answers[3:])
 
 
 def test_changes_go_to_every_worker_and_a_workers_own_to_the_others() -> None:

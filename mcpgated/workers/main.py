@@ -81,6 +81,7 @@ log = Logger()
 
 FLUSH_INTERVAL = 0.1  # records and access lines go up at least this often
 FLUSH_RECORDS = 500  # ... or once this many records wait
+MAX_CHECKS = 200  # rate-limit decisions asked of the parent in one message
 _values = attrgetter(*COLUMNS)
 
 
@@ -136,12 +137,15 @@ class ParentFeed:
 @attrs.define
 class RemoteLimiter:
     """
-    Rate limits counted in the parent: one question per decision, all
-    workers' requests against the same counters (exact).
+    Rate limits counted in the parent (exact across workers): the
+    decisions asked in one reactor turn go in one question, answered in
+    order.
     """
 
     control: WorkerControl
+    clock: Any
     _limits: Dict[RateLimit, str] = attrs.field(factory=dict)
+    _pending: List[Tuple[List[Any], "Deferred[Optional[float]]"]] = attrs.field(factory=list)
 
     def check_all(self, limit: RateLimit, who: Any, calls: Any) -> "Deferred[Optional[float]]":
         text = self._limits.get(limit)
@@ -149,14 +153,32 @@ class RemoteLimiter:
             if len(self._limits) > 1000:
                 self._limits.clear()
             text = self._limits[limit] = json.dumps(limit.to_json())
-        d: Deferred[Dict[str, Any]] = self.control.callRemote(
-            Check, limit=text, who=json.dumps(who), calls=json.dumps(list(calls)))
-        return d.addCallback(_wait)
+        d: Deferred[Optional[float]] = Deferred()
+        if not self._pending:
+            self.clock.callLater(0, self._ask)
+        self._pending.append(([text, who, calls if type(calls) is list else list(calls)], d))
+        if len(self._pending) >= MAX_CHECKS:
+            self._ask()
+        return d
 
+    def _ask(self) -> None:
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        asked: Deferred[Dict[str, Any]] = self.control.callRemote(
+            Check, checks=json.dumps([entry for entry, _ in batch]).encode())
+        asked.addCallbacks(self._answered, self._failed, (batch,), errbackArgs=(batch,))
 
-def _wait(answer: Dict[str, Any]) -> Optional[float]:
-    wait: Optional[float] = answer.get("wait")
-    return wait
+    @staticmethod
+    def _answered(answer: Dict[str, Any], batch: List[Tuple[List[Any], "Deferred[Optional[float]]"]]
+                  ) -> None:
+        for (_, d), wait in zip(batch, json.loads(answer["waits"]), strict=True):
+            d.callback(wait)
+
+    @staticmethod
+    def _failed(failure: Any, batch: List[Tuple[List[Any], "Deferred[Optional[float]]"]]) -> None:
+        for _, d in batch:
+            d.errback(failure)
 
 
 @attrs.define
@@ -287,7 +309,7 @@ class WorkerService(MultiService):
             allowed_origins=cfg.gateway.allowed_origins,
             gate=Gate(Authenticator(reactor, keys=self.keys,
                                     verifier=TokenVerifier(reactor, self.upstreams)),
-                      RemoteLimiter(control), pins=self.pins),
+                      RemoteLimiter(control, reactor), pins=self.pins),
         )
         HealthChecks(self.gateway.balancer, self.routes, reactor,
                      self.upstreams.default_agent()).setServiceParent(self)

@@ -143,8 +143,10 @@ class ParentControl(Control):
         return {}
 
     @Check.responder
-    def _check(self, limit: str, who: str, calls: str) -> Dict[str, Any]:
-        return {"wait": self.worker.pool.check(limit, who, calls)}
+    def _check(self, checks: bytes) -> Dict[str, Any]:
+        check = self.worker.pool.check
+        waits = [check(limit, who, calls) for limit, who, calls in json.loads(checks)]
+        return {"waits": json.dumps(waits).encode()}
 
     @Ready.responder
     def _ready(self, pid: int) -> Dict[str, Any]:
@@ -327,7 +329,11 @@ class WorkerPool(Service):
             if worker is not source and worker.control.transport is not None:
                 worker.control.callRemote(Changed, change=change).addErrback(lambda _: None)
 
-    def check(self, limit: str, who: str, calls: str) -> Optional[float]:
+    def check(self, limit: str, who: Any, calls: List[List[Any]]) -> Optional[float]:
+        """
+        One decision of a worker: C{limit} as JSON, C{who} and C{calls}
+        decoded from JSON (lists for tuples).
+        """
         parsed = self._limits.get(limit)
         if parsed is None:
             parsed = parse_limit(json.loads(limit), "rateLimit")
@@ -335,8 +341,7 @@ class WorkerPool(Service):
             if len(self._limits) > 1000:
                 self._limits.clear()
             self._limits[limit] = parsed
-        decoded: Hashable = _hashable(json.loads(who))
-        return self.limiter.check_all(parsed, decoded, [(m, t) for m, t in json.loads(calls)])
+        return self.limiter.check_all(parsed, _hashable(who), [(m, t) for m, t in calls])
 
     def records(self, payload: bytes) -> None:
         rows = json.loads(payload)

@@ -4,8 +4,8 @@ Twisted AMP over the worker's standard input (parent to worker) and its
 file descriptor 3 (worker to parent).
 
 - L{Changed}, both ways: news of a committed write (L{Change} JSON).
-- L{Check}, worker to parent: one rate-limit decision, counted in the
-  parent (exact across workers without Redis).
+- L{Check}, worker to parent: rate-limit decisions (a batch per reactor
+  turn), counted in the parent (exact across workers without Redis).
 - L{Part}, both ways: a piece of a payload larger than one AMP value may
   carry (64 KiB): exchange records and access-log lines going up, metric
   snapshots answering L{Scrape}.
@@ -34,9 +34,14 @@ class Changed(amp.Command):
 
 
 class Check(amp.Command):
-    arguments: ClassVar[List[Tuple[bytes, Any]]] = [
-        (b"limit", amp.Unicode()), (b"who", amp.Unicode()), (b"calls", amp.Unicode())]
-    response: ClassVar[List[Tuple[bytes, Any]]] = [(b"wait", amp.Float(optional=True))]
+    """
+    Rate-limit decisions, a batch per reactor turn: C{checks} is JSON
+    C{[[limit JSON, who, [[method, tool], ...]], ...]}; C{waits} is JSON,
+    one L{None} (allowed) or seconds to wait per check, in order.
+    """
+
+    arguments: ClassVar[List[Tuple[bytes, Any]]] = [(b"checks", amp.String())]
+    response: ClassVar[List[Tuple[bytes, Any]]] = [(b"waits", amp.String())]
 
 
 class Part(amp.Command):
