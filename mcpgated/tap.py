@@ -35,7 +35,9 @@ from mcpgated.keys import KeyIndex
 from mcpgated.policy.auth import Authenticator
 from mcpgated.policy.gate import Gate
 from mcpgated.policy.pinbook import PinBook
+from mcpgated.policy.interfaces import ILimiter
 from mcpgated.policy.ratelimit import Limiter
+from mcpgated.policy.redislimit import RedisLimitMetrics, redis_limiter
 from mcpgated.policy.tokens import TokenVerifier
 from mcpgated.logs import DroppedLines, LogFilesService
 from mcpgated.proxy.balancer import HealthChecks
@@ -347,6 +349,12 @@ class GatewayService(MultiService):
         if analytics is not None:
             recorder = Recorder(reactor, analytics, self.metrics,
                                 self.logs.exchanges if cfg.analytics.exchange_log else None)
+        # [ratelimit] redis: counters shared by every node, else in memory
+        shared = redis_limiter(cfg.ratelimit, reactor)
+        limiter: ILimiter = Limiter(reactor) if shared is None else shared
+        if shared is not None:
+            shared.client.setServiceParent(self)
+            self.metrics.registry.register(RedisLimitMetrics(shared))
         self.gateway = GatewayResource(
             routes=self.routes,
             upstreams=self.upstreams,
@@ -360,7 +368,7 @@ class GatewayService(MultiService):
             allowed_origins=cfg.gateway.allowed_origins,
             gate=Gate(Authenticator(reactor, keys=self.keys,
                                     verifier=TokenVerifier(reactor, self.upstreams)),
-                      Limiter(reactor), pins=self.pins),
+                      limiter, pins=self.pins),
         )
         HealthChecks(self.gateway.balancer, self.routes, reactor,
                      self.upstreams.default_agent()).setServiceParent(self)

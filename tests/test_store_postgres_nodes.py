@@ -26,7 +26,7 @@ from mcpgated.store import PostgresApiStore, Unavailable
 
 from tests.daemon_helpers import ACCEPT, INITIALIZE, set_options
 from tests.engines import PostgresServer, free_port
-from tests.support import Daemon, Proc, deploy, http, subscribe_key
+from tests.support import Daemon, Proc, deploy, http, metric, subscribe_key
 from tests.test_subscriptions import PumpedReactor
 
 def _definition(context_path: str) -> ApiDefinition:
@@ -133,8 +133,12 @@ def test_postgres_down_the_gateway_serves_and_the_admin_api_answers_503(
     a, b = nodes
     deploy(a, "/steady", f"http://127.0.0.1:{everything}/mcp")
     within(1.0, lambda: _status(b, "/steady") == 200)
+    assert metric(b, "mcpgated_change_feed_listening") == 1
+    outages = metric(b, "mcpgated_change_feed_outages_total")
     server.stop()
     try:
+        within(5.0, lambda: metric(b, "mcpgated_change_feed_listening") == 0)
+        assert metric(b, "mcpgated_change_feed_outages_total") == outages + 1
         for daemon in (a, b):
             assert _status(daemon, "/steady") == 200  # served from what it loaded
             status, body = daemon.admin("POST", "/applications", {"name": "during"})
@@ -148,6 +152,8 @@ def test_postgres_down_the_gateway_serves_and_the_admin_api_answers_503(
     # back: writes go through and the other node hears them again
     deploy(a, "/back", f"http://127.0.0.1:{everything}/mcp")
     within(8.0, lambda: _status(b, "/back") == 200)
+    assert metric(b, "mcpgated_change_feed_listening") == 1
+    assert metric(b, "mcpgated_change_feed_outages_total") == outages + 1  # once per outage
     status, listed = b.admin("GET", "/applications")
     assert status == 200 and "during" not in json.dumps(listed)
 

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Any, List, Optional
+from typing import Any, Iterable, List, Optional
 from urllib.parse import urlsplit, urlunsplit
 
 import attrs
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorFromThreads
@@ -81,6 +82,7 @@ class PostgresFeed(Service):
     max_delay: float = 5.0
     poll: float = 0.25  # how soon the thread sees stop()
     listening: bool = attrs.field(init=False, default=False)
+    outages: int = attrs.field(init=False, default=0)  # connections lost or refused
     _listeners: List[Listener] = attrs.field(init=False, factory=list)
     _stopping: threading.Event = attrs.field(init=False, factory=threading.Event)
     _thread: Optional[threading.Thread] = attrs.field(init=False, default=None)
@@ -159,11 +161,13 @@ class PostgresFeed(Service):
     def _failed(self, error: str, failures: int) -> None:
         self.listening = False
         if failures == 0:  # once per outage
+            self.outages += 1
             log.warn("change feed: cannot listen on PostgreSQL {where} ({error}); retrying",
                      where=redacted(self.url), error=error)
 
     def _lost(self, error: str) -> None:
         self.listening = False
+        self.outages += 1
         log.warn("change feed: lost the connection to PostgreSQL {where} ({error}); "
                  "reconnecting", where=redacted(self.url), error=error)
 
@@ -201,3 +205,28 @@ class PostgresFeed(Service):
     def _ended(self) -> None:
         self.listening = False
         self._stopped.callback(None)
+
+
+class FeedMetrics:
+    """
+    A Prometheus collector: C{mcpgated_change_feed_listening} (1 while the
+    feed's LISTEN connection is up) and C{mcpgated_change_feed_outages_total}
+    (connections lost or refused), read when the registry is collected.
+    """
+
+    def __init__(self, feed: PostgresFeed) -> None:
+        self._feed = feed
+
+    def describe(self) -> Iterable[Metric]:
+        return self.collect()
+
+    def collect(self) -> Iterable[Metric]:
+        listening = GaugeMetricFamily(
+            "mcpgated_change_feed_listening",
+            "1 while this node hears other nodes' writes (PostgreSQL LISTEN), else 0")
+        listening.add_metric([], 1 if self._feed.listening else 0)
+        outages = CounterMetricFamily(
+            "mcpgated_change_feed_outages",
+            "Times the change feed's PostgreSQL connection was lost or refused")
+        outages.add_metric([], self._feed.outages)
+        return [listening, outages]
