@@ -33,7 +33,10 @@ from zope.interface import implementer
 
 from mcpgated.policy.interfaces import ILimiter
 from mcpgated.policy.ratelimit import Limiter, LimitUnavailable, RateLimit
-from mcpgated.policy.redisclient import RedisClient, RedisError, RedisUnavailable, pack
+from mcpgated.config import RateLimitConfig
+from mcpgated.policy.redisclient import (
+    RedisAddress, RedisClient, RedisError, RedisUnavailable, pack,
+)
 
 log = Logger()
 
@@ -153,6 +156,18 @@ class RedisLimiter:
             self._last_error = (text, now)
             log.error("Redis refused a rate-limit decision ({error}); deciding without it "
                       "(fail {failure})", error=text, failure=self.failure)
+
+
+def redis_limiter(cfg: RateLimitConfig, reactor: Any) -> Optional[RedisLimiter]:
+    """
+    The limiter C{[ratelimit]} asks for when it names a Redis (else
+    L{None}: counting in memory). Its client is a service: give it a
+    parent (C{limiter.client.setServiceParent}).
+    """
+    if cfg.redis is None:
+        return None
+    client = RedisClient(reactor, RedisAddress.parse(cfg.redis), timeout=cfg.redis_timeout)
+    return RedisLimiter(client, reactor, failure=cfg.redis_failure)
 
 
 def _decided(answer: Any, wait: float) -> Optional[float]:
