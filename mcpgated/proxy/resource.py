@@ -22,8 +22,8 @@ answers them all, as JSON-RPC errors.
 from __future__ import annotations
 
 import secrets
-from typing import Any, Callable, Dict, Iterable, Optional, Tuple
-from urllib.parse import unquote, urljoin, urlsplit
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from urllib.parse import unquote_plus, urljoin, urlsplit
 
 import attrs
 from twisted.internet import error as neterror
@@ -84,7 +84,7 @@ _ALLOW = b"GET, POST, DELETE, HEAD, OPTIONS"
 _HOST = canonical_name(b"host")
 _CONTENT_LENGTH = canonical_name(b"content-length")
 _SESSION_HEADER = canonical_name(b"mcp-session-id")
-_SESSION_PARAMS = (b"sessionId=", b"session_id=")  # the legacy transport's POST URL
+_SESSION_PARAMS = frozenset({"sessionId", "session_id"})  # the legacy transport's POST URL
 # MCP's "session not found" (the TypeScript SDK's code): the client starts a new session
 SESSION_NOT_FOUND = -32001
 
@@ -635,32 +635,33 @@ class GatewayResource(Resource):
             did not seal for this API, or whose endpoint is gone or down.
         """
         pool = exchange.pool = self.balancer.pool(route)
-        token: Optional[str] = None
-        raw = raw_headers(request.requestHeaders).get(_SESSION_HEADER)
-        in_query = False
-        if raw:
-            token = raw[0].decode("latin-1")
-        elif b"ession" in query:
-            found = _session_param(query.decode("latin-1"))
-            if found is not None:
-                token, in_query = found, True
+        # every session id the request carries: the header's values, and the
+        # query's session parameters however spelt (a backend reads the last,
+        # or an escaped name): each must open to the same session
+        tokens = [value.decode("latin-1") for value in
+                  raw_headers(request.requestHeaders).get(_SESSION_HEADER) or ()]
+        in_query = b"ession" in query or b"%" in query
+        if in_query:
+            tokens.extend(_session_params(query.decode("latin-1")))
         now = self.clock.seconds()
-        if token is None:
+        if not tokens:
             member = pool.pick(now)
             assert member is not None  # a pool has members and excludes none here
         else:
-            opened = self.sealer.unseal(route.api_id, token)
+            unseal = self.sealer.unseal
+            opened = unseal(route.api_id, tokens[0])
             found_member = pool.by_id(opened[0]) if opened is not None else None
-            if opened is None or found_member is None or not found_member.healthy(now):
+            if (opened is None or found_member is None or not found_member.healthy(now)
+                    or any(unseal(route.api_id, other) != opened for other in tokens[1:])):
                 raise Refusal(404, "Session not found", outcome="bad_request",
                               code=SESSION_NOT_FOUND)
             member = found_member
-            exchange.sealed, exchange.session = token, opened[1]
+            exchange.sealed, exchange.session = tokens[0], opened[1]
             session = opened[1]
             if in_query:
-                query = _replace_session_param(query.decode("latin-1"),
-                                               lambda _: session).encode("latin-1")
-            else:
+                query = _replace_session_params(query.decode("latin-1"),
+                                                lambda _: session).encode("latin-1")
+            if _SESSION_HEADER in raw_headers(headers):
                 raw_headers(headers)[_SESSION_HEADER] = [session.encode("latin-1")]
         member.active += 1
         exchange.member = member
@@ -731,7 +732,7 @@ class GatewayResource(Resource):
         query = urlsplit(absolute).query
         if member is not None:  # the session it names, sealed
             sealer = self.sealer
-            query = _replace_session_param(
+            query = _replace_session_params(
                 query, lambda session: sealer.seal(route.api_id, member.id, session))
         public = origin + public_base_path(self.public_url) + route.context_path + rest
         return public + ("?" + query if query else "")
@@ -826,29 +827,40 @@ def _request_id(exchange: Exchange) -> Any:
     return request_id(content)
 
 
-def _session_param(query: str) -> Optional[str]:
+def _session_name(name: str) -> Optional[str]:
     """
-    The legacy transport's session id in a query (C{sessionId} or
-    C{session_id}), or L{None}.
+    The session parameter a query parameter's raw name is, as a backend
+    decodes it (C{%5F}, C{+}), or L{None}.
     """
+    if "%" in name or "+" in name:
+        name = unquote_plus(name)
+    return name if name in _SESSION_PARAMS else None
+
+
+def _session_params(query: str) -> List[str]:
+    """
+    The values of every session parameter in a query (C{sessionId},
+    C{session_id}, however escaped), decoded.
+    """
+    values = []
     for part in query.split("&"):
-        name, equals, value = part.partition("=")
-        if equals and name in ("sessionId", "session_id"):
-            return unquote(value) if "%" in value else value
-    return None
+        name, _, value = part.partition("=")
+        if _session_name(name) is not None:
+            values.append(unquote_plus(value) if "%" in value or "+" in value else value)
+    return values
 
 
-def _replace_session_param(query: str, replace: Callable[[str], str]) -> str:
+def _replace_session_params(query: str, replace: Callable[[str], str]) -> str:
     """
-    C{query} with its session id parameter's value replaced by
-    C{replace(value)}, the rest as it was.
+    C{query} with every session parameter's value replaced by
+    C{replace(value)} (its name written plainly), the rest as it was.
     """
     parts = query.split("&")
     for index, part in enumerate(parts):
-        name, equals, value = part.partition("=")
-        if equals and name in ("sessionId", "session_id"):
+        raw_name, _, value = part.partition("=")
+        name = _session_name(raw_name)
+        if name is not None:
             parts[index] = f"{name}={replace(value)}"
-            break
     return "&".join(parts)
 
 

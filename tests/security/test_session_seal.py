@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import string
 from pathlib import Path
 from typing import Iterator, List, Tuple
@@ -250,3 +251,62 @@ def test_rotation_old_key_accepted_while_listed_refused_once_removed(tmp_path: P
         assert _call(daemon, "/r", new)[0] == 200
     finally:
         daemon.stop_if_running()
+
+
+def _open_legacy(port: int, path: str, host: str) -> Tuple[socket.socket, str]:
+    """
+    A legacy SSE stream kept open (the session lives with it) and its
+    endpoint event's URL.
+    """
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n".encode())
+    received = b""
+    while b"event: endpoint" not in received or \
+            b"\n\n" not in received.split(b"event: endpoint", 1)[1]:
+        chunk = sock.recv(4096)
+        assert chunk, received
+        received += chunk
+    data = received.split(b"event: endpoint", 1)[1].split(b"\n\n", 1)[0]
+    line = [x for x in data.splitlines() if x.startswith(b"data:")][0]
+    return sock, line[5:].strip().decode()
+
+
+def test_no_second_or_escaped_session_parameter_reaches_another_session(sealed_gateway, backends):
+    """
+    A client holding its own sealed id cannot add a plain backend id (a
+    victim's) for the backend to read: a repeated parameter (the backend may
+    read the last), an escaped name (the backend decodes it), or the query
+    beside the header; every session id the request carries must open.
+    """
+    daemon, _ = sealed_gateway
+    sse_port = backends[2]
+    victim, victim_url = _open_legacy(sse_port, "/sse", f"127.0.0.1:{sse_port}")
+    mine, my_url = _open_legacy(daemon.ports["gateway"][0], "/legacy/sse",
+                                f"127.0.0.1:{daemon.ports['gateway'][0]}")
+    try:
+        plain = victim_url.split("sessionId=", 1)[1]
+        token = my_url.split("sessionId=", 1)[1]
+        ping = {"jsonrpc": "2.0", "id": 3, "method": "ping"}
+        # the victim's session is live at the backend: its plain id would be taken there
+        status, _, _ = http("POST", f"http://127.0.0.1:{sse_port}/message?sessionId={plain}", ping,
+                            MCP_HEADERS)
+        assert status == 202
+        status, _, _ = http("POST", daemon.gateway + f"/legacy/message?sessionId={token}", ping,
+                            MCP_HEADERS)
+        assert status == 202  # and mine through the gateway
+        base = daemon.gateway + "/legacy/message?"
+        for query, extra in [
+            (f"sessionId={token}&sessionId={plain}", {}),
+            (f"sessionId={plain}&sessionId={token}", {}),
+            (f"sessionId={token}&session_id={plain}", {}),
+            (f"sessionId={token}&session%49d={plain}", {}),
+            (f"sessionId={token}&session%5Fid={plain}", {}),
+            (f"s%65ssionId={plain}", {"Mcp-Session-Id": token}),
+            (f"sessionId={plain}", {"Mcp-Session-Id": token}),
+            (f"sessionId={token}", {"Mcp-Session-Id": plain}),
+        ]:
+            status, _, body = http("POST", base + query, ping, dict(MCP_HEADERS, **extra))
+            assert _not_found(status, body), (query, extra, status, body)
+    finally:
+        victim.close()
+        mine.close()
