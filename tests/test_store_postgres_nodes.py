@@ -1,8 +1,9 @@
 """
 Two gateway daemons on one PostgreSQL database ([storage] url): what an
-operator does through either node's admin API is live on the other within
-a second (PostgreSQL's NOTIFY, heard by the other node's feed), a feed
-whose connection is cut catches up, and PostgreSQL down leaves the gateway
+operator does through either node's admin API (deploys, stops, keys,
+subscriptions, pin decisions) is live on the other within a second
+(PostgreSQL's NOTIFY, heard by the other node's feed), a feed whose
+connection is cut catches up, and PostgreSQL down leaves the gateway
 serving while the admin API answers 503 (and the store alone: Unavailable,
 then back to work).
 
@@ -15,10 +16,14 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
+import anyio
 import psycopg
 import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
 
 from mcpgated.definitions import parse_definition
 from mcpgated.model import ApiDefinition
@@ -190,3 +195,31 @@ def test_server_down_calls_fail_unavailable_then_recover(server: PostgresServer)
         assert reactor.wait(store.create_application("y", "", 3.0)).name == "y"
     finally:
         reactor.wait(store.stop())
+
+
+async def _tool_names(url: str) -> List[str]:
+    transport = streamable_http_client(url, http_client=create_mcp_http_client())
+    async with Client(transport, mode="legacy") as client:
+        return sorted(tool.name for tool in (await client.list_tools()).tools)
+
+
+def test_a_pin_approved_on_one_node_is_served_by_the_other(
+        nodes: Tuple[Daemon, Daemon], everything: int) -> None:
+    a, b = nodes
+    api = deploy(a, "/pinned", f"http://127.0.0.1:{everything}/mcp",
+                 pinning={"mode": "block", "approval": "required"})
+    within(1.0, lambda: _status(b, "/pinned") == 200)
+    # A lists first: every tool awaits an operator, none is served
+    assert anyio.run(_tool_names, a.gateway + "/pinned") == []
+    def pins() -> List[Dict[str, Any]]:  # as A stored them (after its answer), read on B
+        status, body = b.admin("GET", f"/apis/{api['id']}/pins")
+        assert status == 200, body
+        return list(body["data"])
+
+    within(1.0, lambda: any(pin["name"] == "echo" for pin in pins()))
+    echo = next(pin for pin in pins() if pin["name"] == "echo")
+    assert echo["status"] == "pending"
+    status, approved = b.admin("POST", f"/apis/{api['id']}/pins/{echo['id']}/_approve",
+                               {"fingerprint": echo["pending"]["fingerprint"]})
+    assert status == 200, approved
+    assert within(1.0, lambda: anyio.run(_tool_names, a.gateway + "/pinned") == ["echo"]) < 1.0
