@@ -148,6 +148,8 @@ class PostgresFeed(Service):
                 except psycopg.Error as e:
                     self._from_thread(self._lost, str(e).strip())
                     failures = 1
+                    self._stopping.wait(delay)  # a connection cut again and again: backoff
+                    delay = min(delay * 2, self.max_delay)
                 finally:
                     connection.close()
         finally:
