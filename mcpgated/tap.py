@@ -350,7 +350,8 @@ class GatewayService(MultiService):
             recorder = Recorder(reactor, analytics, self.metrics,
                                 self.logs.exchanges if cfg.analytics.exchange_log else None)
         # [ratelimit] redis: counters shared by every node, else in memory
-        shared = redis_limiter(cfg.ratelimit, reactor)
+        # (with workers, each worker has its own client: mcpgated.workers.main)
+        shared = redis_limiter(cfg.ratelimit, reactor) if cfg.gateway.workers == 1 else None
         limiter: ILimiter = Limiter(reactor) if shared is None else shared
         if shared is not None:
             shared.client.setServiceParent(self)

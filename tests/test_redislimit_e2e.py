@@ -18,7 +18,8 @@ import pytest
 
 from tests.engines import RedisServer
 from tests.security.mcp_peer import McpPeer
-from tests.support import Daemon, deploy, http, metric, running
+from tests.daemon_helpers import set_options
+from tests.support import Daemon, deploy, http, metric
 
 # windows are numbered from the epoch: the longest one makes a test crossing
 # a window's end (its counters new) all but impossible
@@ -52,34 +53,38 @@ def peer() -> Iterator[McpPeer]:
 
 
 @pytest.fixture(scope="module")
-def nodes(tmp_path_factory: Any, redis: RedisServer, peer: McpPeer) -> Iterator[Tuple[Daemon, Daemon]]:
+def nodes(tmp_path_factory: Any, redis: RedisServer, peer: McpPeer) -> Iterator[Dict[str, Daemon]]:
     """
-    Node A (fail open) and node B (fail closed) with the same APIs (same
-    ids: B starts from a copy of A's database), one Redis.
+    Node A (fail open), node B (fail closed) and node C (two worker
+    processes, fail open) with the same APIs (same ids: B and C start from
+    copies of A's database), one Redis.
     """
     first = Daemon(tmp_path_factory.mktemp("node-a"), extra=ini(redis, "open"))
     first.start()
     backend = peer.url + "/mcp"
-    deploy(first, "/shared", backend, plans({"requests": 6, "scope": "plan", "periodSeconds": MONTH}))
-    deploy(first, "/tools", backend, plans({"toolCalls": 3, "perTool": {"echo": 2},
-                                            "scope": "plan", "periodSeconds": MONTH}))
-    deploy(first, "/outage", backend, plans({"requests": 1000, "scope": "plan",
-                                             "periodSeconds": MONTH}))
+    for path, rate in (("/shared", {"requests": 6}), ("/workers", {"requests": 6}),
+                       ("/tools", {"toolCalls": 3, "perTool": {"echo": 2}}),
+                       ("/outage", {"requests": 1000})):
+        deploy(first, path, backend, plans({**rate, "scope": "plan", "periodSeconds": MONTH}))
     first.stop()
-    second_folder = tmp_path_factory.mktemp("node-b")
-    shutil.copytree(first.folder / "data", second_folder / "data")
-    second = Daemon(second_folder, extra=ini(redis, "closed"))
+    found: Dict[str, Daemon] = {"a": first}
+    for name, failure in (("b", "closed"), ("c", "open")):
+        folder = tmp_path_factory.mktemp(f"node-{name}")
+        shutil.copytree(first.folder / "data", folder / "data")
+        found[name] = Daemon(folder, extra=ini(redis, failure))
+    set_options(found["c"], "gateway", workers="2")
     redis.flush()
-    with_first = running(first)
-    next(with_first)
     try:
-        yield from ((first, node) for node in running(second))
+        for daemon in found.values():
+            daemon.start()
+        yield found
     finally:
-        first.stop_if_running()
+        for daemon in found.values():
+            daemon.stop_if_running()
 
 
-def test_a_limit_of_n_is_n_across_two_nodes(nodes: Tuple[Daemon, Daemon]) -> None:
-    a, b = nodes
+def test_a_limit_of_n_is_n_across_two_nodes(nodes: Dict[str, Daemon]) -> None:
+    a, b = nodes["a"], nodes["b"]
     answers = [call(a if n % 2 else b, "/shared", n) for n in range(10)]
     statuses = [status for status, _, _ in answers]
     assert statuses.count(200) == 6, statuses
@@ -90,14 +95,22 @@ def test_a_limit_of_n_is_n_across_two_nodes(nodes: Tuple[Daemon, Daemon]) -> Non
         assert body["error"]["message"].startswith("Rate limit exceeded")
 
 
-def test_per_tool_budgets_across_two_nodes(nodes: Tuple[Daemon, Daemon]) -> None:
-    a, b = nodes
+def test_per_tool_budgets_across_two_nodes(nodes: Dict[str, Daemon]) -> None:
+    a, b = nodes["a"], nodes["b"]
     assert call(a, "/tools", 1, "echo")[0] == 200
     assert call(b, "/tools", 2, "echo")[0] == 200
     assert call(a, "/tools", 3, "echo")[0] == 429  # echo's 2 spent, on both nodes
     assert call(b, "/tools", 4, "add")[0] == 200  # tool calls: 3rd of 3
     assert call(a, "/tools", 5, "add")[0] == 429
     assert call(b, "/tools", 6)[0] == 200  # a ping draws on no tool budget
+
+
+def test_workers_count_in_redis_too(nodes: Dict[str, Daemon]) -> None:
+    # each of node C's workers asks Redis itself: one budget with A's
+    a, c = nodes["a"], nodes["c"]
+    statuses = [call(c if n % 3 else a, "/workers", n)[0] for n in range(12)]
+    assert statuses.count(200) == 6, statuses
+    assert statuses[6:] == [429] * 6
 
 
 def _log(daemon: Daemon) -> str:
@@ -113,8 +126,8 @@ def _wait_until(condition: Any, timeout: float = 10.0) -> None:
 
 
 def test_redis_down_a_fails_open_b_fails_closed_then_both_recover(
-        nodes: Tuple[Daemon, Daemon], redis: RedisServer) -> None:
-    a, b = nodes
+        nodes: Dict[str, Daemon], redis: RedisServer) -> None:
+    a, b = nodes["a"], nodes["b"]
     assert call(a, "/outage", 1)[0] == 200
     assert call(b, "/outage", 2)[0] == 200
     redis.stop()
