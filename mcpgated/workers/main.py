@@ -53,7 +53,6 @@ from mcpgated.keys import KeyIndex
 from mcpgated.logs import AccessLog
 from mcpgated.policy.auth import Authenticator
 from mcpgated.policy.gate import Gate
-from mcpgated.policy.redislimit import RedisLimitMetrics, redis_limiter
 from mcpgated.policy.interfaces import ILimiter
 from mcpgated.policy.pinbook import PinBook
 from mcpgated.policy.ratelimit import RateLimit
@@ -298,12 +297,6 @@ class WorkerService(MultiService):
         recorder = None
         if cfg.analytics.enabled:
             recorder = Recorder(reactor, self.uplink, self.metrics)  # type: ignore[arg-type]
-        # [ratelimit] redis: each worker counts there itself (exact across
-        # workers and nodes); else the parent counts (RemoteLimiter)
-        shared = redis_limiter(cfg.ratelimit, reactor)
-        if shared is not None:
-            shared.client.setServiceParent(self)
-            self.metrics.registry.register(RedisLimitMetrics(shared))
         # [ratelimit] redis: each worker counts in Redis itself, else the parent counts
         shared = redis_limiter(cfg.ratelimit, reactor)
         limiter: ILimiter = RemoteLimiter(control, reactor) if shared is None else shared
@@ -323,8 +316,7 @@ class WorkerService(MultiService):
             allowed_origins=cfg.gateway.allowed_origins,
             gate=Gate(Authenticator(reactor, keys=self.keys,
                                     verifier=TokenVerifier(reactor, self.upstreams)),
-                      RemoteLimiter(control, reactor) if shared is None else shared,
-                      pins=self.pins),
+                      limiter, pins=self.pins),
         )
         HealthChecks(self.gateway.balancer, self.routes, reactor,
                      self.upstreams.default_agent()).setServiceParent(self)
