@@ -291,3 +291,24 @@ def test_workers_follow_a_postgresql_store(tmp_path: Path, backend: str, postgre
                 assert within(1.0, lambda: call(daemon, "/on-pg")[0] == 404)
     finally:
         daemon.stop_if_running()
+
+
+def test_with_redis_each_worker_counts_there_exactly(tmp_path: Path, backend: str, redis: Any) -> None:
+    redis.flush()
+    daemon = start(tmp_path, {"ratelimit": {"redis": redis.url}})
+    try:
+        deploy(daemon, "/redis-limited", backend, plans=[
+            {"name": "Open", "security": "KEY_LESS",
+             "rateLimit": {"requests": 3, "periodSeconds": 3600, "scope": "plan"}}])
+        for serving in (1, 2):
+            with only(daemon, serving):
+                assert within(1.0, lambda: call(daemon, "/redis-limited", body={
+                    "jsonrpc": "2.0", "method": "notifications/initialized"})[0] != 404)
+        answers = []
+        for serving in (2, 1, 2, 1):
+            with only(daemon, serving):
+                answers.append((serving, call(daemon, "/redis-limited")[0]))
+        assert answers == [(2, 200), (1, 200), (2, 200), (1, 429)]
+        assert metric(daemon, "mcpgated_ratelimit_redis_up") == 1
+    finally:
+        daemon.stop_if_running()

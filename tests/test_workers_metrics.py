@@ -69,3 +69,12 @@ def test_created_is_the_earliest_and_snapshots_are_json() -> None:
     text = merge([_own(PoolMetrics()), later, families])
     values = list(_values(text, "mcpgated_mcp_calls_created").values())
     assert values == [created[0][2]]
+
+
+def test_an_up_gauge_is_up_only_when_up_in_every_process() -> None:
+    def up(value: float) -> list:
+        return [["mcpgated_ratelimit_redis_up", "1 when connected", "gauge", "",
+                 [["mcpgated_ratelimit_redis_up", {}, value]]]]
+
+    assert list(_values(merge([up(1.0), up(1.0)]), "mcpgated_ratelimit_redis_up").values()) == [1.0]
+    assert list(_values(merge([up(1.0), up(0.0)]), "mcpgated_ratelimit_redis_up").values()) == [0.0]

@@ -2,7 +2,8 @@
 /metrics over several processes: each worker sends a snapshot of its
 registry when the parent is scraped, and the parent exports the sum of
 its own series and theirs (counters, histograms and gauges add up; a
-series' C{_created} time is its earliest).
+series' C{_created} time is its earliest; an C{_up} gauge is 1 only when
+it is 1 in every process).
 """
 
 from __future__ import annotations
@@ -56,8 +57,8 @@ class _Merged:
                     old = series.get(key)
                     if old is None:
                         series[key] = value
-                    elif sample_name.endswith("_created"):
-                        series[key] = min(old, value)
+                    elif sample_name.endswith("_created") or (kind == "gauge" and name.endswith("_up")):
+                        series[key] = min(old, value)  # the earliest; up only if up everywhere
                     else:
                         series[key] = old + value
         out = []
