@@ -312,3 +312,21 @@ def test_with_redis_each_worker_counts_there_exactly(tmp_path: Path, backend: st
         assert metric(daemon, "mcpgated_ratelimit_redis_up") == 1
     finally:
         daemon.stop_if_running()
+
+
+def test_workers_exit_when_the_twistd_process_is_killed(tmp_path: Path) -> None:
+    daemon = start(tmp_path)
+    pids = workers(daemon)
+    assert daemon.proc is not None
+    os.kill(daemon.proc.popen.pid, signal.SIGKILL)  # the parent only: no drain, no signal to them
+    daemon.proc.popen.wait(10)
+    # each worker hears its channel close, drains (nothing in flight) and exits
+    assert within(10.0, lambda: not any(_alive(pid) for pid in pids.values()))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
