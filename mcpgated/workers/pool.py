@@ -349,7 +349,11 @@ class WorkerPool(Service):
         for row in rows:
             fields = dict(zip(COLUMNS, row, strict=True))
             if sink is not None:
-                sink(CallRecord(**fields))
+                # the worker's record, as it was (same code both sides): its
+                # fields set at once, not checked one by one again
+                record = _new_record(CallRecord)
+                record.__dict__.update(fields)
+                sink(record)
             if exchanges is not None:
                 exchanges.record({c: v for c, v in fields.items() if v is not None})
 
@@ -399,6 +403,9 @@ class WorkerPool(Service):
                 worker.transport.signalProcess("KILL")  # type: ignore[union-attr]
             except Exception:  # noqa: BLE001, S110 -- it has just exited
                 pass
+
+
+_new_record = object.__new__
 
 
 def _hashable(value: Any) -> Hashable:
