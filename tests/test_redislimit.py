@@ -15,8 +15,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
 from twisted.internet.task import Clock, deferLater
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
+from mcpgated.config import ConfigError, parse_text
 from mcpgated.policy.ratelimit import Limiter, LimitUnavailable, RateLimit, parse_limit
 from mcpgated.policy.redisclient import RedisAddress, RedisClient
 from mcpgated.policy.redislimit import (
@@ -156,3 +158,46 @@ class LimiterTests(TestCase):
         self.server.flush()
         self.assertIsNone(await self.check(closed, rate))
         self.assertIsNotNone(await self.check(opened, rate))  # counted again, shared
+
+    async def test_an_error_from_redis_is_decided_without_it_and_logged_once(self) -> None:
+        lines: List[str] = []
+
+        def observe(event: Any) -> None:
+            if event.get("log_namespace") == "mcpgated.policy.redislimit":
+                lines.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        opened, closed = self.limiter("open"), self.limiter("closed")
+        rate = limit(requests=5, periodSeconds=60)
+        # a counter that is not a number: the script fails (WRONGTYPE)
+        window = int(self.clock.seconds() // 60)
+        await opened.client.execute("HSET", f"{PREFIX}{{{counter_tag(self.who)}}}:60:{window}:requests",
+                                    "not", "a counter")
+        self.assertEqual([await self.check(opened, rate) for _ in range(3)], [None] * 3)
+        with self.assertRaises(LimitUnavailable):
+            await self.check(closed, rate)
+        self.assertEqual(opened.unchecked["allowed"], 3)
+        self.assertEqual(closed.unchecked["refused"], 1)
+        self.assertEqual(len(lines), 2, lines)  # once per limiter, not per decision
+        self.assertIn("WRONGTYPE", lines[0])
+        self.assertEqual(opened.client.outages, 0)  # Redis answered: no outage
+
+
+@pytest.mark.parametrize("url", ["http://cache:6379", "redis://", "redis://cache/one",
+                                 "redis://:s3cret@cache:99999"])
+def test_a_bad_redis_url_is_one_line_naming_the_key(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_text(f"[ratelimit]\nredis = {url}\n")
+    assert str(caught.value).startswith("[ratelimit] redis: not a Redis URL")
+    assert "s3cret" not in str(caught.value)
+
+
+def test_ratelimit_settings() -> None:
+    cfg = parse_text("[ratelimit]\nredis = redis://:pw@cache:6380/2\nredis_failure = closed\n"
+                     "redis_timeout = 100ms\n").ratelimit
+    assert (cfg.redis, cfg.redis_failure, cfg.redis_timeout) == ("redis://:pw@cache:6380/2", "closed", 0.1)
+    assert "pw" not in repr(cfg)
+    assert parse_text("").ratelimit.redis is None
+    with pytest.raises(ConfigError, match=r"\[ratelimit\] redis_failure"):
+        parse_text("[ratelimit]\nredis_failure = maybe\n")

@@ -155,7 +155,7 @@ class RedisLimiter:
         if text != last or now - when >= ERROR_LOG_INTERVAL:
             self._last_error = (text, now)
             log.error("Redis refused a rate-limit decision ({error}); deciding without it "
-                      "(fail {failure})", error=text, failure=self.failure)
+                      "(fail {mode})", error=text, mode=self.failure)
 
 
 def redis_limiter(cfg: RateLimitConfig, reactor: Any) -> Optional[RedisLimiter]:
