@@ -115,6 +115,22 @@ class ClientTests(TestCase):
         self.assertTrue(client.down)
         self.assertEqual(client.outages, 1)
 
+    async def test_a_busy_redis_times_out_then_recovers_once(self) -> None:
+        client = self.client(timeout=0.1)
+        busy = self.client(timeout=30)
+        await gatherResults([client.execute("PING"), busy.execute("PING")])
+        # a script spinning for a while: Redis answers nobody meanwhile
+        spin = busy.execute("EVAL", "local n = 0 for i = 1, 30000000 do n = n + i end return 1", 0)
+        started = reactor.seconds()
+        with self.assertRaises(RedisUnavailable):
+            await client.execute("PING")
+        self.assertLess(reactor.seconds() - started, 1.0)
+        self.assertTrue(client.down)
+        self.assertEqual(await spin, 1)
+        await until(lambda: client.up)
+        self.assertEqual(await client.execute("PING"), b"PONG")
+        self.assertEqual(client.outages, 1)  # reconnected after a backoff, not again and again
+
     async def test_a_late_answer_after_a_busy_reactor_is_no_outage(self) -> None:
         client = self.client(timeout=0.05)
         await client.execute("PING")

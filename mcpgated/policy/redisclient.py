@@ -385,7 +385,13 @@ class RedisClient(Service):
         self._connection = None
         self.up = False
         self._fail_all(RedisUnavailable(f"connection lost: {reason.getErrorMessage()}"))
-        if self.running:
+        if not self.running:
+            return
+        if self._down:
+            # dropped for want of answers: Redis is there but slow, so try
+            # again after the backoff, not at once
+            self._schedule()
+        else:
             # at once: a dropped connection or a restarted Redis is back at
             # once; a failure to reconnect starts the outage
             self._connect()
