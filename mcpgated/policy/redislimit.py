@@ -63,6 +63,7 @@ PREFIX = "mcpgated:rl:"
 FAILURES = ("open", "closed")
 UNAVAILABLE = "rate limits cannot be checked: Redis is unreachable"
 ERROR_LOG_INTERVAL = 60.0  # seconds between two log lines of the same script error
+TAGS_KEPT = 10000  # owners' digests kept (then forgotten all at once)
 
 
 def counter_tag(who: Hashable) -> str:
@@ -93,6 +94,7 @@ class RedisLimiter:
     prefix: str = PREFIX
     unchecked: Dict[str, int] = attrs.field(factory=lambda: {"allowed": 0, "refused": 0})
     _last_error: Tuple[str, float] = ("", -math.inf)
+    _tags: Dict[Hashable, str] = attrs.field(factory=dict)  # who -> counter_tag(who)
 
     def check_all(self, limit: RateLimit, who: Hashable,
                   calls: Iterable[Tuple[str, Optional[str]]],
@@ -118,7 +120,12 @@ class RedisLimiter:
                 return None
             self.unchecked["refused"] += 1
             return fail(LimitUnavailable(UNAVAILABLE))
-        base = f"{self.prefix}{{{counter_tag(who)}}}:{period:g}:{window}:"
+        tag = self._tags.get(who)
+        if tag is None:
+            if len(self._tags) >= TAGS_KEPT:
+                self._tags.clear()
+            tag = self._tags[who] = counter_tag(who)
+        base = f"{self.prefix}{{{tag}}}:{period:g}:{window}:"
         args: List[Union[str, int]] = ["EVALSHA", SCRIPT_SHA, len(needed)]
         args.extend(base + kind for kind in needed)
         args.append(int(wait * 1000) + 1000)
