@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import socket
+import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
 
@@ -357,3 +359,23 @@ def test_active_checks_take_an_endpoint_out_and_bring_it_back(gateway, pair):
         gateway.proc.wait_for(rf"endpoint {late} passes its health check again")
     finally:
         server.stop()
+
+
+def test_the_exchange_log_sees_one_session_per_client_across_endpoints(gateway, pair):
+    """
+    The exchange log names a session by the id the client holds (sealed),
+    so a session's calls are one session, its client known from its
+    initialize, whichever endpoint served it.
+    """
+    api_id = endpoints_api(gateway, "/lb-logged", [f"http://127.0.0.1:{p}/mcp" for p in pair])
+    anyio.run(_sdk_sessions, gateway.gateway + "/lb-logged", 2)
+    deadline = time.monotonic() + 10
+    records: List[Dict[str, Any]] = []
+    while len(records) < 6 and time.monotonic() < deadline:  # records are written in batches
+        status, page = gateway.admin("GET", f"/apis/{api_id}/logs?method=tools/call&tool=echo")
+        assert status == 200
+        records = page["data"]
+    assert len(records) == 6
+    sessions = Counter(record["session"] for record in records)
+    assert len(sessions) == 2 and set(sessions.values()) == {3}
+    assert {record["clientName"] for record in records} == {"mcp"}
