@@ -88,6 +88,13 @@ class Options(usage.Options):
                 admin_token(self["parsed"])
             except configmod.ConfigError as e:
                 raise SystemExit(f"mcpgated: {e}") from None
+        if self["parsed"].gateway.session_key_file is not None:
+            # the same for a configured session key file (a generated one is
+            # not created by a check)
+            try:
+                session_sealer(self["parsed"])
+            except configmod.ConfigError as e:
+                raise SystemExit(f"mcpgated: {e}") from None
         if self["check-config"]:
             refuse_unwritable(self["parsed"])
             sys.stdout.write(f"{self['config']}: configuration is valid\n")

@@ -99,3 +99,37 @@ def test_a_configured_key_file_that_is_missing_is_an_error(tmp_path: Path):
     with pytest.raises(KeyFileError, match="cannot read"):
         load_key_file(tmp_path / "absent.key", generate=False)
     assert not (tmp_path / "absent.key").exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "cannot read"),
+    ("", "holds no key"),
+    ("c2hvcnQ=\n", "line 1 is 5 bytes, not 32"),
+])
+def test_check_config_reads_a_configured_key_file(tmp_path: Path, content, message):
+    from mcpgated.tap import Options
+
+    key_file = tmp_path / "session.key"
+    if content is not None:
+        key_file.write_text(content)
+    ini = tmp_path / "mcpgated.ini"
+    ini.write_text(f"[gateway]\nsession_key_file = {key_file}\n[admin]\ntoken = t\n"
+                   f"[storage]\npath = {tmp_path}/data/mcpgated.db\n")
+    with pytest.raises(SystemExit) as stopped:
+        Options().parseOptions(["-c", str(ini), "--check-config"])
+    text = str(stopped.value)
+    assert "\n" not in text and "[gateway] session_key_file" in text and message in text
+
+
+def test_check_config_accepts_a_good_key_file_and_generates_none(tmp_path: Path):
+    from mcpgated.tap import Options
+
+    key_file = tmp_path / "session.key"
+    key_file.write_text(new_key_line() + "\n" + new_key_line() + "\n")
+    ini = tmp_path / "mcpgated.ini"
+    ini.write_text(f"[gateway]\nsession_key_file = {key_file}\n[admin]\ntoken = t\n"
+                   f"[storage]\npath = {tmp_path}/data/mcpgated.db\n[logging]\ndir =\n")
+    with pytest.raises(SystemExit) as stopped:
+        Options().parseOptions(["-c", str(ini), "--check-config"])
+    assert stopped.value.code == 0
+    assert not (tmp_path / "data").exists()
