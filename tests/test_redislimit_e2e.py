@@ -19,7 +19,7 @@ import pytest
 from tests.engines import RedisServer
 from tests.security.mcp_peer import McpPeer
 from tests.daemon_helpers import set_options
-from tests.support import Daemon, deploy, http, metric
+from tests.support import Daemon, Proc, deploy, http, metric
 
 # windows are numbered from the epoch: the longest one makes a test crossing
 # a window's end (its counters new) all but impossible
@@ -75,8 +75,11 @@ def nodes(tmp_path_factory: Any, redis: RedisServer, peer: McpPeer) -> Iterator[
     set_options(found["c"], "gateway", workers="2")
     redis.flush()
     try:
+        for daemon in found.values():  # started together, then waited for
+            daemon.proc = Proc(daemon.command(), cwd=str(daemon.folder))
         for daemon in found.values():
-            daemon.start()
+            assert daemon.proc is not None
+            daemon.ports = json.loads(daemon.proc.wait_for(r"mcpgated ready: (\{.*\})").group(1))
         yield found
     finally:
         for daemon in found.values():
@@ -111,6 +114,9 @@ def test_workers_count_in_redis_too(nodes: Dict[str, Daemon]) -> None:
     statuses = [call(c if n % 3 else a, "/workers", n)[0] for n in range(12)]
     assert statuses.count(200) == 6, statuses
     assert statuses[6:] == [429] * 6
+    # the workers' Redis series reach the twistd process's /metrics
+    assert metric(c, "mcpgated_ratelimit_redis_up") == 1
+    assert metric(c, "mcpgated_ratelimit_redis_outages_total") == 0
 
 
 def _log(daemon: Daemon) -> str:
