@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -31,7 +33,7 @@ sys.path.insert(0, str(HERE))
 
 import run as bench  # noqa: E402 -- bench/run.py's process and probe helpers
 
-ALL_CPUS = f"0-{len(__import__('os').sched_getaffinity(0)) - 1}"
+ALL_CPUS = f"0-{len(os.sched_getaffinity(0)) - 1}"
 
 
 def descendants(pid: int) -> List[int]:
@@ -130,7 +132,7 @@ def main() -> None:
         summary: Dict[str, Any] = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                                    "conns": args.conns, "duration": args.duration,
                                    "rounds": args.rounds, "runs": runs, "ratios": ratios,
-                                   "load_average": __import__("os").getloadavg()}
+                                   "load_average": os.getloadavg()}
         for name, results in runs.items():
             rps = statistics.median(r["rps"] for r in results)
             p50 = statistics.median(r["p50_ms"] for r in results)
@@ -142,6 +144,33 @@ def main() -> None:
         for what, values in ratios.items():
             table.append(f"workers-2 / workers-1, {what}, per round: "
                          f"{', '.join(f'{r:.2f}x' for r in values)}; median {statistics.median(values):.2f}x")
+        # where the CPU goes: workers-2 with one worker paused (SIGSTOP), so one
+        # worker serves as the single process does; CPU per request by process
+        parent = targets[1]["proc"].pid
+        kids = bench.children(parent)
+        split: Dict[str, List[float]] = {"workers-1 process": [], "worker": [], "twistd parent": []}
+        os.kill(kids[1], signal.SIGSTOP)
+        try:
+            for number in range(args.rounds):
+                for target in (targets if number % 2 == 0 else list(reversed(targets))):
+                    pids = descendants(target["proc"].pid)
+                    before = {pid: bench.cpu_seconds([pid]) for pid in pids}
+                    result = wrk(target, args.conns, args.duration)
+                    per = {pid: (bench.cpu_seconds([pid]) - before[pid]) / result["requests"] * 1e6
+                           for pid in pids}
+                    if target is targets[0]:
+                        split["workers-1 process"].append(per[pids[0]])
+                    else:
+                        split["worker"].append(per[kids[0]])
+                        split["twistd parent"].append(per[parent])
+        finally:
+            os.kill(kids[1], signal.SIGCONT)
+        summary["one_worker_split_us"] = split
+        table.append("")
+        table.append("one worker serving (the other paused), CPU us/request by process, median: " + ", ".join(
+            f"{name} {statistics.median(values):.0f}" for name, values in split.items()))
+        summary["load_average_end"] = os.getloadavg()
+        table.append(f"load average at start {summary['load_average']}, at end {summary['load_average_end']}")
         print("\n".join(table))
         out = HERE / "out"
         out.mkdir(exist_ok=True)
