@@ -379,3 +379,28 @@ def test_the_exchange_log_sees_one_session_per_client_across_endpoints(gateway, 
     sessions = Counter(record["session"] for record in records)
     assert len(sessions) == 2 and set(sessions.values()) == {3}
     assert {record["clientName"] for record in records} == {"mcp"}
+
+
+def test_an_endpoint_answering_5xx_is_taken_out_after_max_failures(gateway, pair):
+    from tests.raw_backend import RawBackend
+
+    failing: List[bytes] = []
+
+    def unavailable(connection: Any, request: Any) -> None:
+        failing.append(request.target)
+        body = b'{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"overloaded"}}'
+        connection.send(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    backend = RawBackend(unavailable)
+    try:
+        endpoints_api(gateway, "/lb-5xx", [backend.url + "/mcp", f"http://127.0.0.1:{pair[0]}/mcp"],
+                      loadBalancing={"passive": {"maxFailures": 2, "ejectSeconds": 600}})
+        statuses = [initialize(gateway.gateway + "/lb-5xx")[0] for _ in range(8)]
+        # round-robin: the failing endpoint's answers pass through until it
+        # has failed twice in a row, then it gets nothing more
+        assert statuses.count(503) == 2 and len(failing) == 2
+        last = max(index for index, status in enumerate(statuses) if status == 503)
+        assert last <= 3 and set(statuses[last + 1:]) == {200}
+    finally:
+        backend.stop()
