@@ -334,6 +334,10 @@ class RateLimitConfig:
     redis: Optional[str] = attrs.field(default=None, repr=False)  # its URL may hold a password
     redis_failure: str = "open"  # Redis cannot answer: "open" allows, "closed" refuses (503)
     redis_timeout: float = 0.25  # the longest a decision waits for Redis
+    # "exact": each decision one script in Redis; "approximate": decided
+    # locally, spending synced every sync_interval (mcpgated.policy.redisapprox)
+    mode: str = "exact"
+    sync_interval: float = 0.01
 
 
 @attrs.frozen
@@ -403,6 +407,8 @@ _SCHEMA: Dict[str, Dict[str, Tuple[str, _Parser]]] = {
         "redis": ("", parse_redis_url),
         "redis_failure": ("open", _choice("open", "closed")),
         "redis_timeout": ("250ms", _positive(parse_duration)),
+        "mode": ("exact", _choice("exact", "approximate")),
+        "sync_interval": ("10ms", _positive(parse_duration)),
     },
 }
 
