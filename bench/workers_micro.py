@@ -9,7 +9,8 @@ per request).
 - records: an exchange record sent up (batched, JSON) and taken by the
   parent (CallRecord rebuilt, handed to the store's queue) against the
   single process's hand-over to the same queue;
-- limits: a rate-limit decision asked of the parent, in batches of 1, 16
+- limits: a rate-limit decision asked of the parent (a JSON line per batch on
+  the limits pipe pair), in batches of 1, 16
   and 64 per reactor turn (what c=1, 16, 64 clients give a worker at
   most), against the in-memory limiter's.
 
@@ -32,6 +33,7 @@ from mcpgated.analytics.records import CallRecord
 from mcpgated.policy.ratelimit import Limiter, RateLimit
 from mcpgated.workers.main import RemoteLimiter, Uplink, WorkerControl
 from mcpgated.workers.pool import Worker, WorkerPool
+from mcpgated.workers.protocol import LimitServer
 
 
 def per_call(run: Callable[[int], None], count: int) -> float:
@@ -50,6 +52,13 @@ def record(n: int) -> CallRecord:
                       session="bench-session-0123456789abcdef", protocol_version="2025-06-18",
                       outcome="result", http_status=200, latency_ms=1.25, ttfb_ms=1.1, bytes_in=112,
                       bytes_out=98, transport="json")
+
+
+class Pipe:
+    """A pipe's direction delivering at once (the limits pipe pair, in memory)."""
+
+    def __init__(self, deliver: Callable[[bytes], None]) -> None:
+        self.write = deliver
 
 
 class Queue:
@@ -71,6 +80,8 @@ def main() -> None:
     pool.workers[1] = worker
     control = WorkerControl()
     pump = connect(worker.control, FakeTransport(worker.control, True), control, FakeTransport(control, False))
+    server = LimitServer(pool.check, control.limits.dataReceived)
+    control.limits.makeConnection(Pipe(server.data))  # type: ignore[arg-type]
     records = [record(n) for n in range(500)]
 
     def single(count: int) -> None:
@@ -97,7 +108,7 @@ def main() -> None:
             memory.check_all(limit, who, calls)
 
     def remote(batch: int) -> Callable[[int], None]:
-        limiter = RemoteLimiter(control, clock)
+        limiter = RemoteLimiter(control.limits, clock)
 
         def run(count: int) -> None:
             for _ in range(count // batch):

@@ -7,7 +7,7 @@ records, access lines and metrics going up.
 from __future__ import annotations
 
 import json
-from typing import Any, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
@@ -27,6 +27,7 @@ from mcpgated.workers.main import (
     parse_listen,
 )
 from mcpgated.workers.pool import Worker, WorkerPool
+from mcpgated.workers.protocol import LimitClient, LimitServer
 
 
 class Lines:
@@ -35,6 +36,28 @@ class Lines:
 
     def lines(self, text: str) -> None:
         self.text.append(text)
+
+
+class Pipe:
+    """
+    One direction of a pipe, delivering at once.
+    """
+
+    def __init__(self, deliver: Callable[[bytes], None]) -> None:
+        self.deliver = deliver
+        self.written: List[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+        self.deliver(data)
+
+
+def loop_limits(client: LimitClient, pool: WorkerPool) -> None:
+    """
+    A worker's limits pipe pair to the parent's L{LimitServer}, in memory.
+    """
+    server = LimitServer(pool.check, client.dataReceived)
+    client.makeConnection(Pipe(server.data))  # type: ignore[arg-type]
 
 
 def setup(count: int = 2) -> Tuple[WorkerPool, List[WorkerControl], List[IOPump], List[CallRecord], Lines]:
@@ -51,6 +74,7 @@ def setup(count: int = 2) -> Tuple[WorkerPool, List[WorkerControl], List[IOPump]
         control = WorkerControl()
         pumps.append(connect(worker.control, FakeTransport(worker.control, True),
                              control, FakeTransport(control, False)))
+        loop_limits(control.limits, pool)
         controls.append(control)
     return pool, controls, pumps, records, access
 
@@ -71,11 +95,23 @@ def answer(d: "Deferred[Any]", pumps: List[IOPump], clock: Any = None) -> Any:
     return got[0]
 
 
+def test_a_parent_gone_fails_the_questions_waiting() -> None:
+    client = LimitClient()
+    client.makeConnection(Pipe(lambda data: None))  # type: ignore[arg-type]
+    waiting = client.ask([["{}", "who", [["ping", None]]]])
+    failures: List[Any] = []
+    waiting.addErrback(failures.append)
+    client.connectionLost(None)
+    assert len(failures) == 1 and failures[0].check(ConnectionError)
+    client.ask([]).addErrback(failures.append)
+    assert len(failures) == 2
+
+
 def test_a_limit_is_counted_once_for_all_workers() -> None:
     pool, controls, pumps, _, _ = setup()
     limit = RateLimit(period=60.0, requests=3, tool_calls=2, scope="plan")
     clock = pool.reactor
-    one, two = RemoteLimiter(controls[0], clock), RemoteLimiter(controls[1], clock)
+    one, two = RemoteLimiter(controls[0].limits, clock), RemoteLimiter(controls[1].limits, clock)
     who = ("api-1", "Gold", ("sub", "alice"))
     calls = [("tools/call", "echo")]
     assert answer(one.check_all(limit, who, calls), pumps, clock) is None
@@ -93,15 +129,13 @@ def test_a_limit_is_counted_once_for_all_workers() -> None:
 def test_decisions_of_one_turn_go_in_one_question_answered_in_order() -> None:
     pool, controls, pumps, _, _ = setup(1)
     clock = pool.reactor
-    limiter = RemoteLimiter(controls[0], clock)
+    limiter = RemoteLimiter(controls[0].limits, clock)
     limit = RateLimit(period=60.0, requests=3)
     asked = [limiter.check_all(limit, ("api-1", "Open", "127.0.0.1"), [("ping", None)]) for _ in range(5)]
-    sent: List[bytes] = []
-    write = controls[0].transport.write  # type: ignore[union-attr]
-    controls[0].transport.write = lambda data: (sent.append(data), write(data))  # type: ignore[union-attr]
+    pipe = controls[0].limits.transport
+    assert pipe is not None and pipe.written == []  # type: ignore[attr-defined]
     clock.advance(0)
-    flush(pumps)
-    assert len(sent) == 1  # one AMP box for the five
+    assert len(pipe.written) == 1  # type: ignore[attr-defined]  # one line for the five
     answers: List[Any] = []
     for d in asked:
         d.addCallback(answers.append)

@@ -21,6 +21,8 @@ from mcpgated.workers.pool import (
     BACKOFF_MAX,
     CONTROL_IN,
     CONTROL_OUT,
+    LIMITS_IN,
+    LIMITS_OUT,
     Shared,
     Worker,
     WorkerPool,
@@ -75,10 +77,11 @@ def test_workers_get_the_sockets_and_the_channel() -> None:
     ready = pool.start()
     assert [w.index for w, _, _ in reactor.spawned] == [1, 2]
     worker, args, fds = reactor.spawned[0]
-    assert fds == {CONTROL_IN: "w", 1: "r", 2: "r", CONTROL_OUT: "r", 4: 7, 5: 9}
+    assert fds == {CONTROL_IN: "w", 1: "r", 2: "r", CONTROL_OUT: "r", LIMITS_OUT: "r", LIMITS_IN: "w",
+                   6: 7, 7: 9}
     assert args[1:] == ["-m", "mcpgated.workers.main", "--config", "/etc/mcpgated.ini", "--index", "1",
-                        "--listen", f"4:{int(socket.AF_INET)}:tcp:8082",
-                        "--listen", f"5:{int(socket.AF_INET6)}:ssl:8443:privateKey=k.pem"]
+                        "--listen", f"6:{int(socket.AF_INET)}:tcp:8082",
+                        "--listen", f"7:{int(socket.AF_INET6)}:ssl:8443:privateKey=k.pem"]
     fired: List[object] = []
     ready.addCallback(fired.append)
     worker.ready(1000)

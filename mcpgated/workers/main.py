@@ -66,14 +66,14 @@ from mcpgated.routing import RouteTable
 from mcpgated.store import PostgresApiStore, SQLiteApiStore
 from mcpgated.tap import StoreService, session_sealer
 from mcpgated.workers.metrics import snapshot
-from mcpgated.workers.pool import CONTROL_IN, CONTROL_OUT, DRAIN_TIMEOUT
+from mcpgated.workers.pool import CONTROL_IN, CONTROL_OUT, DRAIN_TIMEOUT, LIMITS_IN, LIMITS_OUT
 from mcpgated.workers.protocol import (
     ACCESS,
     METRICS,
     RECORDS,
     Changed,
-    Check,
     Control,
+    LimitClient,
     Ready,
     Scrape,
 )
@@ -95,6 +95,7 @@ class WorkerControl(Control):
         Control.__init__(self)
         self.feed = ParentFeed(self)
         self.metrics: Optional[Metrics] = None
+        self.limits = LimitClient()  # on its own pipe pair
 
     @Changed.responder
     def _changed(self, change: str) -> Dict[str, Any]:
@@ -139,11 +140,11 @@ class ParentFeed:
 class RemoteLimiter:
     """
     Rate limits counted in the parent (exact across workers): the
-    decisions asked in one reactor turn go in one question, answered in
-    order.
+    decisions asked in one reactor turn go in one line on the limits pipe,
+    answered in order.
     """
 
-    control: WorkerControl
+    client: LimitClient
     clock: Any
     _limits: Dict[RateLimit, str] = attrs.field(factory=dict)
     _pending: List[Tuple[List[Any], "Deferred[Optional[float]]"]] = attrs.field(factory=list)
@@ -166,14 +167,13 @@ class RemoteLimiter:
         batch, self._pending = self._pending, []
         if not batch:
             return
-        asked: Deferred[Dict[str, Any]] = self.control.callRemote(
-            Check, checks=json.dumps([entry for entry, _ in batch]).encode())
-        asked.addCallbacks(self._answered, self._failed, (batch,), errbackArgs=(batch,))
+        self.client.ask([entry for entry, _ in batch]).addCallbacks(
+            self._answered, self._failed, (batch,), errbackArgs=(batch,))
 
     @staticmethod
-    def _answered(answer: Dict[str, Any], batch: List[Tuple[List[Any], "Deferred[Optional[float]]"]]
-                  ) -> None:
-        for (_, d), wait in zip(batch, json.loads(answer["waits"]), strict=True):
+    def _answered(waits: List[Optional[float]],
+                  batch: List[Tuple[List[Any], "Deferred[Optional[float]]"]]) -> None:
+        for (_, d), wait in zip(batch, waits, strict=True):
             d.callback(wait)
 
     @staticmethod
@@ -299,7 +299,7 @@ class WorkerService(MultiService):
             recorder = Recorder(reactor, self.uplink, self.metrics)  # type: ignore[arg-type]
         # [ratelimit] redis: each worker counts in Redis itself, else the parent counts
         shared = redis_limiter(cfg.ratelimit, reactor)
-        limiter: ILimiter = RemoteLimiter(control, reactor) if shared is None else shared
+        limiter: ILimiter = RemoteLimiter(control.limits, reactor) if shared is None else shared
         if shared is not None:
             shared.client.setServiceParent(self)
             self.metrics.registry.register(RedisLimitMetrics(shared))
@@ -473,6 +473,7 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     control.on_lost = parent_gone
     stdio.StandardIO(control, stdin=CONTROL_IN, stdout=CONTROL_OUT, reactor=reactor)  # type: ignore[call-arg]
+    stdio.StandardIO(control.limits, stdin=LIMITS_IN, stdout=LIMITS_OUT, reactor=reactor)  # type: ignore[call-arg]
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, lambda signum, frame: reactor.callFromThread(stop))
     reactor.callWhenRunning(service.startService)

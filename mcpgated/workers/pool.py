@@ -47,8 +47,8 @@ from mcpgated.workers.protocol import (
     METRICS,
     RECORDS,
     Changed,
-    Check,
     Control,
+    LimitServer,
     PipeTransport,
     Ready,
     Scrape,
@@ -58,7 +58,9 @@ log = Logger()
 
 CONTROL_IN = 0  # the worker reads the channel on its standard input
 CONTROL_OUT = 3  # ... and writes it on fd 3
-FIRST_LISTENER = 4  # listening sockets from fd 4 on
+LIMITS_OUT = 4  # rate-limit questions, worker to parent
+LIMITS_IN = 5  # ... and their answers
+FIRST_LISTENER = 6  # listening sockets from fd 6 on
 # restarts: 0.1 s after the first death, doubling up to 10 s; a worker
 # that lived RESET seconds starts the count again
 BACKOFF_FIRST = 0.1
@@ -142,12 +144,6 @@ class ParentControl(Control):
         self.worker.pool.feed.heard(change, self.worker)
         return {}
 
-    @Check.responder
-    def _check(self, checks: bytes) -> Dict[str, Any]:
-        check = self.worker.pool.check
-        waits = [check(limit, who, calls) for limit, who, calls in json.loads(checks)]
-        return {"waits": json.dumps(waits).encode()}
-
     @Ready.responder
     def _ready(self, pid: int) -> Dict[str, Any]:
         self.worker.ready(pid)
@@ -174,8 +170,14 @@ class Worker(ProcessProtocol):
     def connectionMade(self) -> None:
         self.pid = self.transport.pid  # type: ignore[union-attr]
         self.control.makeConnection(PipeTransport(self.transport, CONTROL_IN))
+        transport = self.transport
+        self.limits = LimitServer(self.pool.check,
+                                  lambda data: transport.writeToChild(LIMITS_IN, data))  # type: ignore[union-attr]
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD == LIMITS_OUT:
+            self.limits.data(data)
+            return
         if childFD == CONTROL_OUT:
             self.control.dataReceived(data)
             return
@@ -294,7 +296,8 @@ class WorkerPool(Service):
         self._restarts.pop(index, None)
         worker = Worker(self, index, self.reactor.seconds())
         argv = [*self.argv, "--index", str(index)]
-        child_fds: Dict[int, Any] = {CONTROL_IN: "w", 1: "r", 2: "r", CONTROL_OUT: "r"}
+        child_fds: Dict[int, Any] = {CONTROL_IN: "w", 1: "r", 2: "r", CONTROL_OUT: "r",
+                                     LIMITS_OUT: "r", LIMITS_IN: "w"}
         for number, listener in enumerate(self.sockets):
             fd = FIRST_LISTENER + number
             child_fds[fd] = listener.fd

@@ -4,20 +4,28 @@ Twisted AMP over the worker's standard input (parent to worker) and its
 file descriptor 3 (worker to parent).
 
 - L{Changed}, both ways: news of a committed write (L{Change} JSON).
-- L{Check}, worker to parent: rate-limit decisions (a batch per reactor
-  turn), counted in the parent (exact across workers without Redis).
 - L{Part}, both ways: a piece of a payload larger than one AMP value may
   carry (64 KiB): exchange records and access-log lines going up, metric
   snapshots answering L{Scrape}.
 - L{Scrape}, parent to worker: send your metrics (as L{Part}s) now.
 - L{Ready}, worker to parent: serving (the listening sockets adopted).
+
+Rate-limit decisions (counted in the parent: exact across workers without
+Redis) have a pipe pair of their own with plainer framing than AMP's, as
+they are asked on the request path: the worker writes a JSON line per
+batch (the decisions of one reactor turn: L{LimitClient}), the parent
+answers each line with one (L{answer_checks}), in order.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple
+import json
+from collections import deque
+from typing import Any, Callable, ClassVar, Deque, Dict, List, Optional, Tuple
 
 from twisted.internet.address import UNIXAddress
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Protocol
 from twisted.protocols import amp
 
 # an AMP value holds at most 65535 bytes
@@ -31,17 +39,6 @@ METRICS = "metrics"  # a metrics snapshot (mcpgated.workers.metrics)
 class Changed(amp.Command):
     arguments: ClassVar[List[Tuple[bytes, Any]]] = [(b"change", amp.Unicode())]
     response: ClassVar[List[Tuple[bytes, Any]]] = []
-
-
-class Check(amp.Command):
-    """
-    Rate-limit decisions, a batch per reactor turn: C{checks} is JSON
-    C{[[limit JSON, who, [[method, tool], ...]], ...]}; C{waits} is JSON,
-    one L{None} (allowed) or seconds to wait per check, in order.
-    """
-
-    arguments: ClassVar[List[Tuple[bytes, Any]]] = [(b"checks", amp.String())]
-    response: ClassVar[List[Tuple[bytes, Any]]] = [(b"waits", amp.String())]
 
 
 class Part(amp.Command):
@@ -138,3 +135,62 @@ class PipeTransport:
 
     def getHost(self) -> UNIXAddress:
         return UNIXAddress(None)
+
+
+class LimitClient(Protocol):
+    """
+    The worker's end of the limits pipe: C{ask(checks)} sends one batch
+    (C{[[limit JSON, who, [[method, tool], ...]], ...]}) and fires with
+    its answers (L{None} or seconds to wait, one per check) once the
+    parent's line for it comes.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: Deque["Deferred[List[Optional[float]]]"] = deque()
+        self._rest = b""
+
+    def ask(self, checks: List[Any]) -> "Deferred[List[Optional[float]]]":
+        d: Deferred[List[Optional[float]]] = Deferred()
+        if self.transport is None:
+            d.errback(ConnectionError("the parent is gone"))
+            return d
+        self._waiting.append(d)
+        self.transport.write(json.dumps(checks, separators=(",", ":")).encode() + b"\n")
+        return d
+
+    def dataReceived(self, data: bytes) -> None:
+        lines = (self._rest + data).split(b"\n")
+        self._rest = lines.pop()
+        for line in lines:
+            self._waiting.popleft().callback(json.loads(line))
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.transport = None
+        waiting, self._waiting = self._waiting, deque()
+        for d in waiting:
+            d.errback(ConnectionError("the parent is gone"))
+
+
+class LimitServer:
+    """
+    The parent's end: each whole line is a batch, answered by a line of
+    C{decide(limit JSON, who, calls)}'s results, in order.
+    """
+
+    def __init__(self, decide: Callable[[str, Any, List[List[Any]]], Optional[float]],
+                 write: Callable[[bytes], None]) -> None:
+        self._decide = decide
+        self._write = write
+        self._rest = b""
+
+    def data(self, data: bytes) -> None:
+        lines = (self._rest + data).split(b"\n")
+        self._rest = lines.pop()
+        if not lines:
+            return
+        decide = self._decide
+        out = []
+        for line in lines:
+            out.append(json.dumps([decide(limit, who, calls) for limit, who, calls in json.loads(line)],
+                                  separators=(",", ":")).encode())
+        self._write(b"\n".join(out) + b"\n")
