@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Any, Dict, Hashable, Iterable, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Hashable, Iterable, List, Optional, Tuple, Union
 
 import attrs
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -165,20 +165,32 @@ class RedisLimiter:
                       "(fail {mode})", error=text, mode=self.failure)
 
 
-def redis_limiter(cfg: RateLimitConfig, reactor: Any) -> Optional[RedisLimiter]:
+def redis_limiter(cfg: RateLimitConfig, reactor: Any) -> "Optional[SharedLimiter]":
     """
     The limiter C{[ratelimit]} asks for when it names a Redis (else
-    L{None}: counting in memory). Its client is a service: give it a
-    parent (C{limiter.client.setServiceParent}).
+    L{None}: counting in memory): exact or approximate (C{mode}). Its
+    client is a service: give it a parent
+    (C{limiter.client.setServiceParent}).
     """
     if cfg.redis is None:
         return None
     client = RedisClient(reactor, RedisAddress.parse(cfg.redis), timeout=cfg.redis_timeout)
+    if cfg.mode == "approximate":
+        from mcpgated.policy.redisapprox import ApproximateLimiter  # it imports this module
+
+        return ApproximateLimiter(client, reactor, reactor, interval=cfg.sync_interval,
+                                  failure=cfg.redis_failure)
     return RedisLimiter(client, reactor, failure=cfg.redis_failure)
 
 
 def _decided(answer: Any, wait: float) -> Optional[float]:
     return None if answer == 1 else wait
+
+
+if TYPE_CHECKING:
+    from mcpgated.policy.redisapprox import ApproximateLimiter
+
+SharedLimiter = Union[RedisLimiter, "ApproximateLimiter"]
 
 
 class RedisLimitMetrics:
@@ -187,7 +199,7 @@ class RedisLimitMetrics:
     reachable, its outages, and the decisions taken without it.
     """
 
-    def __init__(self, limiter: RedisLimiter) -> None:
+    def __init__(self, limiter: "SharedLimiter") -> None:
         self._limiter = limiter
 
     def describe(self) -> List[Metric]:
