@@ -170,9 +170,13 @@ class Worker(ProcessProtocol):
     def connectionMade(self) -> None:
         self.pid = self.transport.pid  # type: ignore[union-attr]
         self.control.makeConnection(PipeTransport(self.transport, CONTROL_IN))
-        transport = self.transport
-        self.limits = LimitServer(self.pool.check,
-                                  lambda data: transport.writeToChild(LIMITS_IN, data))  # type: ignore[union-attr]
+        self.limits = LimitServer(self.pool.check, self._answer_limits)
+
+    def _answer_limits(self, data: bytes) -> None:
+        try:
+            self.transport.writeToChild(LIMITS_IN, data)  # type: ignore[union-attr]
+        except (KeyError, OSError):  # the worker is gone: its questions died with it
+            pass
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         if childFD == LIMITS_OUT:
