@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 
+from mcpgated.policy.redislimit import counter_tag
 from tests.engines import RedisServer
 from tests.security.mcp_peer import McpPeer
 from tests.daemon_helpers import set_options
@@ -63,16 +65,18 @@ def nodes(tmp_path_factory: Any, redis: RedisServer, peer: McpPeer) -> Iterator[
     first.start()
     backend = peer.url + "/mcp"
     for path, rate in (("/shared", {"requests": 6}), ("/workers", {"requests": 6}),
+                       ("/approx", {"requests": 6}),
                        ("/tools", {"toolCalls": 3, "perTool": {"echo": 2}}),
                        ("/outage", {"requests": 1000})):
         deploy(first, path, backend, plans({**rate, "scope": "plan", "periodSeconds": MONTH}))
     first.stop()
     found: Dict[str, Daemon] = {"a": first}
-    for name, failure in (("b", "closed"), ("c", "open")):
+    for name, failure in (("b", "closed"), ("c", "open"), ("d", "open")):
         folder = tmp_path_factory.mktemp(f"node-{name}")
         shutil.copytree(first.folder / "data", folder / "data")
         found[name] = Daemon(folder, extra=ini(redis, failure))
     set_options(found["c"], "gateway", workers="2")
+    set_options(found["d"], "ratelimit", mode="approximate")
     redis.flush()
     try:
         for daemon in found.values():  # started together, then waited for
@@ -117,6 +121,35 @@ def test_workers_count_in_redis_too(nodes: Dict[str, Daemon]) -> None:
     # the workers' Redis series reach the twistd process's /metrics
     assert metric(c, "mcpgated_ratelimit_redis_up") == 1
     assert metric(c, "mcpgated_ratelimit_redis_outages_total") == 0
+
+
+def test_an_approximate_node_shares_the_budget(nodes: Dict[str, Daemon], redis: RedisServer) -> None:
+    # node D decides from its view of the counters (as of its last sync,
+    # every 10 ms after it spent) and sends what it spent; node A is exact
+    a, d = nodes["a"], nodes["d"]
+    _, apis = a.admin("GET", "/apis")
+    api_id = next(api["id"] for api in apis["data"] if api["contextPath"] == "/approx")
+    window = int(time.time() // MONTH)
+    key = f"mcpgated:rl:{{{counter_tag((api_id, 'Keyless', 'plan:Keyless'))}}}:{MONTH}:{window}:requests"
+    assert [call(a, "/approx", n)[0] for n in range(4)] == [200] * 4
+    assert call(d, "/approx", 4)[0] == 200
+    _wait_until(lambda: redis_count(redis, key) == 5)  # D's spending sent, A's 4 seen by D
+    assert call(a, "/approx", 5)[0] == 200  # 6 of 6: A, exact, knows
+    # D has not seen A's last call: it admits one more (the approximation:
+    # overrun by what others admitted since its last sync), then knows
+    assert call(d, "/approx", 6)[0] == 200
+    # two syncs (after each of its calls): D has read the total of 7
+    _wait_until(lambda: metric(d, "mcpgated_ratelimit_syncs_total") >= 2)
+    assert redis_count(redis, key) == 7
+    assert call(d, "/approx", 7)[0] == 429
+    assert call(a, "/approx", 8)[0] == 429
+
+
+def redis_count(redis: RedisServer, key: str) -> int:
+    with socket.create_connection(("127.0.0.1", redis.port), timeout=5) as s:
+        s.sendall(f"*2\r\n$3\r\nGET\r\n${len(key)}\r\n{key}\r\n".encode())
+        reply = s.recv(64)
+    return 0 if reply.startswith(b"$-1") else int(reply.split(b"\r\n")[1])
 
 
 def _log(daemon: Daemon) -> str:

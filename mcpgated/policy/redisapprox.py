@@ -34,7 +34,7 @@ from zope.interface import implementer
 from mcpgated.policy.interfaces import ILimiter
 from mcpgated.policy.ratelimit import Limiter, LimitUnavailable, RateLimit
 from mcpgated.policy.redisclient import RedisClient, RedisError, RedisUnavailable, pack
-from mcpgated.policy.redislimit import PREFIX, TAGS_KEPT, UNAVAILABLE, counter_tag
+from mcpgated.policy.redislimit import PREFIX, TAGS_KEPT, UNAVAILABLE, counter_tag, period_text
 
 log = Logger()
 
@@ -109,7 +109,7 @@ class ApproximateLimiter:
             if len(self._tags) >= TAGS_KEPT:
                 self._tags.clear()
             tag = self._tags[who] = counter_tag(who)
-        base = f"{self.prefix}{{{tag}}}:{period:g}:{window}:"
+        base = f"{self.prefix}{{{tag}}}:{period_text(period)}:{window}:"
         known, pending = self._known, self._pending
         keys = [(base + kind, count, allowed[kind]) for kind, count in needed.items()]
         refused = False

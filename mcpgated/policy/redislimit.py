@@ -66,6 +66,13 @@ ERROR_LOG_INTERVAL = 60.0  # seconds between two log lines of the same script er
 TAGS_KEPT = 10000  # owners' digests kept (then forgotten all at once)
 
 
+def period_text(period: float) -> str:
+    """
+    A period in a counter's key: C{60}, C{2678400}, C{0.5}.
+    """
+    return str(int(period)) if period == int(period) else repr(period)
+
+
 def counter_tag(who: Hashable) -> str:
     """
     The part of a counter's key naming its owner: a digest of C{who}, so
@@ -125,7 +132,7 @@ class RedisLimiter:
             if len(self._tags) >= TAGS_KEPT:
                 self._tags.clear()
             tag = self._tags[who] = counter_tag(who)
-        base = f"{self.prefix}{{{tag}}}:{period:g}:{window}:"
+        base = f"{self.prefix}{{{tag}}}:{period_text(period)}:{window}:"
         args: List[Union[str, int]] = ["EVALSHA", SCRIPT_SHA, len(needed)]
         args.extend(base + kind for kind in needed)
         args.append(int(wait * 1000) + 1000)
@@ -222,7 +229,13 @@ class RedisLimitMetrics:
             labels=["result"])
         for result, count in sorted(limiter.unchecked.items()):
             unchecked.add_metric([result], count)
-        return [up, outages, unchecked]
+        families: List[Metric] = [up, outages, unchecked]
+        syncs = getattr(limiter, "syncs", None)
+        if syncs is not None:  # the approximate mode
+            families.append(CounterMetricFamily(
+                "mcpgated_ratelimit_syncs", "Spending sent to Redis and totals read (approximate mode)",
+                value=syncs))
+        return families
 
 
 def decided(value: "Optional[float] | Deferred[Optional[float]]") -> "Deferred[Optional[float]]":
