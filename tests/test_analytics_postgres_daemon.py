@@ -7,16 +7,20 @@ traffic, and what was recorded meanwhile is written once it is back.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Iterator, List, Tuple
 
 import anyio
+import psycopg
 import pytest
 from mcp import Client
+from playwright.sync_api import expect
 
 from tests.daemon_helpers import set_options
 from tests.engines import PostgresServer, free_port
 from tests.support import BIN, Daemon, Proc
+from tests.test_console import Console, browser, run_mcp, table_rows  # noqa: F401 -- browser: the fixture
 
 
 def _node(folder: Path, name: str, url: str) -> Daemon:
@@ -81,7 +85,13 @@ def test_every_node_shows_the_traffic_of_all_nodes(two_nodes: Tuple[Daemon, Daem
 
 def test_traffic_goes_on_while_postgres_is_down_and_is_logged_after(
         tmp_path: Path, postgres: PostgresServer, everything: int) -> None:
-    daemon = _node(tmp_path, "solo", postgres.new_database()).start()
+    url = postgres.new_database()
+    # The test server commits asynchronously (synchronous_commit=off) and
+    # its stop() is a crash: this database commits as PostgreSQL does by
+    # default, so what the gateway saw committed survives the crash.
+    with psycopg.connect(postgres.url, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{url.rsplit("/", 1)[1]}" SET synchronous_commit = on')
+    daemon = _node(tmp_path, "solo", url).start()
     try:
         daemon.deploy(f"http://127.0.0.1:{everything}/mcp")
         anyio.run(_calls, daemon.gateway + "/mcp-proxy", 1)
@@ -122,3 +132,47 @@ def test_check_config_takes_a_postgres_url_without_the_analytics_file(tmp_path: 
     proc = Proc([str(BIN / "twistd"), "-n", "mcpgated", "-c", str(daemon.ini), "--check-config"],
                 cwd=str(tmp_path))
     assert proc.popen.wait(30) == 0, "\n".join(proc.output)
+
+
+async def _one_call(client: Client) -> None:
+    await client.call_tool("echo", {"message": "from b"})
+
+
+def test_the_console_shows_and_filters_nodes(two_nodes: Tuple[Daemon, Daemon], browser: Any,  # noqa: F811
+                                             everything: int) -> None:
+    a, b = two_nodes
+    for daemon in (a, b):
+        if daemon.proc is None or daemon.proc.popen.poll() is not None:
+            daemon.start()
+    run_mcp(b.gateway + "/mcp-proxy", _one_call)  # (playwright runs an event loop here)
+    b.stop()  # written: A's console shows it
+    b.start()
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        tab = Console(context.new_page(), a, "nodes")
+        tab.sign_in()
+        tab.go("Logs")
+        page = tab.page
+        rows = page.locator("table tbody tr")
+        expect(rows.first).to_be_visible()
+        nodes = {row[-1] for row in table_rows(page.locator("table"))}
+        assert nodes == {"node-a", "node-b"}
+        page.get_by_role("searchbox", name="Node").fill("node-b")
+        tab.button("Apply filters").click()
+        expect(rows.filter(has_text="node-a")).to_have_count(0)
+        expect(rows.first).to_contain_text("node-b")
+        shown = table_rows(page.locator("table"))
+        assert shown and {row[-1] for row in shown} == {"node-b"}
+        # an exchange in detail (one of A's: B's APIs are in B's own API store here)
+        page.get_by_role("searchbox", name="Node").fill("node-a")
+        tab.button("Apply filters").click()
+        expect(rows.filter(has_text="node-b")).to_have_count(0)
+        expect(rows.first).to_contain_text("node-a")
+        rows.first.get_by_role("link", name=re.compile("details")).click()
+        summary = page.locator("dl.summary")
+        expect(summary.locator("dt", has_text="Gateway node")).to_have_count(1)
+        expect(summary.get_by_role("link", name="node-a", exact=True)).to_be_visible()
+        tab.shot("log-detail-node")
+        assert tab.problems == []
+    finally:
+        context.close()

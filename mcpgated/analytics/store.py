@@ -384,7 +384,11 @@ class ExchangeStore(Service):
             else:
                 self.dropped += len(rows)
                 self._failing += len(rows)
-            if not self._streak:
+            if final:
+                log.error("analytics write to {path} failed ({error}): {count} exchange records "
+                          "are lost as the daemon stops", path=self.where,
+                          error=failure.getErrorMessage(), count=len(rows))
+            elif not self._streak:
                 self._streak = True
                 log.error("analytics write to {path} failed ({error}): exchange records are "
                           "{what} until writing works again", path=self.where,

@@ -20,7 +20,7 @@ const OUTCOMES = [
 const METHODS = ["initialize", "notifications/initialized", "ping", "tools/list", "tools/call", "resources/list",
   "resources/read", "resources/templates/list", "resources/subscribe", "prompts/list", "prompts/get",
   "completion/complete", "logging/setLevel", "notifications/cancelled"];
-const TEXT_FILTERS = [["method", "Method"], ["tool", "Tool, resource or prompt"], ["client", "Client"], ["session", "Session"], ["q", "Text"]];
+const TEXT_FILTERS = [["method", "Method"], ["tool", "Tool, resource or prompt"], ["client", "Client"], ["session", "Session"], ["node", "Node"], ["q", "Text"]];
 // as mcpgated.analytics.store.ERROR_OUTCOMES: what "Any failure" and the error rate count
 const ERROR_OUTCOMES = new Set(["error", "tool_error", "http_error", "upstream_error", "denied", "rate_limited",
   "unauthorized", "forbidden", "bad_request", "bad_credentials"]);
@@ -138,10 +138,14 @@ export async function renderLogs(root, params) {
         h("td", { class: "mono" }, record.session
           ? h("a", { href: hashFor("logs", Object.assign({}, base, { session: record.session, cursor: "", trail: "" })),
             title: `Only this session (${record.session})`, "aria-label": `Only session ${record.session}` }, record.session.slice(0, 8))
+          : "–"),
+        h("td", {}, record.node
+          ? h("a", { href: hashFor("logs", Object.assign({}, base, { node: record.node, cursor: "", trail: "" })),
+            title: `Only node ${record.node}`, "aria-label": `Only node ${record.node}` }, record.node)
           : "–"));
     });
     results.append(newerNotice, h("div", { class: "table-wrap" }, h("table", {},
-      h("thead", {}, h("tr", {}, ["Time", "API", "Method", "Tool / resource", "Outcome", "HTTP", "Latency", "Client", "Session"]
+      h("thead", {}, h("tr", {}, ["Time", "API", "Method", "Tool / resource", "Outcome", "HTTP", "Latency", "Client", "Session", "Node"]
         .map((label) => h("th", { scope: "col", class: ["HTTP", "Latency"].includes(label) ? "num" : null }, label)))),
       h("tbody", {}, rows))));
 
@@ -265,6 +269,7 @@ export async function renderLogDetail(root, params, apiId, logId) {
     ["Client", [entry.clientName, entry.clientVersion].filter(Boolean).join(" ") || null],
     ["Client address", entry.client], ["Protocol version", entry.protocolVersion],
     ["Session", entry.session ? h("a", { href: hashFor("logs", { session: entry.session }) }, entry.session) : null],
+    ["Gateway node", entry.node ? h("a", { href: hashFor("logs", { node: entry.node }) }, entry.node) : null],
   ];
   root.append(h("section", { class: "card", "aria-label": "Exchange" }, h("dl", { class: "summary" },
     rows.filter(([, v]) => v !== null && v !== undefined && v !== "").map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]))));
