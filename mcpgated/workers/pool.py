@@ -450,7 +450,7 @@ def worker_pool(service: Any) -> WorkerPool:
     analytics = service.analytics
     pool = WorkerPool(
         count=cfg.gateway.workers, sockets=[], reactor=service.reactor,
-        argv=worker_argv(str(cfg.source)), limiter=Limiter(service.reactor),
+        argv=worker_argv(str(os.path.abspath(str(cfg.source)))), limiter=Limiter(service.reactor),
         sink=analytics.record if analytics is not None else None,
         exchange_log=service.logs.exchanges if analytics is not None and cfg.analytics.exchange_log
         else None,
