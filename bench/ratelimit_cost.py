@@ -8,6 +8,9 @@ in-process counters, in one run:
    - `memory`: mcpgated.policy.ratelimit.Limiter (the default);
    - `redis`: mcpgated.policy.redislimit.RedisLimiter on its reactor client
      (one pipelined connection, hiredis.Reader) -- what mcpgated ships;
+   - `redis approximate`: mcpgated.policy.redisapprox.ApproximateLimiter
+     (decided locally; its syncs, every 10 ms, are not in this part: the
+     decisions here never yield to the reactor);
    - `redis-py thread`: the same Lua script through redis-py (with hiredis)
      from the reactor's thread pool (deferToThread per decision) -- the
      alternative the issue names;
@@ -16,8 +19,8 @@ in-process counters, in one run:
 2. **wrk** (end to end): wrk c=64 (bench/post.lua's tools/call) through
    one daemon to an nginx backend, per API: no limit, a plan limit counted
    in memory, the same limit counted in Redis (a second daemon with
-   `[ratelimit] redis`); interleaved rounds; req/s and the daemon's CPU
-   microseconds per request.
+   `[ratelimit] redis`), and in Redis in approximate mode (a third daemon);
+   interleaved rounds; req/s and the daemon's CPU microseconds per request.
 
     python3 bench/ratelimit_cost.py [--decisions 20000] [--rounds 3] [--duration 8] [--no-wrk]
 
@@ -76,6 +79,7 @@ def decisions(port: int, count: int) -> List[Dict[str, Any]]:
 
     from mcpgated.policy.ratelimit import Limiter, parse_limit
     from mcpgated.policy.redisclient import RedisAddress, RedisClient
+    from mcpgated.policy.redisapprox import ApproximateLimiter
     from mcpgated.policy.redislimit import SCRIPT, RedisLimiter
 
     rate = parse_limit(LIMIT, "rateLimit")
@@ -118,6 +122,7 @@ def decisions(port: int, count: int) -> List[Dict[str, Any]]:
                              timeout=5.0)
         client.startService()
         shared = RedisLimiter(client, reactor)
+        approximate = ApproximateLimiter(client, reactor, reactor, interval=0.01)
         pool = redispy.ConnectionPool(host="127.0.0.1", port=port, max_connections=64)
         sync = redispy.Redis(connection_pool=pool)
         script = sync.register_script(SCRIPT)
@@ -136,7 +141,10 @@ def decisions(port: int, count: int) -> List[Dict[str, Any]]:
         for inflight in (1, 64):
             await measure("memory", inflight, lambda n: memory.check_all(rate, who, CALLS))
             await measure("redis (reactor)", inflight, lambda n: shared.check_all(rate, who, CALLS))
+            await measure("redis approximate", inflight,
+                          lambda n: approximate.check_all(rate, who, CALLS))
             await measure("redis-py thread", inflight, in_thread)
+        approximate.stop()
         client.stopService()
         pool.disconnect()
 
@@ -206,9 +214,13 @@ def end_to_end(work: Path, redis_port: int, rounds: int, duration: float, conns:
     memory = start_daemon("memory", work, backend_port, "")
     shared = start_daemon("redis", work, backend_port,
                           f"[ratelimit]\nredis = redis://127.0.0.1:{redis_port}/0\n")
-    procs.extend([memory["proc"], shared["proc"]])
+    approximate = start_daemon("approximate", work, backend_port,
+                               f"[ratelimit]\nredis = redis://127.0.0.1:{redis_port}/0\n"
+                               "mode = approximate\n")
+    procs.extend([memory["proc"], shared["proc"], approximate["proc"]])
     cells = [("no limit", memory, "/n/json"), ("limit in memory", memory, "/l/json"),
-             ("limit in Redis", shared, "/l/json")]
+             ("limit in Redis", shared, "/l/json"),
+             ("limit in Redis, approximate", approximate, "/l/json")]
     for _, target, path in cells:  # warm up
         wrk(target, conns, 2, path)
     runs: Dict[str, List[Dict[str, Any]]] = {name: [] for name, _, _ in cells}
