@@ -354,3 +354,42 @@ def test_the_last_flush_waits_for_the_one_in_flight(tmp_path: Path) -> None:
     store._open_db()
     assert len(store._logs(LogQuery())["data"]) == 4
     store._close()
+
+
+def test_batches_of_all_nodes_commit_in_id_order(postgres: PostgresServer) -> None:
+    """
+    A batch that takes its ids first commits first: while one node's batch
+    is open, another's waits, so "records after the last id seen" (the
+    console's and mcpgatedctl logs --follow's polling) misses nothing a node
+    commits later. Here the first node's transaction is held open by a lock
+    the test takes, the way a slow batch would be.
+    """
+    import time
+
+    from mcpgated.analytics.pgstore import _WRITE_LOCK
+
+    url = postgres.new_database()
+    a, b = (PostgresAnalyticsStore(Clock(), url, node=n) for n in ("a", "b"))
+    a._open_db()
+    b._open_db()
+    with psycopg.connect(url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (_WRITE_LOCK,))
+        done: List[str] = []
+        writer = threading.Thread(target=lambda: (b._write_batch([_row(_records(1)[0])]),
+                                                  done.append("b")))
+        writer.start()
+        deadline = time.monotonic() + 10
+        waiting = 0
+        while not waiting and time.monotonic() < deadline:  # no event to wait on: poll the server
+            row = holder.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                "'mcpgated-analytics' AND wait_event_type = 'Lock'").fetchone()
+            waiting = row[0] if row else 0
+        assert waiting == 1 and done == []  # b's batch waits for the open one
+        holder.execute("SELECT pg_advisory_unlock(%s)", (_WRITE_LOCK,))
+        writer.join(10)
+    assert done == ["b"]
+    a._write_batch([_row(_records(1, start=2000.0)[0])])
+    assert [r["node"] for r in a._logs(LogQuery())["data"]] == ["a", "b"]
+    a._close()
+    b._close()

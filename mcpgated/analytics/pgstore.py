@@ -7,7 +7,10 @@ The queue, batches, pruning and queries are L{ExchangeStore}'s, as for the
 SQLite file; here a batch is one C{COPY} in one transaction on the writer's
 own thread and connection, and reads run on up to two reader threads with
 their own connections, so a long dashboard query never holds up writing
-(psycopg 3, blocking calls, never on the reactor thread). A batch that
+(psycopg 3, blocking calls, never on the reactor thread). The batches of
+all nodes commit one at a time (an advisory lock held to the commit), so
+record ids are in commit order: polling for records after the last id seen
+misses none that another node commits later. A batch that
 fails because the database cannot be reached is queued again (up to
 C{max_queue}, then records are dropped and counted); a connection the
 server closed while idle is replaced and the batch written at once. Reads
@@ -42,6 +45,10 @@ _R = TypeVar("_R")
 _COPY = f"COPY exchanges ({', '.join((*COLUMNS, 'node'))}) FROM STDIN"
 # one key for every mcpgated node migrating this database's exchange log
 _MIGRATION_LOCK = 0x6D637067_616E6C79 & 0x7FFFFFFFFFFFFFFF
+# ... and one taken by each batch: batches of all nodes commit one at a time,
+# so ids are in commit order and "records after id N" (the console's and
+# mcpgatedctl logs --follow's polling) misses none committed later
+_WRITE_LOCK = _MIGRATION_LOCK - 1
 _LOST = (psycopg.OperationalError, psycopg.InterfaceError)
 
 
@@ -187,10 +194,11 @@ class PostgresAnalyticsStore(ExchangeStore):
         node = self.node
 
         def copy(connection: psycopg.Connection[Tuple[Any, ...]]) -> None:
-            with connection.transaction(), connection.cursor() as cursor, \
-                    cursor.copy(_COPY) as copying:
-                for row in rows:
-                    copying.write_row((*row, node))
+            with connection.transaction(), connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))
+                with cursor.copy(_COPY) as copying:
+                    for row in rows:
+                        copying.write_row((*row, node))
 
         self._using(copy)
 
