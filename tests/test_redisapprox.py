@@ -171,6 +171,17 @@ class ApproximateTests(TestCase):
         self.assertEqual(len(limiter._ends), 1)  # the ended window's counter is gone
 
 
+class StoppedTests(TestCase):
+    def test_no_syncs_once_the_client_has_stopped(self) -> None:
+        scheduler = Clock()
+        client = RedisClient(scheduler, RedisAddress.parse("redis://127.0.0.1:1"))
+        limiter = ApproximateLimiter(client, scheduler, scheduler, interval=0.01)
+        self.assertIsNone(limiter.check_all(limit(requests=2), ("a", "p", "x"), PING))
+        scheduler.advance(0.01)  # a sync: refused at once, the client is not running
+        self.assertEqual(scheduler.getDelayedCalls(), [])  # and not tried again and again
+        self.assertEqual(sum(limiter._pending.values()), 1)  # the spending kept
+
+
 def test_the_config_picks_the_mode() -> None:
     for mode, kind in (("exact", RedisLimiter), ("approximate", ApproximateLimiter)):
         cfg = parse_text(f"[ratelimit]\nredis = redis://127.0.0.1:1\nmode = {mode}\n"

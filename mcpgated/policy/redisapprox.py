@@ -177,7 +177,7 @@ class ApproximateLimiter:
 
     def _next(self, _: Any) -> None:
         self._syncing = False
-        if self._touched and self._timer is None:
+        if self._touched and self._timer is None and self.client.running:
             # while Redis is down, no faster than its client reconnects
             delay = self.interval if not self.client.down else max(self.interval, 0.1)
             self._timer = self.scheduler.callLater(delay, self._sync)
