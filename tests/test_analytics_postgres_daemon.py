@@ -176,3 +176,22 @@ def test_the_console_shows_and_filters_nodes(two_nodes: Tuple[Daemon, Daemon], b
         assert tab.problems == []
     finally:
         context.close()
+
+
+def test_one_database_for_the_api_store_and_the_exchange_log(tmp_path: Path,
+                                                             postgres: PostgresServer,
+                                                             everything: int) -> None:
+    url = postgres.new_database()
+    daemon = _node(tmp_path, "both", url)
+    set_options(daemon, "storage", url=url)
+    daemon.start()
+    try:
+        api_id = daemon.deploy(f"http://127.0.0.1:{everything}/mcp")
+        anyio.run(_calls, daemon.gateway + "/mcp-proxy", 2)
+        daemon.stop()
+        daemon.start()
+        status, page = daemon.admin("GET", f"/apis/{api_id}/logs?method=tools/call")
+        assert status == 200, page
+        assert [(r["node"], r["apiId"]) for r in page["data"]] == [("both", api_id)] * 2
+    finally:
+        daemon.stop_if_running()
