@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import socket
 import ssl
 import threading
 import time
@@ -264,6 +265,8 @@ def test_sigterm_drains_every_worker(tmp_path: Path) -> None:
         daemon.proc.signal(signal.SIGTERM)
         daemon.proc.wait_for(r"worker 1: worker 1 draining", 10)
         daemon.proc.wait_for(r"worker 2 \(pid \d+\) stopped", 10)  # it had nothing to finish
+        with pytest.raises(ConnectionRefusedError):  # nobody listens any more, as with one process
+            socket.create_connection(("127.0.0.1", daemon.ports["gateway"][0]), timeout=5)
         assert thread.is_alive() and daemon.proc.popen.poll() is None
         release.set()
         thread.join(10)

@@ -275,6 +275,8 @@ class WorkerPool(Service):
     _restarts: Dict[int, Any] = attrs.field(init=False, factory=dict)
     _limits: Dict[str, RateLimit] = attrs.field(init=False, factory=dict)
     _first_ready: Dict[int, "Deferred[None]"] = attrs.field(init=False, factory=dict)
+    # the services of the shared sockets: closed here first when stopping
+    listeners: List[Any] = attrs.field(init=False, factory=list)
     stopping: bool = attrs.field(init=False, default=False)
 
     def __attrs_post_init__(self) -> None:
@@ -386,6 +388,10 @@ class WorkerPool(Service):
         """
         Service.stopService(self)
         self.stopping = True
+        # this process's copies of the sockets closed now: once the workers
+        # stop listening (at once), new connections are refused
+        for listener in self.listeners:
+            listener.stopService()
         for call in self._restarts.values():
             if call.active():
                 call.cancel()
@@ -471,5 +477,7 @@ def share(pool: WorkerPool, listeners: Sequence[Any]) -> None:
     Hand the gateway listeners' sockets to the pool (they stop accepting
     here).
     """
-    pool.sockets = [shared(listener.port, listener.description) for listener in listeners
-                    if listener.role == "gateway" and listener.port is not None]
+    gateway = [listener for listener in listeners
+               if listener.role == "gateway" and listener.port is not None]
+    pool.sockets = [shared(listener.port, listener.description) for listener in gateway]
+    pool.listeners = gateway
