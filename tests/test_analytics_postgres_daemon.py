@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 from typing import Any, Iterator, List, Tuple
 
-import anyio
 import psycopg
 import pytest
 from mcp import Client
@@ -30,10 +29,17 @@ def _node(folder: Path, name: str, url: str) -> Daemon:
     return daemon
 
 
-async def _calls(url: str, count: int) -> None:
-    async with Client(url, mode="legacy") as client:
+def _calls(url: str, count: int) -> None:
+    """
+    C{count} tool calls in one session (on a thread of its own: the console
+    test's browser runs an event loop in this one).
+    """
+
+    async def calls(client: Client) -> None:
         for i in range(count):
             await client.call_tool("echo", {"message": f"hello {i}"})
+
+    run_mcp(url, calls)
 
 
 def _tools_calls(page: dict) -> List[Tuple[str, str]]:  # type: ignore[type-arg]
@@ -55,8 +61,8 @@ def test_every_node_shows_the_traffic_of_all_nodes(two_nodes: Tuple[Daemon, Daem
     a, b = two_nodes
     api_a = a.deploy(f"http://127.0.0.1:{everything}/mcp")
     api_b = b.deploy(f"http://127.0.0.1:{everything}/mcp")
-    anyio.run(_calls, a.gateway + "/mcp-proxy", 2)
-    anyio.run(_calls, b.gateway + "/mcp-proxy", 3)
+    _calls(a.gateway + "/mcp-proxy", 2)
+    _calls(b.gateway + "/mcp-proxy", 3)
     b.stop()  # writes B's queued records
     # A shows B's records (ids in commit order: newest batch first)
     status, page = a.admin("GET", "/logs?node=node-b&method=tools/call")
@@ -94,10 +100,10 @@ def test_traffic_goes_on_while_postgres_is_down_and_is_logged_after(
     daemon = _node(tmp_path, "solo", url).start()
     try:
         daemon.deploy(f"http://127.0.0.1:{everything}/mcp")
-        anyio.run(_calls, daemon.gateway + "/mcp-proxy", 1)
+        _calls(daemon.gateway + "/mcp-proxy", 1)
         postgres.stop()
         try:
-            anyio.run(_calls, daemon.gateway + "/mcp-proxy", 4)  # answered all the same
+            _calls(daemon.gateway + "/mcp-proxy", 4)  # answered all the same
             status, answer = daemon.admin("GET", "/logs")
             assert status == 503, answer
             assert "analytics database cannot be reached" in answer["error"]
@@ -187,7 +193,7 @@ def test_one_database_for_the_api_store_and_the_exchange_log(tmp_path: Path,
     daemon.start()
     try:
         api_id = daemon.deploy(f"http://127.0.0.1:{everything}/mcp")
-        anyio.run(_calls, daemon.gateway + "/mcp-proxy", 2)
+        _calls(daemon.gateway + "/mcp-proxy", 2)
         daemon.stop()
         daemon.start()
         status, page = daemon.admin("GET", f"/apis/{api_id}/logs?method=tools/call")
