@@ -355,7 +355,8 @@ class GatewayService(MultiService):
         self.metrics.registry.register(DroppedLines(self.logs))
         if analytics is not None:
             recorder = Recorder(reactor, analytics, self.metrics,
-                                self.logs.exchanges if cfg.analytics.exchange_log else None)
+                                self.logs.exchanges if cfg.analytics.exchange_log else None,
+                                node=cfg.gateway.node)
         # [ratelimit] redis: counters shared by every node, else in memory
         # (with workers, each worker has its own client: mcpgated.workers.main)
         shared = redis_limiter(cfg.ratelimit, reactor) if cfg.gateway.workers == 1 else None

@@ -393,3 +393,18 @@ def test_batches_of_all_nodes_commit_in_id_order(postgres: PostgresServer) -> No
     assert [r["node"] for r in a._logs(LogQuery())["data"]] == ["a", "b"]
     a._close()
     b._close()
+
+
+def test_the_exchange_log_file_names_the_node_too(tmp_path: Path) -> None:
+    from mcpgated.analytics.metrics import Metrics
+    from mcpgated.analytics.recorder import Recorder
+
+    lines: List[Any] = []
+
+    class Lines:
+        def record(self, fields: Any) -> None:
+            lines.append(fields)
+
+    recorder = Recorder(Clock(), None, Metrics(), Lines(), node="eu-2")
+    recorder.emit(_records(1)[0])
+    assert lines[0]["node"] == "eu-2" and lines[0]["method"] == "notifications/initialized"

@@ -31,6 +31,7 @@ class Recorder:
     # per deployed definition (by identity): its capture settings and plan
     _settings: Dict[int, Tuple[ApiDefinition, Capture, Optional[str], Callable[[CallRecord], None]]] = \
         attrs.field(factory=dict)
+    node: Optional[str] = None  # named in each exchange log line ([gateway] node)
 
     def _for(self, api_id: str, definition: ApiDefinition) -> "tuple[Capture, Optional[str], Any]":
         found = self._settings.get(id(definition))
@@ -61,8 +62,10 @@ class Recorder:
         if self.store is not None:
             self.store.record(record)
         if self.exchange_log is not None:
-            self.exchange_log.record({c: v for c, v in zip(COLUMNS, _values(record), strict=True)
-                                      if v is not None})
+            line = {c: v for c, v in zip(COLUMNS, _values(record), strict=True) if v is not None}
+            if self.node is not None:
+                line["node"] = self.node
+            self.exchange_log.record(line)
 
 
 _values = attrgetter(*COLUMNS)
