@@ -84,7 +84,7 @@ class PostgresServer:
 
     def start(self) -> None:
         options = (f"-p {self.port} -h 127.0.0.1 -k {self.folder} -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+                   "-c full_page_writes=off -c max_connections=200")
         self._run([str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options, "-w",
                    "-l", str(self.folder / "server.log"), "start"])
 
