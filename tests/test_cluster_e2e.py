@@ -14,6 +14,7 @@ either node's logs show the other's traffic.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ import attrs
 import pytest
 from mcp import Client
 
+from mcpgated import config
 from mcpgated.sealing import Sealer, endpoint_id, load_key_file, new_key_line
 from tests.engines import PostgresServer, RedisServer
 from tests.support import ADMIN_TOKEN, Daemon, Proc, http, start_everything, subscribe_key
@@ -291,3 +293,14 @@ def test_killing_a_loses_no_acknowledged_write_and_b_keeps_serving(cluster: Clus
     create_api(cluster.b, "/after-a", cluster.endpoints)
     session = initialize(cluster.b, "/after-a")
     assert echo(cluster.b, "/after-a", session, "A is gone")[0] == 200
+
+
+def test_the_readmes_node_configuration_is_valid(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Running several nodes", 1)[1].split("\n## ", 1)[0]
+    ini = section.split("```ini\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "node.ini").write_text(ini)
+    cfg = config.load(str(tmp_path / "node.ini"))
+    assert cfg.gateway.node == "gw-1" and cfg.gateway.workers == os.cpu_count()
+    assert cfg.storage.url is not None and cfg.analytics.url is not None
+    assert cfg.ratelimit.redis is not None
