@@ -173,3 +173,14 @@ def listening_socket(port: Any) -> Any:
     The socket object of a listening TCP or UNIX port.
     """
     return port.socket
+
+
+def keep_shared_socket_open(port: Any) -> None:
+    """
+    Closing a listening port whose socket other processes share must not
+    shut the socket down (Twisted's ports call C{shutdown()} before
+    C{close()}, which stops it in every process): only this process's
+    descriptor is closed, as Twisted does for an adopted socket.
+    """
+    if hasattr(port, "_shouldShutdown"):
+        port._shouldShutdown = False

@@ -375,7 +375,8 @@ class WorkerService(MultiService):
         if self.draining is not None:
             return self.draining
         log.info("worker {index} draining", index=self.index)
-        stopped = [port.stopListening() for port in self.ports]
+        # (None: a port already closed)
+        stopped = [d for d in (port.stopListening() for port in self.ports) if d is not None]
         self.ports = []
         done: Deferred[None] = Deferred()
         self.draining = done

@@ -36,7 +36,7 @@ from twisted.logger import Logger, eventFromJSON, globalLogPublisher
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from mcpgated._twisted_compat import listening_socket
+from mcpgated._twisted_compat import keep_shared_socket_open, listening_socket
 from mcpgated.analytics.records import CallRecord
 from mcpgated.analytics.store import COLUMNS
 from mcpgated.cluster.changes import BadChange, Change, FanOut, IChangeFeed, Listener
@@ -97,6 +97,7 @@ def shared(port: Any, description: str) -> Shared:
     The L{Shared} socket of a listening port (stopped reading here).
     """
     port.stopReading()
+    keep_shared_socket_open(port)
     sock = listening_socket(port)
     return Shared(sock.fileno(), sock.family, description)
 
