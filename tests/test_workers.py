@@ -154,9 +154,9 @@ def test_a_rate_limit_is_exact_across_workers(pool: Daemon, backend: str) -> Non
     deploy(pool, "/limited", backend, plans=[
         {"name": "Open", "security": "KEY_LESS",
          "rateLimit": {"requests": 6, "periodSeconds": 3600, "scope": "plan"}}])
-    for serving in (1, 2):
+    for serving in (1, 2):  # routed by both (what is measured: the counting)
         with only(pool, serving):
-            assert within(1.0, lambda: call(pool, "/limited", body={
+            assert within(5.0, lambda: call(pool, "/limited", body={
                 "jsonrpc": "2.0", "method": "notifications/initialized"})[0] != 404)
     answers: List[Tuple[int, int]] = []
     for serving in (1, 2, 1, 2, 1, 2, 1, 2):
@@ -312,10 +312,12 @@ def test_with_redis_each_worker_counts_there_exactly(tmp_path: Path, backend: st
         deploy(daemon, "/redis-limited", backend, plans=[
             {"name": "Open", "security": "KEY_LESS",
              "rateLimit": {"requests": 3, "periodSeconds": 3600, "scope": "plan"}}])
-        for serving in (1, 2):
+        seen: List[Tuple[int, bytes]] = []
+        for serving in (1, 2):  # routed by both (what is measured: the counting)
             with only(daemon, serving):
-                assert within(1.0, lambda: call(daemon, "/redis-limited", body={
-                    "jsonrpc": "2.0", "method": "notifications/initialized"})[0] != 404)
+                assert within(5.0, lambda: seen.append(call(daemon, "/redis-limited", body={
+                    "jsonrpc": "2.0", "method": "notifications/initialized"})) or seen[-1][0] != 404), \
+                    (serving, seen[-3:], daemon.proc.output[-30:] if daemon.proc else None)
         answers = []
         for serving in (2, 1, 2, 1):
             with only(daemon, serving):
