@@ -87,6 +87,7 @@ def test_secrets_are_the_service_users_alone(files):
         "state": 0o700,
         "state/db": 0o700,
         "state/db/admin.token": 0o600,
+        "state/db/session.key": 0o600,  # the key sealing load-balanced sessions
         "state/db/mcpgated.db": 0o600,
         "state/db/mcpgated.db-wal": 0o600,
         "state/db/mcpgated.db-shm": 0o600,
