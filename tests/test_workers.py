@@ -24,10 +24,13 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import pytest
 
 from tests.daemon_helpers import ACCEPT, INITIALIZE, set_options
+from tests.pin_support import Backend as PinBackend
+from tests.pin_support import deploy_pinned
 from tests.raw_backend import RawBackend, RawConnection, RawRequest
-from tests.support import Daemon, deploy, http, listening_ports, metric, subscribe_key
+from tests.support import Daemon, deploy, http, listening_ports, messages_of, metric, subscribe_key
 from tests.test_tls import _escape, https, self_signed
 
+NOTIFICATION = {"jsonrpc": "2.0", "method": "notifications/initialized"}
 READY = re.compile(r"worker (\d+) ready \(pid (\d+)\)")
 
 
@@ -80,6 +83,21 @@ def within(seconds: float, check: Callable[[], bool]) -> bool:
         time.sleep(0.02)
 
 
+def settled(daemon: Daemon, path: str, status: int = 200, seconds: float = 5.0,
+            body: Any = INITIALIZE, headers: Optional[Dict[str, str]] = None) -> bool:
+    """
+    Whether, within C{seconds}, ten requests in a row (fresh connections,
+    taken by whichever worker accepts first) answer C{status}: every worker
+    has applied the last change. Pausing a worker (L{only}) before that
+    could stop it inside a store transaction (SQLite's BEGIN IMMEDIATE,
+    reads too), which would hold the other worker's reload back.
+    """
+    def ten() -> bool:
+        return all(call(daemon, path, headers, body)[0] == status for _ in range(10))
+
+    return within(seconds, ten)
+
+
 def start(folder: Path, options: Optional[Dict[str, Dict[str, str]]] = None, **kwargs: Any) -> Daemon:
     daemon = Daemon(folder, **kwargs)
     set_options(daemon, "gateway", workers="2")
@@ -104,6 +122,7 @@ def backend(everything: int) -> str:
 
 def test_two_workers_each_serve_the_shared_socket(pool: Daemon, backend: str) -> None:
     deploy(pool, "/both", backend)
+    assert settled(pool, "/both")
     port = pool.ports["gateway"][0]
     pids = workers(pool)
     assert len(set(pids.values())) == 2
@@ -122,38 +141,42 @@ def test_a_deploy_is_live_in_every_worker_at_once(pool: Daemon, backend: str) ->
         path = f"/fresh-{index}"
         assert call(pool, path)[0] == 404
         deploy(pool, path, backend)
-        for serving in (1, 2):
+        # ten requests in a row routed (whichever worker takes each) a second after the deploy
+        assert settled(pool, path, 200, 1.0), f"{path} is not routed by every worker a second later"
+        for serving in (1, 2):  # ... and by each worker alone
             with only(pool, serving):
-                assert within(1.0, lambda path=path: call(pool, path)[0] == 200), \
-                    f"worker {serving} does not route {path} a second after the deploy"
+                assert call(pool, path)[0] == 200
     # ... and a stop too
     status, apis = pool.admin("GET", "/apis")
     api_id = next(a["id"] for a in apis["data"] if a["contextPath"] == "/fresh-1")
     assert pool.admin("POST", f"/apis/{api_id}/_stop")[0] == 200
+    assert settled(pool, "/fresh-1", 404, 1.0)
     for serving in (1, 2):
         with only(pool, serving):
-            assert within(1.0, lambda: call(pool, "/fresh-1")[0] == 404)
+            assert call(pool, "/fresh-1")[0] == 404
 
 
 def test_a_revoked_key_is_refused_by_every_worker(pool: Daemon, backend: str) -> None:
     api = deploy(pool, "/keyed", backend, plans=[{"name": "Gold", "security": "API_KEY"}])
     sub, key = subscribe_key(pool, api["id"], "Gold", "revoked-app")
     secret = {"X-Gravitee-Api-Key": key["key"]}
+    assert settled(pool, "/keyed", 200, headers=secret)
     for serving in (1, 2):
         with only(pool, serving):
-            assert within(1.0, lambda: call(pool, "/keyed", secret)[0] == 200)
+            assert call(pool, "/keyed", secret)[0] == 200
     status, _ = pool.admin("DELETE", f"/apis/{api['id']}/subscriptions/{sub['id']}/keys/{key['id']}")
     assert status == 204
+    assert settled(pool, "/keyed", 401, 1.0, headers=secret), "the revoked key is taken a second later"
     for serving in (1, 2):
         with only(pool, serving):
-            assert within(1.0, lambda: call(pool, "/keyed", secret)[0] == 401), \
-                f"worker {serving} still takes the revoked key a second later"
+            assert call(pool, "/keyed", secret)[0] == 401
 
 
 def test_a_rate_limit_is_exact_across_workers(pool: Daemon, backend: str) -> None:
     deploy(pool, "/limited", backend, plans=[
         {"name": "Open", "security": "KEY_LESS",
          "rateLimit": {"requests": 6, "periodSeconds": 3600, "scope": "plan"}}])
+    assert settled(pool, "/limited", 400, body=NOTIFICATION)  # (not counted: no request)
     for serving in (1, 2):  # routed by both (what is measured: the counting)
         with only(pool, serving):
             assert within(5.0, lambda: call(pool, "/limited", body={
@@ -169,6 +192,7 @@ def test_a_rate_limit_is_exact_across_workers(pool: Daemon, backend: str) -> Non
 def test_records_metrics_and_access_lines_of_every_worker_reach_the_parent(
         pool: Daemon, backend: str) -> None:
     api = deploy(pool, "/recorded", backend)
+    assert settled(pool, "/recorded", 400, body=NOTIFICATION)  # (no record, no 200)
     names = {1: "client-of-worker-1", 2: "client-of-worker-2"}
     for serving, name in names.items():
         body = json.loads(json.dumps(INITIALIZE))
@@ -261,6 +285,7 @@ def test_sigterm_drains_every_worker(tmp_path: Path) -> None:
             outcome["answer"] = call(daemon, "/slow", body={"jsonrpc": "2.0", "id": 9, "method": "ping"})
 
         thread = threading.Thread(target=in_flight)
+        assert settled(daemon, "/slow", body={"jsonrpc": "2.0", "id": 1, "method": "ping"})
         with only(daemon, 1):
             assert within(1.0, lambda: call(daemon, "/slow", body={"jsonrpc": "2.0", "id": 1,
                                                                   "method": "ping"})[0] == 200)
@@ -312,6 +337,7 @@ def test_with_redis_each_worker_counts_there_exactly(tmp_path: Path, backend: st
         deploy(daemon, "/redis-limited", backend, plans=[
             {"name": "Open", "security": "KEY_LESS",
              "rateLimit": {"requests": 3, "periodSeconds": 3600, "scope": "plan"}}])
+        assert settled(daemon, "/redis-limited", 400, body=NOTIFICATION)
         seen: List[Tuple[int, bytes]] = []
         for serving in (1, 2):  # routed by both (what is measured: the counting)
             with only(daemon, serving):
@@ -344,3 +370,61 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return "\nState:\tZ" not in status
+
+
+def _session(daemon: Daemon, path: str) -> Dict[str, str]:
+    """
+    A 2025-06-18 session through the gateway (initialized), its headers.
+    """
+    status, headers, body = http("POST", daemon.gateway + path, INITIALIZE, ACCEPT, timeout=10)
+    assert status == 200, body
+    session = {"Mcp-Session-Id": headers["Mcp-Session-Id"], "MCP-Protocol-Version": "2025-06-18"}
+    status, _ = call(daemon, path, session, {"jsonrpc": "2.0", "method": "notifications/initialized"})
+    assert status == 202
+    return session
+
+
+def _tools(daemon: Daemon, path: str, session: Dict[str, str]) -> List[str]:
+    status, body = call(daemon, path, session, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
+    assert status == 200, body
+    (message,) = [m for m in messages_of(body) if m.get("id") == 2]
+    return sorted(t["name"] for t in message["result"]["tools"])
+
+
+def test_pins_written_by_one_worker_are_known_to_the_other(tmp_path: Path) -> None:
+    server = PinBackend(tmp_path)
+    (tmp_path / "daemon").mkdir()
+    daemon = start(tmp_path / "daemon")
+
+    def drift() -> List[Tuple[str, str]]:
+        status, body = daemon.admin("GET", f"/apis/{api_id}/pins/events")
+        assert status == 200, body
+        return [(e["kind"], e["name"]) for e in body["data"] if e["type"] == "changed"]
+
+    try:
+        api_id = deploy_pinned(daemon, server, {"mode": "block"})
+        assert settled(daemon, "/pinned")
+        for serving in (1, 2):  # first use through worker 1 pins v1; worker 2 sees the same pins
+            with only(daemon, serving):
+                assert call(daemon, "/pinned")[0] == 200
+                assert _tools(daemon, "/pinned", _session(daemon, "/pinned")) == ["add", "echo", "switch"]
+        # (the first use's pins committed: no worker is paused inside that write)
+        assert within(5.0, lambda: len(daemon.admin("GET", f"/apis/{api_id}/pins")[1]["data"]) >= 3)
+        server.switch("v2")  # the backend changes "add"
+        with only(daemon, 1):  # worker 1 sees the drift: one event, the pin pending, "add" held back
+            assert _tools(daemon, "/pinned", _session(daemon, "/pinned")) == ["echo", "switch"]
+        assert within(2.0, lambda: ("tool", "add") in drift())
+        with only(daemon, 2):  # worker 2 was told: it holds "add" back as a known drift, no new event
+            assert _tools(daemon, "/pinned", _session(daemon, "/pinned")) == ["echo", "switch"]
+        assert drift().count(("tool", "add")) == 1
+        pin = next(p for p in daemon.admin("GET", f"/apis/{api_id}/pins")[1]["data"] if p["name"] == "add")
+        status, _ = daemon.admin("POST", f"/apis/{api_id}/pins/{pin['id']}/_approve",
+                                 {"fingerprint": pin["pending"]["fingerprint"]})
+        assert status == 200
+        for serving in (1, 2):  # the operator's approval reaches both
+            with only(daemon, serving):
+                session = _session(daemon, "/pinned")
+                assert within(1.0, lambda s=session: _tools(daemon, "/pinned", s) == ["add", "echo", "switch"])
+    finally:
+        daemon.stop_if_running()
+        server.proc.stop()
