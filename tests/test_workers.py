@@ -136,27 +136,26 @@ def test_two_workers_each_serve_the_shared_socket(pool: Daemon, backend: str) ->
                 assert b"mcp-servers/everything" in body
 
 
-def test_a_deploy_is_live_in_every_worker_at_once(pool: Daemon, backend: str) -> None:
+def test_a_deploy_is_live_in_every_worker_when_the_admin_answers(pool: Daemon, backend: str) -> None:
     for index in (1, 2):
         path = f"/fresh-{index}"
         assert call(pool, path)[0] == 404
         deploy(pool, path, backend)
-        # ten requests in a row routed (whichever worker takes each) a second after the deploy
-        assert settled(pool, path, 200, 1.0), f"{path} is not routed by every worker a second later"
-        for serving in (1, 2):  # ... and by each worker alone
+        # the deploy's 200 comes once every worker has applied it: each
+        # worker alone routes the API at once
+        for serving in (1, 2):
             with only(pool, serving):
                 assert call(pool, path)[0] == 200
     # ... and a stop too
     status, apis = pool.admin("GET", "/apis")
     api_id = next(a["id"] for a in apis["data"] if a["contextPath"] == "/fresh-1")
     assert pool.admin("POST", f"/apis/{api_id}/_stop")[0] == 200
-    assert settled(pool, "/fresh-1", 404, 1.0)
     for serving in (1, 2):
         with only(pool, serving):
             assert call(pool, "/fresh-1")[0] == 404
 
 
-def test_a_revoked_key_is_refused_by_every_worker(pool: Daemon, backend: str) -> None:
+def test_a_revoked_key_is_refused_by_every_worker_when_the_admin_answers(pool: Daemon, backend: str) -> None:
     api = deploy(pool, "/keyed", backend, plans=[{"name": "Gold", "security": "API_KEY"}])
     sub, key = subscribe_key(pool, api["id"], "Gold", "revoked-app")
     secret = {"X-Gravitee-Api-Key": key["key"]}
@@ -165,8 +164,7 @@ def test_a_revoked_key_is_refused_by_every_worker(pool: Daemon, backend: str) ->
         with only(pool, serving):
             assert call(pool, "/keyed", secret)[0] == 200
     status, _ = pool.admin("DELETE", f"/apis/{api['id']}/subscriptions/{sub['id']}/keys/{key['id']}")
-    assert status == 204
-    assert settled(pool, "/keyed", 401, 1.0, headers=secret), "the revoked key is taken a second later"
+    assert status == 204  # answered once every worker refuses the key
     for serving in (1, 2):
         with only(pool, serving):
             assert call(pool, "/keyed", secret)[0] == 401

@@ -46,7 +46,7 @@ class ApiRoutes(AdminState):
     async def create_api(self, request: IRequest) -> Answer:
         definition = parse_definition(read_json(request))
         record = await self.store.create_api(definition, self.clock.seconds())
-        self.tell(API, record.id)
+        await self.tell(API, record.id)
         log.info("API {api_id} created at {context_path}", api_id=record.id,
                  context_path=definition.context_path)
         request.setHeader(b"location", f"/apis/{record.id}".encode("ascii"))
@@ -67,7 +67,7 @@ class ApiRoutes(AdminState):
         if isinstance(body, dict) and body.get("id") not in (None, api_id):
             raise InvalidField("id", "id in the body does not match the URL")
         record = await self.store.update_api(api_id, definition, self.clock.seconds())
-        self.tell(API, api_id)
+        await self.tell(API, api_id)
         return 200, self._api_json(record)
 
     @app.route("/apis/<string:api_id>", methods=["DELETE"])
@@ -75,8 +75,8 @@ class ApiRoutes(AdminState):
     async def delete_api(self, request: IRequest, api_id: str) -> Answer:
         await self.store.delete_api(api_id)
         self.routes.remove(api_id)
-        self.tell(API, api_id)
-        self.tell(KEYS)  # its closed subscriptions' keys went with it
+        await self.tell(API, api_id)
+        await self.tell(KEYS)  # its closed subscriptions' keys went with it
         log.info("API {api_id} deleted", api_id=api_id)
         return 204, None
 
@@ -85,7 +85,7 @@ class ApiRoutes(AdminState):
     async def deploy_api(self, request: IRequest, api_id: str) -> Answer:
         record = await self.store.deploy_api(api_id, self.clock.seconds())
         self.routes.apply(record)
-        self.tell(API, api_id)
+        await self.tell(API, api_id)
         log.info("API {api_id} deployed and started at {context_path}", api_id=api_id,
                  context_path=record.definition.context_path)
         return 200, self._api_json(record)
@@ -95,7 +95,7 @@ class ApiRoutes(AdminState):
     async def start_api(self, request: IRequest, api_id: str) -> Answer:
         record = await self.store.set_state(api_id, STARTED, self.clock.seconds())
         self.routes.apply(record)
-        self.tell(API, api_id)
+        await self.tell(API, api_id)
         log.info("API {api_id} started", api_id=api_id)
         return 200, self._api_json(record)
 
@@ -104,6 +104,6 @@ class ApiRoutes(AdminState):
     async def stop_api(self, request: IRequest, api_id: str) -> Answer:
         record = await self.store.set_state(api_id, STOPPED, self.clock.seconds())
         self.routes.apply(record)
-        self.tell(API, api_id)
+        await self.tell(API, api_id)
         log.info("API {api_id} stopped", api_id=api_id)
         return 200, self._api_json(record)

@@ -56,7 +56,7 @@ class ApplicationRoutes(AdminState):
     async def delete_application(self, request: IRequest, application_id: str) -> Answer:
         for key_hash in await self.store.delete_application(application_id):
             self.keys.remove(key_hash)
-        self.tell(KEYS)
+        await self.tell(KEYS)
         log.info("application {application_id} deleted with its subscriptions and keys",
                  application_id=application_id)
         return 204, None
@@ -67,7 +67,7 @@ class ApplicationRoutes(AdminState):
         application_id, plan = parse_subscription_request(read_json(request))
         subscription = await self.store.create_subscription(api_id, application_id, plan,
                                                             self.clock.seconds())
-        self.tell(KEYS)
+        await self.tell(KEYS)
         log.info("application {application_id} subscribed to plan {plan} of API {api_id}: "
                  "{subscription_id}", application_id=application_id, plan=plan, api_id=api_id,
                  subscription_id=subscription.id)
@@ -96,7 +96,7 @@ class ApplicationRoutes(AdminState):
                                                                     self.clock.seconds())
         for key_hash in revoked:
             self.keys.remove(key_hash)
-        self.tell(KEYS)
+        await self.tell(KEYS)
         log.info("subscription {subscription_id} of API {api_id} closed ({count} keys revoked)",
                  subscription_id=subscription_id, api_id=api_id, count=len(revoked))
         return 200, subscription.to_json()
@@ -121,7 +121,7 @@ class ApplicationRoutes(AdminState):
             else:
                 self.keys.put(old_hash, grant)
         self.keys.put(issued.key_hash, issued.grant)
-        self.tell(KEYS)
+        await self.tell(KEYS)
         log.info("API key {key_id} ({prefix}...) issued for subscription {subscription_id}"
                  "{rotation}", key_id=issued.key.id, prefix=issued.key.prefix,
                  subscription_id=subscription_id,
@@ -150,7 +150,7 @@ class ApplicationRoutes(AdminState):
         _, key_hash = await self.store.revoke_key(api_id, subscription_id, key_id,
                                                   self.clock.seconds())
         self.keys.remove(key_hash)
-        self.tell(KEYS)
+        await self.tell(KEYS)
         log.info("API key {key_id} of subscription {subscription_id} revoked", key_id=key_id,
                  subscription_id=subscription_id)
         return 204, None

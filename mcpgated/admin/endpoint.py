@@ -106,11 +106,16 @@ class AdminState:
 
     app = app
 
-    def tell(self, kind: str, api_id: Optional[str] = None) -> None:
+    async def tell(self, kind: str, api_id: Optional[str] = None) -> None:
         """
-        Tell the other processes and nodes what a committed write changed.
+        Tell the other processes and nodes what a committed write changed;
+        returns once this node's workers have applied it (at most the
+        feed's timeout: the write is committed whatever they say), so the
+        admin answer means "live on this node".
         """
-        self.changes.publish(Change(kind, api_id))
+        applied = self.changes.publish(Change(kind, api_id))
+        if applied is not None:
+            await applied
 
     def authorized(self, request: IRequest) -> bool:
         if not self.token:

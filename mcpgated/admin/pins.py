@@ -65,7 +65,7 @@ class PinRoutes(AdminState):
                                           self.clock.seconds())
         if self.pins is not None:
             self.pins.put(api_id, (pin.kind, pin.name), pin.state)
-        self.tell(PINS, api_id)
+        await self.tell(PINS, api_id)
         log.info("API {api_id}: {kind} {name} {action} by the operator ({fingerprint})",
                  api_id=api_id, kind=pin.kind, name=pin.name,
                  action="approved" if approve else "rejected",

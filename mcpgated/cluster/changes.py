@@ -10,6 +10,7 @@ import json
 from typing import Any, Callable, List, Optional
 
 import attrs
+from twisted.internet.defer import Deferred, gatherResults
 from zope.interface import Interface, implementer
 
 API = "api"  # an API's definition or state: routes
@@ -62,11 +63,16 @@ class IChangeFeed(Interface):
     host and the nodes sharing a store.
     """
 
-    def publish(change: Change) -> None:
+    def publish(change: Change) -> "Optional[Deferred[None]]":
         """
         Tell the other processes and nodes (a no-op where the store tells
         them itself, as PostgreSQL's NOTIFY does inside the write's
         transaction). Never raises: news that cannot travel is logged.
+
+        @return: where the feed can know it, a Deferred that fires (never
+            with an error) once this host's other processes have applied
+            the change, so an admin write can answer only when it is live
+            on every worker of its node; else L{None}.
         """
 
     def subscribe(listener: Listener) -> None:
@@ -83,8 +89,8 @@ class LocalFeed:
     One process alone: nothing to tell, nothing to hear.
     """
 
-    def publish(self, change: Change) -> None:
-        pass
+    def publish(self, change: Change) -> "Optional[Deferred[None]]":
+        return None
 
     def subscribe(self, listener: Listener) -> None:
         pass
@@ -101,9 +107,11 @@ class FanOut:
 
     feeds: List[Any]
 
-    def publish(self, change: Change) -> None:
-        for feed in self.feeds:
-            feed.publish(change)
+    def publish(self, change: Change) -> "Optional[Deferred[None]]":
+        applied = [d for d in (feed.publish(change) for feed in self.feeds) if d is not None]
+        if not applied:
+            return None
+        return gatherResults(applied).addCallback(lambda _: None)
 
     def subscribe(self, listener: Listener) -> None:
         for feed in self.feeds:

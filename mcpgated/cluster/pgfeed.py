@@ -90,9 +90,9 @@ class PostgresFeed(Service):
 
     # --- IChangeFeed ----------------------------------------------------------------
 
-    def publish(self, change: Change) -> None:
+    def publish(self, change: Change) -> "Optional[Deferred[None]]":
         # the store's pg_notify, inside the write's transaction, told everyone
-        pass
+        return None
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)

@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import attrs
 from twisted.application.service import MultiService
 from twisted.internet import endpoints
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.internet.task import LoopingCall
 from twisted.logger import (
     FilteringLogObserver,
@@ -98,9 +98,9 @@ class WorkerControl(Control):
         self.limits = LimitClient()  # on its own pipe pair
 
     @Changed.responder
-    def _changed(self, change: str) -> Dict[str, Any]:
-        self.feed.heard(change)
-        return {}
+    def _changed(self, change: str) -> "Deferred[Dict[str, Any]]":
+        # answered once applied: the admin write that caused it answers then
+        return self.feed.heard(change).addCallback(lambda _: {})
 
     @Scrape.responder
     def _scrape(self) -> Dict[str, Any]:
@@ -120,19 +120,25 @@ class ParentFeed:
     control: WorkerControl
     _listeners: List[Listener] = attrs.field(factory=list)
 
-    def publish(self, change: Change) -> None:
+    def publish(self, change: Change) -> "Optional[Deferred[None]]":
         if self.control.transport is not None:
             self.control.callRemote(Changed, change=change.to_json()).addErrback(
                 lambda f: log.error("cannot tell the parent of {change}: {error}",
                                     change=change.to_json(), error=f.getErrorMessage()))
+        return None  # the other workers hear it from the parent; nothing waits on it
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
-    def heard(self, text: str) -> None:
+    def heard(self, text: str) -> "Deferred[None]":
+        """
+        Give a change to the listeners; fires once those that answer with
+        a Deferred (the store follower) have applied it.
+        """
         change = Change.from_json(text)
-        for listener in self._listeners:
-            listener(change)
+        applying = [d for d in (listener(change) for listener in self._listeners)
+                    if isinstance(d, Deferred)]
+        return gatherResults(applying).addCallback(lambda _: None)
 
 
 @implementer(ILimiter)

@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence
 
 import attrs
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.defer import Deferred, DeferredList, gatherResults, succeed
 from twisted.internet.error import ProcessDone
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger, eventFromJSON, globalLogPublisher
@@ -66,6 +66,8 @@ FIRST_LISTENER = 6  # listening sockets from fd 6 on
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 10.0
 RESET = 10.0
+# how long an admin write waits for the workers to confirm they applied it
+APPLY_TIMEOUT = 2.0
 # how long a stopping worker may take to finish its exchanges (the worker
 # gives up at DRAIN_TIMEOUT; the parent kills it a little later)
 DRAIN_TIMEOUT = 30.0
@@ -114,8 +116,8 @@ class WorkerFeed:
     pool: "WorkerPool"
     _listeners: List[Listener] = attrs.field(factory=list)
 
-    def publish(self, change: Change) -> None:
-        self.pool.tell(change.to_json(), None)
+    def publish(self, change: Change) -> "Deferred[None]":
+        return self.pool.tell(change.to_json(), None)
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -334,10 +336,27 @@ class WorkerPool(Service):
 
     # -- what workers ask
 
-    def tell(self, change: str, source: Optional[Worker]) -> None:
+    def tell(self, change: str, source: Optional[Worker]) -> "Deferred[None]":
+        """
+        Tell every worker but C{source}; the Deferred fires once each has
+        applied the change (or failed to: logged), or after
+        L{APPLY_TIMEOUT} (a worker stuck on a store read must not hold
+        an admin answer).
+        """
+        applied = []
         for worker in list(self.workers.values()):
             if worker is not source and worker.control.transport is not None:
-                worker.control.callRemote(Changed, change=change).addErrback(lambda _: None)
+                applied.append(worker.control.callRemote(Changed, change=change)
+                               .addErrback(self._not_applied, worker, change))
+        done = gatherResults(applied).addCallback(lambda _: None)
+        return done.addTimeout(APPLY_TIMEOUT, self.reactor).addErrback(
+            self._not_applied, None, change)
+
+    @staticmethod
+    def _not_applied(failure: Failure, worker: Optional[Worker], change: str) -> None:
+        log.warn("worker {index}: change {change} not confirmed applied: {error}",
+                 index=worker.index if worker is not None else "*", change=change,
+                 error=failure.getErrorMessage())
 
     def check(self, limit: str, who: Any, calls: List[List[Any]]) -> Optional[float]:
         """
