@@ -13,6 +13,7 @@ import ipaddress
 import os
 import re
 import socket
+from urllib.parse import urlsplit, urlunsplit
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
@@ -157,6 +158,35 @@ def parse_public_url(value: str) -> Optional[str]:
     return value.rstrip("/")
 
 
+def parse_otlp_endpoint(value: str) -> Optional[str]:
+    from urllib.parse import urlsplit
+
+    value = value.strip()
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http(s) URL of an OTLP/HTTP collector")
+    return value
+
+
+def parse_ratio(value: str) -> float:
+    try:
+        ratio = float(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a number from 0 to 1") from None
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"{value!r} is not a number from 0 to 1")
+    return ratio
+
+
+def _name(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
 def parse_redis_url(value: str) -> Optional[str]:
     """
     C{redis://[[user]:password@]host[:port][/db]} or
@@ -225,6 +255,23 @@ def parse_node(value: str) -> str:
     if len(name) > 100 or not name.isprintable() or any(c.isspace() for c in name):
         raise ValueError(f"{name!r} must be at most 100 printable characters without spaces")
     return name
+
+
+def redacted_url(url: str) -> str:
+    """
+    C{url} without its password (in the authority or a C{password=}
+    parameter), for log lines and messages.
+    """
+    parts = urlsplit(url)
+    query = "&".join("password=***" if pair.split("=", 1)[0] == "password" else pair
+                     for pair in parts.query.split("&")) if parts.query else ""
+    netloc = parts.netloc
+    if parts.password is not None:
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def parse_postgres_url(value: str) -> Optional[str]:
@@ -341,6 +388,18 @@ class RateLimitConfig:
 
 
 @attrs.frozen
+class TracingConfig:
+    """
+    OpenTelemetry traces (L{mcpgated.analytics.tracing}): off without an
+    endpoint.
+    """
+
+    otlp_endpoint: Optional[str] = None
+    sample_ratio: float = 1.0
+    service_name: str = "mcpgated"
+
+
+@attrs.frozen
 class Config:
     source: Optional[Path]
     gateway: GatewayConfig
@@ -351,6 +410,7 @@ class Config:
     daemon: DaemonConfig
     analytics: AnalyticsConfig
     ratelimit: RateLimitConfig = RateLimitConfig()
+    tracing: TracingConfig = TracingConfig()
 
 
 # section -> key -> (default text, parser)
@@ -409,6 +469,11 @@ _SCHEMA: Dict[str, Dict[str, Tuple[str, _Parser]]] = {
         "redis_timeout": ("250ms", _positive(parse_duration)),
         "mode": ("exact", _choice("exact", "approximate")),
         "sync_interval": ("10ms", _positive(parse_duration)),
+    },
+    "tracing": {
+        "otlp_endpoint": ("", parse_otlp_endpoint),  # empty: no traces
+        "sample_ratio": ("1.0", parse_ratio),
+        "service_name": ("mcpgated", _name),
     },
 }
 
@@ -534,6 +599,7 @@ def parse_text(text: str, path: Optional[str] = None, base: Optional[Path] = Non
             url=analytics["url"],
         ),
         ratelimit=RateLimitConfig(**values["ratelimit"]),
+        tracing=TracingConfig(**values["tracing"]),
     )
 
 

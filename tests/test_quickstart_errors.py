@@ -36,7 +36,7 @@ CASES = [
      "mcpgated: bad.ini: [limits] header_timeout: 'forever' is not a duration (examples: 500ms, 10s, 5m, 1h)"),
     ("[gateway]\nlisen = tcp:0\n",
      "mcpgated: bad.ini: [gateway] lisen: unknown key (known: listen, public_url, trusted_proxies, "
-     "allowed_hosts, allowed_origins, http)"),
+     "allowed_hosts, allowed_origins, http, workers, node, session_key_file)"),
     ("listen = tcp:0\n", "mcpgated: bad.ini: line 1: text before the first [section]"),
     (None, "mcpgated: bad.ini: file not found"),
     (SAFE + "token_file = missing.token\n",

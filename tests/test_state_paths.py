@@ -217,7 +217,7 @@ def test_the_units_ini_keeps_analytics_beside_the_store_and_says_ready(tmp_path,
     finally:
         assert proc.stop() in (0, -15)
     assert sorted(p.name for p in state.iterdir() if not p.name.endswith(("-wal", "-shm"))) == \
-        ["admin.token", "analytics.db", "mcpgated.db"]
+        ["admin.token", "analytics.db", "mcpgated.db", "session.key"]
     assert _received(notify_socket) == ["STOPPING=1"]
     assert not [line for line in proc.output if "cannot open" in line]
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import threading
 from importlib import resources
 from typing import Any, Callable, List, Optional, ParamSpec, Sequence, Tuple, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 import psycopg
@@ -37,6 +36,7 @@ from twisted.python.threadpool import ThreadPool
 
 from mcpgated.analytics.store import COLUMNS, ExchangeStore
 from mcpgated.store import Unavailable
+from mcpgated.config import redacted_url
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -61,15 +61,7 @@ def migrations() -> List[Tuple[int, str]]:
     return sorted(found)
 
 
-def redacted(url: str) -> str:
-    """
-    The URL without its password, for messages.
-    """
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+redacted = redacted_url  # URLs in messages: mcpgated.config.redacted_url
 
 
 @attrs.define(slots=False)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import threading
 from typing import Any, Iterable, List, Optional
-from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -31,6 +30,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mcpgated.cluster.changes import ALL, BadChange, Change, IChangeFeed, Listener
+from mcpgated.config import redacted_url
 
 log = Logger()
 
@@ -46,21 +46,7 @@ def notice(change: Change, origin: str) -> str:
     return '{"origin":' + json.dumps(origin) + "," + text[1:]
 
 
-def redacted(url: str) -> str:
-    """
-    C{url} without its password (in the authority or a C{password=}
-    parameter), for log lines and messages.
-    """
-    parts = urlsplit(url)
-    query = "&".join("password=***" if pair.split("=", 1)[0] == "password" else pair
-                     for pair in parts.query.split("&")) if parts.query else ""
-    netloc = parts.netloc
-    if parts.password is not None:
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+redacted = redacted_url  # URLs in messages: mcpgated.config.redacted_url
 
 
 @implementer(IChangeFeed)
