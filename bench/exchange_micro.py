@@ -44,7 +44,7 @@ SESSION = b"bench-session-0123456789abcdef"  # the backend's session id
 
 
 def _child(n: int, repeat: int, sse: bool, gc_tuned: bool = False,
-           lb: bool = False) -> Dict[str, Any]:
+           lb: bool = False, tracing: bool = False) -> Dict[str, Any]:
     """
     Runs in a fresh interpreter with the tree under test first on sys.path.
     """
@@ -138,6 +138,16 @@ def _child(n: int, repeat: int, sse: bool, gc_tuned: bool = False,
                                access_log=access_log, limits=cfg.limits, recorder=recorder)
     if sealer is not None:
         resource.sealer = sealer
+    if tracing:  # [tracing] on, ratio 1.0: spans made and queued; the exporter a no-op
+        from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+        from mcpgated.analytics.tracing import Tracing
+
+        class Collector(SpanExporter):
+            def export(self, spans: Any) -> SpanExportResult:
+                return SpanExportResult.SUCCESS
+
+        resource.tracing = Tracing(None, exporter=Collector())
     factory = GatewayHTTPFactory(resource, clock, cfg.limits.max_body, lambda size: b"")
     channel = factory.buildProtocol(None)
     transport = StringTransport(peerAddress=None)
@@ -175,7 +185,7 @@ def _child(n: int, repeat: int, sse: bool, gc_tuned: bool = False,
     return {"us_per_exchange": best / n * 1e6}
 
 
-def _opcodes(sse: bool, lb: bool = False) -> Dict[str, Any]:
+def _opcodes(sse: bool, lb: bool = False, tracing: bool = False) -> Dict[str, Any]:
     """
     Python bytecodes per exchange: the count for 2N exchanges less the
     count for N (the setup and warm-up cancel out).
@@ -192,7 +202,7 @@ def _opcodes(sse: bool, lb: bool = False) -> Dict[str, Any]:
         count[0] = 0
         sys.settrace(tracer)
         try:
-            _child(n, 1, sse, lb=lb)
+            _child(n, 1, sse, lb=lb, tracing=tracing)
         finally:
             sys.settrace(None)
         return count[0]
@@ -217,13 +227,17 @@ def main() -> None:
     parser.add_argument("--lb", action="store_true",
                         help="a load-balanced API (two endpoints), the session id sealed; "
                              "as a tree's suffix: TREE+lb")
+    parser.add_argument("--tracing", action="store_true",
+                        help="[tracing] on at ratio 1.0 (a no-op exporter); as a tree's suffix: "
+                             "TREE+tracing")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         if args.opcodes:
-            print(json.dumps(_opcodes(args.sse, args.lb)))
+            print(json.dumps(_opcodes(args.sse, args.lb, args.tracing)))
         else:
-            print(json.dumps(_child(args.n, args.repeat, args.sse, args.gc_tuned, args.lb)))
+            print(json.dumps(_child(args.n, args.repeat, args.sse, args.gc_tuned, args.lb,
+                                    args.tracing)))
         return
     # a tree, or TREE+gc: the tree with the collector tuned; TREE+lb: a load-balanced API
     trees = args.src or [str(Path(__file__).resolve().parent.parent)]
@@ -236,7 +250,8 @@ def main() -> None:
                                   "--repeat", str(args.repeat)] + (["--sse"] if args.sse else [])
                                  + (["--gc-tuned"] if variant == "gc" or args.gc_tuned else [])
                                  + (["--opcodes"] if args.opcodes else [])
-                                 + (["--lb"] if variant == "lb" or args.lb else []),
+                                 + (["--lb"] if variant == "lb" or args.lb else [])
+                                 + (["--tracing"] if variant == "tracing" or args.tracing else []),
                                  env=env, capture_output=True, text=True, cwd=folder)
             if out.returncode:
                 raise SystemExit(out.stderr)

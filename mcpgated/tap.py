@@ -364,6 +364,14 @@ class GatewayService(MultiService):
         if shared is not None:
             shared.client.setServiceParent(self)
             self.metrics.registry.register(RedisLimitMetrics(shared))
+        tracing = None
+        if cfg.tracing.otlp_endpoint is not None and cfg.gateway.workers == 1:
+            from mcpgated.analytics.tracing import TracingService, from_config
+
+            tracing = from_config(cfg.tracing)  # workers build their own (mcpgated.workers.main)
+            assert tracing is not None
+            TracingService(tracing).setServiceParent(self)
+            self.metrics.registry.register(tracing.metrics())
         self.gateway = GatewayResource(
             routes=self.routes,
             upstreams=self.upstreams,
@@ -378,6 +386,7 @@ class GatewayService(MultiService):
             gate=Gate(Authenticator(reactor, keys=self.keys,
                                     verifier=TokenVerifier(reactor, self.upstreams)),
                       limiter, pins=self.pins),
+            tracing=tracing,
         )
         HealthChecks(self.gateway.balancer, self.routes, reactor,
                      self.upstreams.default_agent()).setServiceParent(self)

@@ -138,3 +138,13 @@ def test_the_backend_client_answers_a_request_with_a_deferred() -> None:
     failures: List[Any] = []
     client.request(b"GET", b"http://127.0.0.1:1/mcp", Headers(), None).addErrback(failures.append)
     assert len(failures) == 1 and failures[0].check(ConnectError)
+
+
+def test_the_exchange_span_provides_the_observer_interface() -> None:
+    # [tracing] on: the resource's reader tells the exchange's span, which passes it on
+    from mcpgated.analytics.tracing import ExchangeSpan, Tracing
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    span = Tracing(None, exporter=InMemorySpanExporter()).exchange(Headers())
+    assert verifyObject(IExchangeObserver, span)
+    assert verifyClass(IExchangeObserver, ExchangeSpan)

@@ -22,7 +22,7 @@ answers them all, as JSON-RPC errors.
 from __future__ import annotations
 
 import secrets
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple
 from urllib.parse import unquote_plus, urljoin, urlsplit
 
 import attrs
@@ -74,6 +74,9 @@ from mcpgated.proxy.upstream import UpstreamPool
 from mcpgated.routing import Route, RouteTable
 from mcpgated.sealing import KEY_BYTES, Sealer
 
+if TYPE_CHECKING:
+    from mcpgated.analytics.tracing import ExchangeSpan, Tracing
+
 log = Logger()
 
 _BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
@@ -110,6 +113,7 @@ class Exchange:
     timed_out = False
     logged = False
     observer: Optional[IExchangeObserver] = None
+    trace: Optional[ExchangeSpan] = None  # [tracing] on: the exchange's spans
     body: Optional[RequestBody] = None  # the body, parsed once
     peer: Optional[str] = None
     origin = ""  # the origin the client used (its Host, or a trusted proxy's word)
@@ -159,6 +163,7 @@ class GatewayResource(Resource):
     balancer: Balancer = attrs.field(
         default=attrs.Factory(lambda self: Balancer(self.clock), takes_self=True))
     sealer: Sealer = attrs.field(factory=lambda: Sealer([secrets.token_bytes(KEY_BYTES)]))
+    tracing: Optional[Tracing] = None  # [tracing] otlp_endpoint (mcpgated.analytics.tracing)
 
     isLeaf = True
 
@@ -200,6 +205,8 @@ class GatewayResource(Resource):
         The exchange, its refusals answered; nothing escapes it (so its
         Deferred needs no errback).
         """
+        if self.tracing is not None:
+            exchange.trace = self.tracing.exchange(request.requestHeaders)
         try:
             await self._stages(request, exchange)
         except Refusal as refusal:
@@ -243,6 +250,10 @@ class GatewayResource(Resource):
             observer = exchange.observer = recorder.observer(
                 route.api_id, definition, peer, exchange.started, method)
             observer.request(headers_in, request.uri, len(body), exchange.body)
+        trace = exchange.trace
+        if trace is not None:
+            trace.read(exchange.body, route.api_id, definition.name, method)
+            trace.inner = exchange.observer
         headers = upstream_request_headers(headers_in, peer, origin, self.trusted_proxies)
         if definition.endpoints:  # load-balanced: the endpoint, and the session unsealed
             backend, query = self._balance(request, exchange, route, rest, query, headers)
@@ -266,6 +277,8 @@ class GatewayResource(Resource):
                 headers.removeHeader(name)
             for name, value in admission.set_headers:
                 headers.setRawHeaders(name, [value])
+        if trace is not None:  # the backend call's span, in its traceparent
+            trace.backend(headers, url)
         client = self.upstreams.default_client(definition.backend_keep_alive.idle_timeout) \
             if definition.backend_ca_file is None else await self._client(route)
         send = body if body or method in _BODY_METHODS else None
@@ -335,7 +348,8 @@ class GatewayResource(Resource):
                     headers_in = raw_headers(request.requestHeaders)
                     check_headers(headers_in.get(b"Content-Type"),
                                   headers_in.get(b"Content-Encoding"))
-                    if gated or (self.recorder is not None and len(body) <= MAX_READ):
+                    if gated or ((self.recorder is not None or self.tracing is not None)
+                                 and len(body) <= MAX_READ):
                         exchange.body = parse(body)
                     else:
                         check_bytes(body)
@@ -369,6 +383,8 @@ class GatewayResource(Resource):
             request.args, body, exchange.body, exchange.peer, challenge, resource))
         if exchange.observer is not None:
             exchange.observer.admitted(admission.principal, admission.denied, admission.would_deny)
+        if exchange.trace is not None:
+            exchange.trace.principal(admission.principal)
         if admission.answer is not None:
             self._answer(exchange, admission.answer)
             return None
@@ -438,7 +454,7 @@ class GatewayResource(Resource):
         code = exchange.status = response.code
         headers_up = response.headers
         event_stream = is_event_stream(headers_up)
-        observer = exchange.observer
+        observer = exchange.observer if exchange.trace is None else exchange.trace
         now = self.clock.seconds()
         member = exchange.member
         if member is not None:  # load-balanced: passive health, the session id sealed
@@ -516,9 +532,10 @@ class GatewayResource(Resource):
         request.setResponseCode(200)
         request.responseHeaders.setRawHeaders(b"content-type", [b"application/json"])
         request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % len(payload)])
-        if exchange.observer is not None:
-            exchange.observer.response(200, request.responseHeaders, 0.0, False)
-            reader = ResponseReader(False, observer=exchange.observer)
+        observer = exchange.observer if exchange.trace is None else exchange.trace
+        if observer is not None:
+            observer.response(200, request.responseHeaders, 0.0, False)
+            reader = ResponseReader(False, observer=observer)
             reader.feed(payload)
             reader.flush()
         request.write(payload)
@@ -753,6 +770,8 @@ class GatewayResource(Resource):
         """
         for name, value in refusal.headers():
             exchange.request.responseHeaders.setRawHeaders(name, [value])
+        if exchange.trace is not None:
+            exchange.trace.refused(refusal.status, refusal.code, refusal.message, refusal.outcome)
         self._error(exchange, refusal.status, refusal.message, code=refusal.code,
                     id=refusal.id, outcome=refusal.outcome)
 
@@ -790,6 +809,8 @@ class GatewayResource(Resource):
         exchange.work = None  # its callbacks hold the exchange: no cycle left
         if exchange.member is not None:
             exchange.member.active -= 1
+        if exchange.trace is not None:
+            exchange.trace.close(outcome, exchange.status)
         if exchange.observer is not None:
             exchange.observer.finished(outcome, exchange.status)
         elif self.recorder is not None:

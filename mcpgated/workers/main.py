@@ -309,6 +309,14 @@ class WorkerService(MultiService):
         if shared is not None:
             shared.client.setServiceParent(self)
             self.metrics.registry.register(RedisLimitMetrics(shared))
+        tracing = None
+        if cfg.tracing.otlp_endpoint is not None:  # each worker exports its own spans
+            from mcpgated.analytics.tracing import TracingService, from_config
+
+            tracing = from_config(cfg.tracing)
+            assert tracing is not None
+            TracingService(tracing).setServiceParent(self)
+            self.metrics.registry.register(tracing.metrics())
         self.gateway = GatewayResource(
             routes=self.routes,
             upstreams=self.upstreams,
@@ -323,6 +331,7 @@ class WorkerService(MultiService):
             gate=Gate(Authenticator(reactor, keys=self.keys,
                                     verifier=TokenVerifier(reactor, self.upstreams)),
                       limiter, pins=self.pins),
+            tracing=tracing,
         )
         HealthChecks(self.gateway.balancer, self.routes, reactor,
                      self.upstreams.default_agent()).setServiceParent(self)
