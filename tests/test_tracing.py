@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import CollectorRegistry, generate_latest
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.web.http_headers import Headers
 from zope.interface.verify import verifyObject
 
@@ -90,7 +91,8 @@ def test_a_tool_call_makes_a_server_span_and_a_client_span_named_by_the_mcp_conv
     version, trace_id, span_id, flags = sent.decode().split("-")
     assert (trace_id, span_id) == (f"{client.context.trace_id:032x}", f"{client.context.span_id:016x}")
     assert int(flags, 16) & 1  # sampled
-    assert dict(client.attributes or {})["http.response.status_code"] == 200
+    assert dict(client.attributes or {}) == {"server.address": "127.0.0.1", "server.port": 9,
+                                             "http.response.status_code": 200}
 
 
 def test_the_clients_traceparent_header_is_continued() -> None:
@@ -252,6 +254,31 @@ def test_spans_a_collector_never_got_are_counted_as_dropped_in_metrics() -> None
     text = generate_latest(registry).decode()
     assert "mcpgated_tracing_spans_dropped_total 2.0" in text
     assert "mcpgated_tracing_spans_exported_total 0.0" in text
+
+
+def test_an_outage_is_logged_once_when_it_starts_and_once_when_it_ends() -> None:
+    results = [SpanExportResult.FAILURE, SpanExportResult.FAILURE, SpanExportResult.SUCCESS,
+               SpanExportResult.SUCCESS]
+
+    class Flaky(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            return results.pop(0)
+
+        def shutdown(self) -> None:
+            pass
+
+    events: List[Dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        tracing = _tracing(Flaky())
+        for _ in range(4):
+            _exchange(tracing).close("complete", 200)
+            assert tracing.flush()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    lines = [formatEvent(e) for e in events if e.get("log_namespace") == "mcpgated.analytics.tracing"]
+    assert len(lines) == 2, lines
+    assert "does not take spans" in lines[0] and "takes spans again (2 dropped in all)" in lines[1]
 
 
 def test_a_full_queue_drops_and_counts() -> None:

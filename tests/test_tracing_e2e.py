@@ -98,11 +98,12 @@ class Collector:
     def received(self, request: ExportTraceServiceRequest, path: str) -> None:
         found = []
         for resource_spans in request.resource_spans:
-            resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+            resource = {a.key: _value(a.value) for a in resource_spans.resource.attributes}
             for scope_spans in resource_spans.scope_spans:
                 for span in scope_spans.spans:
                     found.append({
                         "path": path, "service": resource.get("service.name"),
+                        "pid": resource.get("process.pid"),
                         "name": span.name, "kind": span.kind,
                         "trace_id": span.trace_id.hex(), "span_id": span.span_id.hex(),
                         "parent": span.parent_span_id.hex(),
@@ -217,7 +218,8 @@ def test_one_trace_runs_from_the_sdk_client_through_the_gateway_to_the_server(
     assert server["status"] == 0  # unset: no error
     assert client["name"] == "tools/call whoami"
     assert client["attributes"]["http.response.status_code"] == 200
-    assert client["attributes"]["url.full"] == f"http://127.0.0.1:{backend}/mcp"
+    assert client["attributes"]["server.address"] == "127.0.0.1"
+    assert client["attributes"]["server.port"] == backend
     # the backend was sent the CLIENT span's context
     _, sent_trace, sent_span, _ = seen["backend"]["traceparent"].split("-")
     assert (sent_trace, sent_span) == (trace_id, client["span_id"])
@@ -329,5 +331,36 @@ def test_a_collector_that_is_down_costs_the_traffic_nothing_and_drops_are_counte
             time.sleep(0.2)
         assert dropped is not None and dropped >= 20
         assert metric(daemon, "mcpgated_tracing_spans_exported_total") == 0
+    finally:
+        daemon.stop_if_running()
+
+
+def test_each_worker_exports_its_own_spans(tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+                                           collector: Collector, everything: int) -> None:
+    from tests.test_workers import only, settled, start, workers
+
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+    daemon = start(tmp_path, {"tracing": {"otlp_endpoint": collector.url}})
+    try:
+        deploy(daemon, "/both", f"http://127.0.0.1:{everything}/mcp")
+        assert settled(daemon, "/both")
+        pids = workers(daemon)
+        for index in (1, 2):
+            with only(daemon, index):
+                status, _, _ = http("POST", daemon.gateway + "/both",
+                                    {"jsonrpc": "2.0", "id": f"worker-{index}", "method": "ping"},
+                                    dict(ACCEPT, **{"mcp-protocol-version": "2025-11-25"}))
+                assert status in (200, 400)
+        for index in (1, 2):
+            wanted = f"worker-{index}"
+            [span] = collector.wait(lambda s, wanted=wanted: s["kind"] == ProtoSpan.SPAN_KIND_SERVER
+                                    and s["attributes"].get("jsonrpc.request.id") == wanted)
+            assert span["pid"] == pids[index] and span["service"] == "mcpgated"
+        # /metrics: the workers' counts summed
+        exported = len([s for s in collector.wait(lambda s: s["pid"] in pids.values(), count=4)])
+        deadline = time.monotonic() + 10
+        while metric(daemon, "mcpgated_tracing_spans_exported_total", missing=0.0) < exported:
+            assert time.monotonic() < deadline  # polled: the parent sums what workers report
+            time.sleep(0.1)
     finally:
         daemon.stop_if_running()

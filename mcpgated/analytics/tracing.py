@@ -21,8 +21,11 @@ as the conventions recommend).
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 from typing import Any, Dict, Iterable, Optional, Sequence
+from urllib.parse import urlsplit
 
 from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -56,14 +59,25 @@ _NAMED = frozenset({"tools/call", "prompts/get"})  # low cardinality: in the spa
 _GOOD = frozenset({"complete", "denied"})  # outcomes that are no error of the exchange
 
 
+# The SDK logs each failed batch and retry (three lines a batch while a
+# collector is down), and each span a full queue drops: the exporter below
+# logs once per outage instead, and /metrics counts.
+_QUIET = ("opentelemetry.exporter", "opentelemetry.sdk._shared_internal",
+          "opentelemetry.sdk.trace.export")
+
+
 class CountingExporter(SpanExporter):
     """
     An exporter that counts what it exported and what was lost (a failed
-    export: the collector down or refusing), around the OTLP exporter.
+    export: the collector down or refusing), around the OTLP exporter; an
+    outage is logged when it starts and when it ends.
     """
 
-    def __init__(self, inner: SpanExporter) -> None:
+    failing = False
+
+    def __init__(self, inner: SpanExporter, endpoint: Optional[str] = None) -> None:
         self.inner = inner
+        self.endpoint = endpoint
         self.exported = 0
         self.dropped = 0
 
@@ -74,8 +88,17 @@ class CountingExporter(SpanExporter):
             result = SpanExportResult.FAILURE
         if result is SpanExportResult.SUCCESS:
             self.exported += len(spans)
+            if self.failing:
+                self.failing = False
+                log.info("OpenTelemetry collector {endpoint} takes spans again ({dropped} dropped"
+                         " in all)", endpoint=self.endpoint, dropped=self.dropped)
         else:
             self.dropped += len(spans)
+            if not self.failing:
+                self.failing = True
+                log.warn("OpenTelemetry collector {endpoint} does not take spans: they are"
+                         " dropped (mcpgated_tracing_spans_dropped_total) until it does",
+                         endpoint=self.endpoint)
         return result
 
     def shutdown(self) -> None:
@@ -117,12 +140,16 @@ class Tracing:
                  max_queue_size: int = 2048) -> None:
         if exporter is None:
             assert endpoint is not None
-            exporter = OTLPSpanExporter(endpoint=_traces_url(endpoint), timeout=5)
-        self.exporter = CountingExporter(exporter)
+            endpoint = _traces_url(endpoint)
+            exporter = OTLPSpanExporter(endpoint=endpoint, timeout=5)
+        for name in _QUIET:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+        self.exporter = CountingExporter(exporter, endpoint)
         self.processor = _Processor(self.exporter, max_queue_size)
         self.provider = TracerProvider(
             sampler=ParentBased(TraceIdRatioBased(sample_ratio)),
-            resource=Resource.create({"service.name": service_name}))
+            # the process: each worker ([gateway] workers) exports its own spans
+            resource=Resource.create({"service.name": service_name, "process.pid": os.getpid()}))
         self.provider.add_span_processor(self.processor)
         self.tracer = self.provider.get_tracer("mcpgated")
 
@@ -173,8 +200,6 @@ def _traces_url(endpoint: str) -> str:
     The OTLP/HTTP traces URL of C{endpoint}: as given when it names a path,
     else with C{/v1/traces}, as the SDK's own variable works.
     """
-    from urllib.parse import urlsplit
-
     if urlsplit(endpoint).path.strip("/"):
         return endpoint
     return endpoint.rstrip("/") + "/v1/traces"
@@ -312,9 +337,14 @@ class ExchangeSpan:
         try:
             server = self._server()
             name = server.name if isinstance(server, ReadableSpan) else "backend"
+            # the backend's address only: its URL may carry a secret in its query
+            parts = urlsplit(url.decode("latin-1"))
+            attributes: Dict[str, Any] = {"server.address": parts.hostname or ""}
+            if parts.port is not None:
+                attributes["server.port"] = parts.port
             client = self.client = self.tracing.tracer.start_span(
                 name, context=set_span_in_context(server), kind=SpanKind.CLIENT,
-                attributes={"url.full": url.decode("latin-1")})
+                attributes=attributes)
             carrier: Dict[str, str] = {}
             _PROPAGATOR.inject(carrier, context=set_span_in_context(client))
             for key, value in carrier.items():
