@@ -64,7 +64,7 @@ test: lint $(NPM_DIR)/node_modules/.installed
 
 ## make test-lowest: the suite (but the browser tests) on the lowest declared versions
 test-lowest: $(LOWEST_VENV)/.installed $(NPM_DIR)/node_modules/.installed
-	$(LOWEST_PY) -m pip list --format=freeze | grep -iE '^(twisted|treq|klein|attrs|service.identity|pyopenssl|werkzeug|prometheus.client|joserfc|httptools|idna|pyyaml)=='
+	$(LOWEST_PY) -m pip list --format=freeze | grep -iE '^(twisted|treq|klein|attrs|service.identity|pyopenssl|werkzeug|prometheus.client|joserfc|httptools|idna|pyyaml|psycopg|psycopg.binary|hiredis|opentelemetry.sdk)=='
 	$(LOWEST_PY) -m pytest -q $(LOWEST_TESTS)
 
 clean:
