@@ -364,3 +364,10 @@ def test_each_worker_exports_its_own_spans(tmp_path: Any, monkeypatch: pytest.Mo
             time.sleep(0.1)
     finally:
         daemon.stop_if_running()
+
+
+def test_with_tracing_off_the_gateway_adds_no_trace_context(daemon: Daemon, backend: int) -> None:
+    deploy(daemon, "/plain", f"http://127.0.0.1:{backend}/mcp")
+    seen = anyio.run(_session, daemon.gateway + "/plain")
+    assert seen["backend"] == {"traceparent": None}
+    assert metric(daemon, "mcpgated_tracing_spans_dropped_total", missing=-1.0) == -1.0
