@@ -388,3 +388,27 @@ def test_the_daemon_loads_routes_keys_and_pins(store: Store) -> None:
     again.reactor.wait(follower.changed(Change(ALL)))
     assert sorted(route.api_id for route in routes.routes()) == sorted([started.id, stopped.id])
     assert keys.lookup(started.id, "mcpk_secret", 8.0) is None
+
+
+def test_sqlite_reads_are_not_held_up_by_another_processs_write(tmp_path: Path) -> None:
+    # Workers (and the twistd process) share one SQLite file: the reads a
+    # change triggers in every process take no lock, so a write held open
+    # elsewhere (another process's pins, an admin call) delays none of them.
+    import sqlite3
+
+    path = tmp_path / "data" / "mcpgated.db"
+    opened: List[Store] = []
+    store = Store(lambda reactor: SQLiteApiStore(reactor, path), opened)
+    created = store.create_api(_definition("/docs"), 1.0)
+    other = sqlite3.connect(str(path), isolation_level=None, timeout=0.1)
+    other.execute("BEGIN IMMEDIATE")  # another process's write, in flight
+    try:
+        reactor = store.reactor
+        assert reactor.wait(store.store.get_api(created.id), timeout=2) == created
+        assert [r.id for r in reactor.wait(store.store.list_apis(), timeout=2)] == [created.id]
+        assert reactor.wait(store.store.usable_keys(0.0), timeout=2) == []
+        assert reactor.wait(store.store.pin_states(), timeout=2) == []
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+        store.close()

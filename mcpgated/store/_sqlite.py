@@ -13,7 +13,7 @@ import json
 import sqlite3
 import uuid
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Tuple, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple, TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred, fail
@@ -29,6 +29,10 @@ from mcpgated.sqlitedb import open_database
 from mcpgated.store._interface import Closed, Conflict, IApiStore, NotFound, Unavailable
 from mcpgated.store._pins import PinStore
 from mcpgated.store._subscriptions import SubscriptionStore
+
+if TYPE_CHECKING:
+    from mcpgated.keys import KeyGrant
+    from mcpgated.policy.pinning import PinState
 
 T = TypeVar("T")
 log = Logger()
@@ -234,6 +238,10 @@ class SQLiteApiStore(ApiSQL, SubscriptionStore, PinStore):
     _pool: ThreadPool = attrs.field(init=False, factory=lambda: ThreadPool(1, 1, "mcpgated-store"))
     _connection: Optional[sqlite3.Connection] = attrs.field(init=False, default=None)
     _closing: bool = attrs.field(init=False, default=False)
+    # how the next transaction begins: a read takes no lock (WAL: a snapshot),
+    # so another process's write (a worker's pins, the parent's admin call)
+    # never holds up the reloads of the others
+    _begin: str = attrs.field(init=False, default="BEGIN IMMEDIATE")
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -265,16 +273,27 @@ class SQLiteApiStore(ApiSQL, SubscriptionStore, PinStore):
     def _run(self, work: Callable[..., T], *args: Any) -> "Deferred[T]":
         return deferToThreadPool(self.reactor, self._pool, work, *args)
 
+    def _reading(self, call: Callable[..., "Deferred[T]"], *args: Any) -> "Deferred[T]":
+        """
+        Run a mixin's read-only method in a transaction that takes no lock.
+        """
+        self._begin = "BEGIN"
+        try:
+            return call(*args)
+        finally:
+            self._begin = "BEGIN IMMEDIATE"
+
     def _transaction(self, work: Callable[..., T], *args: Any) -> "Deferred[T]":
         if self._closing:
             return fail(Closed())
+        begin, self._begin = self._begin, "BEGIN IMMEDIATE"
 
         def inThread() -> T:
             connection = self._connection
             if connection is None:
                 raise RuntimeError("store is not open")
             try:
-                connection.execute("BEGIN IMMEDIATE")
+                connection.execute(begin)
                 try:
                     result = work(connection, *args)
                     connection.execute("COMMIT")
@@ -289,3 +308,19 @@ class SQLiteApiStore(ApiSQL, SubscriptionStore, PinStore):
             return result
 
         return self._run(inThread)
+
+    # --- reads: no lock (see _begin) ------------------------------------------------
+
+    def list_apis(self) -> "Deferred[List[ApiRecord]]":
+        return self._reading(super().list_apis)
+
+    def get_api(self, api_id: str) -> "Deferred[ApiRecord]":
+        return self._reading(super().get_api, api_id)
+
+    def usable_keys(self, now: float) -> "Deferred[List[Tuple[str, KeyGrant]]]":
+        return self._reading(super().usable_keys, now)
+
+    def pin_states(self, api_id: Optional[str] = None,
+                   ) -> "Deferred[List[Tuple[str, str, str, PinState]]]":
+        return self._reading(super().pin_states, api_id)
+
