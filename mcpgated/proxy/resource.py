@@ -67,6 +67,7 @@ from mcpgated.proxy.headers import (
     upstream_request_headers,
 )
 from mcpgated.proxy.balancer import Backend, Balancer, Member, Pool
+from mcpgated.proxy.bridge import admit_version
 from mcpgated.proxy.interfaces import IBackendClient
 from mcpgated.proxy.origin import host_allowed, is_loopback_address, origin_allowed
 from mcpgated.proxy.relay import Relay
@@ -254,6 +255,8 @@ class GatewayResource(Resource):
         if trace is not None:
             trace.read(exchange.body, route.api_id, definition.name, method)
             trace.inner = exchange.observer
+        if definition.protocol is not None:  # the versions accepted (mcpgated.proxy.bridge)
+            body = admit_version(request, exchange, definition.protocol, body)
         headers = upstream_request_headers(headers_in, peer, origin, self.trusted_proxies)
         if definition.endpoints:  # load-balanced: the endpoint, and the session unsealed
             backend, query = self._balance(request, exchange, route, rest, query, headers)
@@ -773,10 +776,11 @@ class GatewayResource(Resource):
         if exchange.trace is not None:
             exchange.trace.refused(refusal.status, refusal.code, refusal.message, refusal.outcome)
         self._error(exchange, refusal.status, refusal.message, code=refusal.code,
-                    id=refusal.id, outcome=refusal.outcome)
+                    id=refusal.id, outcome=refusal.outcome, data=refusal.data)
 
     def _error(self, exchange: Exchange, status: int, message: str, code: int = GATEWAY_ERROR,
-               id: Any = REQUEST_ID, outcome: str = "gateway_error") -> None:
+               id: Any = REQUEST_ID, outcome: str = "gateway_error",
+               data: Optional[Dict[str, Any]] = None) -> None:
         """
         Answer with a JSON-RPC error: C{id} as given (L{None}: null), or by
         default the id of the request body, when it is a request the gateway
@@ -789,7 +793,8 @@ class GatewayResource(Resource):
             return
         if id is REQUEST_ID:
             id = _request_id(exchange)
-        payload = error_body(code, message, id, {"httpStatus": status})
+        payload = error_body(code, message, id, {"httpStatus": status} if data is None
+                             else dict(data, httpStatus=status))
         request.setResponseCode(status)
         request.responseHeaders.setRawHeaders(b"content-type", [b"application/json"])
         request.responseHeaders.setRawHeaders(b"content-length", [str(len(payload)).encode()])

@@ -1,0 +1,227 @@
+"""
+An API's C{protocol} settings through a real daemon (L{mcpgated.proxy.bridge}):
+the versions accepted from clients, refused with the spec's errors, with
+the official SDK client (which speaks 2026-07-28 and falls back) and raw
+HTTP, in front of server-everything (2025-11-25) and a 2026-07-28 SDK server.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, List, Tuple
+
+import anyio
+import pytest
+from mcp import Client
+from mcp.shared.exceptions import MCPError
+
+from mcpgated.proxy.bridge import admit_version
+from tests.support import BIN, Proc, deploy, http, listening_ports
+from tests.test_proxy_mcp import MODERN_SERVER
+
+ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+HANDSHAKE_ONLY = {"clientVersions": ["2025-06-18"]}
+MODERN_ONLY = {"clientVersions": ["2026-07-28"], "backendVersion": "2026-07-28"}
+META = "io.modelcontextprotocol/"
+
+
+@pytest.fixture
+def modern(tmp_path):
+    script = tmp_path / "modern_server.py"
+    script.write_text(MODERN_SERVER)
+    proc = Proc([str(BIN / "python"), str(script)])
+    proc.wait_for(r"Uvicorn running on")
+    ports = listening_ports(proc.popen.pid)
+    assert ports
+    yield ports[0]
+    proc.stop()
+
+
+def _initialize(version: str, id: int = 1) -> Dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": id, "method": "initialize", "params": {
+        "protocolVersion": version, "capabilities": {},
+        "clientInfo": {"name": "raw-test", "version": "1"}}}
+
+
+def _modern(method: str, id: int = 7, version: str = "2026-07-28") -> Tuple[Dict[str, Any], Dict[str, str]]:
+    body = {"jsonrpc": "2.0", "id": id, "method": method, "params": {"_meta": {
+        META + "protocolVersion": version, META + "clientCapabilities": {},
+        META + "clientInfo": {"name": "raw-test", "version": "1"}}}}
+    return body, dict(ACCEPT, **{"MCP-Protocol-Version": version, "Mcp-Method": method})
+
+
+def _result(body: bytes) -> Dict[str, Any]:
+    """
+    The JSON-RPC message of a JSON or SSE answer.
+    """
+    text = body.decode()
+    if text.lstrip().startswith("{"):
+        return json.loads(text)
+    datas = [line[5:].strip() for line in text.splitlines() if line.startswith("data:")]
+    return json.loads([d for d in datas if d][-1])
+
+
+# --- the admin API -------------------------------------------------------------------------
+
+
+INVALID = [
+    ({"clientVersions": []}, "protocol.clientVersions"),
+    ({"clientVersions": "2025-06-18"}, "protocol.clientVersions"),
+    ({"clientVersions": ["2025-06-18", "2025-13-01"]}, "protocol.clientVersions[1]"),
+    ({"clientVersions": ["2025-06-18", "2025-06-18"]}, "protocol.clientVersions[1]"),
+    ({"clientVersions": ["2025-06-18"], "backendVersion": "3"}, "protocol.backendVersion"),
+    ({"clientVersions": ["2026-07-28"], "backendVersion": "2025-11-25"}, "protocol.backendVersion"),
+    ({"clientVersions": ["2025-06-18"], "versions": []}, "protocol.versions"),
+    (["2025-06-18"], "protocol"),
+]
+
+
+def test_invalid_protocol_settings_are_refused_naming_the_field(daemon):
+    for protocol, field in INVALID:
+        status, body = daemon.admin("POST", "/apis", {
+            "name": "p", "version": "1", "contextPath": "/p", "backend": "http://127.0.0.1:1/mcp",
+            "plans": [{"name": "Keyless", "security": "KEY_LESS"}], "protocol": protocol})
+        assert (status, body["field"]) == (400, field), body
+        assert field in body["error"]
+
+
+def test_protocol_settings_round_trip_and_absent_means_pass_through(daemon):
+    with_settings = deploy(daemon, "/gated", "http://127.0.0.1:1/mcp", protocol=HANDSHAKE_ONLY)
+    assert with_settings["protocol"] == {"clientVersions": ["2025-06-18"], "backendVersion": None}
+    status, got = daemon.admin("GET", f"/apis/{with_settings['id']}")
+    assert status == 200 and got["protocol"] == with_settings["protocol"]
+    plain = deploy(daemon, "/plain", "http://127.0.0.1:1/mcp")
+    assert "protocol" not in plain
+    cleared = dict(got, protocol=None)
+    status, put = daemon.admin("PUT", f"/apis/{got['id']}", cleared)
+    assert status == 200 and "protocol" not in put, put
+
+
+# --- a handshake-only API in front of server-everything ---------------------------------------
+
+
+def test_raw_http_versions_outside_the_list(daemon, everything):
+    deploy(daemon, "/old", f"http://127.0.0.1:{everything}/mcp", protocol=HANDSHAKE_ONLY)
+    url = daemon.gateway + "/old"
+
+    # a 2026-07-28 request: 400, -32022, the supported list, its own id
+    body, headers = _modern("server/discover")
+    status, _, answer = http("POST", url, body, headers)
+    error = json.loads(answer)
+    assert status == 400
+    assert error["id"] == 7
+    assert error["error"]["code"] == -32022
+    assert error["error"]["data"]["supported"] == ["2025-06-18"]
+    assert error["error"]["data"]["requested"] == "2026-07-28"
+
+    # initialize proposing 2025-11-25 is offered 2025-06-18, which the backend answers with
+    status, headers_out, answer = http("POST", url, _initialize("2025-11-25"), ACCEPT)
+    assert status == 200
+    assert _result(answer)["result"]["protocolVersion"] == "2025-06-18"
+    session = headers_out["mcp-session-id"]
+
+    common = dict(ACCEPT, **{"Mcp-Session-Id": session})
+    list_tools = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+    # a later request of a version not accepted (absent header: 2025-03-26): 400
+    for version in ("2025-11-25", None):
+        sent = dict(common, **({"MCP-Protocol-Version": version} if version else {}))
+        status, _, answer = http("POST", url, list_tools, sent)
+        error = json.loads(answer)
+        assert status == 400, answer
+        assert error["id"] == 2 and error["error"]["code"] == -32600
+        assert "2025-06-18" in error["error"]["message"]
+    status, _, answer = http("POST", url, list_tools, dict(common, **{"MCP-Protocol-Version": "2025-06-18"}))
+    assert status == 200
+    assert "echo" in [t["name"] for t in _result(answer)["result"]["tools"]]
+
+
+async def _sdk(url: str, mode: str = "auto", tool: str = "echo",
+               arguments: Any = None) -> Tuple[str, str]:
+    async with Client(url, mode=mode) as client:  # type: ignore[arg-type]
+        result = await client.call_tool(tool, arguments or {"message": "bridged"})
+        return str(client.protocol_version), result.content[0].text
+
+
+def test_sdk_client_falls_back_to_the_accepted_handshake_version(daemon, everything):
+    deploy(daemon, "/old", f"http://127.0.0.1:{everything}/mcp", protocol=HANDSHAKE_ONLY)
+    protocol, echo = anyio.run(_sdk, daemon.gateway + "/old")
+    assert (protocol, echo) == ("2025-06-18", "Echo: bridged")
+    # direct, the same client and server agree on a newer version
+    direct, _ = anyio.run(_sdk, f"http://127.0.0.1:{everything}/mcp")
+    assert direct == "2025-11-25"
+
+
+def test_access_control_and_rate_limits_apply_to_a_versioned_api(daemon, everything):
+    deploy(daemon, "/old", f"http://127.0.0.1:{everything}/mcp", protocol=HANDSHAKE_ONLY,
+           plans=[{"name": "Free", "security": "KEY_LESS",
+                   "rateLimit": {"toolCalls": 2, "periodSeconds": 3600},
+                   "acl": {"rules": [{"tools": ["echo"]}]}}])
+    url = daemon.gateway + "/old"
+    status, headers_out, _ = http("POST", url, _initialize("2025-11-25"), ACCEPT)
+    assert status == 200
+    common = dict(ACCEPT, **{"Mcp-Session-Id": headers_out["mcp-session-id"],
+                             "MCP-Protocol-Version": "2025-06-18"})
+
+    def call(tool: str, id: int) -> Tuple[int, Dict[str, Any]]:
+        status, _, answer = http("POST", url, {"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                                               "params": {"name": tool, "arguments": {"a": 1, "b": 2}}},
+                                 common)
+        return status, _result(answer)
+
+    status, denied = call("get-sum", 1)
+    assert "error" in denied and denied["id"] == 1, denied
+    assert "get-sum" in denied["error"]["message"]
+    # the denied call counted: the limit of 2 leaves one echo
+    status, echoed = call("echo", 2)
+    assert status == 200 and "result" in echoed, echoed
+    status, limited = call("echo", 3)
+    assert status == 429 and limited["error"]["data"]["httpStatus"] == 429, limited
+
+
+def _errors(url: str) -> List[MCPError]:
+    """
+    The MCP errors a handshake-only SDK client fails with (in the task
+    groups' exception groups).
+    """
+    try:
+        anyio.run(_sdk, url, "legacy", "add", {"a": 2, "b": 3})
+    except Exception as e:  # noqa: BLE001 -- flattened below
+        found: List[MCPError] = []
+        pending: List[BaseException] = [e]
+        while pending:
+            error = pending.pop()
+            if isinstance(error, MCPError):
+                found.append(error)
+            pending.extend(getattr(error, "exceptions", ()))
+        return found
+    raise AssertionError("the client was served")
+
+
+# --- a 2026-07-28-only API in front of a sessionless SDK server --------------------------------
+
+
+def test_modern_only_api_serves_the_sdk_and_refuses_the_handshake(daemon, modern):
+    deploy(daemon, "/new", f"http://127.0.0.1:{modern}/mcp", protocol=MODERN_ONLY)
+    url = daemon.gateway + "/new"
+    assert anyio.run(_sdk, url, "auto", "add", {"a": 2, "b": 3}) == ("2026-07-28", "5")
+    status, _, answer = http("POST", url, _initialize("2025-11-25"), ACCEPT)
+    error = json.loads(answer)
+    assert status == 400
+    assert (error["id"], error["error"]["code"]) == (1, -32602)
+    assert error["error"]["message"] == "Unsupported protocol version"
+    assert error["error"]["data"]["supported"] == ["2026-07-28"]
+    assert error["error"]["data"]["requested"] == "2025-11-25"
+
+    # a handshake-only SDK client gets that error, not a hang
+    errors = _errors(url)
+    assert [(e.error.code, e.error.message) for e in errors] == [(-32602, "Unsupported protocol version")]
+
+    body, headers = _modern("tools/list")
+    status, _, answer = http("POST", url, body, headers)
+    assert status == 200 and [t["name"] for t in _result(answer)["result"]["tools"]] == ["add"]
+
+
+def test_the_stage_is_imported_by_the_resource():
+    from mcpgated.proxy import resource
+
+    assert resource.admit_version is admit_version
