@@ -603,13 +603,18 @@ def _protocol(body: Mapping[str, Any]) -> Optional[ProtocolSettings]:
         if backend not in KNOWN_VERSIONS:
             raise InvalidField("protocol.backendVersion",
                                f"protocol.backendVersion must be one of {known}")
-        other = [v for v in versions if is_modern(v) != is_modern(backend)]
+        other = [v for v in versions if is_modern(v) and not is_modern(backend)]
         if other:
             raise InvalidField("protocol.backendVersion",
                                f"protocol.backendVersion {backend} cannot serve clients of "
-                               f"{other[0]}: bridging between the handshake era and 2026-07-28 "
-                               "is not supported yet")
-    return ProtocolSettings(tuple(versions), backend)
+                               f"{other[0]}: bridging 2026-07-28 clients to a handshake-era "
+                               "backend is not supported yet")
+    settings = ProtocolSettings(tuple(versions), backend)
+    if settings.to_modern and body.get("endpoints"):
+        raise InvalidField("protocol.backendVersion",
+                           "bridging handshake-era clients to a 2026-07-28 backend needs one "
+                           "backend, not endpoints")
+    return settings
 
 
 def _pinning(body: Mapping[str, Any]) -> PinSettings:

@@ -263,6 +263,15 @@ class ProtocolSettings:
     client_versions: Tuple[str, ...]
     backend_version: Optional[str] = None
 
+    @property
+    def to_modern(self) -> bool:
+        """
+        Whether handshake-era clients are bridged to a 2026-07-28 backend.
+        """
+        backend = self.backend_version
+        return backend is not None and backend >= "2026" and \
+            any(v < "2026" for v in self.client_versions)
+
     def to_json(self) -> Dict[str, Any]:
         return {"clientVersions": list(self.client_versions), "backendVersion": self.backend_version}
 

@@ -13,12 +13,18 @@ from mcpgated.mcp.bridge import (
     INVALID_PARAMS,
     INVALID_REQUEST,
     UNSUPPORTED_PROTOCOL_VERSION,
+    ClientState,
     Renegotiated,
     VersionRefusal,
     check_version,
+    header_value,
+    initialize_result,
     is_modern,
+    negotiated,
     spoken_version,
+    to_modern,
 )
+from mcpgated.mcp.headers import decode_header_value
 
 HANDSHAKE_ONLY = ("2025-06-18", "2025-11-25")
 MODERN_ONLY = ("2026-07-28",)
@@ -125,3 +131,56 @@ def test_modern_header_without_meta_on_a_handshake_only_api_gets_32022():
                             HANDSHAKE_ONLY)
     assert isinstance(verdict, VersionRefusal)
     assert verdict.code == UNSUPPORTED_PROTOCOL_VERSION
+
+
+def test_client_state_round_trips_through_its_text():
+    init = _initialize("2025-11-25")
+    init["params"]["capabilities"] = {"sampling": {}, "roots": {"listChanged": True}}
+    state = ClientState.of(init, "2025-06-18")
+    assert state == ClientState("2025-06-18", {"name": "t", "version": "1"},
+                                {"sampling": {}, "roots": {"listChanged": True}})
+    assert ClientState.loads(state.dumps()) == state
+    assert state.dumps().isascii()
+    for bad in ("", "[1, 2]", '["v", [], {}]', "{}", "not json"):
+        assert ClientState.loads(bad) is None
+
+
+def test_negotiated_version():
+    accepted = ("2025-06-18", "2025-11-25", "2026-07-28")
+    assert negotiated("2025-06-18", accepted) == "2025-06-18"
+    assert negotiated("2024-11-05", accepted) == "2025-11-25"
+    assert negotiated("2026-07-28", accepted) == "2025-11-25"  # initialize is of the handshake era
+    assert negotiated("2025-06-18", ("2026-07-28",)) is None
+
+
+def test_initialize_result_from_discover():
+    discovered = {"supportedVersions": ["2026-07-28"], "capabilities": {"tools": {}},
+                  "instructions": "be nice", "ttlMs": 1000, "cacheScope": "public",
+                  "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "s", "version": "2"}}}
+    assert initialize_result(discovered, "2025-06-18") == {
+        "protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+        "serverInfo": {"name": "s", "version": "2"}, "instructions": "be nice"}
+    bare = initialize_result({"capabilities": {}}, "2025-11-25")
+    assert bare["serverInfo"]["name"] and "instructions" not in bare
+
+
+def test_to_modern_adds_meta_and_routing_headers():
+    state = ClientState("2025-11-25", {"name": "c", "version": "1"}, {"sampling": {}})
+    call = {"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+            "params": {"name": "héllo", "arguments": {}, "_meta": {"progressToken": 4}}}
+    modern, headers = to_modern(call, state, "2026-07-28")
+    assert modern["params"]["_meta"] == {
+        "progressToken": 4, "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "c", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {"sampling": {}}}
+    assert modern["params"]["name"] == "héllo" and modern["id"] == 9
+    assert "_meta" in modern["params"] and call["params"]["_meta"] == {"progressToken": 4}
+    named = dict(headers)
+    assert named[b"mcp-protocol-version"] == b"2026-07-28"
+    assert named[b"mcp-method"] == b"tools/call"
+    assert decode_header_value(named[b"mcp-name"].decode("ascii")) == "héllo"
+    listed, headers = to_modern({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, state, "2026-07-28")
+    assert b"mcp-name" not in dict(headers)
+    assert listed["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] == "2026-07-28"
+    assert header_value("doc://a b") == b"doc://a b"
+    assert header_value(" x").startswith(b"=?base64?")

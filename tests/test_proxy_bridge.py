@@ -74,6 +74,11 @@ INVALID = [
     ({"clientVersions": ["2025-06-18"], "versions": []}, "protocol.versions"),
     (["2025-06-18"], "protocol"),
 ]
+TO_MODERN_WITH_ENDPOINTS = {
+    "name": "p", "version": "1", "contextPath": "/p",
+    "endpoints": [{"url": "http://127.0.0.1:1/mcp"}, {"url": "http://127.0.0.1:2/mcp"}],
+    "plans": [{"name": "Keyless", "security": "KEY_LESS"}],
+    "protocol": {"clientVersions": ["2025-11-25"], "backendVersion": "2026-07-28"}}
 
 
 def test_invalid_protocol_settings_are_refused_naming_the_field(daemon):
@@ -83,6 +88,9 @@ def test_invalid_protocol_settings_are_refused_naming_the_field(daemon):
             "plans": [{"name": "Keyless", "security": "KEY_LESS"}], "protocol": protocol})
         assert (status, body["field"]) == (400, field), body
         assert field in body["error"]
+    status, body = daemon.admin("POST", "/apis", TO_MODERN_WITH_ENDPOINTS)
+    assert (status, body["field"]) == (400, "protocol.backendVersion"), body
+    assert "endpoints" in body["error"]
 
 
 def test_protocol_settings_round_trip_and_absent_means_pass_through(daemon):
@@ -225,3 +233,81 @@ def test_the_stage_is_imported_by_the_resource():
     from mcpgated.proxy import resource
 
     assert resource.admit_version is admit_version
+
+
+# --- handshake-era clients bridged to a 2026-07-28 backend -------------------------------------
+
+TO_MODERN = {"clientVersions": ["2025-06-18", "2025-11-25"], "backendVersion": "2026-07-28"}
+
+
+async def _legacy_session(url: str, mode: str) -> Dict[str, Any]:
+    seen: Dict[str, Any] = {}
+    async with Client(url, mode=mode) as client:  # type: ignore[arg-type]
+        seen["protocol"] = client.protocol_version
+        seen["server"] = client.server_info.name if client.server_info else None
+        seen["tools"] = [t.name for t in (await client.list_tools()).tools]
+        seen["sum"] = (await client.call_tool("add", {"a": 2, "b": 40})).content[0].text
+        await client.send_ping()
+    return seen
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+def test_sdk_handshake_client_bridged_to_a_sessionless_backend(daemon, modern, mode: str):
+    deploy(daemon, "/bridged", f"http://127.0.0.1:{modern}/mcp", protocol=TO_MODERN)
+    seen = anyio.run(_legacy_session, daemon.gateway + "/bridged", mode)
+    assert seen == {"protocol": "2025-11-25", "server": "modern-test-server", "tools": ["add"],
+                    "sum": "42"}
+
+
+def test_raw_handshake_session_bridged(daemon, modern):
+    deploy(daemon, "/bridged", f"http://127.0.0.1:{modern}/mcp", protocol=TO_MODERN)
+    url = daemon.gateway + "/bridged"
+    status, headers_out, answer = http("POST", url, _initialize("2025-06-18"), ACCEPT)
+    assert status == 200, answer
+    result = _result(answer)["result"]
+    assert result["protocolVersion"] == "2025-06-18"
+    assert result["serverInfo"]["name"] == "modern-test-server"
+    assert "tools" in result["capabilities"]
+    session = headers_out["mcp-session-id"]
+    common = dict(ACCEPT, **{"Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-06-18"})
+
+    status, _, answer = http("POST", url, {"jsonrpc": "2.0", "method": "notifications/initialized"}, common)
+    assert (status, answer) == (202, b"")
+    status, _, answer = http("POST", url, {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                                           "params": {"name": "add", "arguments": {"a": 1, "b": 2}}}, common)
+    assert status == 200 and _result(answer)["result"]["content"][0]["text"] == "3", answer
+    status, _, answer = http("POST", url, {"jsonrpc": "2.0", "id": 3, "method": "ping"}, common)
+    assert (status, json.loads(answer)) == (200, {"jsonrpc": "2.0", "id": 3, "result": {}})
+    status, _, answer = http("POST", url, {"jsonrpc": "2.0", "id": 4, "method": "logging/setLevel",
+                                           "params": {"level": "info"}}, common)
+    error = json.loads(answer)["error"]
+    assert status == 200 and error["code"] == -32601 and "cannot be bridged" in error["message"]
+
+    # the session id is the gateway's: another is not found, none is a 400, GET has no stream
+    status, _, answer = http("POST", url, {"jsonrpc": "2.0", "id": 5, "method": "tools/list"},
+                             dict(common, **{"Mcp-Session-Id": session[:-2] + "AA"}))
+    assert status == 404 and json.loads(answer)["error"]["code"] == -32001
+    no_session = {k: v for k, v in common.items() if k != "Mcp-Session-Id"}
+    status, _, _ = http("POST", url, {"jsonrpc": "2.0", "id": 6, "method": "tools/list"}, no_session)
+    assert status == 400
+    session_headers = {"Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-06-18"}
+    status, _, answer = http("GET", url, headers=dict(session_headers, Accept="text/event-stream"))
+    assert status == 405 and "subscriptions/listen" in json.loads(answer)["error"]["message"]
+    status, _, _ = http("DELETE", url, headers=session_headers)
+    assert status == 200
+    status, _, _ = http("DELETE", url, headers=dict(session_headers, **{"Mcp-Session-Id": "x"}))
+    assert status == 404
+
+
+def test_access_control_applies_to_bridged_requests(daemon, modern):
+    deploy(daemon, "/bridged", f"http://127.0.0.1:{modern}/mcp", protocol=TO_MODERN,
+           plans=[{"name": "Free", "security": "KEY_LESS", "acl": {"rules": [{"tools": ["echo"]}]}}])
+    url = daemon.gateway + "/bridged"
+    status, headers_out, _ = http("POST", url, _initialize("2025-11-25"), ACCEPT)
+    assert status == 200
+    common = dict(ACCEPT, **{"Mcp-Session-Id": headers_out["mcp-session-id"],
+                             "MCP-Protocol-Version": "2025-11-25"})
+    status, _, answer = http("POST", url, {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                                           "params": {"name": "add", "arguments": {"a": 1, "b": 2}}}, common)
+    denied = _result(answer)
+    assert "error" in denied and "add" in denied["error"]["message"], denied

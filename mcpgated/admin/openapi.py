@@ -426,9 +426,13 @@ def openapi_document() -> Dict[str, Any]:
                         "type": ["string", "null"],
                         "enum": ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25",
                                  "2026-07-28", None],
-                        "description": "The version the backend speaks; every client version "
-                                       "must be of its era (bridging the handshake era and "
-                                       "2026-07-28 is not supported yet)."}}},
+                        "description": "The version the backend speaks. 2026-07-28 with "
+                                       "handshake-era client versions: the gateway bridges them "
+                                       "(initialize answered from server/discover, a sealed "
+                                       "session id of its own, _meta and routing headers added; "
+                                       "one backend, not endpoints). A 2026-07-28 client version "
+                                       "with an older backendVersion is refused (not bridged "
+                                       "yet)."}}},
             "backendAuth": {"type": ["object", "null"], "properties": {
                 "header": {"type": "string"}, "value": {"type": "string", "description": "shown masked"},
                 "forwardClientToken": {"type": "boolean", "default": False}},

@@ -22,7 +22,9 @@ in C{params._meta} and the header). Each era has the spec's own refusal:
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+import base64
+import json
+from typing import Any, Dict, List, Optional, Tuple
 
 import attrs
 
@@ -129,3 +131,128 @@ def _initialize(message: Dict[str, Any], accepted: Tuple[str, ...]) -> Verdict:
     params = message.get("params")
     params = dict(params if isinstance(params, dict) else {}, protocolVersion=offered)
     return Renegotiated(dict(message, params=params), requested, offered)
+
+
+# --- a handshake-era client in front of a 2026-07-28 backend ------------------------------
+
+CLIENT_INFO = "io.modelcontextprotocol/clientInfo"
+SERVER_INFO = "io.modelcontextprotocol/serverInfo"
+CLIENT_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
+SESSION_NOT_FOUND = -32001
+# what the handshake era has and 2026-07-28 removed, and why it is refused
+UNBRIDGED = {
+    "logging/setLevel": "logging/setLevel cannot be bridged: the backend speaks 2026-07-28",
+    "resources/subscribe": "resources/subscribe cannot be bridged: the backend speaks 2026-07-28",
+    "resources/unsubscribe": "resources/unsubscribe cannot be bridged: the backend speaks 2026-07-28",
+}
+_NAMED = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+
+
+@attrs.frozen
+class ClientState:
+    """
+    What a handshake-era client said in its C{initialize}, kept in the
+    session id the gateway gives it (sealed), and sent to a 2026-07-28
+    backend in each request's C{_meta}.
+    """
+
+    version: str
+    client_info: Dict[str, Any]
+    capabilities: Dict[str, Any]
+
+    def dumps(self) -> str:
+        return json.dumps([self.version, self.client_info, self.capabilities],
+                          separators=(",", ":"), ensure_ascii=True)
+
+    @classmethod
+    def loads(cls, text: str) -> Optional["ClientState"]:
+        try:
+            version, info, capabilities = json.loads(text)
+        except ValueError:
+            return None
+        if not (isinstance(version, str) and isinstance(info, dict)
+                and isinstance(capabilities, dict)):
+            return None
+        return cls(version, info, capabilities)
+
+    @classmethod
+    def of(cls, initialize: Dict[str, Any], version: str) -> "ClientState":
+        params = initialize.get("params")
+        params = params if isinstance(params, dict) else {}
+        info = params.get("clientInfo")
+        capabilities = params.get("capabilities")
+        return cls(version, info if isinstance(info, dict) else {},
+                   capabilities if isinstance(capabilities, dict) else {})
+
+
+def meta(state: ClientState, version: str) -> Dict[str, Any]:
+    """
+    The 2026-07-28 C{_meta} of a request on behalf of C{state}'s client.
+    """
+    return {META_VERSION: version, CLIENT_INFO: state.client_info,
+            CLIENT_CAPABILITIES: state.capabilities}
+
+
+def discover_request(state: ClientState, version: str, id: Any = 0) -> Dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": id, "method": "server/discover",
+            "params": {"_meta": meta(state, version)}}
+
+
+def negotiated(requested: str, accepted: Tuple[str, ...]) -> Optional[str]:
+    """
+    The handshake version answered to an C{initialize} proposing
+    C{requested}: that one if accepted, else the newest accepted.
+    """
+    handshake = [v for v in accepted if not is_modern(v)]
+    if requested in handshake:
+        return requested
+    return max(handshake) if handshake else None
+
+
+def initialize_result(discovered: Dict[str, Any], version: str) -> Dict[str, Any]:
+    """
+    An C{InitializeResult} made of a C{server/discover} result (the server's
+    info from its C{_meta}).
+    """
+    meta = discovered.get("_meta")
+    info = (meta.get(SERVER_INFO) if isinstance(meta, dict) else None) or discovered.get("serverInfo")
+    result: Dict[str, Any] = {"protocolVersion": version,
+                              "capabilities": discovered.get("capabilities") or {},
+                              "serverInfo": info if isinstance(info, dict)
+                              else {"name": "mcp-server", "version": "0"}}
+    if discovered.get("instructions"):
+        result["instructions"] = discovered["instructions"]
+    return result
+
+
+def to_modern(message: Dict[str, Any], state: ClientState, version: str
+              ) -> Tuple[Dict[str, Any], List[Tuple[bytes, bytes]]]:
+    """
+    A handshake-era request as a 2026-07-28 one: C{_meta} added to its
+    params (the client's own C{_meta} members kept), and the routing headers.
+    """
+    params = message.get("params")
+    params = dict(params) if isinstance(params, dict) else {}
+    own = params.get("_meta")
+    params["_meta"] = dict(own if isinstance(own, dict) else {}, **meta(state, version))
+    method = message.get("method")
+    headers = [(b"mcp-protocol-version", version.encode("ascii")),
+               (b"mcp-method", str(method).encode("utf-8"))]
+    key = _NAMED.get(str(method))
+    if key is not None and isinstance(params.get(key), str):
+        headers.append((b"mcp-name", header_value(params[key])))
+    return dict(message, params=params), headers
+
+
+def header_value(value: str) -> bytes:
+    """
+    A header value for C{Mcp-Name}: plain visible ASCII, else the
+    C{=?base64?...?=} form.
+    """
+    if value.isascii() and value.isprintable() and value.strip() == value:
+        return value.encode("ascii")
+    return b"=?base64?" + base64.b64encode(value.encode("utf-8")) + b"?="
+
+
+def rpc_result(id: Any, result: Dict[str, Any]) -> bytes:
+    return json.dumps({"jsonrpc": "2.0", "id": id, "result": result}).encode("utf-8")

@@ -7,14 +7,35 @@ an C{initialize} renegotiated. APIs without the settings never reach it.
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Any, Awaitable, Callable, Dict, Optional, Tuple, Union
+
+import attrs
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgent
 
 from twisted.logger import Logger
 
-from mcpgated.jsonrpc import REQUEST_ID, Refusal
+from mcpgated.jsonrpc import INVALID_REQUEST, METHOD_NOT_FOUND, REQUEST_ID, Refusal, error_body
 from mcpgated.mcp.body import parse
-from mcpgated.mcp.bridge import Renegotiated, VersionRefusal, check_version
+from mcpgated.mcp.bridge import (
+    META_VERSION,
+    SESSION_NOT_FOUND,
+    UNBRIDGED,
+    ClientState,
+    Renegotiated,
+    VersionRefusal,
+    check_version,
+    discover_request,
+    initialize_result,
+    is_modern,
+    negotiated,
+    rpc_result,
+    to_modern,
+)
 from mcpgated.model import ProtocolSettings
+from mcpgated.sealing import Sealer, endpoint_id
+from mcpgated.webclient import fetch
 
 log = Logger()
 
@@ -47,3 +68,167 @@ def admit_version(request: Any, exchange: Any, settings: ProtocolSettings, body:
     if exchange.body is not None:
         exchange.body = parse(body)
     return body
+
+
+@attrs.frozen
+class GatewayAnswer:
+    """
+    What the gateway answers itself on behalf of a bridged backend.
+    """
+
+    status: int
+    payload: bytes
+    headers: Tuple[Tuple[bytes, bytes], ...] = ()
+
+
+BRIDGE_ENDPOINT = endpoint_id("mcpgated:bridge")
+MAX_DISCOVER_BYTES = 1024 * 1024
+MAX_DISCOVER_CACHE = 60.0  # seconds, whatever ttlMs says
+_SESSION = b"mcp-session-id"
+
+
+def is_handshake(message: Any, headers: Any) -> bool:
+    """
+    Whether a request is of the handshake era (what a 2026-07-28 backend
+    needs translated): no C{_meta} version and no 2026 header.
+    """
+    if isinstance(message, dict):
+        params = message.get("params")
+        if isinstance(params, dict) and isinstance(params.get("_meta"), dict) \
+                and META_VERSION in params["_meta"]:
+            return False
+    raw = headers.getRawHeaders(b"mcp-protocol-version")
+    return not (raw and is_modern(raw[0].decode("latin-1").strip()))
+
+
+@attrs.define
+class ModernBackend:
+    """
+    A handshake-era client in front of a 2026-07-28 backend: C{initialize}
+    answered from the backend's C{server/discover} (cached per API), a
+    session id of the gateway's own (the client's C{initialize} sealed in
+    it, so any node serves it), each request sent with C{_meta} and the
+    routing headers, C{ping} and C{DELETE} answered, what 2026-07-28 removed
+    refused with a JSON-RPC error.
+    """
+
+    sealer: Sealer
+    agents: Callable[[Optional[str]], Awaitable[IAgent]]  # by backend CA file
+    clock: IReactorTime
+    timeout: float = 30.0
+    _discovered: Dict[Tuple[str, str], Tuple[float, Dict[str, Any]]] = attrs.field(factory=dict)
+
+    async def translate(self, api_id: str, settings: ProtocolSettings, request: Any, body: bytes,
+                        url: bytes, headers: Any, ca_file: Optional[str] = None
+                        ) -> Union[bytes, GatewayAnswer]:
+        """
+        The body to forward (C{headers} changed to match), or the gateway's
+        answer.
+
+        @raise Refusal: 400, 404 (session not found) or 405 (no GET stream).
+        """
+        version = settings.backend_version
+        assert version is not None
+        message: Any = json.loads(body) if body else None
+        if not is_handshake(message, request.requestHeaders):
+            return body  # a 2026-07-28 client: passed through
+        method = request.method
+        if method == b"GET":
+            raise Refusal(405, "The backend speaks 2026-07-28: there is no GET stream "
+                               "(subscriptions/listen is not bridged)", outcome="bad_request",
+                          code=INVALID_REQUEST, id=None, extra_headers=((b"allow", b"POST, DELETE"),))
+        if method == b"POST" and isinstance(message, dict) and message.get("method") == "initialize":
+            return await self._initialize(api_id, settings, message, url, headers, version, ca_file)
+        state = self._session(api_id, request)
+        if method == b"DELETE":
+            return GatewayAnswer(200, b"")
+        if not isinstance(message, dict):
+            raise Refusal(400, "JSON-RPC batches cannot be bridged to a 2026-07-28 backend",
+                          outcome="bad_request", code=INVALID_REQUEST, id=None)
+        name = message.get("method")
+        if not isinstance(name, str):  # a client's response: 2026-07-28 has no server requests
+            return GatewayAnswer(202, b"")
+        if "id" not in message:  # notifications: 2026-07-28 defines none from clients over HTTP
+            return GatewayAnswer(202, b"")
+        if name == "ping":
+            return GatewayAnswer(200, rpc_result(message["id"], {}))
+        if name in UNBRIDGED:
+            return GatewayAnswer(200, error_body(METHOD_NOT_FOUND, UNBRIDGED[name], message["id"]))
+        modern, extra = to_modern(message, state, version)
+        headers.removeHeader(_SESSION)
+        for key, value in extra:
+            headers.setRawHeaders(key, [value])
+        return json.dumps(modern).encode("utf-8")
+
+    def _session(self, api_id: str, request: Any) -> ClientState:
+        raw = request.getHeader(_SESSION)
+        if not raw:
+            raise Refusal(400, "Mcp-Session-Id header is required (initialize first)",
+                          outcome="bad_request", code=INVALID_REQUEST, id=None)
+        opened = self.sealer.unseal(api_id, raw.decode("latin-1"))
+        state = ClientState.loads(opened[1]) if opened and opened[0] == BRIDGE_ENDPOINT else None
+        if state is None:
+            raise Refusal(404, "Session not found", outcome="bad_request",
+                          code=SESSION_NOT_FOUND)
+        return state
+
+    async def _initialize(self, api_id: str, settings: ProtocolSettings, message: Dict[str, Any],
+                          url: bytes, headers: Any, version: str, ca_file: Optional[str]
+                          ) -> GatewayAnswer:
+        params = message.get("params")
+        requested = params.get("protocolVersion") if isinstance(params, dict) else None
+        answered = negotiated(str(requested), settings.client_versions)
+        assert answered is not None  # admit_version refused initialize otherwise
+        state = ClientState.of(message, answered)
+        discovered = await self._discover(api_id, state, url, headers, version, ca_file)
+        session = self.sealer.seal(api_id, BRIDGE_ENDPOINT, state.dumps())
+        return GatewayAnswer(200, rpc_result(message.get("id"), initialize_result(discovered, answered)),
+                             ((_SESSION, session.encode("ascii")),))
+
+    async def _discover(self, api_id: str, state: ClientState, url: bytes, headers: Any,
+                        version: str, ca_file: Optional[str]) -> Dict[str, Any]:
+        key = (api_id, url.decode("latin-1"))
+        now = self.clock.seconds()
+        cached = self._discovered.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        sent = Headers({b"content-type": [b"application/json"],
+                        b"accept": [b"application/json, text/event-stream"],
+                        b"mcp-protocol-version": [version.encode("ascii")],
+                        b"mcp-method": [b"server/discover"]})
+        host = headers.getRawHeaders(b"host")
+        if host:
+            sent.setRawHeaders(b"host", host)
+        try:
+            agent = await self.agents(ca_file)
+            reply = await fetch(agent, self.clock, "POST", key[1], sent,
+                                body=json.dumps(discover_request(state, version)).encode("utf-8"),
+                                max_bytes=MAX_DISCOVER_BYTES, timeout=self.timeout)
+            result = _last_message(reply.body)["result"]
+            assert isinstance(result, dict)
+        except Exception as e:  # noqa: BLE001 -- any failure is the same 502
+            log.warn("API {api_id}: server/discover failed: {error}", api_id=api_id, error=repr(e))
+            raise Refusal(502, "The backend did not answer server/discover",
+                          outcome="gateway_error") from None
+        ttl = result.get("ttlMs")
+        seconds = min(ttl / 1000.0, MAX_DISCOVER_CACHE) if isinstance(ttl, (int, float)) else 0.0
+        if seconds > 0:
+            if len(self._discovered) > 1000:
+                self._discovered.clear()
+            self._discovered[key] = (now + seconds, result)
+        return result
+
+
+def _last_message(body: bytes) -> Dict[str, Any]:
+    """
+    The JSON-RPC message of a JSON answer, or the last of an SSE one.
+    """
+    text = body.decode("utf-8").strip()
+    if text.startswith("{"):
+        value = json.loads(text)
+    else:
+        datas = [line[5:].strip() for line in text.splitlines() if line.startswith("data:")]
+        value = json.loads([d for d in datas if d][-1])
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON-RPC message")
+    return value
