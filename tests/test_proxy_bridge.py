@@ -299,15 +299,46 @@ def test_raw_handshake_session_bridged(daemon, modern):
     assert status == 404
 
 
-def test_access_control_applies_to_bridged_requests(daemon, modern):
-    deploy(daemon, "/bridged", f"http://127.0.0.1:{modern}/mcp", protocol=TO_MODERN,
-           plans=[{"name": "Free", "security": "KEY_LESS", "acl": {"rules": [{"tools": ["echo"]}]}}])
-    url = daemon.gateway + "/bridged"
-    status, headers_out, _ = http("POST", url, _initialize("2025-11-25"), ACCEPT)
+def _bridged_call(url: str, version: str = "2025-11-25") -> Tuple[int, Dict[str, Any]]:
+    """
+    A session bridged to the 2026-07-28 backend, and one call of its add tool.
+    """
+    status, headers_out, _ = http("POST", url, _initialize(version), ACCEPT)
     assert status == 200
     common = dict(ACCEPT, **{"Mcp-Session-Id": headers_out["mcp-session-id"],
-                             "MCP-Protocol-Version": "2025-11-25"})
+                             "MCP-Protocol-Version": version})
     status, _, answer = http("POST", url, {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
                                            "params": {"name": "add", "arguments": {"a": 1, "b": 2}}}, common)
-    denied = _result(answer)
+    return status, _result(answer)
+
+
+def test_access_control_rate_limits_and_the_exchange_log_on_bridged_requests(daemon, modern):
+    backend = f"http://127.0.0.1:{modern}/mcp"
+    guarded = deploy(daemon, "/guarded", backend, protocol=TO_MODERN, plans=[
+        {"name": "Free", "security": "KEY_LESS", "acl": {"rules": [{"tools": ["echo"]}]}}])
+    limited = deploy(daemon, "/limited", backend, protocol=TO_MODERN, plans=[
+        {"name": "Free", "security": "KEY_LESS", "rateLimit": {"toolCalls": 1, "periodSeconds": 3600}}])
+
+    status, denied = _bridged_call(daemon.gateway + "/guarded")
     assert "error" in denied and "add" in denied["error"]["message"], denied
+    status, first = _bridged_call(daemon.gateway + "/limited")
+    assert status == 200 and first["result"]["content"][0]["text"] == "3", first
+    status, second = _bridged_call(daemon.gateway + "/limited")
+    assert status == 429 and second["error"]["data"]["httpStatus"] == 429, second
+
+    daemon.stop()  # the records written
+    daemon.start()
+    outcomes = {}
+    for api in (guarded, limited):
+        status, page = daemon.admin("GET", f"/apis/{api['id']}/logs?tool=add")
+        assert status == 200
+        outcomes[api["contextPath"]] = sorted(r["outcome"] for r in page["data"])
+    assert outcomes == {"/guarded": ["denied"], "/limited": ["rate_limited", "result"]}
+
+
+def test_a_backend_without_server_discover_gets_a_clear_502(daemon, everything):
+    deploy(daemon, "/wrong", f"http://127.0.0.1:{everything}/mcp", protocol=TO_MODERN)
+    status, _, answer = http("POST", daemon.gateway + "/wrong", _initialize("2025-11-25"), ACCEPT)
+    error = json.loads(answer)
+    assert status == 502 and error["id"] == 1
+    assert "server/discover" in error["error"]["message"]
