@@ -11,7 +11,6 @@ from typing import Any, Awaitable, Callable, Dict, Optional, Tuple, Union
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
-from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent
 
 from twisted.logger import Logger
@@ -105,7 +104,8 @@ def is_handshake(message: Any, headers: Any) -> bool:
 class ModernBackend:
     """
     A handshake-era client in front of a 2026-07-28 backend: C{initialize}
-    answered from the backend's C{server/discover} (cached per API), a
+    answered from the backend's C{server/discover} (cached per API when its
+    C{cacheScope} is C{public}), a
     session id of the gateway's own (the client's C{initialize} sealed in
     it, so any node serves it), each request sent with C{_meta} and the
     routing headers, C{ping} and C{DELETE} answered, what 2026-07-28 removed
@@ -192,13 +192,14 @@ class ModernBackend:
         cached = self._discovered.get(key)
         if cached is not None and cached[0] > now:
             return cached[1]
-        sent = Headers({b"content-type": [b"application/json"],
-                        b"accept": [b"application/json, text/event-stream"],
-                        b"mcp-protocol-version": [version.encode("ascii")],
-                        b"mcp-method": [b"server/discover"]})
-        host = headers.getRawHeaders(b"host")
-        if host:
-            sent.setRawHeaders(b"host", host)
+        sent = headers.copy()  # as the gate left them: the backend's credential, forwarding
+        for name in (_SESSION, b"content-length", b"mcp-name", b"last-event-id"):
+            sent.removeHeader(name)
+        for name, value in ((b"content-type", b"application/json"),
+                            (b"accept", b"application/json, text/event-stream"),
+                            (b"mcp-protocol-version", version.encode("ascii")),
+                            (b"mcp-method", b"server/discover")):
+            sent.setRawHeaders(name, [value])
         try:
             agent = await self.agents(ca_file)
             reply = await fetch(agent, self.clock, "POST", key[1], sent,
@@ -212,7 +213,7 @@ class ModernBackend:
                           outcome="gateway_error") from None
         ttl = result.get("ttlMs")
         seconds = min(ttl / 1000.0, MAX_DISCOVER_CACHE) if isinstance(ttl, (int, float)) else 0.0
-        if seconds > 0:
+        if seconds > 0 and result.get("cacheScope") == "public":  # private: per client, not kept
             if len(self._discovered) > 1000:
                 self._discovered.clear()
             self._discovered[key] = (now + seconds, result)
