@@ -8,7 +8,9 @@ HTTP, in front of server-everything (2025-11-25) and a 2026-07-28 SDK server.
 from __future__ import annotations
 
 import json
+from http.client import HTTPConnection
 from typing import Any, Dict, List, Tuple
+from urllib.parse import urlsplit
 
 import anyio
 import pytest
@@ -59,6 +61,62 @@ def _result(body: bytes) -> Dict[str, Any]:
         return json.loads(text)
     datas = [line[5:].strip() for line in text.splitlines() if line.startswith("data:")]
     return json.loads([d for d in datas if d][-1])
+
+
+class _Stream:
+    """
+    An SSE stream that stays open, read message by message.
+    """
+
+    def __init__(self, url: str, headers: Dict[str, str]) -> None:
+        parts = urlsplit(url)
+        self.connection = HTTPConnection(parts.hostname, parts.port, timeout=30)
+        self.connection.request("GET", parts.path, headers=headers)
+        self.response = self.connection.getresponse()
+        assert self.response.status == 200, self.response.read()
+        assert self.response.getheader("Content-Type", "").startswith("text/event-stream")
+
+    def next(self) -> Dict[str, Any]:
+        while True:
+            line = self.response.fp.readline().decode()
+            assert line, "the stream ended"
+            if line.startswith("data:") and line[5:].strip():
+                return json.loads(line[5:])
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def _first_event(url: str, headers: Dict[str, str]) -> Dict[str, Any]:
+    stream = _Stream(url, headers)
+    try:
+        return stream.next()
+    finally:
+        stream.close()
+
+
+GROWING_SERVER = MODERN_SERVER.replace("server.run(", """
+from mcp.shared.subscriptions import ToolsListChanged
+
+@server.tool()
+async def grow() -> str:
+    \"\"\"Say the tool list changed.\"\"\"
+    await server._subscriptions.publish(ToolsListChanged())
+    return "grown"
+
+server.run(""")
+
+
+@pytest.fixture
+def growing(tmp_path):
+    script = tmp_path / "growing_server.py"
+    script.write_text(GROWING_SERVER)
+    proc = Proc([str(BIN / "python"), str(script)])
+    proc.wait_for(r"Uvicorn running on")
+    ports = listening_ports(proc.popen.pid)
+    assert ports
+    yield ports[0]
+    proc.stop()
 
 
 # --- the admin API -------------------------------------------------------------------------
@@ -292,8 +350,10 @@ def test_raw_handshake_session_bridged(daemon, modern):
     status, _, _ = http("POST", url, {"jsonrpc": "2.0", "id": 6, "method": "tools/list"}, no_session)
     assert status == 400
     session_headers = {"Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-06-18"}
-    status, _, answer = http("GET", url, headers=dict(session_headers, Accept="text/event-stream"))
-    assert status == 405 and "subscriptions/listen" in json.loads(answer)["error"]["message"]
+    # the GET stream is the backend's subscriptions/listen stream
+    first = _first_event(url, dict(session_headers, Accept="text/event-stream"))
+    assert first["method"] == "notifications/subscriptions/acknowledged", first
+    assert first["params"]["notifications"].get("toolsListChanged") is True, first
     status, _, _ = http("DELETE", url, headers=session_headers)
     assert status == 200
     status, _, _ = http("DELETE", url, headers=dict(session_headers, **{"Mcp-Session-Id": "x"}))
@@ -355,3 +415,21 @@ def test_both_eras_on_one_api_in_front_of_a_sessionless_backend(daemon, modern):
     assert handshake_client["protocol"] == "2025-11-25"
     for seen in (modern_client, handshake_client):
         assert (seen["server"], seen["tools"], seen["sum"]) == ("modern-test-server", ["add"], "42")
+
+
+def test_the_get_stream_carries_the_backends_list_changes(daemon, growing):
+    deploy(daemon, "/bridged", f"http://127.0.0.1:{growing}/mcp", protocol=TO_MODERN)
+    url = daemon.gateway + "/bridged"
+    status, headers_out, _ = http("POST", url, _initialize("2025-11-25"), ACCEPT)
+    assert status == 200
+    common = {"Mcp-Session-Id": headers_out["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"}
+    stream = _Stream(url, dict(common, Accept="text/event-stream"))
+    try:
+        assert stream.next()["method"] == "notifications/subscriptions/acknowledged"
+        status, _, answer = http("POST", url, {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                                               "params": {"name": "grow", "arguments": {}}},
+                                 dict(ACCEPT, **common))
+        assert status == 200 and _result(answer)["result"]["content"][0]["text"] == "grown"
+        assert stream.next()["method"] == "notifications/tools/list_changed"
+    finally:
+        stream.close()

@@ -429,7 +429,8 @@ def openapi_document() -> Dict[str, Any]:
                         "description": "The version the backend speaks. 2026-07-28 with "
                                        "handshake-era client versions: the gateway bridges them "
                                        "(initialize answered from server/discover, a sealed "
-                                       "session id of its own, _meta and routing headers added; "
+                                       "session id of its own, _meta and routing headers added, "
+                                       "the GET stream from subscriptions/listen; "
                                        "one backend, not endpoints). A 2026-07-28 client version "
                                        "with an older backendVersion is refused (not bridged "
                                        "yet)."}}},

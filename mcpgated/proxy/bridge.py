@@ -84,6 +84,11 @@ BRIDGE_ENDPOINT = endpoint_id("mcpgated:bridge")
 MAX_DISCOVER_BYTES = 1024 * 1024
 MAX_DISCOVER_CACHE = 60.0  # seconds, whatever ttlMs says
 _SESSION = b"mcp-session-id"
+# what a handshake-era GET stream carries: the list changes (resources/subscribe
+# is not bridged, so no resource updates)
+LISTEN = {"jsonrpc": "2.0", "id": "mcpgated-listen", "method": "subscriptions/listen",
+          "params": {"notifications": {"toolsListChanged": True, "promptsListChanged": True,
+                                       "resourcesListChanged": True}}}
 
 
 def is_handshake(message: Any, headers: Any) -> bool:
@@ -108,8 +113,9 @@ class ModernBackend:
     C{cacheScope} is C{public}), a
     session id of the gateway's own (the client's C{initialize} sealed in
     it, so any node serves it), each request sent with C{_meta} and the
-    routing headers, C{ping} and C{DELETE} answered, what 2026-07-28 removed
-    refused with a JSON-RPC error.
+    routing headers, the GET stream sent as C{subscriptions/listen}, C{ping}
+    and C{DELETE} answered, what 2026-07-28 removed refused with a JSON-RPC
+    error.
     """
 
     sealer: Sealer
@@ -125,7 +131,8 @@ class ModernBackend:
         The body to forward (C{headers} changed to match), or the gateway's
         answer.
 
-        @raise Refusal: 400, 404 (session not found) or 405 (no GET stream).
+        @raise Refusal: 400, 404 (session not found) or 502 (no
+            C{server/discover} answer).
         """
         version = settings.backend_version
         assert version is not None
@@ -133,10 +140,14 @@ class ModernBackend:
         if not is_handshake(message, request.requestHeaders):
             return body  # a 2026-07-28 client: passed through
         method = request.method
-        if method == b"GET":
-            raise Refusal(405, "The backend speaks 2026-07-28: there is no GET stream "
-                               "(subscriptions/listen is not bridged)", outcome="bad_request",
-                          code=INVALID_REQUEST, id=None, extra_headers=((b"allow", b"POST, DELETE"),))
+        if method == b"GET":  # the GET stream: a subscriptions/listen stream, relayed as it comes
+            listen, extra = to_modern(LISTEN, self._session(api_id, request), version)
+            headers.removeHeader(_SESSION)
+            headers.removeHeader(b"last-event-id")  # 2026-07-28 streams do not resume
+            for key, value in [*extra, (b"content-type", b"application/json"),
+                               (b"accept", b"application/json, text/event-stream")]:
+                headers.setRawHeaders(key, [value])
+            return json.dumps(listen).encode("utf-8")
         if method == b"POST" and isinstance(message, dict) and message.get("method") == "initialize":
             return await self._initialize(api_id, settings, message, url, headers, version, ca_file)
         state = self._session(api_id, request)

@@ -289,6 +289,8 @@ class GatewayResource(Resource):
                 self._answer(exchange, bridged.payload, bridged.status, bridged.headers, "complete")
                 return
             body = bridged
+            if body and method != b"POST":  # the GET stream, sent as subscriptions/listen
+                method = b"POST"
         if trace is not None:  # the backend call's span, in its traceparent
             trace.backend(headers, url)
         client = self.upstreams.default_client(definition.backend_keep_alive.idle_timeout) \
