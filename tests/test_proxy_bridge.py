@@ -359,6 +359,18 @@ def test_raw_handshake_session_bridged(daemon, modern):
     status, _, _ = http("DELETE", url, headers=dict(session_headers, **{"Mcp-Session-Id": "x"}))
     assert status == 404
 
+    status, _, answer = http("POST", url, raw=b'{"jsonrpc": "2.0", "id": 9, "method": ',
+                             headers=dict(common, **{"Content-Type": "application/json"}))
+    assert status == 400 and json.loads(answer)["error"]["code"] == -32700
+
+    # capabilities too large for a session id: refused at initialize, not lost later
+    huge = _initialize("2025-11-25", id=8)
+    huge["params"]["capabilities"] = {"experimental": {"x": "y" * 3000}}
+    status, _, answer = http("POST", url, huge, ACCEPT)
+    error = json.loads(answer)
+    assert (status, error["id"], error["error"]["code"]) == (400, 8, -32602)
+    assert "too large" in error["error"]["message"]
+
 
 def _bridged_call(url: str, version: str = "2025-11-25") -> Tuple[int, Dict[str, Any]]:
     """

@@ -15,7 +15,15 @@ from twisted.web.iweb import IAgent
 
 from twisted.logger import Logger
 
-from mcpgated.jsonrpc import INVALID_REQUEST, METHOD_NOT_FOUND, REQUEST_ID, Refusal, error_body
+from mcpgated.jsonrpc import (
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    PARSE_ERROR,
+    REQUEST_ID,
+    Refusal,
+    error_body,
+)
 from mcpgated.mcp.body import parse
 from mcpgated.mcp.bridge import (
     META_VERSION,
@@ -33,7 +41,7 @@ from mcpgated.mcp.bridge import (
     to_modern,
 )
 from mcpgated.model import ProtocolSettings
-from mcpgated.sealing import Sealer, endpoint_id
+from mcpgated.sealing import MAX_TOKEN, Sealer, endpoint_id
 from mcpgated.webclient import fetch
 
 log = Logger()
@@ -136,7 +144,11 @@ class ModernBackend:
         """
         version = settings.backend_version
         assert version is not None
-        message: Any = json.loads(body) if body else None
+        try:
+            message: Any = json.loads(body) if body else None
+        except ValueError:
+            raise Refusal(400, "The request body is not JSON", outcome="bad_request",
+                          code=PARSE_ERROR, id=None) from None
         if not is_handshake(message, request.requestHeaders):
             return body  # a 2026-07-28 client: passed through
         method = request.method
@@ -191,8 +203,11 @@ class ModernBackend:
         answered = negotiated(str(requested), settings.client_versions)
         assert answered is not None  # admit_version refused initialize otherwise
         state = ClientState.of(message, answered)
-        discovered = await self._discover(api_id, state, url, headers, version, ca_file)
         session = self.sealer.seal(api_id, BRIDGE_ENDPOINT, state.dumps())
+        if len(session) > MAX_TOKEN:  # it would not unseal: refused now, not 404 later
+            raise Refusal(400, "The client's info and capabilities are too large to bridge "
+                               "to a 2026-07-28 backend", outcome="bad_request", code=INVALID_PARAMS)
+        discovered = await self._discover(api_id, state, url, headers, version, ca_file)
         return GatewayAnswer(200, rpc_result(message.get("id"), initialize_result(discovered, answered)),
                              ((_SESSION, session.encode("ascii")),))
 
