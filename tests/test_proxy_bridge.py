@@ -402,11 +402,14 @@ def test_access_control_rate_limits_and_the_exchange_log_on_bridged_requests(dae
     daemon.stop()  # the records written
     daemon.start()
     outcomes = {}
+    versions: set = set()
     for api in (guarded, limited):
         status, page = daemon.admin("GET", f"/apis/{api['id']}/logs?tool=add")
         assert status == 200
         outcomes[api["contextPath"]] = sorted(r["outcome"] for r in page["data"])
+        versions.update(r.get("protocolVersion") for r in page["data"])
     assert outcomes == {"/guarded": ["denied"], "/limited": ["rate_limited", "result"]}
+    assert versions == {"2025-11-25"}  # the client's version, from the gateway's initialize answer
 
 
 def test_a_backend_without_server_discover_gets_a_clear_502(daemon, everything):
