@@ -32,7 +32,9 @@ from mcpgated.model import (
     LoadBalancing,
     OAuthSettings,
     Plan,
+    ProtocolSettings,
 )
+from mcpgated.mcp.bridge import KNOWN_VERSIONS, is_modern
 from mcpgated.policy.acl import AccessPolicy, PolicyError, parse_policy
 from mcpgated.policy.pinning import PinningError, PinSettings, parse_settings
 from mcpgated.policy.plans import SECRET_MASK, parse_backend_auth, parse_configuration
@@ -57,6 +59,7 @@ _FIELDS = frozenset({
     "backendCaFile", "acl", "backendAuth", "backendKeepAlive",
     "pinning",  # tool-definition pinning (mcpgated.policy.pinning)
     "endpoints", "loadBalancing",  # several replicas (mcpgated.proxy.balancer)
+    "protocol",  # the protocol versions accepted (mcpgated.mcp.bridge)
 })
 _PLAN_FIELDS = frozenset({"name", "security", "status", "description", "configuration",
                           "rateLimit", "acl"})
@@ -571,7 +574,47 @@ def parse_definition(body: Any, previous: Optional[ApiDefinition] = None) -> Api
         pinning=_pinning(body),
         endpoints=endpoints,
         load_balancing=_load_balancing(body, endpoints),
+        protocol=_protocol(body),
     )
+
+
+def _protocol(body: Mapping[str, Any]) -> Optional[ProtocolSettings]:
+    """
+    The C{protocol} settings (L{None} when absent or null: pass-through).
+
+    @raise InvalidField: naming C{protocol.clientVersions[i]} or
+        C{protocol.backendVersion}.
+    """
+    raw = body.get("protocol")
+    if raw is None:
+        return None
+    raw = _object(raw, "protocol", {"clientVersions", "backendVersion"})
+    known = ", ".join(KNOWN_VERSIONS)
+    versions = raw.get("clientVersions")
+    if not isinstance(versions, list) or not versions:
+        raise InvalidField("protocol.clientVersions",
+                           f"protocol.clientVersions must be a non-empty list of versions from {known}")
+    for index, version in enumerate(versions):
+        if version not in KNOWN_VERSIONS or versions.index(version) != index:
+            raise InvalidField(f"protocol.clientVersions[{index}]",
+                               f"protocol.clientVersions[{index}] must be one of {known}, once")
+    backend = raw.get("backendVersion")
+    if backend is not None:
+        if backend not in KNOWN_VERSIONS:
+            raise InvalidField("protocol.backendVersion",
+                               f"protocol.backendVersion must be one of {known}")
+        other = [v for v in versions if is_modern(v) and not is_modern(backend)]
+        if other:
+            raise InvalidField("protocol.backendVersion",
+                               f"protocol.backendVersion {backend} cannot serve clients of "
+                               f"{other[0]}: bridging 2026-07-28 clients to a handshake-era "
+                               "backend is not supported yet")
+    settings = ProtocolSettings(tuple(versions), backend)
+    if settings.to_modern and body.get("endpoints"):
+        raise InvalidField("protocol.backendVersion",
+                           "bridging handshake-era clients to a 2026-07-28 backend needs one "
+                           "backend, not endpoints")
+    return settings
 
 
 def _pinning(body: Mapping[str, Any]) -> PinSettings:

@@ -58,6 +58,8 @@ class Refusal(Exception):
     retry_after: Optional[int] = None
     accept_encoding: bool = False
     extra_headers: Tuple[Tuple[bytes, bytes], ...] = ()
+    # more members of the error's data (besides httpStatus)
+    data: Optional[Dict[str, Any]] = None
 
     def __str__(self) -> str:
         return self.message

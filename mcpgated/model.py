@@ -252,6 +252,36 @@ class LoadBalancing:
                    HealthCheck.from_json(check) if check is not None else None)
 
 
+@attrs.frozen
+class ProtocolSettings:
+    """
+    The MCP protocol versions an API accepts from its clients
+    (L{mcpgated.mcp.bridge}), and the one its backend speaks (L{None}:
+    whatever the client negotiates with it).
+    """
+
+    client_versions: Tuple[str, ...]
+    backend_version: Optional[str] = None
+
+    @property
+    def to_modern(self) -> bool:
+        """
+        Whether handshake-era clients are bridged to a 2026-07-28 backend.
+        """
+        backend = self.backend_version
+        return backend is not None and backend >= "2026" and \
+            any(v < "2026" for v in self.client_versions)
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"clientVersions": list(self.client_versions), "backendVersion": self.backend_version}
+
+    @classmethod
+    def from_json(cls, data: Optional[Mapping[str, Any]]) -> Optional["ProtocolSettings"]:
+        if not data:
+            return None
+        return cls(tuple(data["clientVersions"]), data.get("backendVersion"))
+
+
 def _number(value: float) -> Any:
     return int(value) if value == int(value) else value
 
@@ -280,6 +310,8 @@ class ApiDefinition:
     # one's URL, for what needs one URL: OAuth metadata, previews).
     endpoints: Tuple[Endpoint, ...] = ()
     load_balancing: LoadBalancing = LoadBalancing()
+    # the protocol versions accepted (None: any, passed through)
+    protocol: Optional[ProtocolSettings] = None
 
     def to_json(self, secrets: bool = True) -> Dict[str, Any]:
         out: Dict[str, Any] = {
@@ -301,6 +333,8 @@ class ApiDefinition:
         if self.endpoints:
             out["endpoints"] = [endpoint.to_json() for endpoint in self.endpoints]
             out["loadBalancing"] = self.load_balancing.to_json()
+        if self.protocol is not None:
+            out["protocol"] = self.protocol.to_json()
         return out
 
     @classmethod
@@ -328,6 +362,7 @@ class ApiDefinition:
             pinning=parse_settings(data.get("pinning")),
             endpoints=endpoints,
             load_balancing=LoadBalancing.from_json(data.get("loadBalancing")),
+            protocol=ProtocolSettings.from_json(data.get("protocol")),
         )
 
 

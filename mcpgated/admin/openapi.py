@@ -406,6 +406,34 @@ def openapi_document() -> Dict[str, Any]:
             "plans": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Plan"}},
             "acl": {"$ref": "#/components/schemas/AccessPolicy"},
             "pinning": {"$ref": "#/components/schemas/PinningSettings"},
+            "protocol": {
+                "type": ["object", "null"], "additionalProperties": False,
+                "required": ["clientVersions"],
+                "description": "The MCP protocol versions this API accepts from its clients "
+                               "(absent or null: any, passed through). A 2026-07-28 request of "
+                               "another version gets 400 and -32022 with the supported list; an "
+                               "initialize proposing another version is offered the newest "
+                               "accepted handshake version (or gets -32602 with the supported "
+                               "list); a later request whose MCP-Protocol-Version is not "
+                               "accepted gets 400.",
+                "properties": {
+                    "clientVersions": {
+                        "type": "array", "minItems": 1, "uniqueItems": True,
+                        "items": {"enum": ["2024-11-05", "2025-03-26", "2025-06-18",
+                                           "2025-11-25", "2026-07-28"]},
+                        "example": ["2025-06-18", "2025-11-25"]},
+                    "backendVersion": {
+                        "type": ["string", "null"],
+                        "enum": ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25",
+                                 "2026-07-28", None],
+                        "description": "The version the backend speaks. 2026-07-28 with "
+                                       "handshake-era client versions: the gateway bridges them "
+                                       "(initialize answered from server/discover, a sealed "
+                                       "session id of its own, _meta and routing headers added, "
+                                       "the GET stream from subscriptions/listen; "
+                                       "one backend, not endpoints). A 2026-07-28 client version "
+                                       "with an older backendVersion is refused (not bridged "
+                                       "yet)."}}},
             "backendAuth": {"type": ["object", "null"], "properties": {
                 "header": {"type": "string"}, "value": {"type": "string", "description": "shown masked"},
                 "forwardClientToken": {"type": "boolean", "default": False}},

@@ -67,6 +67,7 @@ from mcpgated.proxy.headers import (
     upstream_request_headers,
 )
 from mcpgated.proxy.balancer import Backend, Balancer, Member, Pool
+from mcpgated.proxy.bridge import GatewayAnswer, ModernBackend, admit_version
 from mcpgated.proxy.interfaces import IBackendClient
 from mcpgated.proxy.origin import host_allowed, is_loopback_address, origin_allowed
 from mcpgated.proxy.relay import Relay
@@ -151,6 +152,7 @@ class GatewayResource(Resource):
     allowed_origins: Tuple[str, ...] = ()
     gate: Optional[IAdmission] = None
     _backends: Dict[str, Backend] = attrs.field(factory=dict)
+    _bridge: Optional[ModernBackend] = None
     oauth: Optional[OAuthRelay] = None  # secured backends; built from the above when None
     # Timeouts: one sweep for all exchanges instead of timers per request.
     _awaiting: Dict[Exchange, None] = attrs.field(factory=dict)  # backend headers due
@@ -254,6 +256,8 @@ class GatewayResource(Resource):
         if trace is not None:
             trace.read(exchange.body, route.api_id, definition.name, method)
             trace.inner = exchange.observer
+        if definition.protocol is not None:  # the versions accepted (mcpgated.proxy.bridge)
+            body = admit_version(request, exchange, definition.protocol, body)
         headers = upstream_request_headers(headers_in, peer, origin, self.trusted_proxies)
         if definition.endpoints:  # load-balanced: the endpoint, and the session unsealed
             backend, query = self._balance(request, exchange, route, rest, query, headers)
@@ -277,6 +281,16 @@ class GatewayResource(Resource):
                 headers.removeHeader(name)
             for name, value in admission.set_headers:
                 headers.setRawHeaders(name, [value])
+        protocol = definition.protocol
+        if protocol is not None and protocol.to_modern:  # a 2026-07-28 backend (proxy.bridge)
+            bridged = await self._modern_backend().translate(
+                route.api_id, protocol, request, body, url, headers, definition.backend_ca_file)
+            if isinstance(bridged, GatewayAnswer):
+                self._answer(exchange, bridged.payload, bridged.status, bridged.headers, "complete")
+                return
+            body = bridged
+            if body and method != b"POST":  # the GET stream, sent as subscriptions/listen
+                method = b"POST"
         if trace is not None:  # the backend call's span, in its traceparent
             trace.backend(headers, url)
         client = self.upstreams.default_client(definition.backend_keep_alive.idle_timeout) \
@@ -523,25 +537,37 @@ class GatewayResource(Resource):
 
     # --- answers the gateway gives itself ---------------------------------------------------
 
-    def _answer(self, exchange: Exchange, payload: bytes) -> None:
+    def _answer(self, exchange: Exchange, payload: bytes, status: int = 200,
+                headers: Tuple[Tuple[bytes, bytes], ...] = (), outcome: str = "denied") -> None:
         """
-        A JSON-RPC answer the gateway gives itself (denied calls): HTTP 200.
+        A JSON-RPC answer the gateway gives itself (denied calls, bridged
+        sessions): HTTP 200 by default.
         """
         request = exchange.request
-        exchange.status = 200
-        request.setResponseCode(200)
-        request.responseHeaders.setRawHeaders(b"content-type", [b"application/json"])
+        exchange.status = status
+        request.setResponseCode(status)
+        if payload:
+            request.responseHeaders.setRawHeaders(b"content-type", [b"application/json"])
         request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % len(payload)])
+        for name, value in headers:
+            request.responseHeaders.setRawHeaders(name, [value])
         observer = exchange.observer if exchange.trace is None else exchange.trace
         if observer is not None:
-            observer.response(200, request.responseHeaders, 0.0, False)
+            observer.response(status, request.responseHeaders, 0.0, False)
             reader = ResponseReader(False, observer=observer)
             reader.feed(payload)
             reader.flush()
         request.write(payload)
         request.finish()
         exchange.bytes_out += len(payload)
-        self._log(exchange, "denied")
+        self._log(exchange, outcome)
+
+    def _modern_backend(self) -> ModernBackend:
+        bridge = self._bridge
+        if bridge is None:
+            bridge = self._bridge = ModernBackend(self.sealer, self.upstreams.agent, self.clock,
+                                                  self.limits.header_timeout)
+        return bridge
 
     async def _discovery(self, request: Any, exchange: Exchange, discovery: Any) -> None:
         """
@@ -773,10 +799,11 @@ class GatewayResource(Resource):
         if exchange.trace is not None:
             exchange.trace.refused(refusal.status, refusal.code, refusal.message, refusal.outcome)
         self._error(exchange, refusal.status, refusal.message, code=refusal.code,
-                    id=refusal.id, outcome=refusal.outcome)
+                    id=refusal.id, outcome=refusal.outcome, data=refusal.data)
 
     def _error(self, exchange: Exchange, status: int, message: str, code: int = GATEWAY_ERROR,
-               id: Any = REQUEST_ID, outcome: str = "gateway_error") -> None:
+               id: Any = REQUEST_ID, outcome: str = "gateway_error",
+               data: Optional[Dict[str, Any]] = None) -> None:
         """
         Answer with a JSON-RPC error: C{id} as given (L{None}: null), or by
         default the id of the request body, when it is a request the gateway
@@ -789,7 +816,8 @@ class GatewayResource(Resource):
             return
         if id is REQUEST_ID:
             id = _request_id(exchange)
-        payload = error_body(code, message, id, {"httpStatus": status})
+        payload = error_body(code, message, id, {"httpStatus": status} if data is None
+                             else dict(data, httpStatus=status))
         request.setResponseCode(status)
         request.responseHeaders.setRawHeaders(b"content-type", [b"application/json"])
         request.responseHeaders.setRawHeaders(b"content-length", [str(len(payload)).encode()])
