@@ -304,6 +304,45 @@ def session_sealer(cfg: configmod.Config) -> Sealer:
         raise configmod.ConfigError(str(e), str(cfg.source), "gateway", "session_key_file") from e
 
 
+def data_plane(parent: MultiService, cfg: configmod.Config, reactor: Any, routes: RouteTable,
+               upstreams: UpstreamPool, keys: KeyIndex, pins: PinBook, limiter: ILimiter,
+               recorder: Optional[Recorder], access_log: Any, metrics: Metrics,
+               serving: bool = True) -> GatewayResource:
+    """
+    The gateway resource as every process that serves it builds it (the
+    twistd process alone, or each worker: mcpgated.workers.main): its gate,
+    and, when C{serving}, the traces it exports ([tracing]) and the active
+    health checks of load-balanced endpoints, as services of C{parent}.
+    """
+    tracing = None
+    if serving and cfg.tracing.otlp_endpoint is not None:
+        from mcpgated.analytics.tracing import TracingService, from_config
+
+        tracing = from_config(cfg.tracing)
+        assert tracing is not None
+        TracingService(tracing).setServiceParent(parent)
+        metrics.registry.register(tracing.metrics())
+    gateway = GatewayResource(
+        routes=routes,
+        upstreams=upstreams,
+        clock=reactor,
+        access_log=access_log,
+        limits=cfg.limits,
+        public_url=cfg.gateway.public_url,
+        trusted_proxies=cfg.gateway.trusted_proxies,
+        recorder=recorder,
+        allowed_hosts=cfg.gateway.allowed_hosts,
+        allowed_origins=cfg.gateway.allowed_origins,
+        gate=Gate(Authenticator(reactor, keys=keys, verifier=TokenVerifier(reactor, upstreams)),
+                  limiter, pins=pins),
+        tracing=tracing,
+    )
+    if serving:
+        HealthChecks(gateway.balancer, routes, reactor,
+                     upstreams.default_agent()).setServiceParent(parent)
+    return gateway
+
+
 @attrs.define(slots=False)
 class GatewayService(MultiService):
     """
@@ -364,32 +403,10 @@ class GatewayService(MultiService):
         if shared is not None:
             shared.client.setServiceParent(self)
             self.metrics.registry.register(RedisLimitMetrics(shared))
-        tracing = None
-        if cfg.tracing.otlp_endpoint is not None and cfg.gateway.workers == 1:
-            from mcpgated.analytics.tracing import TracingService, from_config
-
-            tracing = from_config(cfg.tracing)  # workers build their own (mcpgated.workers.main)
-            assert tracing is not None
-            TracingService(tracing).setServiceParent(self)
-            self.metrics.registry.register(tracing.metrics())
-        self.gateway = GatewayResource(
-            routes=self.routes,
-            upstreams=self.upstreams,
-            clock=reactor,
-            access_log=self.logs.access,
-            limits=cfg.limits,
-            public_url=cfg.gateway.public_url,
-            trusted_proxies=cfg.gateway.trusted_proxies,
-            recorder=recorder,
-            allowed_hosts=cfg.gateway.allowed_hosts,
-            allowed_origins=cfg.gateway.allowed_origins,
-            gate=Gate(Authenticator(reactor, keys=self.keys,
-                                    verifier=TokenVerifier(reactor, self.upstreams)),
-                      limiter, pins=self.pins),
-            tracing=tracing,
-        )
-        HealthChecks(self.gateway.balancer, self.routes, reactor,
-                     self.upstreams.default_agent()).setServiceParent(self)
+        # with workers, each worker traces and checks endpoints itself
+        self.gateway = data_plane(self, cfg, reactor, self.routes, self.upstreams, self.keys,
+                                  self.pins, limiter, recorder, self.logs.access, self.metrics,
+                                  serving=cfg.gateway.workers == 1)
         gateway_site = gateway_factory(cfg.gateway.http, self.gateway, reactor, cfg.limits)
         self.listeners: List[ListenerService] = []
         for description in cfg.gateway.listen:

@@ -51,20 +51,15 @@ from mcpgated.cluster.changes import PINS, Change, IChangeFeed, Listener
 from mcpgated.cluster.follower import StateFollower
 from mcpgated.keys import KeyIndex
 from mcpgated.logs import AccessLog
-from mcpgated.policy.auth import Authenticator
-from mcpgated.policy.gate import Gate
 from mcpgated.policy.interfaces import ILimiter
 from mcpgated.policy.pinbook import PinBook
 from mcpgated.policy.ratelimit import RateLimit
 from mcpgated.policy.redislimit import RedisLimitMetrics, redis_limiter
-from mcpgated.policy.tokens import TokenVerifier
-from mcpgated.proxy.balancer import HealthChecks
 from mcpgated.proxy.listener import gateway_factory
-from mcpgated.proxy.resource import GatewayResource
 from mcpgated.proxy.upstream import UpstreamPool
 from mcpgated.routing import RouteTable
 from mcpgated.store import PostgresApiStore, SQLiteApiStore
-from mcpgated.tap import StoreService, session_sealer
+from mcpgated.tap import StoreService, data_plane, session_sealer
 from mcpgated.workers.metrics import snapshot
 from mcpgated.workers.pool import CONTROL_IN, CONTROL_OUT, DRAIN_TIMEOUT, LIMITS_IN, LIMITS_OUT
 from mcpgated.workers.protocol import (
@@ -309,32 +304,9 @@ class WorkerService(MultiService):
         if shared is not None:
             shared.client.setServiceParent(self)
             self.metrics.registry.register(RedisLimitMetrics(shared))
-        tracing = None
-        if cfg.tracing.otlp_endpoint is not None:  # each worker exports its own spans
-            from mcpgated.analytics.tracing import TracingService, from_config
-
-            tracing = from_config(cfg.tracing)
-            assert tracing is not None
-            TracingService(tracing).setServiceParent(self)
-            self.metrics.registry.register(tracing.metrics())
-        self.gateway = GatewayResource(
-            routes=self.routes,
-            upstreams=self.upstreams,
-            clock=reactor,
-            access_log=access,
-            limits=cfg.limits,
-            public_url=cfg.gateway.public_url,
-            trusted_proxies=cfg.gateway.trusted_proxies,
-            recorder=recorder,
-            allowed_hosts=cfg.gateway.allowed_hosts,
-            allowed_origins=cfg.gateway.allowed_origins,
-            gate=Gate(Authenticator(reactor, keys=self.keys,
-                                    verifier=TokenVerifier(reactor, self.upstreams)),
-                      limiter, pins=self.pins),
-            tracing=tracing,
-        )
-        HealthChecks(self.gateway.balancer, self.routes, reactor,
-                     self.upstreams.default_agent()).setServiceParent(self)
+        # each worker exports its own spans and checks endpoints itself
+        self.gateway = data_plane(self, cfg, reactor, self.routes, self.upstreams, self.keys,
+                                  self.pins, limiter, recorder, access, self.metrics)
         self.site = gateway_factory(cfg.gateway.http, self.gateway, reactor, cfg.limits)
         self.channels: "weakref.WeakSet[Any]" = weakref.WeakSet()
         build = self.site.buildProtocol
