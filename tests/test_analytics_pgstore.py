@@ -148,6 +148,13 @@ def test_each_record_names_its_node_and_node_filters(make_store: Any) -> None:
     assert [r["node"] for r in b._logs(LogQuery(node="gw-a"))["data"]] == ["gw-a"] * 3
     assert [r["id"] for r in a._logs(LogQuery(node="gw-b"))["data"]] == [5, 4]
     assert b._log_entry(None, 1)["node"] == "gw-a"
+    # the dashboard's summary: every node's traffic, or one node's
+    everyone = a._analytics(None, 0.0, 10_000.0, None)["totals"]
+    only_b = a._analytics(None, 0.0, 10_000.0, "gw-b")["totals"]
+    only_a = b._analytics(None, 0.0, 10_000.0, "gw-a")["totals"]
+    assert only_a["requests"] + only_a["notifications"] == 3
+    assert only_b["requests"] + only_b["notifications"] == 2
+    assert everyone["requests"] == only_a["requests"] + only_b["requests"]
 
 
 def test_records_written_before_nodes_have_none(tmp_path: Path) -> None:

@@ -230,6 +230,11 @@ def test_logs_on_a_show_the_traffic_of_b(cluster: Cluster) -> None:
     entries, _ = within(10, on_a)
     assert entries and {entry["node"] for entry in entries} == {"node-b"}
     assert ok(cluster.a, "GET", f"/apis/{api_id}/logs?node=node-a")["data"] == []
+    # the dashboard's summary too: all nodes, or one
+    totals = {node: ok(cluster.a, "GET", f"/apis/{api_id}/analytics?last=3600{node}")["totals"]
+              for node in ("", "&node=node-b", "&node=node-a")}
+    assert totals[""]["requests"] == totals["&node=node-b"]["requests"] > 0
+    assert totals["&node=node-a"]["requests"] == 0
 
 
 def test_a_dead_endpoints_sessions_get_404_and_new_ones_go_elsewhere(cluster: Cluster) -> None:

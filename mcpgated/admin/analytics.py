@@ -34,6 +34,8 @@ MAX_WINDOW = 366 * 86400
 # The query parameters each route reads; any other is a 400 naming it (a
 # misspelt filter must not answer an unfiltered page as if it applied).
 RANGE_PARAMS = frozenset({"from", "to", "last"})
+# the dashboard's: a window, and one node's traffic if asked
+SUMMARY_PARAMS = RANGE_PARAMS | {"node"}
 LOG_PARAMS = RANGE_PARAMS | {"method", "tool", "target", "outcome", "status", "client", "session",
                              "node", "q", "cursor", "limit"}
 # what ?outcome= takes: an outcome the tracker gives, or "errors" (any failure)
@@ -81,8 +83,9 @@ class AnalyticsRoutes(AdminState):
         store = self._analytics_store()
         if api_id is not None:
             await self._known_api(api_id)
-        since, until = time_range(request, self.clock.seconds())
-        return 200, await store.analytics(api_id, since, until)
+        since, until = time_range(request, self.clock.seconds(), SUMMARY_PARAMS)
+        node = _arg(request, "node") or None
+        return 200, await store.analytics(api_id, since, until, node)
 
     @app.route("/apis/<string:api_id>/analytics", methods=["GET"])
     @endpoint()
@@ -190,14 +193,16 @@ def _last(request: IRequest) -> Optional[float]:
     return value
 
 
-def time_range(request: IRequest, now: float) -> Tuple[float, float]:
+def time_range(request: IRequest, now: float,
+               known: FrozenSet[str] = RANGE_PARAMS) -> Tuple[float, float]:
     """
     The dashboard's window from C{from}, C{to} and C{last} (default: the
     hour up to C{now}).
 
-    @raise HTTPError: 400 naming the argument that is wrong or unknown.
+    @raise HTTPError: 400 naming the argument that is wrong or not in
+        C{known}.
     """
-    known_params(request, RANGE_PARAMS)
+    known_params(request, known)
     until = _time(request, "to", now)
     since = _time(request, "from", None)
     assert until is not None

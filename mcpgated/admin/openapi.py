@@ -84,7 +84,9 @@ def _logs(summary: str, per_api: bool) -> Dict[str, Any]:
 
 def _summary(summary: str, per_api: bool) -> Dict[str, Any]:
     return {"summary": summary + ". Any other query parameter is a 400 naming it.",
-            "parameters": ([_ID] if per_api else []) + _RANGE,
+            "parameters": ([_ID] if per_api else []) + _RANGE + [
+                {"name": "node", "in": "query", "schema": {"type": "string"},
+                 "description": "Only the traffic of this gateway node ([gateway] node)"}],
             "responses": {"200": _ok("Totals, counts by method and by tool/resource/prompt, error "
                                      "rates, latency p50/p90/p99, a time series, top clients",
                                      {"$ref": "#/components/schemas/Analytics"}),

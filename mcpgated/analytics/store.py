@@ -487,11 +487,17 @@ class ExchangeStore(Service):
         entry["truncated"] = bool(entry["truncated"])
         return entry
 
-    def analytics(self, api_id: Optional[str], since: float, until: float) -> "Deferred[Dict[str, Any]]":
-        return self._run_read(self._analytics, api_id, since, until)
+    def analytics(self, api_id: Optional[str], since: float, until: float,
+                  node: Optional[str] = None) -> "Deferred[Dict[str, Any]]":
+        """
+        The dashboard's summary of the window, of every node's traffic or
+        of C{node}'s.
+        """
+        return self._run_read(self._analytics, api_id, since, until, node)
 
-    def _analytics(self, api_id: Optional[str], since: float, until: float) -> Dict[str, Any]:
-        where, args = _where(LogQuery(api_id=api_id, since=since, until=until))
+    def _analytics(self, api_id: Optional[str], since: float, until: float,
+                   node: Optional[str]) -> Dict[str, Any]:
+        where, args = _where(LogQuery(api_id=api_id, since=since, until=until, node=node))
         rows = self._query(
             f"SELECT time, method, kind, target, outcome, http_status, latency_ms, client, "  # noqa: S608
             f"client_name, bytes_in, bytes_out, consumer FROM exchanges{where}", args)
