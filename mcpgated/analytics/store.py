@@ -496,7 +496,7 @@ class ExchangeStore(Service):
         return self._run_read(self._analytics, api_id, since, until, node)
 
     def _analytics(self, api_id: Optional[str], since: float, until: float,
-                   node: Optional[str]) -> Dict[str, Any]:
+                   node: Optional[str] = None) -> Dict[str, Any]:
         where, args = _where(LogQuery(api_id=api_id, since=since, until=until, node=node))
         rows = self._query(
             f"SELECT time, method, kind, target, outcome, http_status, latency_ms, client, "  # noqa: S608
