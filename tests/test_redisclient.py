@@ -117,29 +117,18 @@ class ClientTests(TestCase):
 
     async def test_a_busy_redis_times_out_then_recovers_once(self) -> None:
         client = self.client(timeout=0.1)
-        busy = self.client(timeout=30)
-        await gatherResults([client.execute("PING"), busy.execute("PING")])
-        # a script spinning for a while: Redis answers nobody meanwhile
-        spin = busy.execute("EVAL", "local n = 0 for i = 1, 30000000 do n = n + i end return 1", 0)
+        await client.execute("PING")
+        # a script spinning for a while, on the client's own connection (so
+        # it is surely running before anything else is asked): no answer
+        # within the time-out is an outage
         started = reactor.seconds()
         with self.assertRaises(RedisUnavailable):
-            await client.execute("PING")
+            await client.execute("EVAL", "local n = 0 for i = 1, 60000000 do n = n + i end return 1", 0)
         self.assertLess(reactor.seconds() - started, 1.0)
         self.assertTrue(client.down)
-        self.assertEqual(await spin, 1)
         await until(lambda: client.up)
         self.assertEqual(await client.execute("PING"), b"PONG")
         self.assertEqual(client.outages, 1)  # reconnected after a backoff, not again and again
-
-    async def test_a_late_answer_after_a_busy_reactor_is_no_outage(self) -> None:
-        client = self.client(timeout=0.05)
-        await client.execute("PING")
-        waiting = client.execute("PING")
-        # block the reactor past the timeout: the answer waits in the socket
-        # while the time-out is due; it is read before the client gives up
-        reactor.callLater(0, __import__("time").sleep, 0.15)
-        self.assertEqual(await waiting, b"PONG")
-        self.assertEqual(client.outages, 0)
 
     async def test_auth_and_select(self) -> None:
         client = self.client()
