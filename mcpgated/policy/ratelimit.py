@@ -166,3 +166,19 @@ class Limiter:
         self._window[period] = window
         for key in [k for k in self._counts if k[1] == period and k[3] < window]:
             del self._counts[key]
+
+
+def spending(limit: RateLimit, calls: Iterable[Tuple[str, Optional[str]]],
+             ) -> Tuple[Dict[str, int], Dict[str, int]]:
+    """
+    What a batch of calls draws on C{limit}'s budgets: (budget kind -> calls
+    counted, budget kind -> allowed per period), for the shared limiters.
+    """
+    needed: Dict[str, int] = {}
+    allowed: Dict[str, int] = {}
+    for method, tool in calls:
+        for kind, count in Limiter._budgets(limit, method, tool):
+            needed[kind] = needed.get(kind, 0) + 1
+            allowed[kind] = count
+    return needed, allowed
+

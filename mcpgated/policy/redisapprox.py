@@ -32,7 +32,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mcpgated.policy.interfaces import ILimiter
-from mcpgated.policy.ratelimit import Limiter, LimitUnavailable, RateLimit
+from mcpgated.policy.ratelimit import spending, LimitUnavailable, RateLimit
 from mcpgated.policy.redisclient import RedisClient, RedisError, RedisUnavailable, pack
 from mcpgated.policy.redislimit import PREFIX, TAGS_KEPT, UNAVAILABLE, counter_tag, period_text
 
@@ -92,12 +92,7 @@ class ApproximateLimiter:
         window = math.floor(now / period)
         end = (window + 1) * period
         wait = max(end - now, 0.001)
-        needed: Dict[str, int] = {}
-        allowed: Dict[str, int] = {}
-        for method, tool in calls:
-            for kind, count in Limiter._budgets(limit, method, tool):
-                needed[kind] = needed.get(kind, 0) + 1
-                allowed[kind] = count
+        needed, allowed = spending(limit, calls)
         if not needed:
             return None
         down = self.client.down

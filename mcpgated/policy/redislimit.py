@@ -32,7 +32,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mcpgated.policy.interfaces import ILimiter
-from mcpgated.policy.ratelimit import Limiter, LimitUnavailable, RateLimit
+from mcpgated.policy.ratelimit import spending, LimitUnavailable, RateLimit
 from mcpgated.config import RateLimitConfig
 from mcpgated.policy.redisclient import (
     RedisAddress, RedisClient, RedisError, RedisUnavailable, pack,
@@ -110,12 +110,7 @@ class RedisLimiter:
         period = limit.period
         window = math.floor(now / period)
         wait = max((window + 1) * period - now, 0.001)
-        needed: Dict[str, int] = {}
-        allowed: Dict[str, int] = {}
-        for method, tool in calls:
-            for kind, count in Limiter._budgets(limit, method, tool):
-                needed[kind] = needed.get(kind, 0) + 1
-                allowed[kind] = count
+        needed, allowed = spending(limit, calls)
         if not needed:
             return None
         for kind, count in needed.items():
