@@ -48,6 +48,24 @@ def _modes(root: Path) -> Dict[str, int]:
             for p in sorted(root.rglob("*"))}
 
 
+def _settled_modes(root: Path) -> Dict[str, int]:
+    """
+    The modes of a whole walk of C{root} while the daemon runs: a log file
+    rotated during the walk (renamed, then opened anew; the oldest removed)
+    makes the walk start again.
+    """
+    current = {f"logs/gateway/{name}.log" for name in ("mcpgated", "access", "exchanges")}
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            modes = _modes(root)
+        except FileNotFoundError:
+            modes = {}
+        if current <= modes.keys():
+            return modes
+        assert time.monotonic() < deadline, f"the files never held still: {sorted(modes)}"
+
+
 @pytest.fixture(scope="module", params=[0o000, 0o022, 0o077],
                 ids=["umask-000", "umask-022", "umask-077"])
 def files(request, tmp_path_factory, everything) -> Iterator[Dict[str, int]]:
@@ -76,7 +94,7 @@ def files(request, tmp_path_factory, everything) -> Iterator[Dict[str, int]]:
             time.sleep(0.05)
         # Written and kept open: the -wal and -shm files exist now.
         assert (tmp_path / "state" / "db" / "mcpgated.db-wal").exists()
-        yield _modes(tmp_path)
+        yield _settled_modes(tmp_path)
     finally:
         daemon.stop()
 
