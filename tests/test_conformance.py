@@ -41,7 +41,9 @@ import pytest
 
 from tests.support import NODE_BIN, Daemon, Proc, listening_ports, start_everything
 
-CONFORMANCE = NODE_BIN / "conformance"
+# by path: tests/npm also has 0.2.0-alpha.12 (as conformance-next), whose
+# "conformance" bin npm install may link in place of this one
+CONFORMANCE = NODE_BIN.parent / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
 NODE22 = NODE_BIN / "node"
 RUN_TIMEOUT = 80.0  # one whole suite run: a few seconds, plus room for one 60 s MCP timeout
 
