@@ -34,7 +34,7 @@ from mcpgated.model import (
     Plan,
     ProtocolSettings,
 )
-from mcpgated.mcp.bridge import KNOWN_VERSIONS, is_modern
+from mcpgated.mcp.bridge import KNOWN_VERSIONS
 from mcpgated.policy.acl import AccessPolicy, PolicyError, parse_policy
 from mcpgated.policy.pinning import PinningError, PinSettings, parse_settings
 from mcpgated.policy.plans import SECRET_MASK, parse_backend_auth, parse_configuration
@@ -603,17 +603,10 @@ def _protocol(body: Mapping[str, Any]) -> Optional[ProtocolSettings]:
         if backend not in KNOWN_VERSIONS:
             raise InvalidField("protocol.backendVersion",
                                f"protocol.backendVersion must be one of {known}")
-        other = [v for v in versions if is_modern(v) and not is_modern(backend)]
-        if other:
-            raise InvalidField("protocol.backendVersion",
-                               f"protocol.backendVersion {backend} cannot serve clients of "
-                               f"{other[0]}: bridging 2026-07-28 clients to a handshake-era "
-                               "backend is not supported yet")
     settings = ProtocolSettings(tuple(versions), backend)
-    if settings.to_modern and body.get("endpoints"):
+    if (settings.to_modern or settings.to_classic) and body.get("endpoints"):
         raise InvalidField("protocol.backendVersion",
-                           "bridging handshake-era clients to a 2026-07-28 backend needs one "
-                           "backend, not endpoints")
+                           "bridging MCP versions needs one backend, not endpoints")
     return settings
 
 

@@ -272,6 +272,15 @@ class ProtocolSettings:
         return backend is not None and backend >= "2026" and \
             any(v < "2026" for v in self.client_versions)
 
+    @property
+    def to_classic(self) -> bool:
+        """
+        Whether 2026-07-28 clients are bridged to a handshake-era backend.
+        """
+        backend = self.backend_version
+        return backend is not None and backend < "2026" and \
+            any(v >= "2026" for v in self.client_versions)
+
     def to_json(self) -> Dict[str, Any]:
         return {"clientVersions": list(self.client_versions), "backendVersion": self.backend_version}
 

@@ -38,6 +38,8 @@ MAX_JUDGED = 8 * 1024 * 1024
 ENDPOINT_WITHIN = 64 * 1024
 
 TOO_LARGE = "The list result is too large for the gateway to filter"
+# what a judge returns for a message the client must not get (an event is left out)
+DROP = object()
 
 
 class Judge(Protocol):
@@ -47,8 +49,8 @@ class Judge(Protocol):
 
     def judge(self, message: Message) -> Optional[Any]:
         """
-        The JSON value to send instead of C{message}, or L{None} to send it
-        as it is.
+        The JSON value to send instead of C{message}, L{None} to send it
+        as it is, or L{DROP} to leave an event stream's message out.
         """
 
     def extra(self) -> List[Any]:
@@ -184,10 +186,12 @@ class ResponseReader:
             self._observe(_messages(value), len(body))
             return b""
         if type(value) is list:
-            sent = [self._judged(classify(item)) for item in value]
+            sent = [v for v in (self._judged(classify(item)) for item in value) if v is not DROP]
             return self._json_out(sent + judge.extra(), False)
         message = classify(value)
         replaced = judge.judge(message)
+        if replaced is DROP:  # a JSON answer is one response: it is sent
+            replaced = None
         extra = judge.extra()
         if extra:
             return self._json_out([message.raw if replaced is None else replaced, *extra], False)
@@ -291,15 +295,20 @@ class ResponseReader:
                     replaced = judge.judge(message)
                     if replaced is not None:
                         changed = True
-                        sent.append(replaced)
+                        if replaced is not DROP:
+                            sent.append(replaced)
                     else:
                         sent.append(message.raw)
                 if changed:
+                    if not sent:
+                        return b""
                     encoded = dump(sent)
                     self._observe([classify(v) for v in sent], len(encoded))
                     return replace_data(lines, data, encoded)
             else:
                 replaced = judge.judge(messages[0])
+                if replaced is DROP:
+                    return b""
                 if replaced is not None:
                     encoded = dump(replaced)
                     self._observe([classify(replaced)], len(encoded))

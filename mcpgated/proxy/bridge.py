@@ -231,7 +231,7 @@ class ModernBackend:
             reply = await fetch(agent, self.clock, "POST", key[1], sent,
                                 body=json.dumps(discover_request(state, version)).encode("utf-8"),
                                 max_bytes=MAX_DISCOVER_BYTES, timeout=self.timeout)
-            result = _last_message(reply.body)["result"]
+            result = last_message(reply.body)["result"]
             assert isinstance(result, dict)
         except Exception as e:  # noqa: BLE001 -- any failure is the same 502
             log.warn("API {api_id}: server/discover failed: {error}", api_id=api_id, error=repr(e))
@@ -246,7 +246,7 @@ class ModernBackend:
         return result
 
 
-def _last_message(body: bytes) -> Dict[str, Any]:
+def last_message(body: bytes) -> Dict[str, Any]:
     """
     The JSON-RPC message of a JSON answer, or the last of an SSE one.
     """

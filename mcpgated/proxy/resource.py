@@ -68,6 +68,7 @@ from mcpgated.proxy.headers import (
 )
 from mcpgated.proxy.balancer import Backend, Balancer, Member, Pool
 from mcpgated.proxy.bridge import GatewayAnswer, ModernBackend, admit_version
+from mcpgated.proxy.classic import ClassicBackend, ClassicForward, chained
 from mcpgated.proxy.interfaces import IBackendClient
 from mcpgated.proxy.origin import host_allowed, is_loopback_address, origin_allowed
 from mcpgated.proxy.relay import Relay
@@ -125,6 +126,7 @@ class Exchange:
     sealed: Optional[str] = None
     session: Optional[str] = None
     tried: Tuple[Member, ...] = ()  # endpoints that could not be reached
+    classic: Optional[ClassicForward] = None  # a 2026-07-28 client's request to an older backend
     rest = ""  # the path after the context path, and the query, for another endpoint
     query = b""
 
@@ -153,6 +155,7 @@ class GatewayResource(Resource):
     gate: Optional[IAdmission] = None
     _backends: Dict[str, Backend] = attrs.field(factory=dict)
     _bridge: Optional[ModernBackend] = None
+    _classic: Optional[ClassicBackend] = None
     oauth: Optional[OAuthRelay] = None  # secured backends; built from the above when None
     # Timeouts: one sweep for all exchanges instead of timers per request.
     _awaiting: Dict[Exchange, None] = attrs.field(factory=dict)  # backend headers due
@@ -291,6 +294,19 @@ class GatewayResource(Resource):
             body = bridged
             if body and method != b"POST":  # the GET stream, sent as subscriptions/listen
                 method = b"POST"
+        classic = None
+        if protocol is not None and protocol.to_classic:  # an older backend (proxy.classic)
+            translated = await self._classic_backend().translate(
+                route.api_id, protocol, request, body, url, headers, definition.backend_ca_file)
+            if isinstance(translated, GatewayAnswer):
+                self._answer(exchange, translated.payload, translated.status, translated.headers,
+                             "complete")
+                return
+            if isinstance(translated, ClassicForward):
+                classic = exchange.classic = translated
+                body, method = translated.body, translated.method
+            else:
+                body = translated
         if trace is not None:  # the backend call's span, in its traceparent
             trace.backend(headers, url)
         client = self.upstreams.default_client(definition.backend_keep_alive.idle_timeout) \
@@ -300,6 +316,11 @@ class GatewayResource(Resource):
         response = await self._send(exchange, client, method, url, headers, send)
         if response is None:
             return
+        if classic is not None:
+            response = await self._classic_answer(exchange, route, classic, client, url, headers,
+                                                  response)
+            if response is None:
+                return
         self._relay(request, exchange, route, backend, url, admission, response, sent)
 
     # --- the stages ----------------------------------------------------------------------
@@ -497,6 +518,10 @@ class GatewayResource(Resource):
                 origin = self._public_origin or exchange.origin
                 endpoint = lambda value: self._rewrite_endpoint(  # noqa: E731
                     value, backend, url, route, origin, member)
+        classic = exchange.classic
+        if classic is not None:  # in 2026-07-28's terms, after the gate's judging
+            request.responseHeaders.removeHeader(b"content-length")
+            request.responseHeaders.removeHeader(b"mcp-session-id")
         if admission is not None and 200 <= response.code < 300:
             if event_stream and request.method == b"GET":
                 if admission.judges_streams:
@@ -513,6 +538,9 @@ class GatewayResource(Resource):
                     request.setResponseCode(200)
                     request.responseHeaders.setRawHeaders(b"content-type",
                                                           [b"application/json"])
+        if classic is not None:
+            judge = classic.judge if judge is None else chained(judge, classic.judge)
+            endpoint = None
         reader = None
         if judge is not None or endpoint is not None or observer is not None:
             reader = ResponseReader(event_stream, judge, observer, endpoint)
@@ -532,7 +560,7 @@ class GatewayResource(Resource):
         if event_stream or response.length is UNKNOWN_LENGTH:
             # A stream's status and headers go out now, not with its first
             # event, which may be minutes away (a client waits for them).
-            request.write(b"")
+            request.write(classic.preamble if classic is not None else b"")
         response.deliverBody(relay)
 
     # --- answers the gateway gives itself ---------------------------------------------------
@@ -561,6 +589,42 @@ class GatewayResource(Resource):
         request.finish()
         exchange.bytes_out += len(payload)
         self._log(exchange, outcome)
+
+    def _classic_backend(self) -> ClassicBackend:
+        bridge = self._classic
+        if bridge is None:
+            bridge = self._classic = ClassicBackend(self.upstreams.agent, self.clock,
+                                                    self.limits.header_timeout)
+        return bridge
+
+    async def _classic_answer(self, exchange: Exchange, route: Route, classic: ClassicForward,
+                              client: IBackendClient, url: bytes, headers: Any, response: Any
+                              ) -> Any:
+        """
+        The backend's answer to a bridged 2026-07-28 request: sent again
+        through a new backend session when the old one expired (404), and a
+        listen stream the backend cannot open answered with an error.
+        """
+        definition = route.definition
+        protocol = definition.protocol
+        assert protocol is not None
+        if response.code == 404 and classic.key is not None and not classic.renewed:
+            response.deliverBody(_Discard())
+            await self._classic_backend().renew(route.api_id, protocol, classic, url, headers,
+                                                definition.backend_ca_file)
+            response = await self._send(exchange, client, classic.method, url, headers,
+                                        classic.body)
+            if response is None:
+                return None
+        if classic.closing is not None and not (response.code == 200
+                                                and is_event_stream(response.headers)):
+            response.deliverBody(_Discard())
+            listen_id = classic.judge.listen[0] if classic.judge.listen else None
+            self._answer(exchange, error_body(
+                GATEWAY_ERROR, f"The backend has no notification stream (HTTP {response.code})",
+                listen_id), 200, outcome="gateway_error")
+            return None
+        return response
 
     def _modern_backend(self) -> ModernBackend:
         bridge = self._bridge
@@ -835,6 +899,8 @@ class GatewayResource(Resource):
             return
         exchange.logged = True
         exchange.work = None  # its callbacks hold the exchange: no cycle left
+        if exchange.classic is not None and exchange.classic.closing is not None:
+            exchange.classic.closing()  # a listen stream's backend session
         if exchange.member is not None:
             exchange.member.active -= 1
         if exchange.trace is not None:
