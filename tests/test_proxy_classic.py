@@ -1,0 +1,240 @@
+"""
+2026-07-28 clients bridged to handshake-era backends through a real daemon
+(L{mcpgated.proxy.classic}): the official SDK client, which speaks
+2026-07-28, and raw HTTP, in front of server-everything (2025-11-25).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from http.client import HTTPConnection
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+from urllib.parse import urlsplit
+
+import anyio
+import pytest
+from mcp import Client
+
+from tests.support import BIN, Proc, deploy, http
+
+ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+TO_CLASSIC = {"clientVersions": ["2026-07-28"], "backendVersion": "2025-11-25"}
+META = "io.modelcontextprotocol/"
+
+
+def _modern(method: str, params: Any = None, id: int = 7,
+            meta: Any = None) -> Tuple[Dict[str, Any], Dict[str, str]]:
+    body = {"jsonrpc": "2.0", "id": id, "method": method, "params": dict(params or {}, _meta=dict({
+        META + "protocolVersion": "2026-07-28", META + "clientCapabilities": {},
+        META + "clientInfo": {"name": "raw-test", "version": "1"}}, **(meta or {})))}
+    return body, dict(ACCEPT, **{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": method})
+
+
+def _messages(body: bytes) -> list:
+    text = body.decode()
+    if text.lstrip().startswith("{"):
+        return [json.loads(text)]
+    return [json.loads(line[5:]) for line in text.splitlines()
+            if line.startswith("data:") and line[5:].strip()]
+
+
+async def _sdk(url: str) -> Dict[str, Any]:
+    seen: Dict[str, Any] = {}
+    async with Client(url) as client:
+        seen["protocol"] = client.protocol_version
+        seen["server"] = client.server_info.name if client.server_info else None
+        tools = [t.name for t in (await client.list_tools()).tools]
+        seen["echo_listed"] = "echo" in tools
+        seen["echo"] = (await client.call_tool("echo", {"message": "bridged"})).content[0].text
+    return seen
+
+
+def test_sdk_client_speaks_2026_to_a_handshake_backend(daemon, everything):
+    deploy(daemon, "/classic", f"http://127.0.0.1:{everything}/mcp", protocol=TO_CLASSIC)
+    seen = anyio.run(_sdk, daemon.gateway + "/classic")
+    assert seen == {"protocol": "2026-07-28", "server": "mcp-servers/everything",
+                    "echo_listed": True, "echo": "Echo: bridged"}
+
+
+def test_raw_discover_and_call(daemon, everything):
+    deploy(daemon, "/classic", f"http://127.0.0.1:{everything}/mcp", protocol=TO_CLASSIC)
+    url = daemon.gateway + "/classic"
+    body, headers = _modern("server/discover")
+    status, headers_out, answer = http("POST", url, body, headers)
+    assert status == 200, answer
+    result = _messages(answer)[-1]["result"]
+    assert result["supportedVersions"] == ["2026-07-28"]
+    assert result["resultType"] == "complete"
+    assert "tools" in result["capabilities"]
+    assert result["_meta"][META + "serverInfo"]["name"] == "mcp-servers/everything"
+    assert "mcp-session-id" not in headers_out
+    body, headers = _modern("tools/list")
+    status, headers_out, answer = http("POST", url, body, headers)
+    assert status == 200, answer
+    listed = _messages(answer)[-1]
+    assert listed["id"] == 7
+    assert listed["result"]["resultType"] == "complete"
+    assert listed["result"]["cacheScope"] == "private" and listed["result"]["ttlMs"] == 0
+    assert "mcp-session-id" not in headers_out
+
+
+# --- the scripted backend: what the backend saw -----------------------------------------------
+
+@pytest.fixture
+def classic(tmp_path):
+    proc = Proc([str(BIN / "python"), str(Path(__file__).parent / "classic_backend.py")])
+    port = int(proc.wait_for(r"listening on (\d+)").group(1))
+    yield f"http://127.0.0.1:{port}"
+    proc.stop()
+
+
+def _call(url: str, tool: str, id: int = 7, **meta: Any) -> List[Dict[str, Any]]:
+    body, headers = _modern("tools/call", {"name": tool, "arguments": {}}, id, meta)
+    status, _, answer = http("POST", url, body, headers)
+    assert status == 200, answer
+    return _messages(answer)
+
+
+def _whoami(url: str, **meta: Any) -> Dict[str, Any]:
+    result = _call(url, "whoami", **meta)[-1]["result"]
+    assert result["resultType"] == "complete"
+    return json.loads(result["content"][0]["text"])
+
+
+def _state(classic: str) -> Dict[str, Any]:
+    status, _, answer = http("GET", classic + "/state")
+    assert status == 200
+    return json.loads(answer)
+
+
+def test_one_backend_session_per_identity_carrying_what_meta_said(daemon, classic):
+    deploy(daemon, "/classic", classic + "/mcp", protocol=TO_CLASSIC)
+    url = daemon.gateway + "/classic"
+    first = _whoami(url)
+    # the session was opened as the 2026-07-28 client described itself
+    assert first["clientInfo"] == {"name": "raw-test", "version": "1"}
+    assert first["capabilities"] == {} and first["initialized"] is True
+    assert first["protocol"] == "2025-11-25"
+    # the _meta members the session carries are not sent again; the client's own are
+    assert first["meta"] is None
+    assert _whoami(url, progressToken="p1")["meta"] == {"progressToken": "p1"}
+    again = _whoami(url)
+    assert again["session"] == first["session"] and again["initializes"] == 1
+    # another capability set, another client: sessions of their own
+    sampling = _whoami(url, **{META + "clientCapabilities": {"sampling": {}}})
+    other = _whoami(url, **{META + "clientInfo": {"name": "other", "version": "2"}})
+    assert len({first["session"], sampling["session"], other["session"]}) == 3
+    assert sampling["capabilities"] == {"sampling": {}}
+    assert other["clientInfo"] == {"name": "other", "version": "2"}
+    assert _state(classic)["initializes"] == 3
+
+
+def test_an_expired_backend_session_is_opened_again(daemon, classic):
+    deploy(daemon, "/classic", classic + "/mcp", protocol=TO_CLASSIC)
+    url = daemon.gateway + "/classic"
+    before = _whoami(url)
+    status, _, _ = http("POST", classic + "/expire")
+    assert status == 200
+    after = _whoami(url)  # the backend said 404: a new session, the request sent again
+    assert after["session"] != before["session"] and after["initializes"] == 2
+
+
+def test_log_messages_only_for_requests_that_set_a_level(daemon, classic):
+    deploy(daemon, "/classic", classic + "/mcp", protocol=TO_CLASSIC)
+    url = daemon.gateway + "/classic"
+    quiet = _call(url, "log")
+    assert [m.get("method") for m in quiet] == ["notifications/progress", None]
+    assert quiet[-1]["result"]["content"][0]["text"] == "logged"
+    loud = _call(url, "log", **{META + "logLevel": "info"})
+    assert [m.get("method") for m in loud] == ["notifications/message", "notifications/progress",
+                                               None]
+    # the level was set on a session of its own
+    assert _whoami(url, **{META + "logLevel": "info"})["level"] == "info"
+    assert _whoami(url)["level"] is None
+
+
+def test_a_backends_input_request_gets_an_answer_not_a_hang(daemon, classic):
+    deploy(daemon, "/classic", classic + "/mcp", protocol=TO_CLASSIC)
+    messages = _call(daemon.gateway + "/classic", "ask")
+    # the client never sees the backend's request; the backend got the gateway's error
+    assert [m.get("method") for m in messages] == [None]
+    answer = json.loads(messages[0]["result"]["content"][0]["text"])
+    assert answer["error"]["code"] == -32601
+    assert "elicitation/create cannot be bridged" in answer["error"]["message"]
+
+
+def test_results_and_errors_in_2026_terms(daemon, classic):
+    deploy(daemon, "/classic", classic + "/mcp", protocol=TO_CLASSIC)
+    url = daemon.gateway + "/classic"
+    body, headers = _modern("resources/read", {"uri": "file:///nowhere"})
+    status, _, answer = http("POST", url, body, headers)
+    assert status == 200
+    assert _messages(answer)[0]["error"]["code"] == -32602  # resource not found since 2026-07-28
+    body, headers = _modern("tools/list")
+    status, _, answer = http("POST", url, body, headers)
+    result = _messages(answer)[0]["result"]
+    assert result["_meta"][META + "serverInfo"] == {"name": "classic-test", "version": "1.0"}
+    assert (result["resultType"], result["ttlMs"], result["cacheScope"]) == ("complete", 0, "private")
+    body, headers = _modern("server/discover")
+    status, _, answer = http("POST", url, body, headers)
+    assert _messages(answer)[0]["result"]["instructions"] == "A scripted backend."
+
+
+def test_what_2026_07_28_has_no_place_for_is_refused_clearly(daemon, classic):
+    deploy(daemon, "/classic", classic + "/mcp", protocol=TO_CLASSIC)
+    url = daemon.gateway + "/classic"
+    body, headers = _modern("tools/list")
+    status, _, answer = http("POST", url, [body], headers)
+    assert status == 400 and json.loads(answer)["error"]["code"] == -32600
+    notification = {k: v for k, v in body.items() if k != "id"}
+    status, _, answer = http("POST", url, notification, headers)
+    assert (status, answer) == (202, b"")
+    body, headers = _modern("tools/call", {"name": "whoami", "requestState": "forged",
+                                           "inputResponses": {}})
+    status, _, answer = http("POST", url, body, headers)
+    error = json.loads(answer)
+    assert status == 400 and error["id"] == 7 and error["error"]["code"] == -32602
+    assert _state(classic)["initializes"] == 0  # none of them reached the backend
+
+
+def test_a_listen_stream_is_the_get_stream_of_a_session_of_its_own(daemon, classic):
+    deploy(daemon, "/classic", classic + "/mcp", protocol=TO_CLASSIC)
+    url = daemon.gateway + "/classic"
+    body, headers = _modern("subscriptions/listen", {"notifications": {
+        "toolsListChanged": True, "promptsListChanged": True,
+        "resourceSubscriptions": ["file:///watched"]}}, id=41)
+    parts = urlsplit(url)
+    connection = HTTPConnection(parts.hostname, parts.port, timeout=30)
+    connection.request("POST", parts.path, json.dumps(body), headers)
+    response = connection.getresponse()
+    assert response.status == 200
+    assert response.getheader("Content-Type", "").startswith("text/event-stream")
+
+    def next_message() -> Dict[str, Any]:
+        while True:
+            line = response.fp.readline().decode()
+            assert line, "the stream ended"
+            if line.startswith("data:") and line[5:].strip():
+                return json.loads(line[5:])
+
+    ack = next_message()
+    assert ack["method"] == "notifications/subscriptions/acknowledged"
+    # prompts: the backend has no prompts capability, so it is not honoured
+    assert ack["params"]["notifications"] == {"toolsListChanged": True,
+                                              "resourceSubscriptions": ["file:///watched"]}
+    assert ack["params"]["_meta"][META + "subscriptionId"] == 41
+    updated = next_message()
+    assert updated["method"] == "notifications/resources/updated"
+    assert updated["params"]["uri"] == "file:///watched"
+    assert updated["params"]["_meta"][META + "subscriptionId"] == 41
+    changed = next_message()  # the prompts change in between was not asked for
+    assert changed["method"] == "notifications/tools/list_changed"
+    assert _state(classic)["sessions"] == 1
+    connection.close()
+    # the stream's own backend session is closed with it
+    deadline = time.monotonic() + 10
+    while _state(classic)["deleted"] < 1:
+        assert time.monotonic() < deadline, _state(classic)
+    assert _state(classic)["sessions"] == 0
