@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import anyio
 import pytest
 from mcp import Client
+from mcp_types import ElicitResult
 
 from tests.support import BIN, Proc, deploy, http
 
@@ -155,14 +156,75 @@ def test_log_messages_only_for_requests_that_set_a_level(daemon, classic):
     assert _whoami(url)["level"] is None
 
 
-def test_a_backends_input_request_gets_an_answer_not_a_hang(daemon, classic):
+def test_an_input_request_the_client_cannot_answer_gets_an_answer_not_a_hang(daemon, classic):
     deploy(daemon, "/classic", classic + "/mcp", protocol=TO_CLASSIC)
-    messages = _call(daemon.gateway + "/classic", "ask")
+    messages = _call(daemon.gateway + "/classic", "ask")  # no elicitation capability declared
     # the client never sees the backend's request; the backend got the gateway's error
     assert [m.get("method") for m in messages] == [None]
     answer = json.loads(messages[0]["result"]["content"][0]["text"])
     assert answer["error"]["code"] == -32601
     assert "elicitation/create cannot be bridged" in answer["error"]["message"]
+
+
+ASKING = {META + "clientCapabilities": {"elicitation": {}}}
+
+
+def test_an_input_request_becomes_input_required_and_the_retry_carries_the_answer(daemon, classic):
+    deploy(daemon, "/classic", classic + "/mcp", protocol=TO_CLASSIC)
+    url = daemon.gateway + "/classic"
+    first = _call(url, "ask", id=7, **ASKING)
+    assert len(first) == 1 and first[0]["id"] == 7
+    result = first[0]["result"]
+    assert result["resultType"] == "input_required"
+    [(key, asked)] = result["inputRequests"].items()
+    assert asked["method"] == "elicitation/create"
+    assert asked["params"]["message"] == "Your name?"
+    state = result["requestState"]
+    # the retry: the same call, a new id, the answer and the state
+    body, headers = _modern("tools/call", {"name": "ask", "arguments": {}, "requestState": state,
+                                           "inputResponses": {key: {"action": "accept",
+                                                                    "content": {"name": "Ada"}}}},
+                            8, ASKING)
+    status, _, answer = http("POST", url, body, headers)
+    assert status == 200, answer
+    final = _messages(answer)
+    assert [m["id"] for m in final] == [8]
+    assert final[0]["result"]["resultType"] == "complete"
+    got = json.loads(final[0]["result"]["content"][0]["text"])
+    assert got["result"] == {"action": "accept", "content": {"name": "Ada"}}
+    # the state was used: a second retry with it is refused, clearly
+    status, _, answer = http("POST", url, body, headers)
+    assert status == 400 and json.loads(answer)["error"]["code"] == -32602
+
+
+def test_input_required_state_belongs_to_its_client(daemon, classic):
+    deploy(daemon, "/classic", classic + "/mcp", protocol=TO_CLASSIC)
+    url = daemon.gateway + "/classic"
+    result = _call(url, "ask", **ASKING)[0]["result"]
+    other = {META + "clientCapabilities": {"elicitation": {}},
+             META + "clientInfo": {"name": "someone-else", "version": "1"}}
+    body, headers = _modern("tools/call", {"name": "ask", "requestState": result["requestState"],
+                                           "inputResponses": {}}, 9, other)
+    status, _, answer = http("POST", url, body, headers)
+    assert status == 400 and json.loads(answer)["error"]["code"] == -32602
+
+
+async def _elicited(url: str) -> str:
+    async def elicit(context: Any, params: Any) -> Any:
+        return ElicitResult(action="accept", content={"name": "Ada", "check": True})
+
+    async with Client(url, elicitation_callback=elicit) as client:
+        assert client.protocol_version == "2026-07-28"
+        names = [t.name for t in (await client.list_tools()).tools]
+        assert "trigger-elicitation-request" in names  # server-everything saw the capability
+        result = await client.call_tool("trigger-elicitation-request", {})
+        return "\n".join(c.text for c in result.content if hasattr(c, "text"))
+
+
+def test_sdk_client_answers_server_everythings_elicitation_through_the_bridge(daemon, everything):
+    deploy(daemon, "/classic", f"http://127.0.0.1:{everything}/mcp", protocol=TO_CLASSIC)
+    text = anyio.run(_elicited, daemon.gateway + "/classic")
+    assert "Ada" in text and "accept" in text
 
 
 def test_results_and_errors_in_2026_terms(daemon, classic):

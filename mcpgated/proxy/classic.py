@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from collections import OrderedDict
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Awaitable, Callable, Dict, FrozenSet, List, Optional, Tuple, Union
 
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
@@ -109,10 +110,43 @@ class ClassicForward:
     closing: Optional[Callable[[], None]] = None  # when the exchange ends
 
 
+@attrs.frozen
+class ClassicResume:
+    """
+    A client's retry that a parked answer goes on to.
+    """
+
+    relay: Any  # the parked L{mcpgated.proxy.relay.Relay}
+    forward: ClassicForward
+    client_id: Any
+
+
+@attrs.frozen
+class _Parked:
+    relay: Any
+    forward: ClassicForward
+    timer: Any  # IDelayedCall
+
+
+PARK_SECONDS = 600.0  # how long an answer waits for the client's input
+# the input requests and the client capability each needs
+_CAPABILITY = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation",
+               "roots/list": "roots"}
+
+
+def _answerable(capabilities: Dict[str, Any]) -> FrozenSet[str]:
+    return frozenset(m for m, c in _CAPABILITY.items() if c in capabilities)
+
+
 @attrs.define
 class ClassicJudge:
     """
     The backend's answer in 2026-07-28's terms (L{mcpgated.mcp.responses.Judge}).
+
+    A backend's input request (sampling, elicitation, roots) that the client
+    declared it can answer becomes an C{input_required} result: the judge
+    then holds the backend's later messages (L{parking}) until the client's
+    retry brings the answers (L{resume}).
     """
 
     method: Optional[str]  # the client's request (None: a listen stream)
@@ -120,9 +154,38 @@ class ClassicJudge:
     logs: bool  # the request asked for log messages
     answer_backend: Callable[[Dict[str, Any]], None]  # the gateway's reply to a backend request
     listen: Optional[Tuple[Any, Dict[str, Any]]] = None  # the listen id, the filter honoured
+    client_id: Any = None  # the id of the client's request being answered
+    sent_id: Any = None  # the id the backend knows the request by (the first one's)
+    can_answer: FrozenSet[str] = frozenset()  # the input methods the client declared
+    token: Optional[str] = None  # the requestState of a parked answer
+    asked: Dict[str, Any] = attrs.field(factory=dict)  # inputRequests key -> backend's id
+    held: Optional[List[Any]] = None  # parked: the backend's messages since
     batch = False
 
+    def parking(self) -> bool:
+        return self.held is not None
+
+    def resume(self, client_id: Any) -> bytes:
+        """
+        The client came back (its retry's id): what was held, as events.
+        """
+        held, self.held = self.held or [], None
+        self.client_id = client_id
+        out = []
+        for value in held:
+            if self.held is not None:  # parked again
+                self.held.append(value)
+                continue
+            replaced = self.judge(classify(value))
+            if replaced is not DROP:
+                out.append(b"event: message\ndata: " + dump(value if replaced is None else replaced)
+                           + b"\n\n")
+        return b"".join(out)
+
     def judge(self, message: Message) -> Any:
+        if self.held is not None:
+            self.held.append(message.raw)
+            return DROP
         if self.listen is not None:
             listen_id, honoured = self.listen
             tagged = on_listen(message.raw, honoured, listen_id) \
@@ -130,19 +193,38 @@ class ClassicJudge:
             return DROP if tagged is None else tagged
         kind = message.kind
         if kind == RESPONSE:
+            raw = message.raw
+            if self.client_id != self.sent_id and message.id == self.sent_id:
+                raw = dict(raw, id=self.client_id)  # the answer to the client's retry
             if isinstance(message.result, dict):
-                return dict(message.raw, result=modern_result(self.method, message.result,
-                                                              self.server_info))
+                return dict(raw, result=modern_result(self.method, message.result,
+                                                      self.server_info))
             if isinstance(message.error, dict):
                 error = modern_error(message.error, self.method)
-                return None if error is message.error else dict(message.raw, error=error)
-            return None
-        if kind == REQUEST:  # the backend asks the client: answered by the gateway
-            self.answer_backend(_answer_for(message))
+                return None if error is message.error and raw is message.raw \
+                    else dict(raw, error=error)
+            return None if raw is message.raw else raw
+        if kind == REQUEST:
+            if message.method in self.can_answer:  # the client answers it in its retry
+                return self._input_required(message)
+            self.answer_backend(_answer_for(message))  # answered by the gateway
             return DROP
         if kind == NOTIFICATION and message.method == "notifications/message" and not self.logs:
             return DROP  # 2026-07-28: no log messages unless the request set a level
         return None
+
+    def _input_required(self, message: Message) -> Dict[str, Any]:
+        key = str(message.id)
+        self.asked = {key: message.id}
+        self.token = secrets.token_urlsafe(24)
+        self.held = []
+        request: Dict[str, Any] = {"method": message.method}
+        if message.params is not None:
+            request["params"] = message.params
+        result = {"resultType": "input_required", "inputRequests": {key: request},
+                  "requestState": self.token}
+        return {"jsonrpc": "2.0", "id": self.client_id,
+                "result": modern_result(None, result, self.server_info)}
 
     def extra(self) -> List[Any]:
         if self.listen is not None:  # the backend ended the stream: a graceful end
@@ -184,10 +266,11 @@ class ClassicBackend:
     timeout: float = 30.0
     max_sessions: int = MAX_SESSIONS
     _sessions: "OrderedDict[str, _Entry]" = attrs.field(factory=OrderedDict)
+    _parked: Dict[str, _Parked] = attrs.field(factory=dict)
 
     async def translate(self, api_id: str, settings: ProtocolSettings, request: Any, body: bytes,
                         url: bytes, headers: Any, ca_file: Optional[str] = None
-                        ) -> Union[bytes, GatewayAnswer, ClassicForward]:
+                        ) -> Union[bytes, GatewayAnswer, ClassicForward, "ClassicResume"]:
         """
         The body to forward unchanged (a handshake-era client), the
         gateway's answer, or the request as its backend session is sent it
@@ -211,13 +294,11 @@ class ClassicBackend:
                           outcome="bad_request", code=INVALID_REQUEST, id=None)
         if "id" not in message:  # 2026-07-28 defines no client notifications over HTTP
             return GatewayAnswer(202, b"")
-        params = message.get("params")
-        if isinstance(params, dict) and ("inputResponses" in params or "requestState" in params):
-            return GatewayAnswer(400, error_body(
-                INVALID_PARAMS, "requestState unknown: this gateway asked for no input",
-                message["id"]))
         identity = Identity.of(message)
         target = url.decode("latin-1")
+        params = message.get("params")
+        if isinstance(params, dict) and ("inputResponses" in params or "requestState" in params):
+            return await self._retry(api_id, message, params, target, headers, identity, ca_file)
         if name == "server/discover":
             session = await self._pooled(api_id, target, headers, identity, settings, ca_file)
             supported = [v for v in settings.client_versions if is_modern(v)]
@@ -228,7 +309,9 @@ class ClassicBackend:
         key = self._key(api_id, target, headers, identity)
         session = await self._pooled(api_id, target, headers, identity, settings, ca_file, key)
         judge = ClassicJudge(name, session.server_info, identity.log_level is not None,
-                             self._replier(target, headers, session, ca_file))
+                             self._replier(target, headers, session, ca_file),
+                             client_id=message["id"], sent_id=message["id"],
+                             can_answer=_answerable(identity.capabilities))
         forward = ClassicForward(b"POST", json.dumps(to_classic(message)).encode("utf-8"),
                                  judge, session, key, identity)
         _session_headers(headers, session)
@@ -255,6 +338,55 @@ class ClassicBackend:
         forward.judge.answer_backend = self._replier(target, headers, session, ca_file)
         _session_headers(headers, session)
         return forward
+
+    # --- input requests: parked answers ----------------------------------------------------
+
+    def park(self, relay: Any, forward: ClassicForward) -> None:
+        """
+        The backend asked for input (L{ClassicJudge}): its answer waits,
+        paused, for the client's retry, at most L{PARK_SECONDS}.
+        """
+        token = forward.judge.token
+        assert token is not None
+        timer = self.clock.callLater(PARK_SECONDS, self._expire, token)
+        self._parked[token] = _Parked(relay, forward, timer)
+
+    def _expire(self, token: str) -> None:
+        parked = self._parked.pop(token, None)
+        if parked is not None:
+            log.info("an answer waiting for a client's input expired")
+            parked.relay.expire()
+
+    async def _retry(self, api_id: str, message: Dict[str, Any], params: Dict[str, Any],
+                     url: str, headers: Any, identity: Identity, ca_file: Optional[str]
+                     ) -> Union[GatewayAnswer, "ClassicResume"]:
+        """
+        A client's retry with the input the backend asked for: the answers
+        sent to the backend, and its parked answer relayed to this request.
+        """
+        token = params.get("requestState")
+        parked = self._parked.get(token) if isinstance(token, str) else None
+        if not isinstance(token, str) or parked is None \
+                or parked.forward.key != self._key(api_id, url, headers, identity):
+            return GatewayAnswer(400, error_body(
+                INVALID_PARAMS, "requestState unknown or expired: send the request again "
+                                "without it", message["id"]))
+        del self._parked[token]
+        if parked.timer.active():
+            parked.timer.cancel()
+        forward = parked.forward
+        responses = params.get("inputResponses")
+        responses = responses if isinstance(responses, dict) else {}
+        agent = await self.agents(ca_file)
+        for key, backend_id in forward.judge.asked.items():
+            answer = responses.get(key)
+            reply: Dict[str, Any] = {"jsonrpc": "2.0", "id": backend_id}
+            if isinstance(answer, dict):
+                reply["result"] = answer
+            else:
+                reply["error"] = {"code": -32603, "message": "The client gave no answer"}
+            await self._post(agent, url, headers, forward.session, reply)
+        return ClassicResume(parked.relay, forward, message["id"])
 
     # --- sessions -------------------------------------------------------------------------
 

@@ -46,6 +46,10 @@ class WatchedProducer:
         self._transport.stopProducing()
 
 
+def _ignore(outcome: str, reason: Optional[Failure]) -> None:
+    pass
+
+
 _ABORT_GRACE = 10.0
 # how a body ends normally (the type itself is the usual case: no walk of its bases)
 _ENDED = (ResponseDone, PotentialDataLoss)
@@ -61,6 +65,11 @@ class Relay(Protocol):
     @param flush: returns whatever C{transform} still holds, at the end.
     @param done: called once with C{(outcome, reason)} where outcome is
         C{"complete"}, C{"upstream_error"} or C{"client_closed"}.
+    @param parks: whether the answer is to wait, the client's response
+        ended, for another request of the client's (a 2026-07-28 client
+        asked for input: L{mcpgated.proxy.classic}); asked after each chunk.
+    @param on_park: told of the relay, paused and its client answered;
+        L{attach} gives it the next request.
     """
 
     def __init__(
@@ -71,6 +80,8 @@ class Relay(Protocol):
         on_data: Callable[[int], None],
         transform: Optional[Callable[[bytes], bytes]] = None,
         flush: Optional[Callable[[], bytes]] = None,
+        parks: Optional[Callable[[], bool]] = None,
+        on_park: Optional[Callable[["Relay"], None]] = None,
     ) -> None:
         self.request = request
         self.clock = clock
@@ -80,6 +91,10 @@ class Relay(Protocol):
         self._flush = flush
         self.client_gone = False
         self.producer: Optional[WatchedProducer] = None
+        self._parks = parks
+        self._on_park = on_park
+        self.parked = False
+        self._parked_end: Optional[Failure] = None
 
     def connectionMade(self) -> None:
         self.producer = WatchedProducer(self.transport, self.clock, partial(self._on_data, 0))
@@ -90,9 +105,64 @@ class Relay(Protocol):
             return
         if self._transform is not None:
             data = self._transform(data)
+        if self.parked:
+            return  # held by the transform for the client's next request
         if data:
             self._on_data(len(data))
             self.request.write(data)
+        if self._parks is not None and self._parks():
+            self._park()
+
+    def _park(self) -> None:
+        """
+        The client's answer ends here; the backend's waits, paused.
+        """
+        self.parked = True
+        transport: Any = self.transport
+        transport.pauseProducing()
+        self.request.unregisterProducer()
+        self.request.finish()
+        done, self._done = self._done, _ignore
+        done("complete", None)
+        assert self._on_park is not None
+        self._on_park(self)
+
+    def attach(self, request: Any, done: Callable[[str, Optional[Failure]], None],
+               on_data: Callable[[int], None], first: bytes) -> None:
+        """
+        Go on relaying a parked answer to C{request}, C{first} before the
+        rest.
+        """
+        self.request, self._done, self._on_data = request, done, on_data
+        self.parked = False
+        if first:
+            self._on_data(len(first))
+            request.write(first)
+        if self._parks is not None and self._parks():  # it asks again at once
+            self._park()
+            return
+        if self._parked_end is not None:
+            reason, self._parked_end = self._parked_end, None
+            self.connectionLost(reason)
+            return
+        self.producer = WatchedProducer(self.transport, self.clock, partial(self._on_data, 0))
+        request.registerProducer(self.producer, True)
+        transport: Any = self.transport
+        transport.resumeProducing()
+
+    def expire(self) -> None:
+        """
+        A parked answer nobody came back for: the backend connection closes.
+        """
+        self.parked = False
+        self.client_gone = True
+        if self._parked_end is not None:
+            self._parked_end = None
+            self.transport = self.producer = None
+            self._transform = self._flush = None
+        elif self.transport is not None:
+            transport: Any = self.transport
+            transport.stopProducing()
 
     def stop(self) -> None:
         """
@@ -103,6 +173,9 @@ class Relay(Protocol):
             self.producer.stopProducing()
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        if self.parked:  # ended while the client was away: told when it is back
+            self._parked_end = reason
+            return
         try:
             self._ended(reason)
         finally:

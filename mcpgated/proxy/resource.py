@@ -22,6 +22,7 @@ answers them all, as JSON-RPC errors.
 from __future__ import annotations
 
 import secrets
+from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple
 from urllib.parse import unquote_plus, urljoin, urlsplit
 
@@ -68,7 +69,7 @@ from mcpgated.proxy.headers import (
 )
 from mcpgated.proxy.balancer import Backend, Balancer, Member, Pool
 from mcpgated.proxy.bridge import GatewayAnswer, ModernBackend, admit_version
-from mcpgated.proxy.classic import ClassicBackend, ClassicForward, chained
+from mcpgated.proxy.classic import ClassicBackend, ClassicForward, ClassicResume, chained
 from mcpgated.proxy.interfaces import IBackendClient
 from mcpgated.proxy.origin import host_allowed, is_loopback_address, origin_allowed
 from mcpgated.proxy.relay import Relay
@@ -301,6 +302,9 @@ class GatewayResource(Resource):
             if isinstance(translated, GatewayAnswer):
                 self._answer(exchange, translated.payload, translated.status, translated.headers,
                              "complete")
+                return
+            if isinstance(translated, ClassicResume):  # the client's input: a parked answer
+                self._resume(exchange, translated)
                 return
             if isinstance(translated, ClassicForward):
                 classic = exchange.classic = translated
@@ -545,6 +549,10 @@ class GatewayResource(Resource):
         if judge is not None or endpoint is not None or observer is not None:
             reader = ResponseReader(event_stream, judge, observer, endpoint)
         exchange.last_activity = now
+        parks = on_park = None
+        if classic is not None and classic.closing is None:  # input requests park the answer
+            parks = classic.judge.parking
+            on_park = partial(self._classic_backend().park, forward=classic)
         relay = Relay(
             request,
             self.clock,
@@ -552,6 +560,8 @@ class GatewayResource(Resource):
             on_data=lambda n: self._activity(exchange, n),
             transform=reader.feed if reader is not None else None,
             flush=reader.flush if reader is not None else None,
+            parks=parks,
+            on_park=on_park,
         )
         exchange.relay = relay
         self._relaying[exchange] = None
@@ -589,6 +599,31 @@ class GatewayResource(Resource):
         request.finish()
         exchange.bytes_out += len(payload)
         self._log(exchange, outcome)
+
+    def _resume(self, exchange: Exchange, resume: ClassicResume) -> None:
+        """
+        Relay a parked answer (its backend asked for input) to the client's
+        retry that brought the input.
+        """
+        request = exchange.request
+        exchange.status = 200
+        request.setResponseCode(200)
+        for name, value in ((b"content-type", b"text/event-stream"),
+                            (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")):
+            request.responseHeaders.setRawHeaders(name, [value])
+        observer = exchange.observer if exchange.trace is None else exchange.trace
+        if observer is not None:
+            observer.response(200, request.responseHeaders, 0.0, True)
+        exchange.classic = resume.forward
+        exchange.last_activity = self.clock.seconds()
+        relay = exchange.relay = resume.relay
+        self._relaying[exchange] = None
+        if self._sweeper is None:
+            self._sweep_soon()
+        request.write(b"")
+        relay.attach(request, lambda outcome, reason: self._finished(exchange, outcome, reason),
+                     lambda n: self._activity(exchange, n), resume.forward.judge.resume(
+                         resume.client_id))
 
     def _classic_backend(self) -> ClassicBackend:
         bridge = self._classic
