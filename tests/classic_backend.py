@@ -164,7 +164,8 @@ app = Starlette(routes=[
 
 
 async def main() -> None:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+                                           timeout_graceful_shutdown=1))
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.01)

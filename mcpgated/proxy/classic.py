@@ -351,6 +351,16 @@ class ClassicBackend:
         timer = self.clock.callLater(PARK_SECONDS, self._expire, token)
         self._parked[token] = _Parked(relay, forward, timer)
 
+    def stop(self) -> None:
+        """
+        Shutting down: the answers waiting for input are closed.
+        """
+        for token in list(self._parked):
+            timer = self._parked[token].timer
+            if timer.active():
+                timer.cancel()
+            self._expire(token)
+
     def _expire(self, token: str) -> None:
         parked = self._parked.pop(token, None)
         if parked is not None:

@@ -722,6 +722,8 @@ class GatewayResource(Resource):
         if self._sweeper is not None:
             self._sweeper.stop()
             self._sweeper = None
+        if self._classic is not None:
+            self._classic.stop()
 
     def _sweep(self) -> None:
         """
