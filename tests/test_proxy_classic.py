@@ -300,3 +300,26 @@ def test_a_listen_stream_is_the_get_stream_of_a_session_of_its_own(daemon, class
     while _state(classic)["deleted"] < 1:
         assert time.monotonic() < deadline, _state(classic)
     assert _state(classic)["sessions"] == 0
+
+
+async def _listened(url: str) -> Tuple[Any, List[str]]:
+    async with Client(url) as client:
+        async with client.listen(tools_list_changed=True,
+                                 resource_subscriptions=["file:///watched"]) as subscription:
+            honored = subscription.honored
+            events = []
+            async for event in subscription:
+                events.append(type(event).__name__)
+                if len(events) == 2:
+                    break
+    return honored, events
+
+
+def test_sdk_client_listens_through_the_bridge(daemon, classic):
+    deploy(daemon, "/classic", classic + "/mcp", protocol=TO_CLASSIC)
+    honored, events = anyio.run(_listened, daemon.gateway + "/classic")
+    assert honored.tools_list_changed is True
+    assert honored.resource_subscriptions == ["file:///watched"]
+    assert honored.prompts_list_changed is None  # the backend has no prompts capability
+    # the backend's prompts list change in between was not asked for
+    assert events == ["ResourceUpdated", "ToolsListChanged"]
