@@ -8,12 +8,14 @@ test sees what the backend saw. Run as a script; it prints the port.
    its own requests (202), logging/setLevel, resources/subscribe,
    tools/list, tools/call of C{whoami} (JSON), C{log} (a log message, then
    the result, as SSE) and C{ask} (an elicitation request, then the
-   client's answer as the result, as SSE); an unknown session gets 404.
+   client's answer as the result, as SSE) and C{slow} (a progress
+   notification, then nothing); an unknown session gets 404.
  - GET /mcp: the session's stream: C{resources/updated} for each URI it
    subscribed to, the tools and prompts list changes, then kept open.
  - DELETE /mcp: the session ends.
  - POST /expire: every session is forgotten (the next request gets 404).
- - GET /state: the sessions open, and how many initializes there were.
+ - GET /state: the sessions open, how many initializes and deletes there
+   were, and the request ids cancelled.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 SESSIONS: Dict[str, Dict[str, Any]] = {}
-STATE = {"initializes": 0, "deleted": 0}
+STATE: Dict[str, Any] = {"initializes": 0, "deleted": 0, "cancelled": []}
 ANSWERS: Dict[str, "asyncio.Future[Any]"] = {}
 SSE = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 
@@ -75,6 +77,8 @@ async def mcp_post(request: Request) -> Response:
     if "id" not in message:
         if method == "notifications/initialized":
             session["initialized"] = True
+        if method == "notifications/cancelled":
+            STATE["cancelled"].append((message.get("params") or {}).get("requestId"))
         return Response(status_code=202)
     id = message["id"]
     params = message.get("params") or {}
@@ -107,6 +111,12 @@ async def mcp_post(request: Request) -> Response:
                           "params": {"progressToken": "p", "progress": 1}})
             yield _event(_result(id, {"content": [{"type": "text", "text": "logged"}]}))
         return StreamingResponse(logged(), headers=SSE)
+    if name == "slow":  # answers when cancelled, never
+        async def slow() -> Any:
+            yield _event({"jsonrpc": "2.0", "method": "notifications/progress",
+                          "params": {"progressToken": "p", "progress": 0}})
+            await asyncio.sleep(60)
+        return StreamingResponse(slow(), headers=SSE)
     if name == "ask":
         asked = f"ask-{uuid.uuid4()}"
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()

@@ -323,3 +323,19 @@ def test_sdk_client_listens_through_the_bridge(daemon, classic):
     assert honored.prompts_list_changed is None  # the backend has no prompts capability
     # the backend's prompts list change in between was not asked for
     assert events == ["ResourceUpdated", "ToolsListChanged"]
+
+
+def test_a_client_leaving_cancels_the_call_on_the_backend(daemon, classic):
+    deploy(daemon, "/classic", classic + "/mcp", protocol=TO_CLASSIC)
+    body, headers = _modern("tools/call", {"name": "slow", "arguments": {}}, 31)
+    parts = urlsplit(daemon.gateway + "/classic")
+    connection = HTTPConnection(parts.hostname, parts.port, timeout=30)
+    connection.request("POST", parts.path, json.dumps(body), headers)
+    response = connection.getresponse()
+    assert response.status == 200
+    while not response.fp.readline().startswith(b"data:"):  # the call is under way
+        pass
+    connection.close()
+    deadline = time.monotonic() + 10
+    while _state(classic)["cancelled"] != [31]:
+        assert time.monotonic() < deadline, _state(classic)

@@ -109,6 +109,16 @@ class ClassicForward:
     renewed: bool = False
     closing: Optional[Callable[[], None]] = None  # when the exchange ends
 
+    def cancel(self) -> None:
+        """
+        The client left before the answer ended: 2026-07-28 calls that a
+        cancellation, which an older backend is told of.
+        """
+        judge = self.judge
+        if self.closing is None and judge.held is None:
+            judge.answer_backend(notification("notifications/cancelled", {
+                "requestId": judge.sent_id, "reason": "The client closed the request"}))
+
 
 @attrs.frozen
 class ClassicResume:

@@ -199,6 +199,10 @@ class GatewayResource(Resource):
 
     def _client_gone(self, reason: Failure, exchange: Exchange) -> None:
         exchange.client_gone = True
+        classic = exchange.classic
+        if classic is not None and not exchange.logged:
+            # to 2026-07-28 clients, leaving is cancelling; older backends are told
+            classic.cancel()
         if exchange.relay is not None:
             exchange.relay.stop()
         elif exchange.work is not None and not exchange.work.called:
