@@ -171,7 +171,7 @@ def test_records_written_before_nodes_have_none(tmp_path: Path) -> None:
     old.execute("INSERT INTO exchanges (time, api_id, method, kind) VALUES (1.0, 'a', 'ping', 'request')")
     old.close()
     store = AnalyticsStore(Clock(), path, node="now")
-    assert store._open_db() == 3
+    assert store._open_db() == sqlite_migrations("mcpgated.analytics")[-1][0]
     store._write_batch([_row(_records(1, start=2.0)[0])])
     assert [r["node"] for r in store._logs(LogQuery())["data"]] == ["now", None]
     store._close()

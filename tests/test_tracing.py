@@ -222,12 +222,14 @@ def test_the_span_passes_every_observer_call_on() -> None:
     trace.inner = Inner()  # type: ignore[assignment]
     trace.request(Headers(), b"/", 0, None)
     trace.admitted(Principal(), (), ())
+    trace.bridged("2025-11-25")
     trace.response(200, Headers(), 0.0, False)
     trace.messages([], 0, False)
     trace.endpoint("http://x/")
     trace.unread(1)
     trace.finished("complete", 200)
-    assert calls == ["request", "admitted", "response", "messages", "endpoint", "unread", "finished"]
+    assert calls == ["request", "admitted", "bridged", "response", "messages", "endpoint", "unread",
+                     "finished"]
 
 
 class Down(SpanExporter):

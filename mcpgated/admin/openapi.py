@@ -105,6 +105,14 @@ _LOG_ENTRY["properties"]["node"] = {
     "type": ["string", "null"],
     "description": "The gateway node that handled the exchange ([gateway] node, by default its host "
                    "name); null for records written before nodes were recorded"}
+_LOG_ENTRY["properties"]["protocolVersion"] = {
+    "type": ["string", "null"],
+    "description": "The MCP version the client spoke (from initialize, or the request's _meta)"}
+_LOG_ENTRY["properties"]["backendVersion"] = {
+    "type": ["string", "null"],
+    "description": "The MCP version the gateway spoke to the backend when the API's protocol "
+                   "settings bridged versions; null when it did not bridge (the backend spoke "
+                   "protocolVersion) and for records written before it was recorded"}
 _LOG_ENTRY["properties"].update({name: {} for name in (
     "requestHeaders", "responseHeaders", "requestPayload", "responsePayload")})
 _LOG_ENTRY["properties"]["outcome"] = {

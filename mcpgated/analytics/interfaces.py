@@ -33,6 +33,14 @@ class IExchangeObserver(Interface):
         a dry-run policy would have.
         """
 
+    def bridged(backend_version: str) -> None:
+        """
+        The gateway spoke C{backend_version} to the backend for this
+        exchange (an API's C{"protocol"} settings bridged the client's MCP
+        version to the backend's): each record of the exchange says so.
+        Never told when the backend spoke what the client spoke.
+        """
+
     def response(status: int, headers: Any, ttfb_ms: float, event_stream: bool) -> None:
         """
         The answer's status and headers (the backend's, or the gateway's own).

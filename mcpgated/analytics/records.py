@@ -37,6 +37,7 @@ RECORD_FIELDS = (
     "error_code", "error_message", "http_status", "latency_ms", "ttfb_ms", "bytes_in",
     "bytes_out", "notifications", "transport", "request_headers", "response_headers",
     "request_payload", "response_payload", "truncated", "application", "subscription", "policy",
+    "backend_version",
 )
 # ... and the ones never stored: the id's typed key, response messages while capturing.
 _PRIVATE_FIELDS = ("id_key", "captured")
@@ -80,6 +81,9 @@ class CallRecord:
     application: Optional[str] = None
     subscription: Optional[str] = None
     policy: Optional[str] = None  # "would_deny" under a dry-run policy
+    # the MCP version the gateway spoke to the backend when it bridged versions
+    # (protocol_version is the client's); None when it did not bridge
+    backend_version: Optional[str] = None
     # not stored: the id's key (mcpgated.mcp.ids), and response messages while capturing
     id_key: Any = None
     captured: Sequence[Any] = ()

@@ -14,7 +14,10 @@ prompt name (never the resource URI: high cardinality); attributes
 C{mcp.method.name}, C{gen_ai.tool.name}, C{gen_ai.prompt.name},
 C{mcp.resource.uri}, C{mcp.session.id}, C{mcp.protocol.version},
 C{jsonrpc.request.id}, C{rpc.response.status_code} and C{error.type} for a
-JSON-RPC error, C{http.response.status_code}. Trace context is read from the
+JSON-RPC error, C{http.response.status_code}; the gateway's own start with
+C{mcpgated.}, among them C{mcpgated.backend.protocol_version}, the MCP
+version the gateway spoke to the backend when it bridged versions (the
+client's is C{mcp.protocol.version}). Trace context is read from the
 C{traceparent} header, else from C{params._meta} (where MCP clients put it,
 as the conventions recommend).
 """
@@ -414,6 +417,16 @@ class ExchangeSpan:
     def admitted(self, principal: Any, denied: Any = (), would_deny: Any = ()) -> None:
         if self.inner is not None:
             self.inner.admitted(principal, denied, would_deny)
+
+    def bridged(self, backend_version: str) -> None:
+        span = self.span
+        if span is not None:
+            try:
+                span.set_attribute("mcpgated.backend.protocol_version", backend_version)
+            except Exception:  # noqa: BLE001 -- tracing never breaks proxying
+                log.failure("tracing failed")
+        if self.inner is not None:
+            self.inner.bridged(backend_version)
 
     def response(self, status: int, headers: Any, ttfb_ms: float, event_stream: bool) -> None:
         if self.client is not None:

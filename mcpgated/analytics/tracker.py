@@ -90,6 +90,7 @@ class ExchangeTracker:
     _info: Optional[ClientInfo] = None
     _initialize_key: Any = None
     _principal: Any = None
+    _backend_version: Optional[str] = None
 
     def __init__(self, clock: Any, book: SessionBook, emit: Callable[[CallRecord], None],
                  metrics: Any, api_id: str, api_name: str,
@@ -182,6 +183,8 @@ class ExchangeTracker:
             record.jsonrpc_id = str(message.id)[:100]
         record.bytes_in = size or (self.bytes_in // max(count, 1))
         record.request_headers = request_headers
+        if self._backend_version is not None:
+            record.backend_version = self._backend_version
         key = record.id_key = message.id_key
         if self.capture.mode == "bodies":
             record.request_payload, cut = self._payload(message.raw)
@@ -216,6 +219,20 @@ class ExchangeTracker:
         record.subscription = principal.subscription_id
         if record.id_key in self.would_deny:
             record.policy = "would_deny"
+
+    def bridged(self, backend_version: str) -> None:
+        """
+        The gateway spoke C{backend_version} to the backend: every record
+        of this exchange, open or opened later, says so.
+        """
+        if self.broken:
+            return
+        try:
+            self._backend_version = backend_version
+            for record in self._open_records():
+                record.backend_version = backend_version
+        except Exception:  # noqa: BLE001 -- inspection never breaks proxying
+            self._failed()
 
     def _client_answer(self, message: Message) -> None:
         """
@@ -316,6 +333,8 @@ class ExchangeTracker:
                 record.request_payload, record.truncated = self._payload(message.raw)
             if self._principal is not None:
                 self._stamp(record, self._principal)
+            if self._backend_version is not None:
+                record.backend_version = self._backend_version
             key = message.id_key
             if self.session is not None and key is not None:
                 self.book.add_pending(self.session, key, record)

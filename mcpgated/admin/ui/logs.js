@@ -268,6 +268,7 @@ export async function renderLogDetail(root, params, apiId, logId) {
     ["Notifications on the stream", entry.notifications],
     ["Client", [entry.clientName, entry.clientVersion].filter(Boolean).join(" ") || null],
     ["Client address", entry.client], ["Protocol version", entry.protocolVersion],
+    ["Backend protocol version (bridged)", entry.backendVersion],
     ["Session", entry.session ? h("a", { href: hashFor("logs", { session: entry.session }) }, entry.session) : null],
     ["Gateway node", entry.node ? h("a", { href: hashFor("logs", { node: entry.node }) }, entry.node) : null],
   ];
