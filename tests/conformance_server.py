@@ -38,6 +38,7 @@ from mcp.server import ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer, RequestStateSecurity
 from mcp.server.mcpserver.prompts.base import Prompt, UserMessage
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
+from mcp.shared.message import ServerMessageMetadata
 from mcp.types import (
     MISSING_REQUIRED_CLIENT_CAPABILITY,
     AudioContent,
@@ -102,6 +103,33 @@ def _sample(text: str, max_tokens: int = 100) -> CreateMessageRequest:
     return CreateMessageRequest(params=CreateMessageRequestParams(
         messages=[SamplingMessage(role="user", content=TextContent(type="text", text=text))],
         max_tokens=max_tokens))
+
+
+_RESULT_OF = {ElicitRequest: ElicitResult, CreateMessageRequest: CreateMessageResult,
+              ListRootsRequest: ListRootsResult}
+
+
+def is_handshake(ctx: Context) -> bool:
+    return ctx.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS
+
+
+async def inputs(ctx: Context, asked: Dict[str, InputRequest], state: Optional[str] = None
+                 ) -> Union[Dict[str, Any], InputRequiredResult]:
+    """
+    The client's answers to C{asked}, by key. A handshake-era session asks
+    now, all at once, with requests on the call's stream; a 2026-07-28
+    request has them in its C{inputResponses} (with C{state} echoed), or
+    gets the L{InputRequiredResult} that asks for them.
+    """
+    if is_handshake(ctx):
+        answers = await asyncio.gather(*(ctx.session.send_request(
+            request, _RESULT_OF[type(request)], metadata=ServerMessageMetadata(related_request_id=ctx.request_id))
+            for request in asked.values()))
+        return dict(zip(asked, answers, strict=True))
+    responses = ctx.input_responses or {}
+    if set(asked) <= set(responses) and (state is None or ctx.request_state == state):
+        return dict(responses)
+    return InputRequiredResult(input_requests=asked, request_state=state)
 
 
 def _answer(responses: Any, key: str, field: str) -> Optional[Any]:
@@ -289,69 +317,66 @@ def build() -> MCPServer:
     @server.tool()
     async def test_input_required_result_elicitation(ctx: Context) -> Union[str, InputRequiredResult]:
         """Ask for a name, then greet."""
-        name = _answer(ctx.input_responses, "user_name", "name")
-        if name is not None:
-            return f"Hello, {name}!"
-        return InputRequiredResult(input_requests={"user_name": _ask("What is your name?", "name")})
+        got = await inputs(ctx, {"user_name": _ask("What is your name?", "name")})
+        if isinstance(got, InputRequiredResult):
+            return got
+        return f"Hello, {_answer(got, 'user_name', 'name')}!"
 
     @server.tool()
     async def test_input_required_result_sampling(ctx: Context) -> Union[str, InputRequiredResult]:
         """Ask the client's LLM, then answer."""
-        answer = (ctx.input_responses or {}).get("capital_question")
-        if isinstance(answer, CreateMessageResult):
-            return f"Model said: {getattr(answer.content, 'text', '?')}"
-        return InputRequiredResult(input_requests={
-            "capital_question": _sample("What is the capital of France?")})
+        got = await inputs(ctx, {"capital_question": _sample("What is the capital of France?")})
+        if isinstance(got, InputRequiredResult):
+            return got
+        return f"Model said: {getattr(getattr(got['capital_question'], 'content', None), 'text', '?')}"
 
     @server.tool()
     async def test_input_required_result_list_roots(ctx: Context) -> Union[str, InputRequiredResult]:
         """Ask for the client's roots, then count them."""
-        answer = (ctx.input_responses or {}).get("client_roots")
-        if isinstance(answer, ListRootsResult):
-            return f"Client exposed {len(answer.roots)} root(s)."
-        return InputRequiredResult(input_requests={"client_roots": ListRootsRequest()})
+        got = await inputs(ctx, {"client_roots": ListRootsRequest()})
+        if isinstance(got, InputRequiredResult):
+            return got
+        return f"Client exposed {len(getattr(got['client_roots'], 'roots', []))} root(s)."
 
     @server.tool()
     async def test_input_required_result_request_state(ctx: Context) -> Union[str, InputRequiredResult]:
         """Ask for a confirmation, with request state to echo."""
-        if "confirm" in (ctx.input_responses or {}) and ctx.request_state == "confirm-state":
-            return "state-ok: confirmation received"
-        return InputRequiredResult(input_requests={"confirm": _ask("Please confirm", "ok", "boolean")},
-                                   request_state="confirm-state")
+        got = await inputs(ctx, {"confirm": _ask("Please confirm", "ok", "boolean")}, "confirm-state")
+        return got if isinstance(got, InputRequiredResult) else "state-ok: confirmation received"
 
     @server.tool()
     async def test_input_required_result_multiple_inputs(ctx: Context) -> Union[str, InputRequiredResult]:
         """Ask for a name, a completion and the roots at once."""
-        if {"user_name", "greeting", "client_roots"} <= set(ctx.input_responses or {}):
-            return "All inputs received."
-        return InputRequiredResult(input_requests={
-            "user_name": _ask("What is your name?", "name"), "greeting": _sample("Generate a greeting", 50),
-            "client_roots": ListRootsRequest()}, request_state="multiple-inputs")
+        got = await inputs(ctx, {"user_name": _ask("What is your name?", "name"),
+                                 "greeting": _sample("Generate a greeting", 50),
+                                 "client_roots": ListRootsRequest()}, "multiple-inputs")
+        return got if isinstance(got, InputRequiredResult) else "All inputs received."
 
     @server.tool()
     async def test_input_required_result_multi_round(ctx: Context) -> Union[str, InputRequiredResult]:
-        """Ask for a name, then a colour, then answer (the round in the request state)."""
+        """Ask for a name, then a colour, then answer (2026-07-28: the round in the request state)."""
+        first = _ask("Step 1: What is your name?", "name")
+        second = _ask("Step 2: What is your favorite color?", "color")
+        if is_handshake(ctx):
+            name = _answer(await inputs(ctx, {"step1": first}), "step1", "name")
+            return f"{name} likes {_answer(await inputs(ctx, {'step2': second}), 'step2', 'color')}."
         state = json.loads(ctx.request_state) if ctx.request_state else {"round": 0}
         responses = ctx.input_responses or {}
         if state["round"] == 1 and "step1" in responses:
-            return InputRequiredResult(
-                input_requests={"step2": _ask("Step 2: What is your favorite color?", "color")},
-                request_state=json.dumps({"round": 2, "name": _answer(responses, "step1", "name")}))
+            return InputRequiredResult(input_requests={"step2": second}, request_state=json.dumps(
+                {"round": 2, "name": _answer(responses, "step1", "name")}))
         if state["round"] == 2 and "step2" in responses:
             return f"{state.get('name')} likes {_answer(responses, 'step2', 'color')}."
-        return InputRequiredResult(input_requests={"step1": _ask("Step 1: What is your name?", "name")},
-                                   request_state=json.dumps({"round": 1}))
+        return InputRequiredResult(input_requests={"step1": first}, request_state=json.dumps({"round": 1}))
 
     @server.tool()
     async def test_input_required_result_tampered_state(ctx: Context) -> Union[str, InputRequiredResult]:
         """Ask for a confirmation; the SDK refuses a request state it did not seal."""
-        if ctx.request_state is None:
-            return InputRequiredResult(input_requests={"confirm": _ask("Please confirm", "ok", "boolean")},
-                                       request_state="round-1")
-        return f"state-ok: {ctx.request_state}"
+        got = await inputs(ctx, {"confirm": _ask("Please confirm", "ok", "boolean")}, "round-1")
+        return got if isinstance(got, InputRequiredResult) else "state-ok: round-1"
 
     @server.tool()
-    async def test_input_required_result_capabilities(ctx: Context) -> InputRequiredResult:
+    async def test_input_required_result_capabilities(ctx: Context) -> Union[str, InputRequiredResult]:
         """Ask only for what the client declared it supports."""
         capabilities = ctx.client_capabilities
         asked: Dict[str, InputRequest] = {}
@@ -359,7 +384,10 @@ def build() -> MCPServer:
             asked["sample"] = _sample("Say hello", 50)
         if capabilities is None or capabilities.elicitation is not None:
             asked["ask"] = _ask("What is your name?", "name")
-        return InputRequiredResult(input_requests=asked, request_state="capability-gated")
+        if not is_handshake(ctx):  # the scenario looks at the first round only
+            return InputRequiredResult(input_requests=asked, request_state="capability-gated")
+        got = await inputs(ctx, asked)
+        return f"asked for {sorted(got)}"
 
     # --- resources -----------------------------------------------------------------------
 
@@ -413,12 +441,11 @@ def build() -> MCPServer:
     @server.prompt()
     async def test_input_required_result_prompt(ctx: Context) -> Union[List[UserMessage], InputRequiredResult]:
         """A prompt that asks for context first."""
-        context = _answer(ctx.input_responses, "user_context", "context")
-        if context is not None:
-            return [UserMessage(role="user", content=TextContent(
-                type="text", text=f"Use the following context: {context}"))]
-        return InputRequiredResult(input_requests={
-            "user_context": _ask("What context should the prompt use?", "context")})
+        got = await inputs(ctx, {"user_context": _ask("What context should the prompt use?", "context")})
+        if isinstance(got, InputRequiredResult):
+            return got
+        return [UserMessage(role="user", content=TextContent(
+            type="text", text=f"Use the following context: {_answer(got, 'user_context', 'context')}"))]
 
     @server.completion()
     async def complete(ref: Union[PromptReference, ResourceTemplateReference], argument: CompletionArgument,
