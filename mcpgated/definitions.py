@@ -603,11 +603,7 @@ def _protocol(body: Mapping[str, Any]) -> Optional[ProtocolSettings]:
         if backend not in KNOWN_VERSIONS:
             raise InvalidField("protocol.backendVersion",
                                f"protocol.backendVersion must be one of {known}")
-    settings = ProtocolSettings(tuple(versions), backend)
-    if (settings.to_modern or settings.to_classic) and body.get("endpoints"):
-        raise InvalidField("protocol.backendVersion",
-                           "bridging MCP versions needs one backend, not endpoints")
-    return settings
+    return ProtocolSettings(tuple(versions), backend)
 
 
 def _pinning(body: Mapping[str, Any]) -> PinSettings:

@@ -131,11 +131,6 @@ INVALID = [
     ({"clientVersions": ["2025-06-18"], "versions": []}, "protocol.versions"),
     (["2025-06-18"], "protocol"),
 ]
-TO_MODERN_WITH_ENDPOINTS = {
-    "name": "p", "version": "1", "contextPath": "/p",
-    "endpoints": [{"url": "http://127.0.0.1:1/mcp"}, {"url": "http://127.0.0.1:2/mcp"}],
-    "plans": [{"name": "Keyless", "security": "KEY_LESS"}],
-    "protocol": {"clientVersions": ["2025-11-25"], "backendVersion": "2026-07-28"}}
 
 
 def test_invalid_protocol_settings_are_refused_naming_the_field(daemon):
@@ -145,12 +140,6 @@ def test_invalid_protocol_settings_are_refused_naming_the_field(daemon):
             "plans": [{"name": "Keyless", "security": "KEY_LESS"}], "protocol": protocol})
         assert (status, body["field"]) == (400, field), body
         assert field in body["error"]
-    for protocol in ({"clientVersions": ["2025-11-25"], "backendVersion": "2026-07-28"},
-                     {"clientVersions": ["2026-07-28"], "backendVersion": "2025-11-25"}):
-        status, body = daemon.admin("POST", "/apis", dict(TO_MODERN_WITH_ENDPOINTS,
-                                                          protocol=protocol))
-        assert (status, body["field"]) == (400, "protocol.backendVersion"), body
-        assert "endpoints" in body["error"]
 
 
 def test_protocol_settings_round_trip_and_absent_means_pass_through(daemon):
@@ -450,3 +439,34 @@ def test_the_get_stream_carries_the_backends_list_changes(daemon, growing):
         assert stream.next()["method"] == "notifications/tools/list_changed"
     finally:
         stream.close()
+
+
+@pytest.fixture
+def modern_pair(tmp_path):
+    procs = []
+    for index in range(2):
+        script = tmp_path / f"modern_server_{index}.py"
+        script.write_text(MODERN_SERVER)
+        procs.append(Proc([str(BIN / "python"), str(script)]))
+    ports = []
+    for proc in procs:
+        proc.wait_for(r"Uvicorn running on")
+        found = listening_ports(proc.popen.pid)
+        assert found
+        ports.append(found[0])
+    yield ports
+    for proc in procs:
+        proc.stop()
+
+
+async def _many_calls(url: str) -> List[str]:
+    async with Client(url, mode="legacy") as client:  # type: ignore[arg-type]
+        return [(await client.call_tool("add", {"a": n, "b": 1})).content[0].text
+                for n in range(6)]
+
+
+def test_a_bridged_session_spans_the_endpoints_of_a_sessionless_backend(daemon, modern_pair):
+    deploy(daemon, "/bridged-lb", None, protocol=TO_MODERN,  # type: ignore[arg-type]
+           endpoints=[{"url": f"http://127.0.0.1:{port}/mcp", "weight": 1} for port in modern_pair])
+    # the gateway's own session id is no endpoint's: every call goes to any endpoint
+    assert anyio.run(_many_calls, daemon.gateway + "/bridged-lb") == [str(n + 1) for n in range(6)]

@@ -339,3 +339,37 @@ def test_a_client_leaving_cancels_the_call_on_the_backend(daemon, classic):
     deadline = time.monotonic() + 10
     while _state(classic)["cancelled"] != [31]:
         assert time.monotonic() < deadline, _state(classic)
+
+
+# --- load-balanced: a backend session per endpoint ----------------------------------------------
+
+@pytest.fixture
+def classic_pair(tmp_path):
+    procs = [Proc([str(BIN / "python"), str(Path(__file__).parent / "classic_backend.py")])
+             for _ in range(2)]
+    ports = [int(p.wait_for(r"listening on (\d+)").group(1)) for p in procs]
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
+    yield urls
+    for proc in procs:
+        proc.stop()
+
+
+def test_endpoints_each_get_their_own_backend_session(daemon, classic_pair):
+    deploy(daemon, "/classic-lb", None, protocol=TO_CLASSIC,  # type: ignore[arg-type]
+           endpoints=[{"url": url + "/mcp", "weight": 1} for url in classic_pair])
+    url = daemon.gateway + "/classic-lb"
+    seen = [_whoami(url) for _ in range(6)]
+    assert len({s["session"] for s in seen}) == 2  # one per endpoint, each used again
+    assert [_state(u)["initializes"] for u in classic_pair] == [1, 1]
+    # an input request's retry finds its parked answer, whichever endpoint it would go to
+    for id in (50, 60):
+        result = _call(url, "ask", id=id, **ASKING)[0]["result"]
+        [key] = result["inputRequests"]
+        body, headers = _modern("tools/call", {"name": "ask", "requestState": result["requestState"],
+                                               "inputResponses": {key: {"action": "decline"}}},
+                                id + 1, ASKING)
+        status, _, answer = http("POST", url, body, headers)
+        assert status == 200, answer
+        final = _messages(answer)[-1]
+        assert final["id"] == id + 1
+        assert json.loads(final["result"]["content"][0]["text"])["result"] == {"action": "decline"}

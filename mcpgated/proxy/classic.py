@@ -105,6 +105,7 @@ class ClassicForward:
     session: BackendSession
     key: Optional[str]  # the pool's key (None: a listen stream's own session)
     identity: Identity
+    url: str  # the backend (the endpoint, for a load-balanced API)
     preamble: bytes = b""  # written to the client before the backend's answer
     renewed: bool = False
     closing: Optional[Callable[[], None]] = None  # when the exchange ends
@@ -323,7 +324,7 @@ class ClassicBackend:
                              client_id=message["id"], sent_id=message["id"],
                              can_answer=_answerable(identity.capabilities))
         forward = ClassicForward(b"POST", json.dumps(to_classic(message)).encode("utf-8"),
-                                 judge, session, key, identity)
+                                 judge, session, key, identity, target)
         _session_headers(headers, session)
         return forward
 
@@ -339,7 +340,9 @@ class ClassicBackend:
         if entry is not None and entry.session is forward.session:
             del self._sessions[key]  # expired: not closed, the backend forgot it
         log.info("API {api_id}: a backend session expired; opening a new one", api_id=api_id)
-        target = url.decode("latin-1")
+        target = url.decode("latin-1")  # another endpoint's, when the first failed
+        forward.key = key = self._key(api_id, target, headers, forward.identity)
+        forward.url = target
         session = await self._pooled(api_id, target, headers, forward.identity, settings,
                                      ca_file, key)
         forward.session = session
@@ -386,8 +389,9 @@ class ClassicBackend:
         """
         token = params.get("requestState")
         parked = self._parked.get(token) if isinstance(token, str) else None
+        # the client's, whichever endpoint the retry would have gone to
         if not isinstance(token, str) or parked is None \
-                or parked.forward.key != self._key(api_id, url, headers, identity):
+                or parked.forward.key != self._key(api_id, parked.forward.url, headers, identity):
             return GatewayAnswer(400, error_body(
                 INVALID_PARAMS, "requestState unknown or expired: send the request again "
                                 "without it", message["id"]))
@@ -395,6 +399,7 @@ class ClassicBackend:
         if parked.timer.active():
             parked.timer.cancel()
         forward = parked.forward
+        url = forward.url
         responses = params.get("inputResponses")
         responses = responses if isinstance(responses, dict) else {}
         agent = await self.agents(ca_file)
@@ -553,7 +558,7 @@ class ClassicBackend:
         for name in (b"content-type", b"content-length"):
             headers.removeHeader(name)
         headers.setRawHeaders(b"accept", [b"text/event-stream"])
-        return ClassicForward(b"GET", b"", judge, session, None, identity,
+        return ClassicForward(b"GET", b"", judge, session, None, identity, url,
                               preamble=b"event: message\ndata: " + dump(ack) + b"\n\n",
                               closing=closing)
 

@@ -647,6 +647,8 @@ class GatewayResource(Resource):
         definition = route.definition
         protocol = definition.protocol
         assert protocol is not None
+        if exchange.tried and exchange.member is not None:  # sent on to another endpoint
+            url = exchange.member.backend.target(exchange.rest, exchange.query)
         if response.code == 404 and classic.key is not None and not classic.renewed:
             response.deliverBody(_Discard())
             await self._classic_backend().renew(route.api_id, protocol, classic, url, headers,
@@ -791,6 +793,9 @@ class GatewayResource(Resource):
         in_query = b"ession" in query or b"%" in query
         if in_query:
             tokens.extend(_session_params(query.decode("latin-1")))
+        protocol = route.definition.protocol
+        if protocol is not None and protocol.to_modern:
+            tokens = []  # the gateway's own session ids; the backend has none (any endpoint)
         now = self.clock.seconds()
         if not tokens:
             member = pool.pick(now)
