@@ -373,3 +373,38 @@ def test_endpoints_each_get_their_own_backend_session(daemon, classic_pair):
         final = _messages(answer)[-1]
         assert final["id"] == id + 1
         assert json.loads(final["result"]["content"][0]["text"])["result"] == {"action": "decline"}
+
+
+def test_access_control_limits_and_the_exchange_log_on_bridged_2026_calls(daemon, everything):
+    backend = f"http://127.0.0.1:{everything}/mcp"
+    guarded = deploy(daemon, "/guarded", backend, protocol=TO_CLASSIC, plans=[
+        {"name": "Free", "security": "KEY_LESS", "rateLimit": {"toolCalls": 2, "periodSeconds": 3600},
+         "acl": {"rules": [{"tools": ["echo"]}]}}])
+    url = daemon.gateway + "/guarded"
+    body, headers = _modern("tools/list")
+    status, _, answer = http("POST", url, body, headers)
+    listed = _messages(answer)[-1]["result"]
+    # filtered by the plan's access control, then in 2026-07-28's terms
+    assert [t["name"] for t in listed["tools"]] == ["echo"]
+    assert listed["resultType"] == "complete" and listed["cacheScope"] == "private"
+    body, headers = _modern("tools/call", {"name": "get-sum", "arguments": {"a": 1, "b": 2}}, 1)
+    status, _, answer = http("POST", url, body, headers)
+    denied = _messages(answer)[-1]
+    assert denied["id"] == 1 and "get-sum" in denied["error"]["message"], denied
+    body, headers = _modern("tools/call", {"name": "echo", "arguments": {"message": "x"}}, 2)
+    status, _, answer = http("POST", url, body, headers)
+    assert _messages(answer)[-1]["result"]["content"][0]["text"] == "Echo: x"
+    body, headers = _modern("tools/call", {"name": "echo", "arguments": {"message": "x"}}, 3)
+    status, _, answer = http("POST", url, body, headers)
+    assert status == 429
+
+    daemon.stop()  # the records written
+    daemon.start()
+    status, page = daemon.admin("GET", f"/apis/{guarded['id']}/logs")
+    assert status == 200
+    calls = {r["jsonrpcId"]: r for r in page["data"] if r["method"] == "tools/call"}
+    assert {k: r["outcome"] for k, r in calls.items()} == {
+        "1": "denied", "2": "result", "3": "rate_limited"}
+    # each side's version; none for the backend where the gateway refused the call itself
+    assert {r["jsonrpcId"]: (r["protocolVersion"], r["backendVersion"]) for r in calls.values()} == {
+        "1": ("2026-07-28", None), "2": ("2026-07-28", "2025-11-25"), "3": ("2026-07-28", None)}

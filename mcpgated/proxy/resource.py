@@ -293,6 +293,8 @@ class GatewayResource(Resource):
         if protocol is not None and protocol.to_modern:  # a 2026-07-28 backend (proxy.bridge)
             bridged = await self._modern_backend().translate(
                 route.api_id, protocol, request, body, url, headers, definition.backend_ca_file)
+            if bridged is not body:  # a handshake-era client's (a 2026-07-28 one's is passed)
+                _bridged(exchange, protocol.backend_version)
             if isinstance(bridged, GatewayAnswer):
                 self._answer(exchange, bridged.payload, bridged.status, bridged.headers, "complete")
                 return
@@ -303,6 +305,10 @@ class GatewayResource(Resource):
         if protocol is not None and protocol.to_classic:  # an older backend (proxy.classic)
             translated = await self._classic_backend().translate(
                 route.api_id, protocol, request, body, url, headers, definition.backend_ca_file)
+            if translated is not body:  # a 2026-07-28 client's (an older one's is passed)
+                _bridged(exchange, translated.session.version if isinstance(
+                    translated, ClassicForward) else translated.forward.session.version
+                    if isinstance(translated, ClassicResume) else protocol.backend_version)
             if isinstance(translated, GatewayAnswer):
                 self._answer(exchange, translated.payload, translated.status, translated.headers,
                              "complete")
@@ -970,6 +976,16 @@ class GatewayResource(Resource):
             round((self.clock.seconds() - exchange.started) * 1000, 3),
             _peer(request),
         )
+
+
+def _bridged(exchange: Exchange, backend_version: Optional[str]) -> None:
+    """
+    The exchange log and the trace learn the version the backend was spoken
+    to in (the client's own they read from its messages).
+    """
+    observer = exchange.trace if exchange.trace is not None else exchange.observer
+    if observer is not None and backend_version is not None:
+        observer.bridged(backend_version)
 
 
 def _request_id(exchange: Exchange) -> Any:
