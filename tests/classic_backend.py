@@ -8,7 +8,7 @@ test sees what the backend saw. Run as a script; it prints the port.
    its own requests (202), logging/setLevel, resources/subscribe,
    tools/list, tools/call of C{whoami} (JSON), C{log} (a log message, then
    the result, as SSE) and C{ask} (an elicitation request, then the
-   client's answer as the result, as SSE) and C{slow} (a progress
+   client's answer as the result, as SSE), C{ask2} (two at once) and C{slow} (a progress
    notification, then nothing); an unknown session gets 404.
  - GET /mcp: the session's stream: C{resources/updated} for each URI it
    subscribed to, the tools and prompts list changes, then kept open.
@@ -117,6 +117,19 @@ async def mcp_post(request: Request) -> Response:
                           "params": {"progressToken": "p", "progress": 0}})
             await asyncio.sleep(60)
         return StreamingResponse(slow(), headers=SSE)
+    if name == "ask2":  # two questions at once, one event each in one write
+        asked = [f"ask-{uuid.uuid4()}" for _ in range(2)]
+        futures = [asyncio.get_running_loop().create_future() for _ in asked]
+        ANSWERS.update(zip(asked, futures))
+
+        async def asking_twice() -> Any:
+            yield b"".join(_event({"jsonrpc": "2.0", "id": key, "method": "elicitation/create",
+                                   "params": {"message": f"Question {n}?", "requestedSchema": {
+                                       "type": "object", "properties": {}}}})
+                           for n, key in enumerate(asked))
+            answers = [await asyncio.wait_for(f, 20) for f in futures]
+            yield _event(_result(id, {"content": [{"type": "text", "text": json.dumps(answers)}]}))
+        return StreamingResponse(asking_twice(), headers=SSE)
     if name == "ask":
         asked = f"ask-{uuid.uuid4()}"
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()

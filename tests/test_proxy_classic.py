@@ -30,7 +30,11 @@ def _modern(method: str, params: Any = None, id: int = 7,
     body = {"jsonrpc": "2.0", "id": id, "method": method, "params": dict(params or {}, _meta=dict({
         META + "protocolVersion": "2026-07-28", META + "clientCapabilities": {},
         META + "clientInfo": {"name": "raw-test", "version": "1"}}, **(meta or {})))}
-    return body, dict(ACCEPT, **{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": method})
+    headers = dict(ACCEPT, **{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": method})
+    named = (params or {}).get("uri" if method == "resources/read" else "name")
+    if method in ("tools/call", "prompts/get", "resources/read") and named is not None:
+        headers["Mcp-Name"] = named
+    return body, headers
 
 
 def _messages(body: bytes) -> list:
@@ -408,3 +412,29 @@ def test_access_control_limits_and_the_exchange_log_on_bridged_2026_calls(daemon
     # each side's version; none for the backend where the gateway refused the call itself
     assert {r["jsonrpcId"]: (r["protocolVersion"], r["backendVersion"]) for r in calls.values()} == {
         "1": ("2026-07-28", None), "2": ("2026-07-28", "2025-11-25"), "3": ("2026-07-28", None)}
+
+
+def test_input_requests_asked_together_come_in_one_input_required(daemon, classic):
+    deploy(daemon, "/classic", classic + "/mcp", protocol=TO_CLASSIC)
+    url = daemon.gateway + "/classic"
+    result = _call(url, "ask2", **ASKING)[-1]["result"]
+    assert result["resultType"] == "input_required"
+    asked = result["inputRequests"]
+    assert sorted(r["params"]["message"] for r in asked.values()) == ["Question 0?", "Question 1?"]
+    answers = {key: {"action": "accept", "content": {"n": index}}
+               for index, key in enumerate(asked)}
+    body, headers = _modern("tools/call", {"name": "ask2", "requestState": result["requestState"],
+                                           "inputResponses": answers}, 8, ASKING)
+    status, _, answer = http("POST", url, body, headers)
+    got = json.loads(_messages(answer)[-1]["result"]["content"][0]["text"])
+    assert sorted(a["result"]["content"]["n"] for a in got) == [0, 1]
+
+
+def test_answers_without_a_request_state_are_left_out_and_the_backend_asks(daemon, classic):
+    deploy(daemon, "/classic", classic + "/mcp", protocol=TO_CLASSIC)
+    body, headers = _modern("tools/call", {"name": "ask", "arguments": {},
+                                           "inputResponses": {"x": {"action": "accept"}}},
+                            7, ASKING)
+    status, _, answer = http("POST", daemon.gateway + "/classic", body, headers)
+    assert status == 200
+    assert _messages(answer)[-1]["result"]["resultType"] == "input_required"

@@ -18,6 +18,10 @@ in C{params._meta} and the header). Each era has the spec's own refusal:
    C{supported} and C{requested};
  - any later handshake-era message: its C{MCP-Protocol-Version} header (absent:
    2025-03-26, as the spec says) must be accepted, else HTTP 400.
+
+A 2026-07-28 request whose header and C{_meta} versions differ gets 400 and
+C{-32020} (HeaderMismatch) before either is judged, and one calling
+C{initialize} gets 404 and C{-32601}: that revision has none.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ DEFAULT_HEADER_VERSION = "2025-03-26"
 META_VERSION = "io.modelcontextprotocol/protocolVersion"
 
 UNSUPPORTED_PROTOCOL_VERSION = -32022
+HEADER_MISMATCH = -32020
+METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INVALID_REQUEST = -32600
 
@@ -104,8 +110,15 @@ def check_version(message: Any, header: Optional[str], accepted: Tuple[str, ...]
     Judge one message (the decoded body, L{None} for a GET or DELETE)
     against the versions the API accepts; see the module's docstring.
     """
+    declared = _meta_version(message)
     if isinstance(message, dict) and message.get("method") == "initialize":
+        if declared is not None or (header is not None and is_modern(header)):
+            # a request of 2026-07-28, which has no initialize
+            return VersionRefusal(404, METHOD_NOT_FOUND, "Method not found: initialize", {})
         return _initialize(message, accepted)
+    if declared is not None and header is not None and declared != header:
+        return VersionRefusal(400, HEADER_MISMATCH,
+                              "The MCP-Protocol-Version header does not match params._meta", {})
     requested = spoken_version(message, header)
     if requested in accepted:
         return None

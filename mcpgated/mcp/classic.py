@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import attrs
 
+from mcpgated.mcp.headers import HEADER_MISMATCH, decode_header_value
 from mcpgated.mcp.bridge import (
     CLIENT_CAPABILITIES,
     CLIENT_INFO,
@@ -221,3 +222,67 @@ def on_listen(message: Dict[str, Any], honoured: Dict[str, Any], listen_id: Any
     meta = params.get("_meta")
     params["_meta"] = dict(meta if isinstance(meta, dict) else {}, **{SUBSCRIPTION_ID: listen_id})
     return dict(message, params=params)
+
+
+# --- what a 2026-07-28 server checks of each request (the gateway is that server here) ---
+
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+# the client-to-server requests of 2026-07-28 (and its tasks extension's, by prefix)
+MODERN_METHODS = frozenset({
+    "server/discover", "subscriptions/listen", "tools/list", "tools/call", "prompts/list",
+    "prompts/get", "resources/list", "resources/templates/list", "resources/read",
+    "completion/complete"})
+_NAMED = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+
+
+@attrs.frozen
+class Invalid:
+    """
+    A 2026-07-28 request the gateway refuses as that revision's server
+    would: the HTTP status, the JSON-RPC code and message.
+    """
+
+    status: int
+    code: int
+    message: str
+
+
+def check_request(message: Dict[str, Any], headers: Any) -> Optional[Invalid]:
+    """
+    What 2026-07-28 requires of a request's C{_meta} and routing headers,
+    and of its method, checked as its server would (L{None}: it passes).
+    """
+    params = message.get("params")
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    if not isinstance(meta, dict):
+        return Invalid(400, INVALID_PARAMS, "params._meta is required")
+    for required in (META_VERSION, CLIENT_CAPABILITIES):
+        if required not in meta:
+            return Invalid(400, INVALID_PARAMS, f"params._meta is missing {required}")
+    if not isinstance(meta[CLIENT_CAPABILITIES], dict):
+        return Invalid(400, INVALID_PARAMS, f"params._meta {CLIENT_CAPABILITIES} must be an object")
+    method = message.get("method")
+
+    def header(name: bytes) -> Optional[str]:
+        values = headers.getRawHeaders(name)
+        return values[0].decode("latin-1") if values else None
+
+    if header(b"mcp-protocol-version") != meta[META_VERSION]:
+        return Invalid(400, HEADER_MISMATCH,
+                       "The MCP-Protocol-Version header does not match params._meta")
+    if header(b"mcp-method") != method:
+        return Invalid(400, HEADER_MISMATCH, "The Mcp-Method header does not match the method")
+    key = _NAMED.get(str(method))
+    if key is not None:
+        named = header(b"mcp-name")
+        try:
+            decoded = decode_header_value(named) if named is not None else None
+        except ValueError:
+            decoded = None
+        if decoded is None or decoded != (params or {}).get(key):
+            return Invalid(400, HEADER_MISMATCH,
+                           f"The Mcp-Name header does not match params.{key}")
+    if method not in MODERN_METHODS and not str(method).startswith("tasks/"):
+        return Invalid(404, METHOD_NOT_FOUND, f"Method not found: {method}")
+    return None

@@ -67,7 +67,7 @@ def admit_version(request: Any, exchange: Any, settings: ProtocolSettings, body:
         return body
     if isinstance(verdict, VersionRefusal):
         raise Refusal(verdict.status, verdict.message, outcome="bad_request", code=verdict.code,
-                      id=REQUEST_ID, data=verdict.data)
+                      id=REQUEST_ID, data=verdict.data or None)
     assert isinstance(verdict, Renegotiated)
     log.debug("initialize proposing {requested} offered {offered}",
               requested=verdict.requested, offered=verdict.offered)

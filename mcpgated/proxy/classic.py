@@ -44,6 +44,7 @@ from mcpgated.mcp.classic import (
     INPUT_METHODS,
     Identity,
     acknowledged,
+    check_request,
     discover_result,
     initialize_request,
     listen_filter,
@@ -171,10 +172,31 @@ class ClassicJudge:
     token: Optional[str] = None  # the requestState of a parked answer
     asked: Dict[str, Any] = attrs.field(factory=dict)  # inputRequests key -> backend's id
     held: Optional[List[Any]] = None  # parked: the backend's messages since
+    asking: List[Message] = attrs.field(factory=list)  # the input requests, until sent
     batch = False
 
-    def parking(self) -> bool:
-        return self.held is not None
+    def parking(self) -> Optional[bytes]:
+        """
+        After each chunk of the backend's answer: the C{input_required}
+        event that ends the client's answer (every input request the chunk
+        brought in one), or L{None} to go on relaying.
+        """
+        if self.held is None or not self.asking:
+            return None
+        asking, self.asking = self.asking, []
+        self.asked = {str(m.id): m.id for m in asking}
+        self.token = secrets.token_urlsafe(24)
+        requests: Dict[str, Any] = {}
+        for message in asking:
+            request: Dict[str, Any] = {"method": message.method}
+            if message.params is not None:
+                request["params"] = message.params
+            requests[str(message.id)] = request
+        result = {"resultType": "input_required", "inputRequests": requests,
+                  "requestState": self.token}
+        answer = {"jsonrpc": "2.0", "id": self.client_id,
+                  "result": modern_result(None, result, self.server_info)}
+        return b"event: message\ndata: " + dump(answer) + b"\n\n"
 
     def resume(self, client_id: Any) -> bytes:
         """
@@ -194,8 +216,13 @@ class ClassicJudge:
         return b"".join(out)
 
     def judge(self, message: Message) -> Any:
-        if self.held is not None:
-            self.held.append(message.raw)
+        held = self.held
+        if held is not None:
+            if self.asking and not held and message.kind == REQUEST \
+                    and message.method in self.can_answer:
+                self.asking.append(message)  # asked together: one input_required
+            else:
+                held.append(message.raw)
             return DROP
         if self.listen is not None:
             listen_id, honoured = self.listen
@@ -217,25 +244,14 @@ class ClassicJudge:
             return None if raw is message.raw else raw
         if kind == REQUEST:
             if message.method in self.can_answer:  # the client answers it in its retry
-                return self._input_required(message)
+                self.held = []
+                self.asking = [message]
+                return DROP
             self.answer_backend(_answer_for(message))  # answered by the gateway
             return DROP
         if kind == NOTIFICATION and message.method == "notifications/message" and not self.logs:
             return DROP  # 2026-07-28: no log messages unless the request set a level
         return None
-
-    def _input_required(self, message: Message) -> Dict[str, Any]:
-        key = str(message.id)
-        self.asked = {key: message.id}
-        self.token = secrets.token_urlsafe(24)
-        self.held = []
-        request: Dict[str, Any] = {"method": message.method}
-        if message.params is not None:
-            request["params"] = message.params
-        result = {"resultType": "input_required", "inputRequests": {key: request},
-                  "requestState": self.token}
-        return {"jsonrpc": "2.0", "id": self.client_id,
-                "result": modern_result(None, result, self.server_info)}
 
     def extra(self) -> List[Any]:
         if self.listen is not None:  # the backend ended the stream: a graceful end
@@ -305,11 +321,19 @@ class ClassicBackend:
                           outcome="bad_request", code=INVALID_REQUEST, id=None)
         if "id" not in message:  # 2026-07-28 defines no client notifications over HTTP
             return GatewayAnswer(202, b"")
+        invalid = check_request(message, request.requestHeaders)
+        if invalid is not None:  # as a 2026-07-28 server would: the backend cannot
+            return GatewayAnswer(invalid.status, error_body(invalid.code, invalid.message,
+                                                            message["id"]))
         identity = Identity.of(message)
         target = url.decode("latin-1")
         params = message.get("params")
-        if isinstance(params, dict) and ("inputResponses" in params or "requestState" in params):
+        if isinstance(params, dict) and "requestState" in params:
             return await self._retry(api_id, message, params, target, headers, identity, ca_file)
+        if isinstance(params, dict) and "inputResponses" in params:
+            # answers nobody asked for: the call goes on without them (the backend may ask)
+            message = dict(message, params={k: v for k, v in params.items()
+                                            if k != "inputResponses"})
         if name == "server/discover":
             session = await self._pooled(api_id, target, headers, identity, settings, ca_file)
             supported = [v for v in settings.client_versions if is_modern(v)]

@@ -65,9 +65,10 @@ class Relay(Protocol):
     @param flush: returns whatever C{transform} still holds, at the end.
     @param done: called once with C{(outcome, reason)} where outcome is
         C{"complete"}, C{"upstream_error"} or C{"client_closed"}.
-    @param parks: whether the answer is to wait, the client's response
-        ended, for another request of the client's (a 2026-07-28 client
-        asked for input: L{mcpgated.proxy.classic}); asked after each chunk.
+    @param parks: asked after each chunk whether the answer is to wait
+        for another request of the client's (a 2026-07-28 client asked for
+        input: L{mcpgated.proxy.classic}): the last bytes of the client's
+        answer, or L{None} to go on.
     @param on_park: told of the relay, paused and its client answered;
         L{attach} gives it the next request.
     """
@@ -80,7 +81,7 @@ class Relay(Protocol):
         on_data: Callable[[int], None],
         transform: Optional[Callable[[bytes], bytes]] = None,
         flush: Optional[Callable[[], bytes]] = None,
-        parks: Optional[Callable[[], bool]] = None,
+        parks: Optional[Callable[[], Optional[bytes]]] = None,
         on_park: Optional[Callable[["Relay"], None]] = None,
     ) -> None:
         self.request = request
@@ -110,8 +111,19 @@ class Relay(Protocol):
         if data:
             self._on_data(len(data))
             self.request.write(data)
-        if self._parks is not None and self._parks():
-            self._park()
+        if self._parks is not None:
+            self._park_if_asked()
+
+    def _park_if_asked(self) -> bool:
+        assert self._parks is not None
+        last = self._parks()
+        if last is None:
+            return False
+        if last:
+            self._on_data(len(last))
+            self.request.write(last)
+        self._park()
+        return True
 
     def _park(self) -> None:
         """
@@ -138,8 +150,7 @@ class Relay(Protocol):
         if first:
             self._on_data(len(first))
             request.write(first)
-        if self._parks is not None and self._parks():  # it asks again at once
-            self._park()
+        if self._parks is not None and self._park_if_asked():  # it asks again at once
             return
         if self._parked_end is not None:
             reason, self._parked_end = self._parked_end, None

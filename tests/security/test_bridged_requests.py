@@ -1,0 +1,112 @@
+"""
+2026-07-28 requests bridged to a handshake-era backend are held to what
+that revision's server checks, by the gateway, since the backend cannot:
+a request whose C{_meta} is incomplete, whose routing headers disagree with
+its body (however spelt), or whose method 2026-07-28 does not have never
+reaches the backend, and gets the spec's status and code.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any, Dict, Iterator, Optional, Tuple
+
+import pytest
+
+from tests.support import BIN, Daemon, Proc, deploy, http, running
+from tests.test_proxy_classic import _modern
+
+TO_CLASSIC = {"clientVersions": ["2026-07-28"], "backendVersion": "2025-11-25"}
+META = "io.modelcontextprotocol/"
+
+
+@pytest.fixture(scope="module")
+def bridged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tuple[str, str]]:
+    script = Path(__file__).resolve().parent.parent / "classic_backend.py"
+    proc = Proc([str(BIN / "python"), str(script)])
+    port = int(proc.wait_for(r"listening on (\d+)").group(1))
+    backend_url = f"http://127.0.0.1:{port}"
+    for daemon in running(Daemon(tmp_path_factory.mktemp("bridged"))):
+        deploy(daemon, "/b", backend_url + "/mcp", protocol=TO_CLASSIC)
+        yield daemon.gateway + "/b", backend_url
+    proc.stop()
+
+
+def _reached(backend: str) -> int:
+    status, _, answer = http("GET", backend + "/state")
+    return int(json.loads(answer)["initializes"])
+
+
+def _without(meta_key: str) -> Tuple[Dict[str, Any], Dict[str, str]]:
+    body, headers = _modern("tools/list")
+    del body["params"]["_meta"][META + meta_key]
+    return body, headers
+
+
+def _headers(method: str, params: Any, **changes: Optional[str]
+             ) -> Tuple[Dict[str, Any], Dict[str, str]]:
+    body, headers = _modern(method, params)
+    for name, value in changes.items():
+        name = name.replace("_", "-")
+        if value is None:
+            headers.pop(name, None)
+        else:
+            headers[name] = value
+    return body, headers
+
+
+def _no_meta() -> Tuple[Dict[str, Any], Dict[str, str]]:
+    body, headers = _modern("tools/list")
+    del body["params"]["_meta"]
+    return body, headers
+
+
+CALL = {"name": "whoami", "arguments": {}}
+B64 = "=?base64?" + base64.b64encode(b"whoami").decode() + "?="
+REFUSED = {
+    "no _meta": (_no_meta(), 400, -32602),
+    "no protocol version": (_without("protocolVersion"), 400, -32602),
+    "no client capabilities": (_without("clientCapabilities"), 400, -32602),
+    "version header differs": (_headers("tools/list", None, **{"MCP-Protocol-Version": "2025-11-25"}),
+                               400, -32020),
+    "no version header": (_headers("tools/list", None, **{"MCP-Protocol-Version": None}), 400, -32020),
+    "no Mcp-Method": (_headers("tools/list", None, **{"Mcp-Method": None}), 400, -32020),
+    "another Mcp-Method": (_headers("tools/list", None, **{"Mcp-Method": "prompts/list"}),
+                           400, -32020),
+    "Mcp-Method in another case": (_headers("tools/list", None, **{"Mcp-Method": "Tools/List"}),
+                                   400, -32020),
+    "no Mcp-Name": (_headers("tools/call", CALL, **{"Mcp-Name": None}), 400, -32020),
+    "another Mcp-Name": (_headers("tools/call", CALL, **{"Mcp-Name": "log"}), 400, -32020),
+    "Mcp-Name in another case": (_headers("tools/call", CALL, **{"Mcp-Name": "WhoAmI"}), 400, -32020),
+    "base64 of another name": (_headers("tools/call", CALL, **{
+        "Mcp-Name": "=?base64?" + base64.b64encode(b"log").decode() + "?="}), 400, -32020),
+    "malformed base64": (_headers("tools/call", CALL, **{"Mcp-Name": "=?base64?@@?="}), 400, -32020),
+    "base64 marker in another case": (_headers("tools/call", CALL, **{
+        "Mcp-Name": "=?BASE64?" + base64.b64encode(b"whoami").decode() + "?="}), 400, -32020),
+    "ping (removed)": (_modern("ping"), 404, -32601),
+    "logging/setLevel (removed)": (_modern("logging/setLevel", {"level": "info"}), 404, -32601),
+    "resources/subscribe (removed)": (_modern("resources/subscribe", {"uri": "file:///x"}),
+                                      404, -32601),
+    "an unknown method": (_modern("made/up"), 404, -32601),
+    "initialize": (_headers("initialize", {"protocolVersion": "2025-11-25"}), 404, -32601),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_refused_before_the_backend(bridged, case: str):
+    url, backend = bridged
+    (body, headers), status, code = REFUSED[case]
+    got, _, answer = http("POST", url, body, headers)
+    error = json.loads(answer)
+    assert (got, error["error"]["code"], error["id"]) == (status, code, 7), answer
+    assert _reached(backend) == 0
+
+
+def test_the_base64_form_of_the_right_name_passes(bridged):
+    url, backend = bridged
+    body, headers = _headers("tools/call", CALL, **{"Mcp-Name": B64})
+    status, _, answer = http("POST", url, body, headers)
+    assert status == 200, answer
+    assert _reached(backend) == 1
