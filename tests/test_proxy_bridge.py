@@ -345,10 +345,18 @@ def test_raw_handshake_session_bridged(daemon, modern):
     first = _first_event(url, dict(session_headers, Accept="text/event-stream"))
     assert first["method"] == "notifications/subscriptions/acknowledged", first
     assert first["params"]["notifications"].get("toolsListChanged") is True, first
+    # the 2026-07-28 backend's JSON-RPC errors (on its 404, 400) reach the client on a 200
+    status, _, answer = http("POST", url, {"jsonrpc": "2.0", "id": 10, "method": "made/up"},
+                             common)
+    assert status == 200 and json.loads(answer)["error"]["code"] == -32601, answer
     status, _, _ = http("DELETE", url, headers=session_headers)
     assert status == 200
     status, _, _ = http("DELETE", url, headers=dict(session_headers, **{"Mcp-Session-Id": "x"}))
     assert status == 404
+    # an ended session is not found any more
+    status, _, answer = http("POST", url, {"jsonrpc": "2.0", "id": 11, "method": "tools/list"},
+                             common)
+    assert status == 404 and json.loads(answer)["error"]["code"] == -32001
 
     status, _, answer = http("POST", url, raw=b'{"jsonrpc": "2.0", "id": 9, "method": ',
                              headers=dict(common, **{"Content-Type": "application/json"}))

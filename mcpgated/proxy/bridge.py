@@ -7,6 +7,7 @@ an C{initialize} renegotiated. APIs without the settings never reach it.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from typing import Any, Awaitable, Callable, Dict, Optional, Tuple, Union
 
 import attrs
@@ -91,6 +92,7 @@ class GatewayAnswer:
 BRIDGE_ENDPOINT = endpoint_id("mcpgated:bridge")
 MAX_DISCOVER_BYTES = 1024 * 1024
 MAX_DISCOVER_CACHE = 60.0  # seconds, whatever ttlMs says
+MAX_ENDED = 100_000  # session ids ended with DELETE, remembered
 _SESSION = b"mcp-session-id"
 # what a handshake-era GET stream carries: the list changes (resources/subscribe
 # is not bridged, so no resource updates)
@@ -131,6 +133,9 @@ class ModernBackend:
     clock: IReactorTime
     timeout: float = 30.0
     _discovered: Dict[Tuple[str, str], Tuple[float, Dict[str, Any]]] = attrs.field(factory=dict)
+    # session ids ended with DELETE (by this process: other processes and nodes
+    # serve them until the client stops using them)
+    _ended: "OrderedDict[bytes, None]" = attrs.field(factory=OrderedDict)
 
     async def translate(self, api_id: str, settings: ProtocolSettings, request: Any, body: bytes,
                         url: bytes, headers: Any, ca_file: Optional[str] = None
@@ -164,6 +169,9 @@ class ModernBackend:
             return await self._initialize(api_id, settings, message, url, headers, version, ca_file)
         state = self._session(api_id, request)
         if method == b"DELETE":
+            self._ended[request.getHeader(_SESSION)] = None
+            while len(self._ended) > MAX_ENDED:
+                self._ended.popitem(last=False)
             return GatewayAnswer(200, b"")
         if not isinstance(message, dict):
             raise Refusal(400, "JSON-RPC batches cannot be bridged to a 2026-07-28 backend",
@@ -188,7 +196,8 @@ class ModernBackend:
         if not raw:
             raise Refusal(400, "Mcp-Session-Id header is required (initialize first)",
                           outcome="bad_request", code=INVALID_REQUEST, id=None)
-        opened = self.sealer.unseal(api_id, raw.decode("latin-1"))
+        opened = self.sealer.unseal(api_id, raw.decode("latin-1")) if raw not in self._ended \
+            else None
         state = ClientState.loads(opened[1]) if opened and opened[0] == BRIDGE_ENDPOINT else None
         if state is None:
             raise Refusal(404, "Session not found", outcome="bad_request",

@@ -128,6 +128,7 @@ class Exchange:
     session: Optional[str] = None
     tried: Tuple[Member, ...] = ()  # endpoints that could not be reached
     classic: Optional[ClassicForward] = None  # a 2026-07-28 client's request to an older backend
+    backend_version: Optional[str] = None  # bridged: the version the backend is spoken to in
     rest = ""  # the path after the context path, and the query, for another endpoint
     query = b""
 
@@ -511,9 +512,15 @@ class GatewayResource(Resource):
             if exchange.tried:  # sent on to another endpoint
                 backend = member.backend
                 url = backend.target(exchange.rest, exchange.query)
+        phrase = response.phrase
+        if (code == 400 or code == 404) and exchange.classic is None \
+                and exchange.backend_version is not None and not event_stream:
+            # a 2026-07-28 backend's JSON-RPC error, to a handshake-era client: on a 200
+            code = exchange.status = 200
+            phrase = b"OK"
         if observer is not None:
             observer.response(code, headers_up, round((now - sent) * 1000, 3), event_stream)
-        request.setResponseCode(code, response.phrase)
+        request.setResponseCode(code, phrase)
         if code == 401 or code == 403:
             # A challenge names the gateway's OAuth metadata (mcpgated.oauth).
             assert self.oauth is not None
@@ -983,6 +990,7 @@ def _bridged(exchange: Exchange, backend_version: Optional[str]) -> None:
     The exchange log and the trace learn the version the backend was spoken
     to in (the client's own they read from its messages).
     """
+    exchange.backend_version = backend_version
     observer = exchange.trace if exchange.trace is not None else exchange.observer
     if observer is not None and backend_version is not None:
         observer.bridged(backend_version)
