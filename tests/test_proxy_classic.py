@@ -438,3 +438,13 @@ def test_answers_without_a_request_state_are_left_out_and_the_backend_asks(daemo
     status, _, answer = http("POST", daemon.gateway + "/classic", body, headers)
     assert status == 200
     assert _messages(answer)[-1]["result"]["resultType"] == "input_required"
+
+
+def test_errors_2026_sends_on_another_status_get_it(daemon, classic):
+    deploy(daemon, "/classic", classic + "/mcp", protocol=TO_CLASSIC)
+    # the backend does not do completions: its -32601 (on its 200) is a 404 in 2026-07-28
+    body, headers = _modern("completion/complete", {"ref": {"type": "ref/prompt", "name": "p"},
+                                                    "argument": {"name": "a", "value": ""}})
+    status, _, answer = http("POST", daemon.gateway + "/classic", body, headers)
+    assert status == 404, answer
+    assert json.loads(answer)["error"]["code"] == -32601

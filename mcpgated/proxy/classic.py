@@ -141,6 +141,8 @@ class _Parked:
 
 
 PARK_SECONDS = 600.0  # how long an answer waits for the client's input
+# errors 2026-07-28 sends on another status than 200 (a handshake-era backend sends 200)
+_ERROR_STATUS = {-32601: 404, -32020: 400, -32021: 400, -32022: 400}
 # the input requests and the client capability each needs
 _CAPABILITY = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation",
                "roots/list": "roots"}
@@ -173,6 +175,7 @@ class ClassicJudge:
     asked: Dict[str, Any] = attrs.field(factory=dict)  # inputRequests key -> backend's id
     held: Optional[List[Any]] = None  # parked: the backend's messages since
     asking: List[Message] = attrs.field(factory=list)  # the input requests, until sent
+    status: Optional[int] = None  # the HTTP status 2026-07-28 gives the answer's error
     batch = False
 
     def parking(self) -> Optional[bytes]:
@@ -239,6 +242,8 @@ class ClassicJudge:
                                                       self.server_info))
             if isinstance(message.error, dict):
                 error = modern_error(message.error, self.method)
+                if message.id == self.sent_id:
+                    self.status = _ERROR_STATUS.get(error.get("code"))  # type: ignore[arg-type]
                 return None if error is message.error and raw is message.raw \
                     else dict(raw, error=error)
             return None if raw is message.raw else raw

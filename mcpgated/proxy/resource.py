@@ -565,6 +565,9 @@ class GatewayResource(Resource):
         reader = None
         if judge is not None or endpoint is not None or observer is not None:
             reader = ResponseReader(event_stream, judge, observer, endpoint)
+        flush = reader.flush if reader is not None else None
+        if classic is not None and not event_stream and response.length is not UNKNOWN_LENGTH:
+            flush = partial(self._classic_flush, exchange, reader, classic)
         exchange.last_activity = now
         parks = on_park = None
         if classic is not None and classic.closing is None:  # input requests park the answer
@@ -576,7 +579,7 @@ class GatewayResource(Resource):
             done=lambda outcome, reason: self._finished(exchange, outcome, reason),
             on_data=lambda n: self._activity(exchange, n),
             transform=reader.feed if reader is not None else None,
-            flush=reader.flush if reader is not None else None,
+            flush=flush,
             parks=parks,
             on_park=on_park,
         )
@@ -616,6 +619,18 @@ class GatewayResource(Resource):
         request.finish()
         exchange.bytes_out += len(payload)
         self._log(exchange, outcome)
+
+    def _classic_flush(self, exchange: Exchange, reader: Any, classic: ClassicForward) -> bytes:
+        """
+        The held JSON answer of a bridged 2026-07-28 call, on the status
+        2026-07-28 gives its error (a handshake-era backend sends 200).
+        """
+        out: bytes = reader.flush()
+        status = classic.judge.status
+        if status is not None and exchange.status == 200:
+            exchange.status = status
+            exchange.request.setResponseCode(status)
+        return out
 
     def _resume(self, exchange: Exchange, resume: ClassicResume) -> None:
         """
