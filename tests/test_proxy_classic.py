@@ -18,6 +18,9 @@ import pytest
 from mcp import Client
 from mcp_types import ElicitResult
 
+from mcpgated.mcp.messages import classify
+from mcpgated.mcp.responses import DROP
+from mcpgated.proxy.classic import ClassicJudge
 from tests.support import BIN, Proc, deploy, http
 
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
@@ -448,3 +451,49 @@ def test_errors_2026_sends_on_another_status_get_it(daemon, classic):
     status, _, answer = http("POST", daemon.gateway + "/classic", body, headers)
     assert status == 404, answer
     assert json.loads(answer)["error"]["code"] == -32601
+
+
+# --- in memory: the judge of a bridged answer ---------------------------------------------------
+
+def _judge(**kwargs: Any) -> Tuple[ClassicJudge, List[Dict[str, Any]]]:
+    told: List[Dict[str, Any]] = []
+    defaults: Dict[str, Any] = dict(client_id=7, sent_id=7)
+    defaults.update(kwargs)
+    return ClassicJudge("tools/call", {"name": "s", "version": "1"}, False, told.append,
+                        **defaults), told
+
+
+def test_the_judge_turns_input_requests_into_one_input_required_and_resumes():
+    judge, told = _judge(can_answer=frozenset({"elicitation/create"}))
+    asked = [classify({"jsonrpc": "2.0", "id": f"q{n}", "method": "elicitation/create",
+                       "params": {"message": str(n)}}) for n in range(2)]
+    assert judge.parking() is None
+    assert [judge.judge(m) for m in asked] == [DROP, DROP]
+    progress = classify({"jsonrpc": "2.0", "method": "notifications/progress", "params": {}})
+    assert judge.judge(progress) is DROP  # held for the retry
+    event = judge.parking()
+    assert event is not None and told == []
+    answer = json.loads(event.split(b"data: ", 1)[1])
+    assert answer["id"] == 7 and answer["result"]["resultType"] == "input_required"
+    assert answer["result"]["inputRequests"] == {
+        "q0": {"method": "elicitation/create", "params": {"message": "0"}},
+        "q1": {"method": "elicitation/create", "params": {"message": "1"}}}
+    assert answer["result"]["requestState"] == judge.token and judge.asked == {"q0": "q0", "q1": "q1"}
+    assert judge.parking() is None  # said once
+    # the retry (id 8): the held progress, then the answer under the retry's id
+    assert b"notifications/progress" in judge.resume(8)
+    final = judge.judge(classify({"jsonrpc": "2.0", "id": 7, "result": {"content": []}}))
+    assert final["id"] == 8 and final["result"]["resultType"] == "complete"
+
+
+def test_the_judge_answers_what_the_client_cannot_and_drops_unasked_logs():
+    judge, told = _judge()
+    for method in ("sampling/createMessage", "roots/list", "ping"):
+        assert judge.judge(classify({"jsonrpc": "2.0", "id": method, "method": method})) is DROP
+    assert [("error" in t, t.get("result")) for t in told] == [
+        (True, None), (False, {"roots": []}), (False, {})]
+    log = classify({"jsonrpc": "2.0", "method": "notifications/message", "params": {}})
+    assert judge.judge(log) is DROP
+    error = judge.judge(classify({"jsonrpc": "2.0", "id": 7,
+                                  "error": {"code": -32601, "message": "no"}}))
+    assert error is None and judge.status == 404

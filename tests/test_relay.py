@@ -161,3 +161,91 @@ def test_a_client_that_leaves_closes_the_backend_and_gets_nothing_more() -> None
     ex.relay.connectionLost(Failure(ResponseDone()))
     assert ex.request.written == [b"one"] and not ex.request.finished
     assert [outcome for outcome, _ in ex.ends] == ["client_closed"]
+
+
+# --- parking: an answer that waits for the client's next request (mcpgated.proxy.classic) ----
+
+class Parking:
+    """
+    A transform that holds everything after a chunk containing "ask", and
+    the C{parks} that ends the client's answer there.
+    """
+
+    def __init__(self) -> None:
+        self.asking = False
+        self.held: List[bytes] = []
+        self.parked: List[Relay] = []
+
+    def transform(self, data: bytes) -> bytes:
+        if self.asking or b"ask" in data:
+            self.asking = True
+            self.held.append(data)
+            return b""
+        return data
+
+    def parks(self) -> Optional[bytes]:
+        if not self.asking or not self.held:
+            return None
+        return b"<input required>"
+
+    def resume(self) -> bytes:
+        held, self.held, self.asking = self.held, [], False
+        return b"".join(held)
+
+
+def _parking_exchange() -> Tuple[Exchange, Parking]:
+    parking = Parking()
+    ex = Exchange()
+    ex.relay = Relay(ex.request, ex.clock, lambda outcome, reason: ex.ends.append((outcome, reason)),
+                     ex.activity.append, parking.transform, None, parking.parks,
+                     parking.parked.append)
+    ex.relay.makeConnection(ex.backend)
+    return ex, parking
+
+
+def test_an_answer_that_asks_ends_the_client_answer_and_waits_paused() -> None:
+    ex, parking = _parking_exchange()
+    ex.relay.dataReceived(b"progress;")
+    ex.relay.dataReceived(b"ask;")
+    assert ex.request.written == [b"progress;", b"<input required>"]
+    assert ex.request.finished and ex.request.producer is None
+    assert ex.ends == [("complete", None)]  # the first exchange is over
+    assert ex.backend.producerState == "paused"  # the backend waits
+    assert parking.parked == [ex.relay]
+    ex.relay.dataReceived(b"more;")  # what still comes is held, not written
+    assert ex.request.written == [b"progress;", b"<input required>"]
+
+    # the client's next request takes the rest
+    retry = ClientRequest()
+    ends: List[Tuple[str, Optional[Failure]]] = []
+    ex.relay.attach(retry, lambda outcome, reason: ends.append((outcome, reason)),
+                    ex.activity.append, parking.resume())
+    assert retry.written == [b"ask;more;"]
+    assert retry.producer is ex.relay.producer and ex.backend.producerState == "producing"
+    ex.relay.dataReceived(b"result")
+    ex.relay.connectionLost(Failure(ResponseDone()))
+    assert retry.written == [b"ask;more;", b"result"] and retry.finished
+    assert ends == [("complete", None)] and ex.ends == [("complete", None)]
+
+
+def test_a_backend_that_ends_while_parked_ends_the_next_request_at_once() -> None:
+    ex, parking = _parking_exchange()
+    ex.relay.dataReceived(b"ask;")
+    ex.relay.dataReceived(b"result")
+    ex.relay.connectionLost(Failure(ResponseDone()))
+    assert ex.ends == [("complete", None)]
+    retry = ClientRequest()
+    ends: List[Tuple[str, Optional[Failure]]] = []
+    ex.relay.attach(retry, lambda outcome, reason: ends.append((outcome, reason)),
+                    ex.activity.append, parking.resume())
+    assert retry.written == [b"ask;result"] and retry.finished
+    assert ends == [("complete", None)]
+
+
+def test_a_parked_answer_nobody_comes_back_for_closes_the_backend() -> None:
+    ex, parking = _parking_exchange()
+    ex.relay.dataReceived(b"ask;")
+    ex.relay.expire()
+    assert ex.backend.disconnecting or ex.backend.producerState == "stopped"
+    ex.relay.connectionLost(Failure(ConnectionLost()))
+    assert ex.ends == [("complete", None)]  # the first exchange's end, told once
