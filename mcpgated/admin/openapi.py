@@ -440,10 +440,14 @@ def openapi_document() -> Dict[str, Any]:
                                        "handshake-era client versions: the gateway bridges them "
                                        "(initialize answered from server/discover, a sealed "
                                        "session id of its own, _meta and routing headers added, "
-                                       "the GET stream from subscriptions/listen; "
-                                       "one backend, not endpoints). A 2026-07-28 client version "
-                                       "with an older backendVersion is refused (not bridged "
-                                       "yet)."}}},
+                                       "the GET stream from subscriptions/listen). An older "
+                                       "version with 2026-07-28 among the client versions: the "
+                                       "gateway bridges 2026-07-28 clients (it checks their "
+                                       "requests as a 2026-07-28 server, keeps the backend "
+                                       "sessions they need, answers server/discover, maps "
+                                       "subscriptions/listen to the GET stream and the backend's "
+                                       "input requests to input_required results). Both work "
+                                       "with backend or endpoints; see the README."}}},
             "backendAuth": {"type": ["object", "null"], "properties": {
                 "header": {"type": "string"}, "value": {"type": "string", "description": "shown masked"},
                 "forwardClientToken": {"type": "boolean", "default": False}},

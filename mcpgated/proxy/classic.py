@@ -14,13 +14,19 @@ answered from the session's C{initialize} result; C{subscriptions/listen}
 is the GET stream of a session of its own (with C{resources/subscribe} for
 the URIs asked), acknowledged first and tagged with the subscription id.
 
-What cannot be bridged is answered, never left hanging:
- - a backend's request to the client on a call's stream (sampling,
-   elicitation, roots, ping) gets a JSON-RPC error from the gateway (roots:
-   an empty list; ping: answered), so the backend's call goes on and ends;
- - a retry carrying C{inputResponses} or C{requestState} (the gateway never
-   asks for input) gets C{-32602};
- - batches (2026-07-28 has none) get C{-32600}.
+The gateway is the 2026-07-28 server here, so it checks each request as one
+(L{mcpgated.mcp.classic.check_request}) before anything reaches the backend.
+
+A backend's request to the client on a call's stream (sampling, elicitation,
+roots) that the client declared a capability for becomes an
+C{input_required} result: the backend's answer waits, paused (a parked
+L{mcpgated.proxy.relay.Relay}), for the client's retry, whose
+C{inputResponses} go to the backend before the rest of the answer is relayed
+under the retry's id. What cannot be bridged is answered, never left
+hanging: a request the client did not declare gets the gateway's answer (an
+error; roots: an empty list; ping), a C{requestState} the gateway does not
+hold for this client gets C{-32602}, batches get C{-32600}. A client that
+leaves a call has the backend told with C{notifications/cancelled}.
 """
 
 from __future__ import annotations
