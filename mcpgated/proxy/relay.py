@@ -73,6 +73,12 @@ class Relay(Protocol):
         L{attach} gives it the next request.
     """
 
+    # parking (mcpgated.proxy.classic), at class level: most relays never park
+    _parks: Optional[Callable[[], Optional[bytes]]] = None
+    _on_park: Optional[Callable[["Relay"], None]] = None
+    parked = False
+    _parked_end: Optional[Failure] = None
+
     def __init__(
         self,
         request: Any,
@@ -92,10 +98,8 @@ class Relay(Protocol):
         self._flush = flush
         self.client_gone = False
         self.producer: Optional[WatchedProducer] = None
-        self._parks = parks
-        self._on_park = on_park
-        self.parked = False
-        self._parked_end: Optional[Failure] = None
+        if parks is not None:
+            self._parks, self._on_park = parks, on_park
 
     def connectionMade(self) -> None:
         self.producer = WatchedProducer(self.transport, self.clock, partial(self._on_data, 0))
@@ -106,13 +110,16 @@ class Relay(Protocol):
             return
         if self._transform is not None:
             data = self._transform(data)
-        if self.parked:
-            return  # held by the transform for the client's next request
-        if data:
+        if self._parks is not None:  # an answer that may wait for the client's input
+            if self.parked:
+                return  # held by the transform for the client's next request
+            if data:
+                self._on_data(len(data))
+                self.request.write(data)
+            self._park_if_asked()
+        elif data:
             self._on_data(len(data))
             self.request.write(data)
-        if self._parks is not None:
-            self._park_if_asked()
 
     def _park_if_asked(self) -> bool:
         assert self._parks is not None

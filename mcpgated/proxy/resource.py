@@ -512,15 +512,14 @@ class GatewayResource(Resource):
             if exchange.tried:  # sent on to another endpoint
                 backend = member.backend
                 url = backend.target(exchange.rest, exchange.query)
-        phrase = response.phrase
-        if (code == 400 or code == 404) and exchange.classic is None \
-                and exchange.backend_version is not None and not event_stream:
+        classic = exchange.classic
+        if exchange.backend_version is not None and classic is None \
+                and (code == 400 or code == 404) and not event_stream:
             # a 2026-07-28 backend's JSON-RPC error, to a handshake-era client: on a 200
             code = exchange.status = 200
-            phrase = b"OK"
         if observer is not None:
             observer.response(code, headers_up, round((now - sent) * 1000, 3), event_stream)
-        request.setResponseCode(code, phrase)
+        request.setResponseCode(code, response.phrase if code == response.code else b"OK")
         if code == 401 or code == 403:
             # A challenge names the gateway's OAuth metadata (mcpgated.oauth).
             assert self.oauth is not None
@@ -539,10 +538,6 @@ class GatewayResource(Resource):
                 origin = self._public_origin or exchange.origin
                 endpoint = lambda value: self._rewrite_endpoint(  # noqa: E731
                     value, backend, url, route, origin, member)
-        classic = exchange.classic
-        if classic is not None:  # in 2026-07-28's terms, after the gate's judging
-            request.responseHeaders.removeHeader(b"content-length")
-            request.responseHeaders.removeHeader(b"mcp-session-id")
         if admission is not None and 200 <= response.code < 300:
             if event_stream and request.method == b"GET":
                 if admission.judges_streams:
@@ -559,30 +554,27 @@ class GatewayResource(Resource):
                     request.setResponseCode(200)
                     request.responseHeaders.setRawHeaders(b"content-type",
                                                           [b"application/json"])
-        if classic is not None:
+        if classic is not None:  # in 2026-07-28's terms, after the gate's judging
+            request.responseHeaders.removeHeader(b"content-length")
+            request.responseHeaders.removeHeader(b"mcp-session-id")
             judge = classic.judge if judge is None else chained(judge, classic.judge)
             endpoint = None
         reader = None
         if judge is not None or endpoint is not None or observer is not None:
             reader = ResponseReader(event_stream, judge, observer, endpoint)
-        flush = reader.flush if reader is not None else None
-        if classic is not None and not event_stream and response.length is not UNKNOWN_LENGTH:
-            flush = partial(self._classic_flush, exchange, reader, classic)
         exchange.last_activity = now
-        parks = on_park = None
-        if classic is not None and classic.closing is None:  # input requests park the answer
-            parks = classic.judge.parking
-            on_park = partial(self._classic_backend().park, forward=classic)
-        relay = Relay(
-            request,
-            self.clock,
-            done=lambda outcome, reason: self._finished(exchange, outcome, reason),
-            on_data=lambda n: self._activity(exchange, n),
-            transform=reader.feed if reader is not None else None,
-            flush=flush,
-            parks=parks,
-            on_park=on_park,
-        )
+        if classic is None:
+            relay = Relay(
+                request,
+                self.clock,
+                done=lambda outcome, reason: self._finished(exchange, outcome, reason),
+                on_data=lambda n: self._activity(exchange, n),
+                transform=reader.feed if reader is not None else None,
+                flush=reader.flush if reader is not None else None,
+            )
+        else:
+            assert reader is not None
+            relay = self._classic_relay(exchange, classic, reader, event_stream, response)
         exchange.relay = relay
         self._relaying[exchange] = None
         if self._sweeper is None:
@@ -619,6 +611,30 @@ class GatewayResource(Resource):
         request.finish()
         exchange.bytes_out += len(payload)
         self._log(exchange, outcome)
+
+    def _classic_relay(self, exchange: Exchange, classic: ClassicForward, reader: ResponseReader,
+                       event_stream: bool, response: Any) -> Relay:
+        """
+        The relay of a bridged 2026-07-28 call's answer: a JSON error on
+        2026-07-28's status, and parked when the backend asks for input.
+        """
+        flush = reader.flush
+        if not event_stream and response.length is not UNKNOWN_LENGTH:
+            flush = partial(self._classic_flush, exchange, reader, classic)
+        parks = on_park = None
+        if classic.closing is None:  # input requests park the answer (not a listen stream's)
+            parks = classic.judge.parking
+            on_park = partial(self._classic_backend().park, forward=classic)
+        return Relay(
+            exchange.request,
+            self.clock,
+            done=lambda outcome, reason: self._finished(exchange, outcome, reason),
+            on_data=lambda n: self._activity(exchange, n),
+            transform=reader.feed,
+            flush=flush,
+            parks=parks,
+            on_park=on_park,
+        )
 
     def _classic_flush(self, exchange: Exchange, reader: Any, classic: ClassicForward) -> bytes:
         """
