@@ -3,6 +3,7 @@
 import { api, clientUrl, loadGateway } from "./api.js";
 import { badge, clear, clearFieldErrors, field, fmtDate, fmtInt, h, setNearestFieldError } from "./dom.js";
 import { LocalFieldError, aclEditor, apiSecurity, planSettings, rateLimitEditor } from "./security.js";
+import { protocolEditor, summary as protocolSummary } from "./protocol.js";
 import { carry, hashFor, navigate, setTitle, showBanner } from "./shell.js";
 
 const RATE_WINDOW = 60; // seconds: the "live" request rate is over the last minute
@@ -97,6 +98,14 @@ export async function renderApiList(root) {
 
 function definitionOf(record) {
   return Object.fromEntries(Object.entries(record).filter(([key]) => !READ_ONLY.has(key)));
+}
+
+/** The protocol settings the definition has; those deployed too when they differ. */
+function protocolText(record) {
+  const stored = protocolSummary(record.protocol);
+  if (!record.deployed) return stored;
+  const deployed = protocolSummary(record.deployed.protocol);
+  return deployed === stored ? stored : `${stored} (deployed: ${deployed})`;
 }
 
 function option(value, label, selected, disabled) {
@@ -195,6 +204,7 @@ export async function renderApiPage(root, params, id) {
         : "Never deployed: Deploy makes it live"),
       h("dt", {}, "MCP clients connect to"), h("dd", {}, h("code", {}, clientUrl(record, info)),
         live ? null : h("span", { class: "muted" }, " (once started)")),
+      h("dt", {}, "MCP versions"), h("dd", { id: "api-protocol-summary" }, protocolText(record)),
       h("dt", {}, "Id"), h("dd", { class: "mono" }, record.id));
     root.append(h("section", { class: "card", "aria-label": "Status" }, status));
 
@@ -274,6 +284,7 @@ export async function renderApiPage(root, params, id) {
     const redact = h("input", { type: "text", value: record.analytics.redactFields.join(", "), spellcheck: "false" });
     const plans = planEditor(record.plans);
     const security = apiSecurity(record);
+    const protocol = protocolEditor(record.protocol);
     const save = h("button", { type: "submit", class: "button" }, "Save");
     const form = h("form", { class: "card", "aria-labelledby": "edit-title", novalidate: true },
       h("h2", { id: "edit-title" }, "Definition"),
@@ -287,6 +298,7 @@ export async function renderApiPage(root, params, id) {
         hint: "The MCP server's endpoint, e.g. http://localhost:3001/mcp" }),
       h("fieldset", {}, h("legend", {}, "Plans"), plans.element),
       h("fieldset", {}, h("legend", {}, "Security"), security.element),
+      h("fieldset", {}, h("legend", {}, "Protocol versions"), protocol.element),
       h("fieldset", {}, h("legend", {}, "Exchange log"),
         field({ id: "api-logging", label: "Records", input: logging, fieldName: "analytics.logging",
           hint: "Off: no log entries or dashboard data for this API; Prometheus metrics stay." }),
@@ -301,7 +313,7 @@ export async function renderApiPage(root, params, id) {
       clearFieldErrors(form);
       let body;
       try {
-        body = Object.assign(definitionOf(record), security.read(), {
+        body = Object.assign(definitionOf(record), security.read(), { protocol: protocol.read() }, {
           name: name.value, version: version.value, description: description.value,
           contextPath: contextPath.value.trim(), backend: backend.value.trim(), plans: plans.read(),
           analytics: Object.assign({}, record.analytics, {

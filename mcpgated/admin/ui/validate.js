@@ -73,3 +73,28 @@ export function stepOf(fieldName) {
   if (fieldName.startsWith("plans")) return 3;
   return null;
 }
+
+// The MCP protocol versions an API may list (mcpgated/mcp/bridge.py KNOWN_VERSIONS).
+export const HANDSHAKE_VERSIONS = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+export const MODERN_VERSIONS = ["2026-07-28"];
+export const PROTOCOL_VERSIONS = [...HANDSHAKE_VERSIONS, ...MODERN_VERSIONS];
+
+/** An API's "protocol" settings (null: pass-through): [field, message] or null, as definitions.py says it. */
+export function protocol(settings) {
+  if (settings === null) return null;
+  const known = PROTOCOL_VERSIONS.join(", ");
+  const versions = settings.clientVersions;
+  if (!Array.isArray(versions) || !versions.length) {
+    return ["protocol.clientVersions", `protocol.clientVersions must be a non-empty list of versions from ${known}`];
+  }
+  for (const [index, version] of versions.entries()) {
+    if (!PROTOCOL_VERSIONS.includes(version) || versions.indexOf(version) !== index) {
+      return [`protocol.clientVersions[${index}]`, `protocol.clientVersions[${index}] must be one of ${known}, once`];
+    }
+  }
+  const backend = settings.backendVersion;
+  if (backend !== null && !PROTOCOL_VERSIONS.includes(backend)) {
+    return ["protocol.backendVersion", `protocol.backendVersion must be one of ${known}`];
+  }
+  return null;
+}
