@@ -21,7 +21,7 @@ from mcp_types import ElicitResult
 from mcpgated.mcp.messages import classify
 from mcpgated.mcp.responses import DROP
 from mcpgated.proxy.classic import ClassicJudge
-from tests.support import BIN, Proc, deploy, http
+from tests.support import BIN, Proc, deploy, http, subscribe_key
 
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 TO_CLASSIC = {"clientVersions": ["2026-07-28"], "backendVersion": "2025-11-25"}
@@ -497,3 +497,29 @@ def test_the_judge_answers_what_the_client_cannot_and_drops_unasked_logs():
     error = judge.judge(classify({"jsonrpc": "2.0", "id": 7,
                                   "error": {"code": -32601, "message": "no"}}))
     assert error is None and judge.status == 404
+
+
+def test_callers_never_share_a_backend_session_nor_a_parked_answer(daemon, classic):
+    api = deploy(daemon, "/keyed", classic + "/mcp", protocol=TO_CLASSIC,
+                 plans=[{"name": "Gold", "security": "API_KEY"}])
+    url = daemon.gateway + "/keyed"
+    keys = [subscribe_key(daemon, api["id"], "Gold", name)[1]["key"] for name in ("ann", "bob")]
+
+    def whoami(key: str) -> Dict[str, Any]:
+        body, headers = _modern("tools/call", {"name": "whoami", "arguments": {}})
+        status, _, answer = http("POST", url, body, dict(headers, **{"X-Gravitee-Api-Key": key}))
+        assert status == 200, answer
+        return json.loads(_messages(answer)[-1]["result"]["content"][0]["text"])
+
+    ann, bob = whoami(keys[0]), whoami(keys[1])
+    # the same client info and capabilities, but two callers: two backend sessions
+    assert ann["session"] != bob["session"]
+    assert whoami(keys[0])["session"] == ann["session"]
+    # Bob cannot go on with Ann's parked answer, even with its requestState
+    body, headers = _modern("tools/call", {"name": "ask", "arguments": {}}, 7, ASKING)
+    status, _, answer = http("POST", url, body, dict(headers, **{"X-Gravitee-Api-Key": keys[0]}))
+    state = _messages(answer)[-1]["result"]["requestState"]
+    body, headers = _modern("tools/call", {"name": "ask", "arguments": {}, "requestState": state,
+                                           "inputResponses": {}}, 8, ASKING)
+    status, _, answer = http("POST", url, body, dict(headers, **{"X-Gravitee-Api-Key": keys[1]}))
+    assert status == 400 and json.loads(answer)["error"]["code"] == -32602

@@ -113,6 +113,7 @@ class ClassicForward:
     key: Optional[str]  # the pool's key (None: a listen stream's own session)
     identity: Identity
     url: str  # the backend (the endpoint, for a load-balanced API)
+    caller: str  # who the gate said was calling (caller_of)
     preamble: bytes = b""  # written to the client before the backend's answer
     renewed: bool = False
     closing: Optional[Callable[[], None]] = None  # when the exchange ends
@@ -307,12 +308,16 @@ class ClassicBackend:
     _parked: Dict[str, _Parked] = attrs.field(factory=dict)
 
     async def translate(self, api_id: str, settings: ProtocolSettings, request: Any, body: bytes,
-                        url: bytes, headers: Any, ca_file: Optional[str] = None
+                        url: bytes, headers: Any, ca_file: Optional[str] = None,
+                        caller: str = ""
                         ) -> Union[bytes, GatewayAnswer, ClassicForward, "ClassicResume"]:
         """
         The body to forward unchanged (a handshake-era client), the
         gateway's answer, or the request as its backend session is sent it
         (C{headers} changed to match).
+
+        @param caller: who the gate says is calling (L{caller_of}): callers
+            never share a backend session, nor each other's parked answers.
 
         @raise Refusal: 400, or 502 (the backend's C{initialize} failed).
         """
@@ -340,26 +345,28 @@ class ClassicBackend:
         target = url.decode("latin-1")
         params = message.get("params")
         if isinstance(params, dict) and "requestState" in params:
-            return await self._retry(api_id, message, params, target, headers, identity, ca_file)
+            return await self._retry(api_id, message, params, headers, identity, ca_file,
+                                     caller)
         if isinstance(params, dict) and "inputResponses" in params:
             # answers nobody asked for: the call goes on without them (the backend may ask)
             message = dict(message, params={k: v for k, v in params.items()
                                             if k != "inputResponses"})
+        key = self._key(api_id, target, headers, identity, caller)
         if name == "server/discover":
-            session = await self._pooled(api_id, target, headers, identity, settings, ca_file)
+            session = await self._pooled(api_id, target, headers, identity, settings, ca_file,
+                                         key)
             supported = [v for v in settings.client_versions if is_modern(v)]
             return GatewayAnswer(200, rpc_result(message["id"], discover_result(
                 session.initialized, supported)))
         if name == "subscriptions/listen":
             return await self._listen(message, target, headers, identity, settings, ca_file)
-        key = self._key(api_id, target, headers, identity)
         session = await self._pooled(api_id, target, headers, identity, settings, ca_file, key)
         judge = ClassicJudge(name, session.server_info, identity.log_level is not None,
                              self._replier(target, headers, session, ca_file),
                              client_id=message["id"], sent_id=message["id"],
                              can_answer=_answerable(identity.capabilities))
         forward = ClassicForward(b"POST", json.dumps(to_classic(message)).encode("utf-8"),
-                                 judge, session, key, identity, target)
+                                 judge, session, key, identity, target, caller)
         _session_headers(headers, session)
         return forward
 
@@ -376,7 +383,7 @@ class ClassicBackend:
             del self._sessions[key]  # expired: not closed, the backend forgot it
         log.info("API {api_id}: a backend session expired; opening a new one", api_id=api_id)
         target = url.decode("latin-1")  # another endpoint's, when the first failed
-        forward.key = key = self._key(api_id, target, headers, forward.identity)
+        forward.key = key = self._key(api_id, target, headers, forward.identity, forward.caller)
         forward.url = target
         session = await self._pooled(api_id, target, headers, forward.identity, settings,
                                      ca_file, key)
@@ -416,7 +423,7 @@ class ClassicBackend:
             parked.relay.expire()
 
     async def _retry(self, api_id: str, message: Dict[str, Any], params: Dict[str, Any],
-                     url: str, headers: Any, identity: Identity, ca_file: Optional[str]
+                     headers: Any, identity: Identity, ca_file: Optional[str], caller: str
                      ) -> Union[GatewayAnswer, "ClassicResume"]:
         """
         A client's retry with the input the backend asked for: the answers
@@ -426,7 +433,8 @@ class ClassicBackend:
         parked = self._parked.get(token) if isinstance(token, str) else None
         # the client's, whichever endpoint the retry would have gone to
         if not isinstance(token, str) or parked is None \
-                or parked.forward.key != self._key(api_id, parked.forward.url, headers, identity):
+                or parked.forward.key != self._key(api_id, parked.forward.url, headers, identity,
+                                                   caller):
             return GatewayAnswer(400, error_body(
                 INVALID_PARAMS, "requestState unknown or expired: send the request again "
                                 "without it", message["id"]))
@@ -450,9 +458,9 @@ class ClassicBackend:
 
     # --- sessions -------------------------------------------------------------------------
 
-    def _key(self, api_id: str, url: str, headers: Any, identity: Identity) -> str:
+    def _key(self, api_id: str, url: str, headers: Any, identity: Identity, caller: str) -> str:
         digest = hashlib.sha256()
-        for part in (api_id, url, identity.key()):
+        for part in (api_id, url, identity.key(), caller):
             digest.update(part.encode("utf-8") + b"\0")
         for name in _AUTHORIZATION:
             for value in headers.getRawHeaders(name, ()):
@@ -460,10 +468,8 @@ class ClassicBackend:
         return digest.hexdigest()
 
     async def _pooled(self, api_id: str, url: str, headers: Any, identity: Identity,
-                      settings: ProtocolSettings, ca_file: Optional[str],
-                      key: Optional[str] = None) -> BackendSession:
-        if key is None:
-            key = self._key(api_id, url, headers, identity)
+                      settings: ProtocolSettings, ca_file: Optional[str], key: str
+                      ) -> BackendSession:
         entry = self._sessions.get(key)
         if entry is not None:
             self._sessions.move_to_end(key)
@@ -593,9 +599,22 @@ class ClassicBackend:
         for name in (b"content-type", b"content-length"):
             headers.removeHeader(name)
         headers.setRawHeaders(b"accept", [b"text/event-stream"])
-        return ClassicForward(b"GET", b"", judge, session, None, identity, url,
+        return ClassicForward(b"GET", b"", judge, session, None, identity, url, "",
                               preamble=b"event: message\ndata: " + dump(ack) + b"\n\n",
                               closing=closing)
+
+
+def caller_of(principal: Any, peer: Optional[str]) -> str:
+    """
+    Who is calling, for the backend sessions: the gate's principal (plan,
+    application, subscription, token subject), or, where it knows nobody
+    (keyless plans, no gate), the client's address.
+    """
+    if principal is not None and (principal.application_id or principal.subscription_id
+                                  or principal.subject):
+        return "\0".join((principal.plan.name, principal.application_id or "",
+                          principal.subscription_id or "", principal.subject or ""))
+    return f"address\0{peer}"
 
 
 def _copy(headers: Any) -> Headers:

@@ -69,7 +69,13 @@ from mcpgated.proxy.headers import (
 )
 from mcpgated.proxy.balancer import Backend, Balancer, Member, Pool
 from mcpgated.proxy.bridge import GatewayAnswer, ModernBackend, admit_version
-from mcpgated.proxy.classic import ClassicBackend, ClassicForward, ClassicResume, chained
+from mcpgated.proxy.classic import (
+    ClassicBackend,
+    ClassicForward,
+    ClassicResume,
+    caller_of,
+    chained,
+)
 from mcpgated.proxy.interfaces import IBackendClient
 from mcpgated.proxy.origin import host_allowed, is_loopback_address, origin_allowed
 from mcpgated.proxy.relay import Relay
@@ -305,7 +311,8 @@ class GatewayResource(Resource):
         classic = None
         if protocol is not None and protocol.to_classic:  # an older backend (proxy.classic)
             translated = await self._classic_backend().translate(
-                route.api_id, protocol, request, body, url, headers, definition.backend_ca_file)
+                route.api_id, protocol, request, body, url, headers, definition.backend_ca_file,
+                caller_of(admission.principal if admission is not None else None, exchange.peer))
             if translated is not body:  # a 2026-07-28 client's (an older one's is passed)
                 _bridged(exchange, translated.session.version if isinstance(
                     translated, ClassicForward) else translated.forward.session.version
