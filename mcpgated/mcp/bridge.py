@@ -80,16 +80,17 @@ class Renegotiated:
 Verdict = Optional[Any]  # None (accepted), a VersionRefusal or a Renegotiated
 
 
+def request_meta(message: Any) -> Dict[str, Any]:
+    """
+    A request's C{params._meta} (empty when it has none).
+    """
+    params = message.get("params") if isinstance(message, dict) else None
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    return meta if isinstance(meta, dict) else {}
+
+
 def _meta_version(message: Any) -> Optional[str]:
-    if not isinstance(message, dict):
-        return None
-    params = message.get("params")
-    if not isinstance(params, dict):
-        return None
-    meta = params.get("_meta")
-    if not isinstance(meta, dict):
-        return None
-    version = meta.get(META_VERSION)
+    version = request_meta(message).get(META_VERSION)
     return version if isinstance(version, str) else None
 
 

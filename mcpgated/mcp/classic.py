@@ -26,6 +26,7 @@ from mcpgated.mcp.bridge import (
     CLIENT_INFO,
     META_VERSION,
     SERVER_INFO,
+    request_meta,
 )
 
 LOG_LEVEL = "io.modelcontextprotocol/logLevel"
@@ -64,19 +65,13 @@ class Identity:
 
     @classmethod
     def of(cls, message: Any) -> "Identity":
-        meta = _meta(message)
+        meta = request_meta(message)
         info = meta.get(CLIENT_INFO)
         capabilities = meta.get(CLIENT_CAPABILITIES)
         level = meta.get(LOG_LEVEL)
         return cls(info if isinstance(info, dict) else {"name": "mcp-client", "version": "0"},
                    capabilities if isinstance(capabilities, dict) else {},
                    level if isinstance(level, str) else None)
-
-
-def _meta(message: Any) -> Dict[str, Any]:
-    params = message.get("params") if isinstance(message, dict) else None
-    meta = params.get("_meta") if isinstance(params, dict) else None
-    return meta if isinstance(meta, dict) else {}
 
 
 def initialize_request(identity: Identity, version: str, id: Any = 0) -> Dict[str, Any]:
