@@ -21,6 +21,8 @@ from typing import Dict, Iterable, Optional, Tuple, Union
 
 import attrs
 
+from mcpgated.writeorder import WriteOrder
+
 # Presented keys longer than this are not hashed (issued keys are 43 chars).
 MAX_KEY_LENGTH = 512
 PREFIX_LENGTH = 6
@@ -74,16 +76,33 @@ class KeyIndex:
     """
 
     _grants: Dict[str, KeyGrant] = attrs.field(factory=dict)
+    # a reader's ticket (order.begin()) before it reads the store for load
+    order: WriteOrder = attrs.field(factory=WriteOrder)
 
     # --- writes (admin side) ----------------------------------------------------
 
-    def load(self, entries: Iterable[Tuple[str, KeyGrant]]) -> None:
-        self._grants = dict(entries)
+    def load(self, entries: Iterable[Tuple[str, KeyGrant]], ticket: Optional[int] = None) -> None:
+        """
+        Every usable key, as read with C{ticket} (L{None}: now); keys
+        written since that read began keep their newer state
+        (L{mcpgated.writeorder}).
+        """
+        keep = self.order.whole(ticket)
+        if keep is None:
+            return
+        grants = {key_hash: grant for key_hash, grant in entries if key_hash not in keep}
+        for key_hash in keep:
+            grant = self._grants.get(key_hash)
+            if grant is not None:
+                grants[key_hash] = grant
+        self._grants = grants
 
     def put(self, key_hash: str, grant: KeyGrant) -> None:
+        self.order.entry(key_hash)
         self._grants[key_hash] = grant
 
     def remove(self, key_hash: str) -> None:
+        self.order.entry(key_hash)
         self._grants.pop(key_hash, None)
 
     # --- reads (gateway side) -----------------------------------------------------

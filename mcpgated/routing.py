@@ -1,8 +1,9 @@
 """
 The routing table: which deployed, started API serves a request path.
 
-The admin side replaces entries after each committed store write; the
-gateway side only reads. Lookups are longest-prefix on whole path segments,
+The admin side replaces entries after each committed store write, the
+follower (L{mcpgated.cluster.follower}) after reading what another process
+changed, in the order L{WriteOrder} keeps; the gateway side only reads. Lookups are longest-prefix on whole path segments,
 of paths normalised by L{mcpgated.paths} (a context path too: C{/a%41} is
 matched as C{/aA}, as the request path is).
 """
@@ -16,6 +17,7 @@ from twisted.internet.defer import Deferred
 
 from mcpgated.model import ApiDefinition, ApiRecord
 from mcpgated.paths import BadPath, normalize_path
+from mcpgated.writeorder import WriteOrder
 
 
 @attrs.frozen
@@ -40,28 +42,43 @@ class RouteTable:
     _prefixes: List[Tuple[str, Route]] = attrs.field(factory=list)  # normalised, longest first
     _ready: bool = False
     _waiting: List["Deferred[None]"] = attrs.field(factory=list)
+    # a reader's ticket (order.begin()) before it reads the store for load/apply/remove
+    order: WriteOrder = attrs.field(factory=WriteOrder)
 
     # --- writes (admin side) ----------------------------------------------------
 
-    def load(self, records: Iterable[ApiRecord]) -> None:
-        self._by_id = {}
-        for record in records:
-            self._set(record)
-        self._reorder()
+    def load(self, records: Iterable[ApiRecord], ticket: Optional[int] = None) -> None:
+        """
+        Every API's state, as read with C{ticket} (L{None}: now); APIs
+        written since that read began keep their newer state.
+        """
+        keep = self.order.whole(ticket)
+        if keep is not None:
+            by_id = {api_id: route for api_id, route in self._by_id.items() if api_id in keep}
+            self._by_id = by_id
+            for record in records:
+                if record.id not in keep:
+                    self._set(record)
+            self._reorder()
         self._ready = True
         waiting, self._waiting = self._waiting, []
         for d in waiting:
             d.callback(None)
 
-    def apply(self, record: ApiRecord) -> None:
+    def apply(self, record: ApiRecord, ticket: Optional[int] = None) -> None:
         """
-        Reflect one API's committed state.
+        Reflect one API's committed state (read with C{ticket}: unless
+        written since; L{None}: a committed write's own result, now).
         """
+        if not self.order.entry(record.id, ticket):
+            return
         self._by_id.pop(record.id, None)
         self._set(record)
         self._reorder()
 
-    def remove(self, api_id: str) -> None:
+    def remove(self, api_id: str, ticket: Optional[int] = None) -> None:
+        if not self.order.entry(api_id, ticket):
+            return
         if self._by_id.pop(api_id, None) is not None:
             self._reorder()
 

@@ -189,12 +189,23 @@ class StoreService(Service):
 
     async def _load(self) -> None:
         version = await self.store.start()
-        records = await self.store.list_apis()
-        # Keys first: loading the routes releases the requests waiting for them.
-        self.keys.load(await self.store.usable_keys(self.reactor.seconds()))
-        if self.pins is not None:
-            self.pins.load(await self.store.pin_states())
-        self.routes.load(records)
+        # tickets before the reads: what a follower applies meanwhile (a
+        # worker's, hearing its parent) is newer and stays (mcpgated.writeorder)
+        routes_ticket = self.routes.order.begin()
+        keys_ticket = self.keys.order.begin()
+        pins_ticket = self.pins.order.begin() if self.pins is not None else None
+        try:
+            records = await self.store.list_apis()
+            # Keys first: loading the routes releases the requests waiting for them.
+            self.keys.load(await self.store.usable_keys(self.reactor.seconds()), keys_ticket)
+            if self.pins is not None:
+                self.pins.load(await self.store.pin_states(), pins_ticket)
+            self.routes.load(records, routes_ticket)
+        finally:
+            self.routes.order.end()
+            self.keys.order.end()
+            if self.pins is not None:
+                self.pins.order.end()
         log.info("store {path} open (schema {version}): {count} APIs, {live} started",
                  path=str(self.store.path), version=version, count=len(records),
                  live=len(self.routes.routes()))

@@ -18,7 +18,7 @@ LAYERS: List[Tuple[int, str, Tuple[str, ...]]] = [
         "mcpgated", "mcpgated.mcp", "mcpgated.paths", "mcpgated.jsonrpc", "mcpgated.forwarding",
         "mcpgated.files", "mcpgated._twisted_compat", "mcpgated.config", "mcpgated.logs",
         "mcpgated.sqlitedb", "mcpgated.webclient", "mcpgated.writable", "mcpgated.sdnotify",
-        "mcpgated.sealing")),
+        "mcpgated.sealing", "mcpgated.writeorder")),
     (1, "policy", (
         "mcpgated.policy", "mcpgated.model", "mcpgated.definitions", "mcpgated.keys",
         "mcpgated.subscriptions",

@@ -99,22 +99,33 @@ class StateFollower:
             waiter.callback(None)
 
     async def _reload(self, job: _Job) -> None:
+        # Each read takes its copy's ticket before it begins: its answer
+        # cannot undo what was written meanwhile (an admin write committed
+        # while it ran, a later read's answer): mcpgated.writeorder.
         what, api_id = job
-        if what == "api":
-            assert api_id is not None
-            try:
-                record = await self.store.get_api(api_id)
-            except NotFound:
-                self.routes.remove(api_id)
+        order = (self.routes.order if what in ("api", "routes") else
+                 self.keys.order if what == "keys" else self._pins().order)
+        ticket = order.begin()
+        try:
+            if what == "api":
+                assert api_id is not None
+                try:
+                    record = await self.store.get_api(api_id)
+                except NotFound:
+                    self.routes.remove(api_id, ticket)
+                else:
+                    self.routes.apply(record, ticket)
+            elif what == "routes":
+                self.routes.load(await self.store.list_apis(), ticket)
+            elif what == "keys":
+                self.keys.load(await self.store.usable_keys(self.clock.seconds()), ticket)
+            elif api_id is None:
+                self._pins().load(await self.store.pin_states(), ticket)
             else:
-                self.routes.apply(record)
-        elif what == "routes":
-            self.routes.load(await self.store.list_apis())
-        elif what == "keys":
-            self.keys.load(await self.store.usable_keys(self.clock.seconds()))
-        else:
-            assert self.pins is not None
-            if api_id is None:
-                self.pins.load(await self.store.pin_states())
-            else:
-                self.pins.replace(api_id, await self.store.pin_states(api_id))
+                self._pins().replace(api_id, await self.store.pin_states(api_id), ticket)
+        finally:
+            order.end()
+
+    def _pins(self) -> PinBook:
+        assert self.pins is not None
+        return self.pins

@@ -36,6 +36,7 @@ from mcpgated.policy.pinning import (
     read_items,
     refusal,
 )
+from mcpgated.writeorder import WriteOrder
 
 log = Logger()
 
@@ -75,24 +76,42 @@ class PinBook:
     # (API, kind) whose first list is being read page by page
     _first_walks: Set[Tuple[str, str]] = attrs.field(factory=set)
     _fingerprints: FingerprintCache = attrs.field(factory=FingerprintCache)
+    # by API: a reader's ticket (order.begin()) before it reads the store for load/replace
+    order: WriteOrder = attrs.field(factory=WriteOrder)
 
     # --- the copy ---------------------------------------------------------------------
 
-    def load(self, rows: Iterable[Tuple[str, str, str, PinState]]) -> None:
+    def load(self, rows: Iterable[Tuple[str, str, str, PinState]],
+             ticket: Optional[int] = None) -> None:
         """
-        Replace the whole copy (at start, from L{IApiStore.pin_states}).
+        Replace the whole copy (at start, from L{IApiStore.pin_states}), as
+        read with C{ticket} (L{None}: now); APIs whose pins were written
+        since that read began keep theirs (L{mcpgated.writeorder}).
         """
+        keep = self.order.whole(ticket)
+        if keep is None:
+            return
         now = self.clock.seconds()
         pins: Dict[str, Dict[Key, PinState]] = {}
         for api_id, kind, name, state in rows:
-            pins.setdefault(api_id, {})[(kind, name)] = state
+            if api_id not in keep:
+                pins.setdefault(api_id, {})[(kind, name)] = state
+        read_at = dict.fromkeys(pins, now)
+        for api_id in keep:
+            if isinstance(api_id, str) and api_id in self._pins:
+                pins[api_id] = self._pins[api_id]
+                read_at[api_id] = self._read_at.get(api_id, now)
         self._pins = pins
-        self._read_at = dict.fromkeys(pins, now)
+        self._read_at = read_at
 
-    def replace(self, api_id: str, rows: Iterable[Tuple[str, str, str, PinState]]) -> None:
+    def replace(self, api_id: str, rows: Iterable[Tuple[str, str, str, PinState]],
+                ticket: Optional[int] = None) -> None:
         """
-        Replace one API's copy (as read again after a change elsewhere).
+        Replace one API's copy (as read again after a change elsewhere, with
+        C{ticket}: unless written since).
         """
+        if not self.order.entry(api_id, ticket):
+            return
         self._pins[api_id] = {(kind, name): state for _, kind, name, state in rows}
         self._read_at[api_id] = self.clock.seconds()
 
@@ -103,9 +122,11 @@ class PinBook:
         """
         One pin as the store has it now (after an operator's decision).
         """
+        self.order.entry(api_id)
         self._pins.setdefault(api_id, {})[key] = state
 
     def _replace_kind(self, api_id: str, kind: str, states: Mapping[Key, PinState]) -> None:
+        self.order.entry(api_id)
         pins = self._pins.setdefault(api_id, {})
         for key in [key for key in pins if key[0] == kind and key not in states]:
             del pins[key]
@@ -121,17 +142,23 @@ class PinBook:
         if self.clock.seconds() - self._read_at.get(api_id, 0.0) < self.refresh_after:
             return
         self._refreshing.add(api_id)
+        ticket = self.order.begin()
 
         def read(rows: Any) -> None:
             self._read_at[api_id] = self.clock.seconds()
             if self._writing.get(api_id):
                 return  # older than the change being stored, whose answer will follow
-            self._pins[api_id] = {(kind, name): state for _, kind, name, state in rows}
+            if self.order.entry(api_id, ticket):  # else older than a write applied since
+                self._pins[api_id] = {(kind, name): state for _, kind, name, state in rows}
+
+        def done(_: object) -> None:
+            self._refreshing.discard(api_id)
+            self.order.end()
 
         d = self.store.pin_states(api_id)
         d.addCallback(read)
         d.addErrback(self._store_failed, api_id)
-        d.addBoth(lambda _: self._refreshing.discard(api_id))
+        d.addBoth(done)
 
     # --- per request --------------------------------------------------------------------
 
