@@ -64,7 +64,8 @@ TO_CLASSIC = {"clientVersions": ["2026-07-28"], "backendVersion": "2025-11-25"}
 # input-required results instead, which the bridge does not turn into
 # requests to a handshake client).
 _NO_REVERSE_INPUT = ("a 2026-07-28 server asks for input with an input_required result, which the bridge "
-                     "does not turn into requests to a handshake-era client (it relays the result)")
+                     "does not turn into requests to a handshake-era client (it answers -32000 naming "
+                     "what was asked)")
 UNBRIDGEABLE_A: Dict[str, str] = {
     "logging-set-level": "logging/setLevel: removed in 2026-07-28, refused by the bridge (-32601)",
     "resources-subscribe": "resources/subscribe: removed in 2026-07-28, refused by the bridge (-32601)",

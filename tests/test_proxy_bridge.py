@@ -480,3 +480,26 @@ def test_a_bridged_session_spans_the_endpoints_of_a_sessionless_backend(daemon, 
            endpoints=[{"url": f"http://127.0.0.1:{port}/mcp", "weight": 1} for port in modern_pair])
     # the gateway's own session id is no endpoint's: every call goes to any endpoint
     assert anyio.run(_many_calls, daemon.gateway + "/bridged-lb") == [str(n + 1) for n in range(6)]
+
+
+def test_an_input_required_result_reaches_a_handshake_client_as_a_clear_error(daemon):
+    from tests.test_conformance_bridge import start_server
+
+    proc, port = start_server("modern")
+    try:
+        deploy(daemon, "/asks", f"http://127.0.0.1:{port}/mcp", protocol=TO_MODERN)
+        url = daemon.gateway + "/asks"
+        status, headers_out, answer = http("POST", url, _initialize("2025-11-25"), ACCEPT)
+        assert status == 200, answer
+        common = dict(ACCEPT, **{"Mcp-Session-Id": headers_out["mcp-session-id"],
+                                 "MCP-Protocol-Version": "2025-11-25"})
+        status, _, answer = http("POST", url, {
+            "jsonrpc": "2.0", "id": 4, "method": "tools/call",
+            "params": {"name": "test_input_required_result_elicitation", "arguments": {}}}, common)
+        error = _result(answer)
+        # not an empty result the client would take for an answer: an error saying why
+        assert status == 200 and error["id"] == 4, answer
+        assert error["error"]["code"] == -32000
+        assert "elicitation/create" in error["error"]["message"]
+    finally:
+        proc.stop()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from typing import Any, Awaitable, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple, Union
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
@@ -26,6 +26,7 @@ from mcpgated.jsonrpc import (
     error_body,
 )
 from mcpgated.mcp.body import parse
+from mcpgated.mcp.messages import RESPONSE, Message
 from mcpgated.mcp.bridge import (
     META_VERSION,
     SESSION_NOT_FOUND,
@@ -93,6 +94,8 @@ BRIDGE_ENDPOINT = endpoint_id("mcpgated:bridge")
 MAX_DISCOVER_BYTES = 1024 * 1024
 MAX_DISCOVER_CACHE = 60.0  # seconds, whatever ttlMs says
 MAX_ENDED = 100_000  # session ids ended with DELETE, remembered
+# the legacy implementation-defined range: a handshake-era client's error
+INPUT_REQUIRED_NOT_BRIDGED = -32000
 _SESSION = b"mcp-session-id"
 # what a handshake-era GET stream carries: the list changes (resources/subscribe
 # is not bridged, so no resource updates)
@@ -268,3 +271,33 @@ def last_message(body: bytes) -> Dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError("not a JSON-RPC message")
     return value
+
+
+@attrs.frozen
+class ModernAnswerJudge:
+    """
+    A 2026-07-28 backend's answer to a handshake-era client
+    (L{mcpgated.mcp.responses.Judge}): an C{input_required} result, which
+    that client would read as an empty result, becomes a JSON-RPC error
+    naming what the backend asked for (the gateway does not turn it into
+    requests to the client).
+    """
+
+    batch = False
+
+    def judge(self, message: Message) -> Any:
+        result = message.result
+        if message.kind != RESPONSE or not isinstance(result, dict) \
+                or result.get("resultType") != "input_required":
+            return None
+        asked = result.get("inputRequests")
+        methods = sorted({str(r.get("method")) for r in asked.values() if isinstance(r, dict)}) \
+            if isinstance(asked, dict) else []
+        return {"jsonrpc": "2.0", "id": message.id, "error": {
+            "code": INPUT_REQUIRED_NOT_BRIDGED,
+            "message": "The backend asked for input (" + (", ".join(methods) or "input_required")
+                       + "), which the gateway does not relay to a client of an older MCP "
+                         "version"}}
+
+    def extra(self) -> List[Any]:
+        return []

@@ -68,7 +68,7 @@ from mcpgated.proxy.headers import (
     upstream_request_headers,
 )
 from mcpgated.proxy.balancer import Backend, Balancer, Member, Pool
-from mcpgated.proxy.bridge import GatewayAnswer, ModernBackend, admit_version
+from mcpgated.proxy.bridge import GatewayAnswer, ModernAnswerJudge, ModernBackend, admit_version
 from mcpgated.proxy.classic import (
     ClassicBackend,
     ClassicForward,
@@ -566,6 +566,10 @@ class GatewayResource(Resource):
             request.responseHeaders.removeHeader(b"mcp-session-id")
             judge = classic.judge if judge is None else chained(judge, classic.judge)
             endpoint = None
+        elif exchange.backend_version is not None:  # a 2026-07-28 backend's, to an older client
+            request.responseHeaders.removeHeader(b"content-length")
+            judge = _MODERN_ANSWER if judge is None else chained(judge, _MODERN_ANSWER)
+            endpoint = None
         reader = None
         if judge is not None or endpoint is not None or observer is not None:
             reader = ResponseReader(event_stream, judge, observer, endpoint)
@@ -1021,6 +1025,9 @@ class GatewayResource(Resource):
             round((self.clock.seconds() - exchange.started) * 1000, 3),
             _peer(request),
         )
+
+
+_MODERN_ANSWER = ModernAnswerJudge()
 
 
 def _bridged(exchange: Exchange, backend_version: Optional[str]) -> None:
