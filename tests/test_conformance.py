@@ -35,7 +35,7 @@ import re
 import shlex
 import subprocess
 from pathlib import Path
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -107,35 +107,49 @@ def scenarios() -> set:
     return names
 
 
+def run_conformance(argv: List[str], out_dir: Path, timeout: float = RUN_TIMEOUT
+                    ) -> Tuple[Dict[str, Optional[List[Dict[str, Any]]]], str]:
+    """
+    One run of the suite's CLI (C{argv} after the node and the script, with
+    C{-o out_dir} added): each scenario's checks as its checks.json lists
+    them (L{None}: the scenario threw and wrote none), and the output.
+    """
+    proc = Proc([str(NODE22), *argv, "-o", str(out_dir)], env=_env())
+    try:
+        proc.wait_for(r"^Total: \d+ passed, \d+ failed", timeout)
+        proc.popen.wait(30)
+    finally:
+        proc.kill()
+    found: Dict[str, Optional[List[Dict[str, Any]]]] = {}
+    for folder in sorted(out_dir.iterdir()):
+        match = _RESULT_DIR.match(folder.name)
+        assert match, f"unexpected entry {folder}"
+        scenario = match.group("scenario")
+        assert scenario not in found, f"{scenario} ran twice"
+        checks_file = folder / "checks.json"
+        found[scenario] = json.loads(checks_file.read_text()) if checks_file.exists() else None
+    return found, "\n".join(proc.output)
+
+
 def run_suite(url: str, out_dir: Path) -> Tuple[Results, str]:
     """
     One C{conformance server --suite all} run against C{url}: the checks of
     each scenario, from its checks.json, and the harness's output.
     """
-    proc = Proc([str(NODE22), str(CONFORMANCE), "server", "--url", url, "--suite", "all",
-                 "-o", str(out_dir)], env=_env())
-    try:
-        proc.wait_for(r"^Total: \d+ passed, \d+ failed", RUN_TIMEOUT)
-        proc.popen.wait(30)
-    finally:
-        proc.kill()
+    found, output = run_conformance([str(CONFORMANCE), "server", "--url", url, "--suite", "all"],
+                                    out_dir)
     results: Results = {}
-    for folder in sorted(out_dir.iterdir()):
-        match = _RESULT_DIR.match(folder.name)
-        assert match, f"unexpected entry {folder}"
-        scenario = match.group("scenario")
-        assert scenario not in results, f"{scenario} ran twice"
-        checks_file = folder / "checks.json"
-        if not checks_file.exists():
+    for scenario, checks in found.items():
+        if checks is None:
             results[scenario] = None
             continue
         scored: Dict[str, str] = {}
-        for check in json.loads(checks_file.read_text()):
+        for check in checks:
             if check["status"] in SCORED:
                 assert check["id"] not in scored, f"{scenario}: check {check['id']} twice"
                 scored[check["id"]] = check["status"]
         results[scenario] = scored
-    return results, "\n".join(proc.output)
+    return results, output
 
 
 def passed(checks: Optional[Dict[str, str]]) -> bool:

@@ -31,9 +31,6 @@ exact).
 
 from __future__ import annotations
 
-import json
-import os
-import re
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
@@ -42,6 +39,7 @@ import pytest
 import yaml
 
 from tests.support import BIN, NODE_BIN, REPO, Daemon, Proc, deploy, listening_ports
+from tests.test_conformance import run_conformance
 
 SUITE = NODE_BIN.parent / "conformance-next"
 CONFORMANCE = SUITE / "dist" / "index.js"
@@ -118,7 +116,6 @@ class Check:
 # suite then writes its folder but no checks.json, and counts a failure)
 Results = Dict[str, Optional[Dict[str, Check]]]
 
-_RESULT_DIR = re.compile(r"^server-(?P<scenario>.+)-\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-\d{3}Z$")
 
 
 def required(revision: str) -> List[str]:
@@ -137,33 +134,23 @@ def run_requirements(url: str, revision: str, out_dir: Path) -> Tuple[Results, s
     C{url}: each scenario's checks (from its checks.json), and the suite's
     output.
     """
-    proc = Proc([str(NODE22), str(CONFORMANCE), "server", "--url", url, "--requirements", revision,
-                 "--timeout", str(SCENARIO_TIMEOUT_MS), "-o", str(out_dir)],
-                env={"PATH": f"{NODE_BIN}{os.pathsep}{os.environ.get('PATH', '')}"})
-    try:
-        proc.wait_for(r"^Total: \d+ passed, \d+ failed", RUN_TIMEOUT)
-        proc.popen.wait(30)
-    finally:
-        proc.kill()
+    found, output = run_conformance([str(CONFORMANCE), "server", "--url", url, "--requirements",
+                                     revision, "--timeout", str(SCENARIO_TIMEOUT_MS)], out_dir,
+                                    RUN_TIMEOUT)
     results: Results = {}
-    for folder in sorted(out_dir.iterdir()):
-        match = _RESULT_DIR.match(folder.name)
-        assert match, f"unexpected entry {folder}"
-        scenario = match.group("scenario")
-        assert scenario not in results, f"{scenario} ran twice"
-        checks_file = folder / "checks.json"
-        if not checks_file.exists():
+    for scenario, listed in found.items():
+        if listed is None:
             results[scenario] = None
             continue
         checks: Dict[str, Check] = {}
-        for check in json.loads(checks_file.read_text()):
+        for check in listed:
             earlier = checks.get(check["id"])
             if earlier is None or _WORSE[check["status"]] > _WORSE[earlier.status]:
                 details = check.get("details") if isinstance(check.get("details"), dict) else {}
                 why = check.get("errorMessage") or details.get("note") or details.get("message")
                 checks[check["id"]] = Check(check["status"], why)
         results[scenario] = checks
-    return results, "\n".join(proc.output)
+    return results, output
 
 
 def passed(checks: Optional[Dict[str, Check]]) -> bool:
