@@ -77,7 +77,7 @@ class KeyIndex:
 
     _grants: Dict[str, KeyGrant] = attrs.field(factory=dict)
     # a reader's ticket (order.begin()) before it reads the store for load
-    order: WriteOrder = attrs.field(factory=WriteOrder)
+    order: "WriteOrder[str]" = attrs.field(factory=WriteOrder)
 
     # --- writes (admin side) ----------------------------------------------------
 

@@ -3,9 +3,10 @@ The routing table: which deployed, started API serves a request path.
 
 The admin side replaces entries after each committed store write, the
 follower (L{mcpgated.cluster.follower}) after reading what another process
-changed, in the order L{WriteOrder} keeps; the gateway side only reads. Lookups are longest-prefix on whole path segments,
-of paths normalised by L{mcpgated.paths} (a context path too: C{/a%41} is
-matched as C{/aA}, as the request path is).
+changed, in the order L{WriteOrder} keeps; the gateway side only reads.
+Lookups are longest-prefix on whole path segments, of paths normalised by
+L{mcpgated.paths} (a context path too: C{/a%41} is matched as C{/aA}, as
+the request path is).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class RouteTable:
     _ready: bool = False
     _waiting: List["Deferred[None]"] = attrs.field(factory=list)
     # a reader's ticket (order.begin()) before it reads the store for load/apply/remove
-    order: WriteOrder = attrs.field(factory=WriteOrder)
+    order: "WriteOrder[str]" = attrs.field(factory=WriteOrder)
 
     # --- writes (admin side) ----------------------------------------------------
 

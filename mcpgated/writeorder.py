@@ -18,13 +18,15 @@ Entries written meanwhile are remembered only while a read is running.
 
 from __future__ import annotations
 
-from typing import Dict, Hashable, Optional, Set
+from typing import Dict, Generic, Hashable, Optional, Set, TypeVar
 
 import attrs
 
+K = TypeVar("K", bound=Hashable)  # what names an entry: an API id, a key hash
+
 
 @attrs.define
-class WriteOrder:
+class WriteOrder(Generic[K]):
     """
     The tickets of one copy's writes: a copy asks L{entry} before writing one
     entry and L{whole} before replacing everything; a reader calls L{begin}
@@ -33,7 +35,7 @@ class WriteOrder:
 
     _last: int = 0  # the last ticket given
     _floor: int = 0  # the ticket of the newest whole-copy write
-    _written: Dict[Hashable, int] = attrs.field(factory=dict)  # entry -> ticket, above the floor
+    _written: Dict[K, int] = attrs.field(factory=dict)  # entry -> ticket, above the floor
     _reading: int = 0  # reads begun and not ended
 
     def begin(self) -> int:
@@ -52,7 +54,7 @@ class WriteOrder:
         if not self._reading:
             self._written.clear()  # every later read's ticket is above them
 
-    def entry(self, key: Hashable, ticket: Optional[int] = None) -> bool:
+    def entry(self, key: K, ticket: Optional[int] = None) -> bool:
         """
         Whether one entry may be written with C{ticket} (L{None}: a write
         that is no read's answer, applied now); if so, it is recorded.
@@ -66,7 +68,7 @@ class WriteOrder:
             self._written[key] = ticket
         return True
 
-    def whole(self, ticket: Optional[int] = None) -> Optional[Set[Hashable]]:
+    def whole(self, ticket: Optional[int] = None) -> Optional[Set[K]]:
         """
         A write of the whole copy with C{ticket} (L{None}: now).
 

@@ -77,7 +77,7 @@ class PinBook:
     _first_walks: Set[Tuple[str, str]] = attrs.field(factory=set)
     _fingerprints: FingerprintCache = attrs.field(factory=FingerprintCache)
     # by API: a reader's ticket (order.begin()) before it reads the store for load/replace
-    order: WriteOrder = attrs.field(factory=WriteOrder)
+    order: "WriteOrder[str]" = attrs.field(factory=WriteOrder)
 
     # --- the copy ---------------------------------------------------------------------
 
@@ -98,7 +98,7 @@ class PinBook:
                 pins.setdefault(api_id, {})[(kind, name)] = state
         read_at = dict.fromkeys(pins, now)
         for api_id in keep:
-            if isinstance(api_id, str) and api_id in self._pins:
+            if api_id in self._pins:
                 pins[api_id] = self._pins[api_id]
                 read_at[api_id] = self._read_at.get(api_id, now)
         self._pins = pins
