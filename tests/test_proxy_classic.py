@@ -177,7 +177,7 @@ ASKING = {META + "clientCapabilities": {"elicitation": {}}}
 
 
 def test_an_input_request_becomes_input_required_and_the_retry_carries_the_answer(daemon, classic):
-    deploy(daemon, "/classic", classic + "/mcp", protocol=TO_CLASSIC)
+    api = deploy(daemon, "/classic", classic + "/mcp", protocol=TO_CLASSIC)
     url = daemon.gateway + "/classic"
     first = _call(url, "ask", id=7, **ASKING)
     assert len(first) == 1 and first[0]["id"] == 7
@@ -202,6 +202,14 @@ def test_an_input_request_becomes_input_required_and_the_retry_carries_the_answe
     # the state was used: a second retry with it is refused, clearly
     status, _, answer = http("POST", url, body, headers)
     assert status == 400 and json.loads(answer)["error"]["code"] == -32602
+    # the exchange log: the call answered input_required, its retry answered in full
+    daemon.stop()  # the records written
+    daemon.start()
+    status, page = daemon.admin("GET", f"/apis/{api['id']}/logs?tool=ask")
+    assert status == 200
+    answered = sorted((r["jsonrpcId"], r["outcome"]) for r in page["data"])
+    assert answered == [("7", "result"), ("8", "error"), ("8", "result")], answered
+    assert {r["backendVersion"] for r in page["data"]} == {"2025-11-25"}
 
 
 def test_input_required_state_belongs_to_its_client(daemon, classic):

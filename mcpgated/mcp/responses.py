@@ -200,6 +200,20 @@ class ResponseReader:
             return body
         return self._json_out([replaced], True)
 
+    def observe_with(self, observer: Optional[Observer]) -> None:
+        """
+        The messages from now on are another exchange's (an answer that
+        waited for the client's next request goes on to it).
+        """
+        self._observer = observer
+
+    def added(self, value: Any, size: int) -> None:
+        """
+        A message the gateway sent the client in the answer's place (the
+        exchange log records it as the answer).
+        """
+        self._observe([classify(value)], size)
+
     def _too_large(self) -> bytes:
         error = {"jsonrpc": "2.0", "id": None, "error": {"code": -32603, "message": TOO_LARGE}}
         encoded = dump(error)

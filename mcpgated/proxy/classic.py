@@ -117,6 +117,7 @@ class ClassicForward:
     preamble: bytes = b""  # written to the client before the backend's answer
     renewed: bool = False
     closing: Optional[Callable[[], None]] = None  # when the exchange ends
+    reader: Any = None  # the answer's ResponseReader (mcpgated.mcp.responses), once relayed
 
     def cancel(self) -> None:
         """
@@ -183,6 +184,7 @@ class ClassicJudge:
     held: Optional[List[Any]] = None  # parked: the backend's messages since
     asking: List[Message] = attrs.field(factory=list)  # the input requests, until sent
     status: Optional[int] = None  # the HTTP status 2026-07-28 gives the answer's error
+    answered: Optional[Dict[str, Any]] = None  # the last input_required sent the client
     batch = False
 
     def parking(self) -> Optional[bytes]:
@@ -204,8 +206,8 @@ class ClassicJudge:
             requests[str(message.id)] = request
         result = {"resultType": "input_required", "inputRequests": requests,
                   "requestState": self.token}
-        answer = {"jsonrpc": "2.0", "id": self.client_id,
-                  "result": modern_result(None, result, self.server_info)}
+        answer = self.answered = {"jsonrpc": "2.0", "id": self.client_id,
+                                  "result": modern_result(None, result, self.server_info)}
         return b"event: message\ndata: " + dump(answer) + b"\n\n"
 
     def resume(self, client_id: Any) -> bytes:

@@ -634,7 +634,8 @@ class GatewayResource(Resource):
             flush = partial(self._classic_flush, exchange, reader, classic)
         parks = on_park = None
         if classic.closing is None:  # input requests park the answer (not a listen stream's)
-            parks = classic.judge.parking
+            classic.reader = reader
+            parks = partial(_parking, classic.judge, reader)
             on_park = partial(self._classic_backend().park, forward=classic)
         return Relay(
             exchange.request,
@@ -673,7 +674,9 @@ class GatewayResource(Resource):
         observer = exchange.observer if exchange.trace is None else exchange.trace
         if observer is not None:
             observer.response(200, request.responseHeaders, 0.0, True)
-        exchange.classic = resume.forward
+        exchange.classic = forward = resume.forward
+        if forward.reader is not None:  # the rest of the answer is this exchange's
+            forward.reader.observe_with(observer)
         exchange.last_activity = self.clock.seconds()
         relay = exchange.relay = resume.relay
         self._relaying[exchange] = None
@@ -1028,6 +1031,17 @@ class GatewayResource(Resource):
 
 
 _MODERN_ANSWER = ModernAnswerJudge()
+
+
+def _parking(judge: Any, reader: ResponseReader) -> Optional[bytes]:
+    """
+    The C{input_required} event that ends a bridged call's answer, if the
+    backend asked for input, recorded as the answer (L{ClassicJudge.parking}).
+    """
+    last: Optional[bytes] = judge.parking()
+    if last:
+        reader.added(judge.answered, len(last))
+    return last
 
 
 def _bridged(exchange: Exchange, backend_version: Optional[str]) -> None:
