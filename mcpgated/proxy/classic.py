@@ -361,7 +361,8 @@ class ClassicBackend:
             return GatewayAnswer(200, rpc_result(message["id"], discover_result(
                 session.initialized, supported)))
         if name == "subscriptions/listen":
-            return await self._listen(message, target, headers, identity, settings, ca_file)
+            return await self._listen(api_id, message, target, headers, identity, settings,
+                                      ca_file)
         session = await self._pooled(api_id, target, headers, identity, settings, ca_file, key)
         judge = ClassicJudge(name, session.server_info, identity.log_level is not None,
                              self._replier(target, headers, session, ca_file),
@@ -576,12 +577,13 @@ class ClassicBackend:
 
     # --- listen streams -------------------------------------------------------------------
 
-    async def _listen(self, message: Dict[str, Any], url: str, headers: Any, identity: Identity,
-                      settings: ProtocolSettings, ca_file: Optional[str]) -> ClassicForward:
+    async def _listen(self, api_id: str, message: Dict[str, Any], url: str, headers: Any,
+                      identity: Identity, settings: ProtocolSettings, ca_file: Optional[str]
+                      ) -> ClassicForward:
         """
         C{subscriptions/listen}: the GET stream of a session of its own.
         """
-        session = await self._open("listen", url, headers, identity, settings, ca_file)
+        session = await self._open(api_id, url, headers, identity, settings, ca_file)
         listen_id = message["id"]
         honoured, ack = acknowledged(listen_filter(message), session.capabilities, listen_id)
         agent = await self.agents(ca_file)
