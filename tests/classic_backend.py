@@ -14,8 +14,8 @@ test sees what the backend saw. Run as a script; it prints the port.
    subscribed to, the tools and prompts list changes, then kept open.
  - DELETE /mcp: the session ends.
  - POST /expire: every session is forgotten (the next request gets 404).
- - GET /state: the sessions open, how many initializes and deletes there
-   were, and the request ids cancelled.
+ - GET /state: the sessions open, how many POSTs, initializes and deletes
+   there were, and the request ids cancelled.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 SESSIONS: Dict[str, Dict[str, Any]] = {}
-STATE: Dict[str, Any] = {"initializes": 0, "deleted": 0, "cancelled": []}
+STATE: Dict[str, Any] = {"initializes": 0, "deleted": 0, "cancelled": [], "posts": 0}
 ANSWERS: Dict[str, "asyncio.Future[Any]"] = {}
 SSE = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 
@@ -47,6 +47,7 @@ def _result(id: Any, result: Dict[str, Any]) -> Dict[str, Any]:
 
 
 async def mcp_post(request: Request) -> Response:
+    STATE["posts"] += 1
     message = json.loads(await request.body())
     method = message.get("method")
     if method == "initialize":

@@ -20,12 +20,12 @@ from mcpgated.jsonrpc import (
     INVALID_PARAMS,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
-    PARSE_ERROR,
     REQUEST_ID,
     Refusal,
     error_body,
+    refused_body,
 )
-from mcpgated.mcp.body import parse
+from mcpgated.mcp.body import BodyError, decode, parse
 from mcpgated.mcp.messages import RESPONSE, Message
 from mcpgated.mcp.bridge import (
     META_VERSION,
@@ -59,8 +59,8 @@ def admit_version(request: Any, exchange: Any, settings: ProtocolSettings, body:
     message: Any = None
     if body:
         try:
-            message = json.loads(body)
-        except ValueError:
+            message = decode(body)
+        except BodyError:
             return body  # not JSON: the backend answers it as it would
     raw = request.getHeader(b"mcp-protocol-version")
     header: Optional[str] = raw.decode("latin-1").strip() if raw else None
@@ -102,6 +102,22 @@ _SESSION = b"mcp-session-id"
 LISTEN = {"jsonrpc": "2.0", "id": "mcpgated-listen", "method": "subscriptions/listen",
           "params": {"notifications": {"toolsListChanged": True, "promptsListChanged": True,
                                        "resourcesListChanged": True}}}
+
+
+def read_message(body: bytes) -> Any:
+    """
+    The request a bridge translates, read as the gate reads bodies
+    (L{mcpgated.mcp.body.decode}: UTF-8, no key twice, no NaN), so what it
+    forwards is what was judged; L{None} for no body.
+
+    @raise Refusal: 400, the body is not such JSON.
+    """
+    if not body:
+        return None
+    try:
+        return decode(body)
+    except BodyError as e:
+        raise refused_body(e) from None
 
 
 def is_handshake(message: Any, headers: Any) -> bool:
@@ -152,11 +168,7 @@ class ModernBackend:
         """
         version = settings.backend_version
         assert version is not None
-        try:
-            message: Any = json.loads(body) if body else None
-        except ValueError:
-            raise Refusal(400, "The request body is not JSON", outcome="bad_request",
-                          code=PARSE_ERROR, id=None) from None
+        message = read_message(body)
         if not is_handshake(message, request.requestHeaders):
             return body  # a 2026-07-28 client: passed through
         method = request.method

@@ -44,7 +44,7 @@ from twisted.logger import Logger
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent
 
-from mcpgated.jsonrpc import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, Refusal, error_body
+from mcpgated.jsonrpc import INVALID_PARAMS, INVALID_REQUEST, Refusal, error_body
 from mcpgated.mcp.bridge import is_modern, rpc_result
 from mcpgated.mcp.classic import (
     INPUT_METHODS,
@@ -64,7 +64,7 @@ from mcpgated.mcp.classic import (
 from mcpgated.mcp.messages import NOTIFICATION, REQUEST, RESPONSE, Message, classify
 from mcpgated.mcp.responses import DROP, dump
 from mcpgated.model import ProtocolSettings
-from mcpgated.proxy.bridge import GatewayAnswer, is_handshake, last_message
+from mcpgated.proxy.bridge import GatewayAnswer, is_handshake, last_message, read_message
 from mcpgated.webclient import fetch
 
 log = Logger()
@@ -323,11 +323,7 @@ class ClassicBackend:
 
         @raise Refusal: 400, or 502 (the backend's C{initialize} failed).
         """
-        try:
-            message: Any = json.loads(body) if body else None
-        except ValueError:
-            raise Refusal(400, "The request body is not JSON", outcome="bad_request",
-                          code=PARSE_ERROR, id=None) from None
+        message = read_message(body)
         if not _modern_request(message, request.requestHeaders):
             return body  # a handshake-era client: passed through
         if not isinstance(message, dict):

@@ -35,8 +35,11 @@ def bridged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tuple[str, str
 
 
 def _reached(backend: str) -> int:
+    """
+    How many POSTs the backend has had.
+    """
     status, _, answer = http("GET", backend + "/state")
-    return int(json.loads(answer)["initializes"])
+    return int(json.loads(answer)["posts"])
 
 
 def _without(meta_key: str) -> Tuple[Dict[str, Any], Dict[str, str]]:
@@ -98,15 +101,50 @@ REFUSED = {
 def test_refused_before_the_backend(bridged, case: str):
     url, backend = bridged
     (body, headers), status, code = REFUSED[case]
+    before = _reached(backend)
     got, _, answer = http("POST", url, body, headers)
     error = json.loads(answer)
     assert (got, error["error"]["code"], error["id"]) == (status, code, 7), answer
-    assert _reached(backend) == 0
+    assert _reached(backend) == before
 
 
 def test_the_base64_form_of_the_right_name_passes(bridged):
     url, backend = bridged
     body, headers = _headers("tools/call", CALL, **{"Mcp-Name": B64})
+    before = _reached(backend)
     status, _, answer = http("POST", url, body, headers)
     assert status == 200, answer
-    assert _reached(backend) == 1
+    assert _reached(backend) > before
+
+
+def _raw(text: bytes) -> Tuple[bytes, Dict[str, str]]:
+    _, headers = _modern("tools/call", CALL)
+    return text, headers
+
+
+META_JSON = (b'"_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28", '
+             b'"io.modelcontextprotocol/clientCapabilities": {}}')
+UNREAD = {
+    # a key twice: one reader takes the first, another the last
+    "method twice": _raw(b'{"jsonrpc": "2.0", "id": 7, "method": "tools/call", "method": "tools/list", '
+                         b'"params": {"name": "whoami", ' + META_JSON + b'}}'),
+    "name twice": _raw(b'{"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {'
+                       b'"name": "whoami", "name": "log", ' + META_JSON + b'}}'),
+    "NaN": _raw(b'{"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {'
+                b'"name": "whoami", "arguments": {"x": NaN}, ' + META_JSON + b'}}'),
+    "not UTF-8": _raw(b'{"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {'
+                      b'"name": "who\xffami", ' + META_JSON + b'}}'),
+    "a byte order mark": _raw(b'\xef\xbb\xbf{"jsonrpc": "2.0", "id": 7, "method": "tools/call", '
+                              b'"params": {"name": "whoami", ' + META_JSON + b'}}'),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNREAD))
+def test_a_body_read_two_ways_never_reaches_the_backend(bridged, case: str):
+    url, backend = bridged
+    raw, headers = UNREAD[case]
+    before = _reached(backend)
+    status, _, answer = http("POST", url, raw=raw, headers=headers)
+    assert status == 400, answer
+    assert json.loads(answer)["error"]["code"] in (-32700, -32600)
+    assert _reached(backend) == before
