@@ -96,6 +96,27 @@ class Proc:
         return self.popen.wait()
 
 
+def start_python_server(*argv: str, timeout: float = 30.0) -> Tuple[Proc, int]:
+    """
+    A Python server script (the SDK's servers, on uvicorn, port 0) started
+    with this venv's python: the process, once it listens, and its port.
+    """
+    proc = Proc([str(BIN / "python"), *argv])
+    proc.wait_for(r"Uvicorn running on", timeout)
+    ports = listening_ports(proc.popen.pid)
+    assert ports, "the server listens on no port"
+    return proc, ports[0]
+
+
+def script_file(folder: Path, name: str, text: str) -> str:
+    """
+    C{text} written to C{folder/name}: its path, to run.
+    """
+    path = folder / name
+    path.write_text(text)
+    return str(path)
+
+
 def listening_ports(pid: int) -> List[int]:
     """
     TCP ports the process (or its children) listens on, from /proc.

@@ -21,15 +21,15 @@ from mcp import Client
 from mcp.client.sse import sse_client
 
 from tests.support import (
-    BIN,
     NODE_BIN,
     Daemon,
     Proc,
     deploy,
     http,
-    listening_ports,
     running,
+    script_file,
     start_everything,
+    start_python_server,
 )
 
 from mcpgated.sealing import Sealer, endpoint_id, load_key_file
@@ -73,15 +73,10 @@ def sse_pair() -> Iterator[List[int]]:
 
 @pytest.fixture(scope="module")
 def modern_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[List[int]]:
-    script = tmp_path_factory.mktemp("whoami") / "whoami.py"
-    script.write_text(WHOAMI_SERVER)
-    procs = [Proc([str(BIN / "python"), str(script), name]) for name in ("first", "second")]
-    ports = []
-    for proc in procs:
-        proc.wait_for(r"Uvicorn running on")
-        ports.append(listening_ports(proc.popen.pid)[0])
-    yield ports
-    for proc in procs:
+    script = script_file(tmp_path_factory.mktemp("whoami"), "whoami.py", WHOAMI_SERVER)
+    started = [start_python_server(script, name) for name in ("first", "second")]
+    yield [port for _, port in started]
+    for proc, _ in started:
         proc.stop()
 
 

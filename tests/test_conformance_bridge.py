@@ -38,7 +38,7 @@ import attrs
 import pytest
 import yaml
 
-from tests.support import BIN, NODE_BIN, REPO, Daemon, Proc, deploy, listening_ports
+from tests.support import Daemon, NODE_BIN, Proc, REPO, deploy, start_python_server
 from tests.test_conformance import run_conformance
 
 SUITE = NODE_BIN.parent / "conformance-next"
@@ -222,11 +222,7 @@ def compare(revision: str, direct: Tuple[Results, str], bridged: Tuple[Results, 
 
 
 def start_server(era: str) -> Tuple[Proc, int]:
-    proc = Proc([str(BIN / "python"), str(SERVER), "--era", era])
-    proc.wait_for(r"Uvicorn running on", timeout=60)
-    ports = listening_ports(proc.popen.pid)
-    assert len(ports) == 1, ports
-    return proc, ports[0]
+    return start_python_server(str(SERVER), "--era", era, timeout=60)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 
 from mcpgated.proxy.bridge import admit_version
-from tests.support import BIN, Proc, deploy, http, listening_ports
+from tests.support import deploy, http, script_file, start_python_server
 from tests.test_proxy_mcp import MODERN_SERVER
 
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
@@ -29,13 +29,8 @@ META = "io.modelcontextprotocol/"
 
 @pytest.fixture
 def modern(tmp_path):
-    script = tmp_path / "modern_server.py"
-    script.write_text(MODERN_SERVER)
-    proc = Proc([str(BIN / "python"), str(script)])
-    proc.wait_for(r"Uvicorn running on")
-    ports = listening_ports(proc.popen.pid)
-    assert ports
-    yield ports[0]
+    proc, port = start_python_server(script_file(tmp_path, "modern_server.py", MODERN_SERVER))
+    yield port
     proc.stop()
 
 
@@ -109,13 +104,8 @@ server.run(""")
 
 @pytest.fixture
 def growing(tmp_path):
-    script = tmp_path / "growing_server.py"
-    script.write_text(GROWING_SERVER)
-    proc = Proc([str(BIN / "python"), str(script)])
-    proc.wait_for(r"Uvicorn running on")
-    ports = listening_ports(proc.popen.pid)
-    assert ports
-    yield ports[0]
+    proc, port = start_python_server(script_file(tmp_path, "growing_server.py", GROWING_SERVER))
+    yield port
     proc.stop()
 
 
@@ -453,19 +443,10 @@ def test_the_get_stream_carries_the_backends_list_changes(daemon, growing):
 
 @pytest.fixture
 def modern_pair(tmp_path):
-    procs = []
-    for index in range(2):
-        script = tmp_path / f"modern_server_{index}.py"
-        script.write_text(MODERN_SERVER)
-        procs.append(Proc([str(BIN / "python"), str(script)]))
-    ports = []
-    for proc in procs:
-        proc.wait_for(r"Uvicorn running on")
-        found = listening_ports(proc.popen.pid)
-        assert found
-        ports.append(found[0])
-    yield ports
-    for proc in procs:
+    script = script_file(tmp_path, "modern_server.py", MODERN_SERVER)
+    started = [start_python_server(script) for _ in range(2)]
+    yield [port for _, port in started]
+    for proc, _ in started:
         proc.stop()
 
 

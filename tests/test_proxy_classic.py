@@ -90,11 +90,20 @@ def test_raw_discover_and_call(daemon, everything):
 
 # --- the scripted backend: what the backend saw -----------------------------------------------
 
-@pytest.fixture
-def classic(tmp_path):
+def start_classic() -> Tuple[Proc, str]:
+    """
+    The scripted 2025-11-25 backend (tests/classic_backend.py) started: the
+    process and its base URL (C{/mcp}, C{/state}, C{/expire}).
+    """
     proc = Proc([str(BIN / "python"), str(Path(__file__).parent / "classic_backend.py")])
     port = int(proc.wait_for(r"listening on (\d+)").group(1))
-    yield f"http://127.0.0.1:{port}"
+    return proc, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def classic(tmp_path):
+    proc, url = start_classic()
+    yield url
     proc.stop()
 
 
@@ -360,12 +369,9 @@ def test_a_client_leaving_cancels_the_call_on_the_backend(daemon, classic):
 
 @pytest.fixture
 def classic_pair(tmp_path):
-    procs = [Proc([str(BIN / "python"), str(Path(__file__).parent / "classic_backend.py")])
-             for _ in range(2)]
-    ports = [int(p.wait_for(r"listening on (\d+)").group(1)) for p in procs]
-    urls = [f"http://127.0.0.1:{port}" for port in ports]
-    yield urls
-    for proc in procs:
+    started = [start_classic() for _ in range(2)]
+    yield [url for _, url in started]
+    for proc, _ in started:
         proc.stop()
 
 

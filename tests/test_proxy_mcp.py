@@ -17,7 +17,7 @@ from mcp import Client
 from mcp.client.sse import sse_client
 
 from tests.daemon_helpers import set_options
-from tests.support import BIN, Daemon, Proc, http, listening_ports
+from tests.support import Daemon, http, script_file, start_python_server
 
 MCP_ACCEPT = {"Accept": "application/json, text/event-stream"}
 
@@ -206,13 +206,8 @@ server.run(transport="streamable-http", host="127.0.0.1", port=0, stateless_http
 
 @pytest.fixture
 def modern_backend(tmp_path):
-    script = tmp_path / "modern_server.py"
-    script.write_text(MODERN_SERVER)
-    proc = Proc([str(BIN / "python"), str(script)])
-    proc.wait_for(r"Uvicorn running on")
-    ports = listening_ports(proc.popen.pid)
-    assert ports
-    yield ports[0]
+    proc, port = start_python_server(script_file(tmp_path, "modern_server.py", MODERN_SERVER))
+    yield port
     proc.stop()
 
 

@@ -31,7 +31,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from mcpgated.analytics.records import session_hash
 from tests.daemon_helpers import set_options
-from tests.support import BIN, Daemon, Proc, deploy, http, listening_ports, metric, subscribe_key
+from tests.support import Daemon, deploy, http, metric, script_file, start_python_server, subscribe_key
 
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -140,13 +140,8 @@ def collector() -> Iterator[Collector]:
 
 @pytest.fixture
 def backend(tmp_path: Any) -> Iterator[int]:
-    script = tmp_path / "traced_backend.py"
-    script.write_text(BACKEND)
-    proc = Proc([str(BIN / "python"), str(script)])
-    proc.wait_for(r"Uvicorn running on")
-    ports = listening_ports(proc.popen.pid)
-    assert ports
-    yield ports[0]
+    proc, port = start_python_server(script_file(tmp_path, "traced_backend.py", BACKEND))
+    yield port
     proc.stop()
 
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import base64
 import json
-from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Tuple
 
 import pytest
 
-from tests.support import BIN, Daemon, Proc, deploy, http, running
-from tests.test_proxy_classic import _modern
+from tests.support import Daemon, deploy, http, running
+from tests.test_proxy_classic import _modern, start_classic
 
 TO_CLASSIC = {"clientVersions": ["2026-07-28"], "backendVersion": "2025-11-25"}
 META = "io.modelcontextprotocol/"
@@ -24,10 +23,7 @@ META = "io.modelcontextprotocol/"
 
 @pytest.fixture(scope="module")
 def bridged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tuple[str, str]]:
-    script = Path(__file__).resolve().parent.parent / "classic_backend.py"
-    proc = Proc([str(BIN / "python"), str(script)])
-    port = int(proc.wait_for(r"listening on (\d+)").group(1))
-    backend_url = f"http://127.0.0.1:{port}"
+    proc, backend_url = start_classic()
     for daemon in running(Daemon(tmp_path_factory.mktemp("bridged"))):
         deploy(daemon, "/b", backend_url + "/mcp", protocol=TO_CLASSIC)
         yield daemon.gateway + "/b", backend_url
